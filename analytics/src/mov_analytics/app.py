@@ -1,0 +1,250 @@
+"""Wiring: MQTT in -> validate -> rules -> InfluxDB writer / alerts; metrics, health, signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import ssl
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from . import logs
+from .alerts import Alert, Alerter, senders_from_config
+from .config import Config, ConfigError, load
+from .influx import InfluxClientTransport, InfluxWriter, Transport, escape_key, escape_measurement, line
+from .metrics import HealthServer, Metrics
+from .parsing import Reading, Rejected, Validator
+from .rules import RulesEngine, StatusChange
+
+log = logging.getLogger("mov_analytics")
+
+SHUTDOWN_FLUSH_S = 8.0  # SIGTERM must end within 10 s; leave room for the MQTT and HTTP teardown
+
+
+class Worker:
+    def __init__(self, cfg: Config, transport: Transport | None = None, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.validator = Validator(cfg.validation)
+        self.rules = RulesEngine(cfg.rules)
+        self.alerter = Alerter(cfg.alerts, self.metrics, senders_from_config(cfg.alerts))
+        self.writer = InfluxWriter(cfg.influxdb, self.metrics, transport or InfluxClientTransport(cfg.influxdb),
+                                   on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure)
+        self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy)
+        self.connected = False
+        self._stop = threading.Event()
+        self._log_limit = logs.RateLimiter(10.0)
+        self._readings_prefix = escape_measurement(cfg.influxdb.readings_measurement)
+        self._write_readings = cfg.influxdb.write_readings
+        self.client = self._make_client()
+
+    # -- MQTT -------------------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        m = self.cfg.mqtt
+        # A fixed client id with clean_session=False keeps the session (subscription and queued QoS 1
+        # readings) on the broker while the worker is down.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
+                             protocol=MQTTProtocolVersion.MQTTv311)
+        if m.username:
+            client.username_pw_set(m.username, m.password or None)
+        if m.tls.enabled:
+            client.tls_set(ca_certs=m.tls.ca_file or None, certfile=m.tls.cert_file or None,
+                           keyfile=m.tls.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(m.tls.insecure)
+        client.reconnect_delay_set(m.reconnect_min_delay_s, m.reconnect_max_delay_s)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection", extra={"reason": str(reason_code)})
+            return
+        client.subscribe(self.cfg.mqtt.topic, qos=self.cfg.mqtt.qos)
+        self.connected = True
+        self.metrics.mqtt_connected.set(1)
+        log.info("mqtt connected", extra={"session_present": flags.session_present,
+                                          "host": self.cfg.mqtt.host, "port": self.cfg.mqtt.port})
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Any) -> None:
+        self.connected = False
+        self.metrics.mqtt_connected.set(0)
+        if not self._stop.is_set():
+            log.warning("mqtt disconnected, reconnecting", extra={"reason": str(reason_code)})
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # Any exception escaping here would end paho's network thread, so nothing may escape.
+        try:
+            self.handle(message.topic, bytes(message.payload))
+        except Exception:
+            self.metrics.rejected.labels("internal_error").inc()
+            if self._log_limit.allow("internal_error") is not None:
+                log.exception("unexpected error handling a message")
+
+    # -- the message path ---------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> None:
+        metrics = self.metrics
+        metrics.received.inc()
+        try:
+            reading = self.validator.parse(topic, payload)
+        except Rejected as rejected:
+            metrics.rejected.labels(rejected.reason).inc()
+            held = self._log_limit.allow(rejected.reason)
+            if held is not None:
+                log.warning("reading rejected", extra={"reason": rejected.reason, "detail": rejected.detail,
+                                                       "topic": topic[:200], "similar_suppressed": held})
+            return
+        if reading.had_unknown_keys:
+            metrics.unknown_keys.inc()
+        if self._write_readings:
+            self.writer.add(self._reading_line(reading))
+        outcome = self.rules.evaluate(reading)
+        if outcome.stale:
+            metrics.stale.inc()
+        elif outcome.change is not None:
+            self._status_changed(outcome.change)
+        metrics.processed.inc()
+
+    def _reading_line(self, r: Reading) -> str:
+        fields = ",".join(f"{escape_key(k)}={v!r}" for k, v in r.fields.items())
+        return (f"{self._readings_prefix},cliente={escape_key(r.cliente)},dispositivo={escape_key(r.dispositivo)}"
+                f",localizacao={escape_key(r.localizacao)},tipo={escape_key(r.tipo)} {fields} {r.time_ns}")
+
+    def _status_line(self, device: Any, status: str, *, level_change: bool, time_ns: int,
+                     previous: str | None, driver_field: str | None, driver_value: float | None) -> str:
+        tags = {"cliente": device.cliente, "dispositivo": device.dispositivo,
+                "localizacao": device.localizacao, "tipo": device.tipo}
+        fields: dict[str, float | int | bool | str] = {"status": status, "change": level_change}
+        if previous is not None:
+            fields["previous"] = previous
+        if driver_field is not None and driver_value is not None:
+            fields["field"] = driver_field
+            fields["value"] = float(driver_value)
+        return line(self.cfg.influxdb.status_measurement, tags, fields, time_ns)
+
+    def _status_changed(self, change: StatusChange) -> None:
+        d = change.device
+        self.metrics.status_changes.labels(change.status).inc()
+        self.writer.add(self._status_line(d, change.status, level_change=True, time_ns=change.time_ns,
+                                          previous=change.previous, driver_field=change.driver_field,
+                                          driver_value=change.driver_value))
+        subject = f"{d.cliente}/{d.dispositivo}"
+        details: dict[str, object] = {"cliente": d.cliente, "dispositivo": d.dispositivo,
+                                      "localizacao": d.localizacao, "tipo": d.tipo, "status": change.status,
+                                      "previous": change.previous, "field": change.driver_field,
+                                      "value": change.driver_value, "time_ns": change.time_ns}
+        log.info("status change", extra=details)
+        if change.status == "critico":
+            self.alerter.submit(Alert("critico", subject,
+                                      f"{subject} ({d.localizacao}) is critico: {change.driver_field}="
+                                      f"{change.driver_value}", details))
+        elif change.recovered:
+            self.alerter.submit(Alert("recovery", subject, f"{subject} ({d.localizacao}) is back to normal",
+                                      details))
+
+    def heartbeat(self) -> None:
+        now_ns = time.time_ns()
+        for d in self.rules.devices():
+            status = ("normal", "alerta", "critico")[d.level]
+            self.writer.add(self._status_line(d, status, level_change=False, time_ns=now_ns, previous=None,
+                                            driver_field=d.driver_field, driver_value=d.driver_value))
+
+    def _on_overflow(self, dropped: int) -> None:
+        if self._log_limit.allow("buffer_full") is not None:
+            log.error("write buffer full, dropping oldest points",
+                      extra={"dropped": dropped, "buffer_max_points": self.cfg.influxdb.buffer_max_points})
+        self.alerter.submit(Alert("buffer_overflow", "worker",
+                                  "InfluxDB write buffer full: oldest points are being dropped",
+                                  {"buffer_max_points": self.cfg.influxdb.buffer_max_points}))
+
+    def _on_auth_failure(self, error: str) -> None:
+        self.alerter.submit(Alert("influx_auth", "worker", "InfluxDB refuses the worker's token",
+                                  {"error": error}))
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        if not self.connected:
+            return False, "mqtt: not connected"
+        if self.writer.auth_failed:
+            return False, "influxdb: token refused (401/403)"
+        if not self.writer.last_write_ok:
+            return False, "influxdb: last write failed: " + self.writer.last_error[:200]
+        return True, "ok"
+
+    def start(self) -> None:
+        self.health.start()
+        self.alerter.start()
+        self.writer.start()
+        m = self.cfg.mqtt
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
+        self.client.loop_start()
+        log.info("worker started", extra={"metrics_port": self.health.port, "topic": m.topic,
+                                          "bucket": self.cfg.influxdb.bucket})
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run_until_stopped(self) -> None:
+        interval = self.cfg.heartbeat_interval_s
+        next_beat = time.monotonic() + interval if interval > 0 else float("inf")
+        while not self._stop.wait(timeout=min(1.0, max(0.01, next_beat - time.monotonic()))):
+            if time.monotonic() >= next_beat:
+                self.heartbeat()
+                next_beat += interval
+
+    def shutdown(self) -> int:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        lost = self.writer.stop(SHUTDOWN_FLUSH_S)
+        self.alerter.stop(0.5)
+        self.health.stop()
+        log.info("worker stopped", extra={"points_lost": lost, "points_written":
+                                          self.metrics.points_written._value.get()})
+        return lost
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mov-analytics", description=__doc__)
+    parser.add_argument("--config", help="YAML config file (env MOV_ANALYTICS_* overrides it)")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_level)
+    if args.check_config:
+        print("config ok", file=sys.stderr)
+        return 0
+    try:
+        worker = Worker(cfg)
+    except OSError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    worker.run_until_stopped()
+    worker.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

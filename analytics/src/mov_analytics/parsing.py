@@ -1,0 +1,257 @@
+"""Parsing and validation of one MQTT reading into a :class:`Reading`, or a :class:`Rejected` with a reason.
+
+Rules (documented in the README too):
+
+* Topic: ``mov/dados/<cliente>/<dispositivo>[/...]``; the topic's cliente and dispositivo must equal the tags.
+* Payload: a UTF-8 JSON object of at most ``validation.max_payload_bytes`` bytes and nesting depth
+  ``validation.max_depth``, with ``timestamp``, ``tags`` (dispositivo, localizacao, tipo, cliente: non-empty
+  strings) and ``fields`` (a non-empty object of finite numbers, |value| <= ``max_abs_value`` and within
+  ``field_ranges`` when one is configured for the field).
+* ``timestamp``: an ISO-8601 string with a timezone (``Z`` or ``+hh:mm``), or an epoch number whose unit is
+  told by its magnitude: < 1e11 seconds, < 1e14 milliseconds, < 1e17 microseconds, otherwise nanoseconds.
+  It must fall within [now - max_past_s, now + max_future_s]. An epoch number landing more than a year away
+  from now is rejected as ``timestamp_unit`` (a wrong unit, not a skewed clock); otherwise an out-of-window
+  time is ``timestamp_future`` / ``timestamp_past``.
+* Unknown keys (top level or extra tags): ``validation.extra_keys: ignore`` (default) accepts the reading and
+  drops them (counted apart); ``reject`` rejects it as ``unknown_key``. Extra *fields* are readings like any
+  other and are always kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from .config import ValidationConfig
+
+REQUIRED_TAGS = ("dispositivo", "localizacao", "tipo", "cliente")
+TOP_LEVEL_KEYS = frozenset(("timestamp", "tags", "fields"))
+MAX_TAG_LENGTH = 256
+
+REASONS = (
+    "oversize",
+    "invalid_utf8",
+    "malformed_json",
+    "not_object",
+    "too_deep",
+    "missing_field",
+    "wrong_type",
+    "non_finite",
+    "out_of_range",
+    "bad_timestamp",
+    "timestamp_future",
+    "timestamp_past",
+    "timestamp_unit",
+    "unknown_key",
+    "bad_topic",
+    "topic_mismatch",
+)
+
+_YEAR_S = 365 * 86_400
+_NS = 1_000_000_000
+
+
+class Rejected(Exception):
+    """A reading that is skipped; ``reason`` is one of :data:`REASONS` (the metric label)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    time_ns: int
+    cliente: str
+    dispositivo: str
+    localizacao: str
+    tipo: str
+    fields: Mapping[str, float]
+    had_unknown_keys: bool = False
+
+    @property
+    def device_key(self) -> tuple[str, str]:
+        return (self.cliente, self.dispositivo)
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of a JSON value, stopping early once past ``limit``."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 0
+    deepest = 0
+    for child in children:
+        deepest = max(deepest, _depth(child, limit))
+        if deepest >= limit:
+            break
+    return deepest + 1
+
+
+class Validator:
+    def __init__(self, cfg: ValidationConfig, clock: Callable[[], float] = time.time) -> None:
+        self._cfg = cfg
+        self._clock = clock
+
+    def _decode(self, payload: bytes) -> object:
+        if len(payload) > self._cfg.max_payload_bytes:
+            raise Rejected("oversize", f"{len(payload)} bytes > {self._cfg.max_payload_bytes}")
+        try:
+            return orjson.loads(payload)
+        except (orjson.JSONDecodeError, RecursionError):
+            pass
+        # orjson only says "invalid"; the standard library tells the reasons apart on this (rare) path.
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Rejected("invalid_utf8", str(exc)) from None
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except _NonFinite as exc:
+            raise Rejected("non_finite", f"{exc} is not a finite number") from None
+        except RecursionError:
+            raise Rejected("too_deep", "nesting exceeds the parser's limit") from None
+        except ValueError as exc:
+            raise Rejected("malformed_json", str(exc)) from None
+
+    def _too_deep_or_wrong(self, doc: object, what: str) -> Rejected:
+        if _depth(doc, self._cfg.max_depth + 1) > self._cfg.max_depth:
+            return Rejected("too_deep", f"nesting deeper than {self._cfg.max_depth}")
+        return Rejected("wrong_type", what)
+
+    def parse(self, topic: str, payload: bytes) -> Reading:
+        doc = self._decode(payload)
+        if not isinstance(doc, dict):
+            raise Rejected("not_object", f"top level is {type(doc).__name__}")
+        unknown = [k for k in doc if k not in TOP_LEVEL_KEYS]
+        if unknown:
+            if any(isinstance(doc[k], (dict, list)) for k in unknown) and (
+                _depth(doc, self._cfg.max_depth + 1) > self._cfg.max_depth
+            ):
+                raise Rejected("too_deep", f"nesting deeper than {self._cfg.max_depth}")
+            if self._cfg.extra_keys == "reject":
+                raise Rejected("unknown_key", f"unknown key {sorted(unknown)[0]!r}")
+        for key in ("timestamp", "tags", "fields"):
+            if key not in doc or doc[key] is None:
+                raise Rejected("missing_field", f"{key} is missing")
+        tags, values = doc["tags"], doc["fields"]
+        if not isinstance(tags, dict):
+            raise self._too_deep_or_wrong(doc, "tags is not an object")
+        if not isinstance(values, dict):
+            raise self._too_deep_or_wrong(doc, "fields is not an object")
+        tag_values = self._tags(doc, tags)
+        extra_tags = len(tags) > len(REQUIRED_TAGS)
+        if extra_tags and self._cfg.extra_keys == "reject":
+            extra = sorted(set(tags) - set(REQUIRED_TAGS))[0]
+            raise Rejected("unknown_key", f"unknown tag {extra!r}")
+        cliente, dispositivo, localizacao, tipo = (
+            tag_values["cliente"], tag_values["dispositivo"], tag_values["localizacao"], tag_values["tipo"],
+        )
+        self._check_topic(topic, cliente, dispositivo)
+        fields = self._fields(doc, values)
+        time_ns = self._timestamp(doc["timestamp"])
+        return Reading(time_ns=time_ns, cliente=cliente, dispositivo=dispositivo, localizacao=localizacao,
+                       tipo=tipo, fields=fields, had_unknown_keys=bool(unknown) or extra_tags)
+
+    def _tags(self, doc: object, tags: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for name in REQUIRED_TAGS:
+            value = tags.get(name)
+            if value is None or value == "":
+                raise Rejected("missing_field", f"tags.{name} is missing")
+            if not isinstance(value, str):
+                raise self._too_deep_or_wrong(doc, f"tags.{name} is not a string")
+            if len(value) > MAX_TAG_LENGTH or not value.isprintable():
+                raise Rejected("wrong_type", f"tags.{name} is too long or has control characters")
+            out[name] = value
+        for name, value in tags.items():
+            if isinstance(value, (dict, list)):
+                raise self._too_deep_or_wrong(doc, f"tags.{name} is not a string")
+        return out
+
+    @staticmethod
+    def _check_topic(topic: str, cliente: str, dispositivo: str) -> None:
+        parts = topic.split("/")
+        if len(parts) < 4 or parts[0] != "mov" or parts[1] != "dados" or not parts[2] or not parts[3]:
+            raise Rejected("bad_topic", f"{topic!r} is not mov/dados/<cliente>/<dispositivo>/...")
+        if parts[2] != cliente or parts[3] != dispositivo:
+            raise Rejected("topic_mismatch", f"topic {topic!r} vs tags {cliente}/{dispositivo}")
+
+    def _fields(self, doc: object, values: dict[str, Any]) -> dict[str, float]:
+        if not values:
+            raise Rejected("missing_field", "fields is empty")
+        ranges = self._cfg.field_ranges
+        limit = self._cfg.max_abs_value
+        out: dict[str, float] = {}
+        for name, value in values.items():
+            if not name:
+                raise Rejected("wrong_type", "empty field name")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                if isinstance(value, (dict, list)):
+                    raise self._too_deep_or_wrong(doc, f"fields.{name} is not a number")
+                raise Rejected("wrong_type", f"fields.{name} is {type(value).__name__}, not a number")
+            number = float(value)
+            if not math.isfinite(number):
+                raise Rejected("non_finite", f"fields.{name} is not finite")
+            if abs(number) > limit:
+                raise Rejected("out_of_range", f"fields.{name}={number} beyond +/-{limit}")
+            bounds = ranges.get(name)
+            if bounds is not None and not bounds[0] <= number <= bounds[1]:
+                raise Rejected("out_of_range", f"fields.{name}={number} outside {list(bounds)}")
+            out[name] = number
+        return out
+
+    def _timestamp(self, value: object) -> int:
+        now = self._clock()
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise Rejected("bad_timestamp", f"{value[:40]!r} is not ISO-8601") from None
+            if moment.tzinfo is None:
+                raise Rejected("bad_timestamp", f"{value[:40]!r} has no timezone (use Z or +hh:mm)")
+            seconds = moment.timestamp()
+            time_ns = int(moment.timestamp()) * _NS + moment.microsecond * 1000
+            epoch = False
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise Rejected("non_finite", "timestamp is not finite")
+            magnitude = abs(value)
+            if magnitude < 1e11:
+                time_ns = round(value * _NS)
+            elif magnitude < 1e14:
+                time_ns = round(value * 1_000_000)
+            elif magnitude < 1e17:
+                time_ns = round(value * 1000)
+            else:
+                time_ns = int(value)
+            seconds = time_ns / _NS
+            epoch = True
+        else:
+            raise Rejected("wrong_type", f"timestamp is {type(value).__name__}")
+        if epoch and abs(seconds - now) > _YEAR_S:
+            raise Rejected("timestamp_unit", f"epoch {value!r} lands more than a year from now")
+        if seconds > now + self._cfg.max_future_s:
+            raise Rejected("timestamp_future", f"{value!r} is {seconds - now:.0f}s in the future")
+        if seconds < now - self._cfg.max_past_s:
+            raise Rejected("timestamp_past", f"{value!r} is {now - seconds:.0f}s in the past")
+        return time_ns
