@@ -236,12 +236,13 @@ class Validator:
             if not math.isfinite(value):
                 raise Rejected("non_finite", "timestamp is not finite")
             magnitude = abs(value)
+            # Integers stay exact; a float epoch carries ~microsecond precision at most, so round there.
             if magnitude < 1e11:
-                time_ns = round(value * _NS)
+                time_ns = value * _NS if isinstance(value, int) else round(value * 1e6) * 1000
             elif magnitude < 1e14:
-                time_ns = round(value * 1_000_000)
+                time_ns = value * 1_000_000 if isinstance(value, int) else round(value * 1000) * 1000
             elif magnitude < 1e17:
-                time_ns = round(value * 1000)
+                time_ns = value * 1000 if isinstance(value, int) else round(value) * 1000
             else:
                 time_ns = int(value)
             seconds = time_ns / _NS
