@@ -8,7 +8,9 @@ Used by the writer-contract tests and by bench/analytics_throughput.py.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 import threading
 import time
 from collections import Counter
@@ -113,7 +115,8 @@ class InfluxWriteDouble:
         self.statuses: Counter[int] = Counter()
         self.requests = 0
         self.errors: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -129,18 +132,32 @@ class InfluxWriteDouble:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                with double._lock:
+                    double._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with double._lock:
+                    double._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                status = double._handle(self.path, self.headers.get("Authorization", ""),
-                                        self.headers.get("Content-Encoding", ""), body)
-                self.send_response(status)
-                payload = b"" if status == 204 else b'{"code":"error","message":"double says no"}'
-                self.send_header("Content-Length", str(len(payload)))
-                if payload:
-                    self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(payload)
+                # Answer while holding the lock: go_away() cannot cut a connection between recording a
+                # batch and acknowledging it, so "recorded" always means "acknowledged".
+                with double._lock:
+                    status = double._handle(self.path, self.headers.get("Authorization", ""),
+                                            self.headers.get("Content-Encoding", ""), body)
+                    self.send_response(status)
+                    payload = b"" if status == 204 else b'{"code":"error","message":"double says no"}'
+                    self.send_header("Content-Length", str(len(payload)))
+                    if payload:
+                        self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    self.wfile.flush()
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 return
@@ -153,11 +170,16 @@ class InfluxWriteDouble:
         self._thread.start()
 
     def go_away(self) -> None:
-        """Close the listening socket: new connections are refused until come_back()."""
+        """Close the listening socket and every open (keep-alive) connection: refused until come_back()."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def come_back(self) -> None:
         if self._server is None:
@@ -167,17 +189,17 @@ class InfluxWriteDouble:
         self.go_away()
 
     def _handle(self, path: str, auth: str, encoding: str, body: bytes) -> int:
-        with self._lock:
-            self.requests += 1
-            status = self._decide(path, auth)
-            if status == 204:
-                try:
-                    self._record(gzip.decompress(body) if encoding == "gzip" else body)
-                except ValueError as exc:
-                    self.errors.append(str(exc))
-                    status = 400
-            self.statuses[status] += 1
-            return status
+        """Called with the lock held."""
+        self.requests += 1
+        status = self._decide(path, auth)
+        if status == 204:
+            try:
+                self._record(gzip.decompress(body) if encoding == "gzip" else body)
+            except ValueError as exc:
+                self.errors.append(str(exc))
+                status = 400
+        self.statuses[status] += 1
+        return status
 
     def _decide(self, path: str, auth: str) -> int:
         url = urlsplit(path)
