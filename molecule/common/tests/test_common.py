@@ -1,0 +1,117 @@
+"""Behaviour of a host hardened by the common role."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ADMIN = "mov"
+KEY_ON_BOX = "/root/.verify_admin_key"
+
+
+@pytest.fixture(scope="module")
+def key_on_box(host):  # type: ignore[no-untyped-def]
+    """The scenario's admin private key, copied into the box so ssh runs there."""
+    private = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "admin_key").read_text()
+    host.run(f"install -m 600 /dev/null {KEY_ON_BOX}")
+    host.run(f"cat > {KEY_ON_BOX} <<'EOF'\n{private}EOF")
+    yield KEY_ON_BOX
+    host.run(f"rm -f {KEY_ON_BOX}")
+
+
+def ssh(host, user: str, key: str, *extra: str):  # type: ignore[no-untyped-def]
+    opts = "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5"
+    return host.run(f"ssh {opts} {' '.join(extra)} -i {key} {user}@127.0.0.1 id -un")
+
+
+def effective_sshd(host) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    out = host.check_output("sshd -T -C user=nobody,host=localhost,addr=127.0.0.1")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_sshd_effective_config_refuses_root_and_passwords(host) -> None:  # type: ignore[no-untyped-def]
+    conf = effective_sshd(host)
+    assert conf["permitrootlogin"] == "no"
+    assert conf["passwordauthentication"] == "no"
+    assert conf["kbdinteractiveauthentication"] == "no"
+    assert conf["authenticationmethods"] == "publickey"
+    assert conf["x11forwarding"] == "no"
+    assert not re.search(r"cbc|arcfour|3des", conf["ciphers"])
+    assert "sha1" not in conf["macs"]
+
+
+def test_admin_logs_in_with_its_key(host, key_on_box) -> None:  # type: ignore[no-untyped-def]
+    result = ssh(host, ADMIN, key_on_box)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == ADMIN
+
+
+def test_root_is_refused_even_with_an_authorized_key(host, key_on_box) -> None:  # type: ignore[no-untyped-def]
+    pub = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "admin_key.pub").read_text().strip()
+    host.run(f"install -d -m 700 /root/.ssh && echo '{pub}' > /root/.ssh/authorized_keys")
+    try:
+        result = ssh(host, "root", key_on_box)
+    finally:
+        host.run("rm -f /root/.ssh/authorized_keys")
+    assert result.rc != 0
+    assert "Permission denied" in result.stderr
+
+
+def test_password_login_is_not_even_offered(host, key_on_box) -> None:  # type: ignore[no-untyped-def]
+    result = ssh(host, ADMIN, key_on_box, "-o PreferredAuthentications=password,keyboard-interactive",
+                 "-o PubkeyAuthentication=no")
+    assert result.rc != 0
+    assert "Permission denied (publickey)" in result.stderr
+
+
+def test_admin_key_files_are_private(host) -> None:  # type: ignore[no-untyped-def]
+    keys = host.file(f"/home/{ADMIN}/.ssh/authorized_keys")
+    assert keys.user == ADMIN
+    assert keys.mode == 0o600
+    sudoers = host.file("/etc/sudoers.d/50-mov-admin")
+    assert sudoers.mode == 0o440
+    assert host.run(f"sudo -u {ADMIN} sudo -n true").rc == 0
+
+
+def test_fail2ban_sshd_jail_is_active_and_bans(host) -> None:  # type: ignore[no-untyped-def]
+    status = host.check_output("fail2ban-client status sshd")
+    assert "Currently banned" in status
+    banned = "192.0.2.77"
+    host.check_output(f"fail2ban-client set sshd banip {banned}")
+    try:
+        assert banned in host.check_output("fail2ban-client get sshd banip")
+        # fail2ban applies the ban action asynchronously.
+        for _ in range(20):
+            if banned in host.check_output("nft list ruleset"):
+                break
+            host.run("sleep 0.5")
+        else:
+            pytest.fail(f"the ban of {banned} did not reach the packet filter (nft list ruleset)")
+    finally:
+        host.run(f"fail2ban-client set sshd unbanip {banned}")
+
+
+def test_unattended_upgrades_enabled(host) -> None:  # type: ignore[no-untyped-def]
+    dump = host.check_output("apt-config dump")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in dump
+    assert 'APT::Periodic::Update-Package-Lists "1";' in dump
+    assert host.service("apt-daily-upgrade.timer").is_enabled
+    dry_run = host.run("unattended-upgrade --dry-run --debug")
+    assert dry_run.rc == 0, dry_run.stderr
+    assert "security" in dry_run.stdout + dry_run.stderr
+
+
+def test_time_zone_and_time_sync(host) -> None:  # type: ignore[no-untyped-def]
+    assert host.file("/etc/localtime").linked_to.endswith("America/Sao_Paulo")
+    assert host.check_output("date +%Z") in ("-03", "BRT")
+    assert host.service("systemd-timesyncd").is_enabled
+    assert "NTP=0.debian.pool.ntp.org" in host.file("/etc/systemd/timesyncd.conf.d/50-mov.conf").content_string
+
+
+def test_journald_limits_in_effect(host) -> None:  # type: ignore[no-untyped-def]
+    conf = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    assert "SystemMaxUse=500M" in conf
+    assert "MaxRetentionSec=1month" in conf

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Run one scheduled job of the MOV platform.
+
+Appends the job's output to <log-dir>/<name>.log between start/end lines, records
+the last result in <state-dir>/<name>.json (read by the status page and alerts),
+reports failures to syslog, and skips a run while the previous one still holds
+the job's lock, so runs never overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import syslog
+import time
+from datetime import datetime, timezone
+
+LOCK_DIR = "/run/lock"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--log-dir", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--no-lock", action="store_true", help="allow overlapping runs")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the shell command")
+    args = parser.parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        parser.error("no command given after --")
+    return args
+
+
+def write_state(path: str, state: dict[str, object]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(state, out, indent=2)
+        out.write("\n")
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    syslog.openlog(f"mov-cron[{args.name}]", syslog.LOG_PID, syslog.LOG_CRON)
+    log_path = os.path.join(args.log_dir, f"{args.name}.log")
+    state_path = os.path.join(args.state_dir, f"{args.name}.json")
+
+    lock = None
+    if not args.no_lock:
+        lock = open(os.path.join(LOCK_DIR, f"mov-cron-{args.name}.lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = "skipped: the previous run still holds the lock"
+            syslog.syslog(syslog.LOG_WARNING, message)
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"=== {now()} {message}\n")
+            return 0
+
+    started = time.monotonic()
+    started_at = now()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"=== {started_at} start\n")
+        log.flush()
+        code = subprocess.run(
+            ["/bin/sh", "-c", " ".join(args.command)], stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
+        log.write(f"=== {now()} end, exit code {code}\n")
+    duration = round(time.monotonic() - started, 3)
+    write_state(state_path, {
+        "name": args.name,
+        "started_at": started_at,
+        "finished_at": now(),
+        "duration_s": duration,
+        "exit_code": code,
+        "result": "ok" if code == 0 else "failed",
+    })
+    if code == 0:
+        syslog.syslog(syslog.LOG_INFO, f"ok in {duration}s")
+    else:
+        syslog.syslog(syslog.LOG_ERR, f"failed with exit code {code} after {duration}s; output in {log_path}")
+    if lock is not None:
+        lock.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The "VPS in a box": a throwaway Debian 13 host with systemd, in a container.
+
+It is the Molecule platform of every role and the target of the ``local``
+inventory. No image registry is needed: the image is built with debootstrap and
+``docker import``. Where a registry is reachable and ``MOV_BOX_PULL`` names an
+image, that image is pulled and tagged instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = os.environ.get("MOV_BOX_IMAGE", "mov/box:trixie")
+CONTAINER = os.environ.get("MOV_BOX_NAME", "mov-box")
+SUITE = "trixie"
+MIRROR = os.environ.get("MOV_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get("MOV_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+# A cloud VPS image ships these; the roles install everything else.
+PACKAGES = ("python3", "sudo", "systemd", "systemd-sysv", "ca-certificates", "iproute2", "dbus", "tzdata")
+
+# What a systemd container needs on a host where --privileged is refused (see docs/).
+RUN_FLAGS: tuple[str, ...] = (
+    "--cap-add", "SYS_ADMIN",
+    "--cap-add", "NET_ADMIN",
+    "--cap-add", "NET_RAW",
+    "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run",
+    "--tmpfs", "/run/lock",
+    "-v", "/var/lib/docker",
+)
+
+# Units that only make sense on real hardware; masked so the box boots clean.
+MASKED_UNITS = (
+    "getty@tty1.service",
+    "console-getty.service",
+    "systemd-remount-fs.service",
+    "sys-kernel-config.mount",
+    "sys-kernel-debug.mount",
+)
+
+
+def run(cmd: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(list(cmd), check=True, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def image_exists(image: str = IMAGE) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+
+
+def container_running(name: str = CONTAINER) -> bool:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
+    )
+    return out.returncode == 0 and out.stdout.strip() == "true"
+
+
+def _prepare_rootfs(root: Path) -> None:
+    (root / "etc/apt/sources.list").write_text(
+        f"deb {MIRROR} {SUITE} main\n"
+        f"deb {MIRROR} {SUITE}-updates main\n"
+        f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
+    )
+    # systemd generates a fresh machine-id on first boot of each container.
+    (root / "etc/machine-id").write_text("")
+    dbus_id = root / "var/lib/dbus/machine-id"
+    if dbus_id.is_symlink() or dbus_id.exists():
+        dbus_id.unlink()
+    for unit in MASKED_UNITS:
+        link = root / "etc/systemd/system" / unit
+        if not link.is_symlink():
+            link.symlink_to("/dev/null")
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    for lists in (root / "var/lib/apt/lists").glob("*_*"):
+        lists.unlink()
+
+
+def build(force: bool = False) -> None:
+    """Build the box image unless it exists (or pull it where MOV_BOX_PULL says so)."""
+    if image_exists() and not force:
+        print(f"{IMAGE} exists; reusing it (--force rebuilds)")
+        return
+    pull = os.environ.get("MOV_BOX_PULL")
+    if pull:
+        run(["docker", "pull", pull])
+        run(["docker", "tag", pull, IMAGE])
+        return
+    if shutil.which("debootstrap") is None:
+        sys.exit("debootstrap is missing: apt-get install debootstrap")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mov-box-") as tmp:
+        root = Path(tmp) / "rootfs"
+        run([
+            "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+            SUITE, str(root), MIRROR,
+        ])
+        _prepare_rootfs(root)
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        run(
+            ["docker", "import", "--change", "CMD [\"/lib/systemd/systemd\"]",
+             "--change", "ENV container=docker", "-", IMAGE],
+            stdin=tar.stdout,
+        )
+        if tar.wait() != 0:
+            sys.exit("tar of the box root filesystem failed")
+    print(f"built {IMAGE} in {time.monotonic() - started:.0f}s")
+
+
+def ensure_admin_key() -> Path:
+    """The local env's admin key pair: throwaway, git-ignored, private half 0600."""
+    key = REPO / ".cache" / "local-box" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mov-local-box", "-f", str(key)])
+    key.chmod(0o600)
+    return key
+
+
+def create(publish: Sequence[str] = ()) -> None:
+    """Start the box (building its image first if needed) and wait for systemd."""
+    ensure_admin_key()
+    build()
+    if container_running():
+        print(f"{CONTAINER} is already running")
+        return
+    subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+    ports = [arg for spec in publish for arg in ("-p", spec)]
+    run([
+        "docker", "run", "-d", "--name", CONTAINER, "--hostname", CONTAINER,
+        *RUN_FLAGS, *ports, IMAGE, "/lib/systemd/systemd",
+    ])
+    wait_for_systemd(CONTAINER)
+
+
+def wait_for_systemd(name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["docker", "exec", name, "systemctl", "is-system-running"],
+            capture_output=True, text=True,
+        )
+        state = out.stdout.strip()
+        if state in ("running", "degraded"):
+            print(f"{name}: systemd is {state}")
+            return
+        time.sleep(1)
+    sys.exit(f"{name}: systemd did not finish booting in {timeout:.0f}s (state: {state or 'unknown'})")
+
+
+def destroy() -> None:
+    subprocess.run(["docker", "rm", "-f", "-v", CONTAINER], capture_output=True)
+    print(f"{CONTAINER} removed")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build", help="build the box image (debootstrap + docker import)")
+    p_build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    p_create = sub.add_parser("create", help="start the box container")
+    p_create.add_argument("-p", "--publish", action="append", default=[],
+                          help="docker -p spec, repeatable (e.g. 127.0.0.1:8443:443)")
+    sub.add_parser("destroy", help="remove the box container and its volumes")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build(force=args.force)
+    elif args.command == "create":
+        create(args.publish)
+    else:
+        destroy()
+
+
+if __name__ == "__main__":
+    main()
