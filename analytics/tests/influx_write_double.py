@@ -142,7 +142,7 @@ class InfluxWriteDouble:
                     double._connections.discard(self.connection)
                 super().finish()
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 # Answer while holding the lock: go_away() cannot cut a connection between recording a
@@ -159,7 +159,7 @@ class InfluxWriteDouble:
                     self.wfile.write(payload)
                     self.wfile.flush()
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)

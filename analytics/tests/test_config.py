@@ -75,6 +75,6 @@ def test_cli_exits_2_with_the_key_on_stderr(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("influxdb:\n  batch_size: -1\n")
     result = subprocess.run([sys.executable, "-m", "mov_analytics", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60)
+                            check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "influxdb.batch_size" in result.stderr and "expected an integer" in result.stderr

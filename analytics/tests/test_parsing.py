@@ -142,7 +142,7 @@ def test_non_finite_numbers(raw: bytes) -> None:
 def test_out_of_range_numbers() -> None:
     assert reason_of(encode(payload(fields={"temperatura_c": 1e13}))) == "out_of_range"
     assert reason_of(encode(payload(fields={"temperatura_c": 10**30}))) == "out_of_range"
-    ranged = {"field_ranges": {"temperatura_c": (-50.0, 150.0)}}
+    ranged: dict[str, Any] = {"field_ranges": {"temperatura_c": (-50.0, 150.0)}}
     assert reason_of(encode(payload(fields={"temperatura_c": 151.0})), **ranged) == "out_of_range"
     assert validator(**ranged).parse(TOPIC, encode(payload(fields={"temperatura_c": 149.0})))
 

@@ -1,0 +1,139 @@
+"""The worker as a process against a real Mosquitto (password file + ACL) and the write-API double."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Publisher, WorkerProcess, reading
+from influx_write_double import InfluxWriteDouble
+from mosquitto_runner import Mosquitto
+
+
+def wait_until(predicate: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def worker(tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(tmp_path, broker, double)
+    w.start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def publisher(broker: Mosquitto) -> Iterator[Publisher]:
+    p = Publisher(broker.port)
+    yield p
+    p.close()
+
+
+def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publisher,
+                                       double: InfluxWriteDouble) -> None:
+    t0 = int(time.time()) - 60
+    values = [25.0, 31.0, 31.5, 36.0, 34.8, 34.0, 20.0]
+    for i, value in enumerate(values):
+        publisher.publish(reading(value, t0 + i))
+    publisher.publish(reading(36.0, t0 + 3))  # a QoS 1 style redelivery of an already seen reading
+    publisher.publish(b"{not json")
+    publisher.publish(reading(float("nan"), t0 + 99) | {"fields": {"temperatura_c": "hot"}})
+    assert wait_until(lambda: len(double.snapshot("mov_status")) == 5, 10), double.snapshot("mov_status")
+    statuses = [(p.field("status"), p.time_ns) for p in sorted(double.snapshot("mov_status"), key=lambda p: p.time_ns)]
+    assert [s for s, _ in statuses] == ['"normal"', '"alerta"', '"critico"', '"alerta"', '"normal"']
+    assert statuses[2][1] == (t0 + 3) * 10**9
+    status = double.snapshot("mov_status")[0]
+    assert dict(status.tags) == {"cliente": "industria_abc", "dispositivo": "sensor_001",
+                                 "localizacao": "sala_servidores", "tipo": "temperatura"}
+    assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 8, 5)
+    assert double.duplicates("mov_leituras") == 1  # the redelivered reading: same series+time, idempotent
+    assert worker.metric("mov_analytics_readings_received_total") == 10
+    assert worker.metric("mov_analytics_readings_processed_total") == 8
+    assert worker.metric("mov_analytics_readings_stale_total") == 1
+    assert worker.metric("mov_analytics_readings_rejected_total", 'reason="malformed_json"') == 1
+    assert worker.metric("mov_analytics_readings_rejected_total", 'reason="wrong_type"') == 1
+    assert worker.metric("mov_analytics_status_changes_total", 'status="critico"') == 1
+
+
+def test_readings_published_while_the_worker_is_down_are_processed(
+        worker: WorkerProcess, publisher: Publisher, double: InfluxWriteDouble) -> None:
+    publisher.publish(reading(25.0, time.time() - 600, seq=-1))
+    assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 1, 10)
+    worker.kill()  # SIGKILL: no goodbye; the broker keeps the persistent session
+    t0 = time.time() - 500
+    for i in range(500):
+        publisher.publish(reading(20.0 + (i % 20), t0 + i * 0.5, seq=i))
+    worker.start()
+    assert wait_until(lambda: len(double.snapshot("mov_leituras")) >= 501, 30)
+    time.sleep(0.5)
+    seqs = sorted(int(float(p.field("seq"))) for p in double.snapshot("mov_leituras"))
+    assert seqs == [-1, *range(500)]
+    assert worker.metric("mov_analytics_readings_processed_total") == 500
+
+
+def test_broker_restart_reconnects_and_resumes(worker: WorkerProcess, publisher: Publisher,
+                                               broker: Mosquitto, double: InfluxWriteDouble) -> None:
+    publisher.publish(reading(25.0, time.time() - 30, seq=1))
+    assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 1, 10)
+    publisher.close()
+    broker.stop()
+    assert worker.wait_health(503, 10), "health stayed green with the broker down"
+    broker.start()
+    assert worker.wait_health(200, 20), "worker did not reconnect"
+    again = Publisher(broker.port)
+    try:
+        again.publish(reading(36.0, time.time() - 20, seq=2))
+        assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 2, 10)
+    finally:
+        again.close()
+    assert worker.metric("mov_analytics_mqtt_connected") == 1
+
+
+def test_influx_auth_failure_turns_health_red(worker: WorkerProcess, publisher: Publisher,
+                                              double: InfluxWriteDouble) -> None:
+    double.mode = "unauthorized"
+    publisher.publish(reading(25.0, time.time() - 5, seq=1))
+    assert worker.wait_health(503, 10)
+    assert worker.metric("mov_analytics_influx_auth_failed") == 1
+    requests = double.requests
+    time.sleep(1.5)
+    assert double.requests - requests <= 1  # no retry storm (auth_retry_interval_s defaults to 60 s)
+
+
+def test_sigterm_flushes_buffered_points_and_exits_0(tmp_path: Path, broker: Mosquitto,
+                                                     double: InfluxWriteDouble, publisher: Publisher) -> None:
+    w = WorkerProcess(tmp_path, broker, double, influxdb={"batch_size": 10_000, "flush_interval_ms": 600_000})
+    w.start()
+    try:
+        t0 = time.time() - 100
+        for i in range(50):
+            publisher.publish(reading(22.0, t0 + i, seq=i))
+        assert wait_until(lambda: w.metric("mov_analytics_readings_processed_total") == 50, 10)
+        assert double.snapshot() == []
+        started = time.monotonic()
+        assert w.terminate() == 0
+        assert time.monotonic() - started < 10
+        assert len(double.snapshot("mov_leituras")) == 50
+        assert '"worker stopped"' in w.log.read_text()
+    finally:
+        w.stop()
+
+
+def test_wrong_mqtt_password_keeps_health_red(tmp_path: Path, broker: Mosquitto,
+                                              double: InfluxWriteDouble) -> None:
+    w = WorkerProcess(tmp_path, broker, double)
+    (tmp_path / "mqtt_password").write_text("wrong\n")
+    w.start(wait_healthy=False)
+    try:
+        time.sleep(2)
+        assert w.health() == 503
+        assert "broker refused the connection" in w.log.read_text()
+    finally:
+        w.stop()
