@@ -33,14 +33,14 @@ class Mosquitto:
     """``users`` maps user -> password; ``acl`` is the ACL file text. Without users the broker is anonymous."""
 
     def __init__(self, workdir: Path, users: dict[str, str] | None = None, acl: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, persistence: bool = True) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "persistence true",
+            f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {workdir}/",
             # The default of 1000 queued messages per client would drop QoS 1 readings of a busy or absent
             # worker; the platform's broker config needs the same setting.
