@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""The platform's config tree (the ``mov_*`` variables of group_vars/all/services.yml): checks and derivations.
+
+Used by scripts/secrets.py (which secrets the tree needs) and by the first play of playbooks/services.yml and
+playbooks/render.yml (``--tree-json``), so a wrong input stops the run before anything is rendered, with the
+variable's name and the reason.
+
+    python3 scripts/config_tree.py --tree-json '{"mov_devices": [...], ...}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeGuard
+
+# A topic level: no MQTT wildcard (+ #), no level separator (/), no spaces, no control characters.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_PATTERN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}$")
+DURATION_PATTERN = re.compile(r"^(0|([0-9]+(ns|us|ms|s|m|h|d|w))+)$")
+MIN_OUTAGE_TOLERANCE_S = 600
+
+# The tree's variables this module reads (the playbooks pass exactly these).
+TREE_KEYS = (
+    "mov_env",
+    "mov_domain",
+    "mov_devices",
+    "mov_device_publish_interval_s",
+    "mov_mqtt_service_users",
+    "mov_thresholds",
+    "mov_alert_for",
+    "mov_alert_contacts",
+    "mov_influxdb_retention",
+    "mov_telegraf_interval_s",
+    "mov_telegraf_outage_tolerance_s",
+)
+
+# Secrets that do not depend on the tree's lists (the MQTT passwords do: one per account).
+FIXED_SECRETS = (
+    "influxdb_admin_password",
+    "influxdb_admin_token",
+    "grafana_admin_password",
+    "backup_password",
+    "backup_salt",
+)
+
+
+def _why_bad_name(value: object) -> str | None:
+    if not isinstance(value, str) or value == "":
+        return f"must be a non-empty string, got {value!r}"
+    for char, what in (("/", "'/'"), ("+", "'+'"), ("#", "'#'"), (" ", "a space")):
+        if char in value:
+            return f"{value!r} contains {what} (not allowed in an MQTT topic level or username part)"
+    if not NAME_PATTERN.match(value):
+        return f"{value!r} must match {NAME_PATTERN.pattern}"
+    return None
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def device_username(device: Mapping[str, Any]) -> str:
+    """A device's MQTT username: "<client>/<name>", so the ACL pattern mov/dados/%u/# is its own subtree."""
+    return f"{device['client']}/{device['name']}"
+
+
+def mqtt_usernames(tree: Mapping[str, Any]) -> list[str]:
+    services = [str(u["name"]) for u in tree.get("mov_mqtt_service_users") or []]
+    devices = [device_username(d) for d in tree.get("mov_devices") or []]
+    return services + devices
+
+
+def required_secrets(tree: Mapping[str, Any]) -> list[str]:
+    """Every secret name the tree needs: "mqtt/<username>" per MQTT account, then the fixed ones."""
+    return [f"mqtt/{name}" for name in mqtt_usernames(tree)] + list(FIXED_SECRETS)
+
+
+def _check_devices(tree: Mapping[str, Any], errors: list[str]) -> None:
+    devices = tree.get("mov_devices")
+    if not isinstance(devices, list) or not devices:
+        errors.append(f"mov_devices: must be a non-empty list of devices, got {devices!r}")
+        return
+    for index, device in enumerate(devices):
+        where = f"mov_devices[{index}]"
+        if not isinstance(device, Mapping):
+            errors.append(f"{where}: must be a mapping with name, client, site, type, got {device!r}")
+            continue
+        for key in ("name", "client", "site", "type"):
+            why = _why_bad_name(device.get(key))
+            if why:
+                errors.append(f"{where}.{key}: {why}")
+        extra = sorted(set(device) - {"name", "client", "site", "type"})
+        if extra:
+            errors.append(f"{where}: unknown keys {', '.join(extra)} (allowed: name, client, site, type)")
+    pairs = Counter(
+        (d.get("client"), d.get("name")) for d in devices if isinstance(d, Mapping)
+    )
+    for (client, name), count in sorted(pairs.items(), key=str):
+        if count > 1:
+            errors.append(f"mov_devices: duplicate device {name!r} of client {client!r} ({count} entries)")
+
+
+def _check_service_users(tree: Mapping[str, Any], errors: list[str]) -> None:
+    users = tree.get("mov_mqtt_service_users")
+    if not isinstance(users, list):
+        errors.append(f"mov_mqtt_service_users: must be a list, got {users!r}")
+        return
+    clients = {d.get("client") for d in tree.get("mov_devices") or [] if isinstance(d, Mapping)}
+    names = []
+    for index, user in enumerate(users):
+        where = f"mov_mqtt_service_users[{index}]"
+        if not isinstance(user, Mapping):
+            errors.append(f"{where}: must be a mapping with name, read, write, got {user!r}")
+            continue
+        why = _why_bad_name(user.get("name"))
+        if why:
+            errors.append(f"{where}.name: {why}")
+        names.append(user.get("name"))
+        if user.get("name") in clients:
+            errors.append(
+                f"{where}.name: {user.get('name')!r} is also a device client name; it would be allowed to "
+                "publish as that client's devices (pattern mov/dados/%u/#)"
+            )
+        for key in ("read", "write"):
+            topics = user.get(key, [])
+            if not isinstance(topics, list) or not all(isinstance(t, str) and t and " " not in t for t in topics):
+                errors.append(f"{where}.{key}: must be a list of topic filters without spaces, got {topics!r}")
+    for name, count in Counter(names).items():
+        if count > 1:
+            errors.append(f"mov_mqtt_service_users: duplicate name {name!r}")
+
+
+def _check_thresholds(tree: Mapping[str, Any], errors: list[str]) -> None:
+    thresholds = tree.get("mov_thresholds")
+    if not isinstance(thresholds, Mapping) or "temperatura_c" not in thresholds:
+        errors.append(f"mov_thresholds: must be a mapping with at least temperatura_c, got {thresholds!r}")
+        return
+    for field, levels in thresholds.items():
+        if not isinstance(levels, Mapping):
+            errors.append(f"mov_thresholds.{field}: must be a mapping with alerta and critico, got {levels!r}")
+            continue
+        for level in ("alerta", "critico"):
+            value = levels.get(level)
+            if not _is_number(value):
+                errors.append(f"mov_thresholds.{field}.{level}: must be a number, got {value!r}")
+        if _is_number(levels.get("alerta")) and _is_number(levels.get("critico")) and not (
+            levels["alerta"] < levels["critico"]
+        ):
+            errors.append(
+                f"mov_thresholds.{field}: alerta ({levels['alerta']}) must be below critico ({levels['critico']})"
+            )
+
+
+def _check_scalars(tree: Mapping[str, Any], errors: list[str]) -> None:
+    domain = tree.get("mov_domain")
+    if domain in (None, ""):
+        errors.append("mov_domain: missing; set the platform's public DNS name (e.g. mov.example.com)")
+    elif not isinstance(domain, str) or not DOMAIN_PATTERN.match(domain):
+        errors.append(f"mov_domain: {domain!r} is not a DNS name")
+    if tree.get("mov_env") not in ("local", "staging", "prod"):
+        errors.append(f"mov_env: must be local, staging or prod, got {tree.get('mov_env')!r}")
+    for key in ("mov_device_publish_interval_s", "mov_telegraf_interval_s"):
+        value = tree.get(key)
+        if not _is_number(value) or value <= 0:
+            errors.append(f"{key}: must be a positive number of seconds, got {value!r}")
+    outage = tree.get("mov_telegraf_outage_tolerance_s")
+    if not _is_number(outage) or outage < MIN_OUTAGE_TOLERANCE_S:
+        errors.append(f"mov_telegraf_outage_tolerance_s: must be a number >= {MIN_OUTAGE_TOLERANCE_S}, got {outage!r}")
+    for key in ("mov_influxdb_retention", "mov_alert_for"):
+        value = tree.get(key)
+        if not isinstance(value, str) or not DURATION_PATTERN.match(value):
+            errors.append(f"{key}: must be a duration such as 30d or 1m, got {value!r}")
+    contacts = tree.get("mov_alert_contacts")
+    if not isinstance(contacts, Mapping):
+        errors.append(f"mov_alert_contacts: must be a mapping with webhook_url and emails, got {contacts!r}")
+    else:
+        url = contacts.get("webhook_url", "")
+        if not isinstance(url, str) or (url and not re.match(r"^https?://\S+$", url)):
+            errors.append(f"mov_alert_contacts.webhook_url: must be empty or an http(s) URL, got {url!r}")
+        emails = contacts.get("emails", [])
+        if not isinstance(emails, list) or not all(isinstance(e, str) and re.match(r"^\S+@\S+$", e) for e in emails):
+            errors.append(f"mov_alert_contacts.emails: must be a list of e-mail addresses, got {emails!r}")
+
+
+def validate(tree: Mapping[str, Any]) -> list[str]:
+    """Every problem of the tree, each naming its variable and the reason; empty when the tree is good."""
+    errors: list[str] = []
+    _check_scalars(tree, errors)
+    _check_devices(tree, errors)
+    _check_service_users(tree, errors)
+    _check_thresholds(tree, errors)
+    return errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree-json", required=True, help="the tree's variables as one JSON object")
+    args = parser.parse_args(argv)
+    tree = json.loads(args.tree_json)
+    errors = validate(tree)
+    for error in errors:
+        print(f"config tree: {error}", file=sys.stderr)
+    if errors:
+        return 1
+    print(f"config tree: ok ({len(tree.get('mov_devices') or [])} devices)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
