@@ -88,6 +88,8 @@ class Results:
         print("\n=== results", flush=True)
         for line in self.lines:
             print(line)
+        if started := os.environ.get("MOV_CI_STARTED"):
+            print(f"elapsed: {time.time() - float(started):.0f}s since CI started")
         print(f"summary: {self.passed} passed, {self.failed} failed", flush=True)
         return 0 if self.failed == 0 else 1
 

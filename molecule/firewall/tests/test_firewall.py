@@ -21,7 +21,7 @@ BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'firewall')}"
 PROBER_IMAGE = os.environ.get("MOV_BOX_IMAGE", "mov/box:trixie")
 
 # Host services the prepare of this test starts on the box: open and closed ports alike.
-HOST_LISTENERS = (80, 443, 9100)
+HOST_LISTENERS = (22, 80, 443, 9100)  # 22 stands in for sshd, not installed in this scenario
 PRIVATE_CONTAINER_PORT = 8080   # published by a container, not in the public list
 PUBLIC_CONTAINER_PORT = 8883    # published by a container, in firewall_docker_public_tcp_ports
 
@@ -141,7 +141,8 @@ def test_containers_still_reach_each_other_and_out(host, busybox_image: str) -> 
     """The fix must not break the platform: container-to-container traffic passes."""
     addr = host.check_output(
         "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' mov-canary-private")
-    result = host.run(f"docker run --rm {busybox_image} sh -c 'echo GET / | nc -w 3 {addr} {PRIVATE_CONTAINER_PORT}'")
+    result = host.run(f"docker run --rm {busybox_image} sh -c "
+        f"'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 {addr} {PRIVATE_CONTAINER_PORT}'")
     assert result.rc == 0 and "canary" in result.stdout, result.stderr
 
 
