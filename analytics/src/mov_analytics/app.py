@@ -98,7 +98,8 @@ class Worker:
     # -- the message path ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:
         metrics = self.metrics
-        metrics.received.inc()
+        hot = metrics.hot
+        hot.received += 1
         try:
             reading = self.validator.parse(topic, payload)
         except Rejected as rejected:
@@ -109,15 +110,15 @@ class Worker:
                                                        "topic": topic[:200], "similar_suppressed": held})
             return
         if reading.had_unknown_keys:
-            metrics.unknown_keys.inc()
+            hot.unknown_keys += 1
         if self._write_readings:
             self.writer.add(self._reading_line(reading))
         outcome = self.rules.evaluate(reading)
         if outcome.stale:
-            metrics.stale.inc()
+            hot.stale += 1
         elif outcome.change is not None:
             self._status_changed(outcome.change)
-        metrics.processed.inc()
+        hot.processed += 1
 
     def _reading_line(self, r: Reading) -> str:
         # Hot path (one call per reading): the escaped series prefix and field keys are cached, bounded.
