@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -254,7 +255,8 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mov-analytics", description=__doc__)
-    parser.add_argument("--config", help="YAML config file (env MOV_ANALYTICS_* overrides it)")
+    parser.add_argument("--config", default=os.environ.get("MOV_ANALYTICS_CONFIG") or None,
+                        help="YAML config file (default: $MOV_ANALYTICS_CONFIG); MOV_ANALYTICS_* env overrides it")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     args = parser.parse_args(argv)
     try:
