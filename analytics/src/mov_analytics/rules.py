@@ -52,6 +52,10 @@ class Outcome:
     stale: bool
 
 
+_STALE = Outcome(change=None, stale=True)
+_UNCHANGED = Outcome(change=None, stale=False)
+
+
 def next_level(rule: RuleConfig, current: int, value: float) -> int:
     """Level for ``value`` given the current level, with hysteresis on the way down."""
     sign = 1.0 if rule.direction == "above" else -1.0
@@ -105,7 +109,7 @@ class RulesEngine:
             state = DeviceState(reading.cliente, reading.dispositivo, reading.localizacao, reading.tipo)
             self._devices[key] = state
         elif reading.time_ns <= state.last_time_ns:
-            return Outcome(change=None, stale=True)
+            return _STALE
         state.last_time_ns = reading.time_ns
         state.localizacao, state.tipo = reading.localizacao, reading.tipo
         previous_level = state.level
@@ -130,7 +134,7 @@ class RulesEngine:
         if driver is not None:
             state.driver_field, state.driver_value = driver
         if not first and worst == previous_level:
-            return Outcome(change=None, stale=False)
+            return _UNCHANGED
         recovered = False
         if worst == CRITICO:
             state.critical_since_normal = True
