@@ -39,8 +39,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "analytics" / "tests"))
 
+import paho.mqtt.client as mqtt  # noqa: E402
+import yaml  # noqa: E402
 from influx_write_double import InfluxWriteDouble  # noqa: E402
 from mosquitto_runner import Mosquitto, free_port  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
 RAW_CLIENT_ID = "bench-raw-counter"
 WORKER_CLIENT_ID = "bench-mov-analytics"
@@ -60,9 +63,6 @@ def payload(seq: int, device: str, stamp_ns: int) -> bytes:
 # -- roles run as separate processes -----------------------------------------------------------------------
 def role_publish(port: int, seconds: float, rate: float, prefix: str) -> None:
     """Publish for ``seconds`` (as fast as possible when rate == 0); print how many were acknowledged."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -98,9 +98,6 @@ def role_publish(port: int, seconds: float, rate: float, prefix: str) -> None:
 
 def role_raw(port: int, expect: int, register_only: bool) -> None:
     """Count messages from the persistent session until ``expect`` arrived; print the rate."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
     state = {"count": 0, "connected_at": 0.0, "done_at": 0.0}
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RAW_CLIENT_ID, clean_session=False,
                          protocol=MQTTProtocolVersion.MQTTv311)
@@ -135,8 +132,6 @@ def run_role(*args: str, timeout: float) -> dict[str, Any]:
 
 def start_worker(workdir: Path, broker_port: int, double: InfluxWriteDouble, args: argparse.Namespace
                  ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    import yaml
-
     metrics_port = free_port()
     cfg = {
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": WORKER_CLIENT_ID},
@@ -235,7 +230,7 @@ def main() -> int:
         workdir = Path(tmp)
         broker = Mosquitto(workdir / "mosquitto", persistence=False)
         broker.start()
-        double = InfluxWriteDouble(token="bench-token", parse=False)
+        double = InfluxWriteDouble(token="bench-token", parse=False)  # noqa: S106 - a test double's token
         port = str(broker.port)
         try:
             # Register both persistent sessions, then leave them offline while the backlog is published.
