@@ -1,0 +1,94 @@
+"""Filters for InfluxDB 2's least-privilege tokens: permissions from the spec, and what to create or replace.
+
+A token of the spec is identified by its description "mov:<name>". An existing active authorization with that
+description and exactly the wanted permissions is kept (its value is reused), one with other permissions is
+replaced, a missing one is created. InfluxDB generates the value of a new token (the v2 API takes none).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+DESCRIPTION_PREFIX = "mov:"
+_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def influxdb_duration_seconds(duration: str) -> int:
+    """Seconds in an InfluxDB duration ("30d", "1h30m"); 0 means forever."""
+    text = str(duration).strip()
+    if text in ("", "0"):
+        return 0
+    parts = re.findall(r"([0-9]+)(ns|us|ms|s|m|h|d|w)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not an InfluxDB duration: {duration!r}")
+    return int(sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+def influxdb_description(token: Mapping[str, Any]) -> str:
+    return DESCRIPTION_PREFIX + str(token["name"])
+
+
+def influxdb_permissions(token: Mapping[str, Any], org_id: str, bucket_ids: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The API permissions of one token of the spec: each {action, bucket} on that bucket only."""
+    permissions = []
+    for permission in token["permissions"]:
+        bucket = permission["bucket"]
+        if bucket not in bucket_ids:
+            raise ValueError(f"influxdb_tokens: {token['name']}: bucket {bucket!r} does not exist")
+        if permission["action"] not in ("read", "write"):
+            raise ValueError(f"influxdb_tokens: {token['name']}: action must be read or write")
+        permissions.append(
+            {"action": permission["action"], "resource": {"type": "buckets", "id": bucket_ids[bucket], "orgID": org_id}}
+        )
+    return permissions
+
+
+def _normalise(permissions: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str | None, str | None]]:
+    return {
+        (str(p["action"]), str(p["resource"]["type"]), p["resource"].get("id"), p["resource"].get("orgID"))
+        for p in permissions
+    }
+
+
+def influxdb_token_plan(
+    existing: Sequence[Mapping[str, Any]],
+    tokens: Sequence[Mapping[str, Any]],
+    org_id: str,
+    bucket_ids: Mapping[str, str],
+) -> dict[str, list[dict[str, Any]]]:
+    """{"keep": [...], "create": [...], "delete": [...]}: the API calls that make the tokens match the spec.
+
+    keep:   {name, id}; create: {name, body} (the POST /api/v2/authorizations body); delete: {name, id}.
+    """
+    plan: dict[str, list[dict[str, Any]]] = {"keep": [], "create": [], "delete": []}
+    for token in tokens:
+        description = influxdb_description(token)
+        wanted = influxdb_permissions(token, org_id, bucket_ids)
+        matches = [a for a in existing if a.get("description") == description and a.get("orgID") == org_id]
+        good = [
+            a for a in matches
+            if a.get("status") == "active" and _normalise(a.get("permissions", [])) == _normalise(wanted)
+        ]
+        if good:
+            plan["keep"].append({"name": token["name"], "id": good[0]["id"]})
+            stale = [a for a in matches if a is not good[0]]
+        else:
+            plan["create"].append({
+                "name": token["name"],
+                "body": {"orgID": org_id, "description": description, "status": "active", "permissions": wanted},
+            })
+            stale = matches
+        plan["delete"].extend({"name": token["name"], "id": a["id"]} for a in stale)
+    return plan
+
+
+class FilterModule:
+    def filters(self) -> dict[str, object]:
+        return {
+            "influxdb_duration_seconds": influxdb_duration_seconds,
+            "influxdb_description": influxdb_description,
+            "influxdb_permissions": influxdb_permissions,
+            "influxdb_token_plan": influxdb_token_plan,
+        }
