@@ -50,7 +50,7 @@ def render(env: str, dest: Path, tls_dir: Path) -> Path:
         cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    [conf] = (dest / "out").glob("*/nginx/conf.d/mov.conf")
+    [conf] = (dest / "out").glob("*/etc/nginx/conf.d/mov.conf")
     return conf
 
 
