@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rotate", action="append", default=[], metavar="NAME", help="regenerate this secret")
     parser.add_argument("--vault-password-file", type=Path, default=None)
     parser.add_argument("--tree-json", help="the tree's variables as JSON (default: read with ansible-inventory)")
-    parser.add_argument("--root", type=Path, default=REPO, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=REPO, help="the repository (default: this script's)")
     args = parser.parse_args(argv)
     password_file = args.vault_password_file
     if password_file is None and os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE"):
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if changed:
         print(f"secrets ({args.env}): generated {', '.join(changed)}; {needed - len(changed)} kept")
     else:
-        print(f"secrets ({args.env}): all {needed} present, nothing generated")
+        print(f"secrets ({args.env}): all {needed} present, none added")
     return 0
 
 

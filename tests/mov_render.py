@@ -1,0 +1,108 @@
+"""Run playbooks/render.yml against a throwaway copy of the repository's layout (shared by the render tests).
+
+The copy links the real playbooks, roles, scripts and group_vars and copies the inventories, so a test can add a
+vault or a secrets file, or override the tree, without touching the checkout. Results are cached per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ENVS = ("local", "staging", "prod")
+VAULT_PASSWORD = "test-only-vault-password"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "test.vault-password"
+
+    def inventory(self, env: str) -> Path:
+        return self.root / "inventories" / env
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "ANSIBLE_CONFIG": str(self.root / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_FORCE_COLOR": "0"}
+        result = subprocess.run(list(args), cwd=self.root, env=env, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        return result
+
+    def secrets(self, env: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        args = ["python3", str(self.root / "scripts" / "secrets.py"), "--env", env, "--root", str(self.root)]
+        if env != "local":
+            args += ["--vault-password-file", str(self.password_file)]
+        return self.run(*args, *extra, check=check)
+
+    def render(self, env: str, dest: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        args = ["ansible-playbook", "playbooks/render.yml", "-i", f"inventories/{env}", "-e", f"render_dest={dest}"]
+        if env != "local":
+            args += ["--vault-password-file", str(self.password_file)]
+        return self.run(*args, *extra, check=check)
+
+    def vault_plaintext(self, env: str) -> str:
+        from ansible.constants import DEFAULT_VAULT_ID_MATCH
+        from ansible.parsing.vault import VaultLib, VaultSecret
+
+        vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(VAULT_PASSWORD.encode()))])
+        raw = (self.inventory(env) / "group_vars" / "mov" / "vault.yml").read_bytes()
+        return str(vault.decrypt(raw).decode())
+
+    def secret_store(self, env: str) -> dict[str, object]:
+        if env == "local":
+            text = (self.inventory(env) / "group_vars" / "mov" / "secrets.yml").read_text()
+        else:
+            text = self.vault_plaintext(env)
+        store = yaml.safe_load(text)["vault_mov_secrets"]
+        assert isinstance(store, dict)
+        return store
+
+
+def new_workspace() -> Workspace:
+    root = Path(tempfile.mkdtemp(prefix="mov-render-test-"))
+    for name in ("playbooks", "roles", "scripts", "group_vars"):
+        (root / name).symlink_to(REPO / name)
+    shutil.copy(REPO / "ansible.cfg", root / "ansible.cfg")
+    shutil.copytree(REPO / "inventories", root / "inventories",
+                    ignore=shutil.ignore_patterns("secrets.yml", "vault.yml", ".vault-pass*"))
+    (root / ".cache").mkdir()
+    password_file = root / "test.vault-password"
+    password_file.write_text(VAULT_PASSWORD + "\n")
+    password_file.chmod(0o600)
+    # The operator's own vault content (the admin keys) that the generated block must leave alone.
+    for env in ENVS[1:]:
+        vault = root / "inventories" / env / "group_vars" / "mov" / "vault.yml"
+        vault.write_text("---\n# operator's keys\nvault_mov_admin_ssh_keys:\n  - ssh-ed25519 AAAAtest operator@test\n")
+    return Workspace(root)
+
+
+@functools.cache
+def workspace() -> Workspace:
+    """One workspace per test process: secrets generated for every env, each env rendered once."""
+    ws = new_workspace()
+    for env in ENVS[1:]:
+        ws.secrets(env)
+    return ws
+
+
+@functools.cache
+def rendered(env: str) -> tuple[Path, str]:
+    """DIR/<host> of the env's render and the playbook's -v output."""
+    ws = workspace()
+    dest = ws.root / "render" / env
+    result = ws.render(env, dest, "-v")
+    hosts = sorted(p for p in dest.iterdir() if p.is_dir())
+    assert len(hosts) == 1, hosts
+    return hosts[0], result.stdout + result.stderr

@@ -1,0 +1,150 @@
+"""The render preview (playbooks/render.yml) and the secrets generator (scripts/secrets.py), end to end.
+
+Every env renders on the controller without touching its hosts (staging/prod's addresses are unreachable
+documentation addresses), local generating its secrets on first run, staging/prod reading a test vault made here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from mov_render import ENVS, new_workspace, rendered, workspace
+
+EXPECTED = [
+    "opt/mov/mosquitto/config/mosquitto.conf",
+    "opt/mov/mosquitto/config/acl",
+    "opt/mov/mosquitto/config/passwd",
+    "opt/mov/telegraf/telegraf.conf",
+    "opt/mov/telegraf/secrets/telegraf.env",
+    "opt/mov/influxdb/secrets/influxdb.env",
+    "opt/mov/influxdb/tokens.json",
+    "opt/mov/grafana/grafana.ini",
+    "opt/mov/grafana/secrets/grafana.env",
+    "opt/mov/grafana/dashboards/mov-overview.json",
+    "opt/mov/grafana/provisioning/datasources/mov-influxdb.yml",
+    "opt/mov/grafana/provisioning/dashboards/mov.yml",
+    "opt/mov/grafana/provisioning/alerting/mov-rules.yml",
+    "opt/mov/grafana/provisioning/alerting/mov-contact-points.yml",
+    "opt/mov/grafana/provisioning/alerting/mov-policies.yml",
+]
+# Where each secret may appear in plaintext: its consumer's 0600 env file, nowhere else.
+SECRET_HOMES = {
+    "influxdb_admin_password": "opt/mov/influxdb/secrets/influxdb.env",
+    "influxdb_admin_token": "opt/mov/influxdb/secrets/influxdb.env",
+    "grafana_admin_password": "opt/mov/grafana/secrets/grafana.env",
+    "mqtt/telegraf": "opt/mov/telegraf/secrets/telegraf.env",
+}
+
+
+def _flat(store: dict[str, object]) -> dict[str, str]:
+    flat = {k: str(v) for k, v in store.items() if k != "mqtt"}
+    mqtt = store["mqtt"]
+    assert isinstance(mqtt, dict)
+    flat.update({f"mqtt/{k}": str(v) for k, v in mqtt.items()})
+    return flat
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_env_renders_every_service(env: str) -> None:
+    host_dir, _ = rendered(env)
+    missing = [p for p in EXPECTED if not (host_dir / p).is_file()]
+    assert not missing
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_secret_files_are_private(env: str) -> None:
+    host_dir, _ = rendered(env)
+    assert stat.S_IMODE(host_dir.parent.stat().st_mode) == 0o700
+    for path in [*SECRET_HOMES.values(), "opt/mov/mosquitto/config/passwd"]:
+        assert stat.S_IMODE((host_dir / path).stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_secrets_appear_only_in_their_env_files_and_never_in_the_output(env: str) -> None:
+    host_dir, output = rendered(env)
+    secrets = _flat(workspace().secret_store(env))
+    files = {str(p.relative_to(host_dir)): p.read_text() for p in host_dir.rglob("*") if p.is_file()}
+    for name, value in secrets.items():
+        assert len(value) >= 16
+        assert value not in output, f"{name} printed by ansible-playbook -v"
+        holders = sorted(path for path, text in files.items() if value in text)
+        assert holders == ([SECRET_HOMES[name]] if name in SECRET_HOMES else []), name
+
+
+def test_local_secrets_are_generated_on_first_run_into_a_private_ignored_file() -> None:
+    rendered("local")
+    path = workspace().inventory("local") / "group_vars" / "mov" / "secrets.yml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    store = _flat(workspace().secret_store("local"))
+    assert {"mqtt/industria_abc/sensor_001", "mqtt/industria_abc/sensor_002", "mqtt/telegraf",
+            "backup_password", "backup_salt"} <= set(store)
+    ignored = os.popen(f"git -C {Path(__file__).parent.parent} check-ignore -q "  # noqa: S605
+                       "inventories/local/group_vars/mov/secrets.yml; echo $?").read().strip()
+    assert ignored == "0"
+
+
+def test_rendering_again_changes_nothing() -> None:
+    """Same secrets, same hashes: a second render into the same directory reports changed=0."""
+    host_dir, _ = rendered("local")
+    result = workspace().render("local", host_dir.parent)
+    recap = re.search(r"mov-box\s*:\s*ok=\d+\s+changed=(\d+)", result.stdout)
+    assert recap and recap.group(1) == "0", result.stdout[-3000:]
+
+
+def test_the_vault_is_encrypted_and_keeps_the_operators_content() -> None:
+    ws = workspace()
+    raw = (ws.inventory("prod") / "group_vars" / "mov" / "vault.yml").read_text()
+    assert raw.startswith("$ANSIBLE_VAULT;1.1;AES256")
+    plain = yaml.safe_load(ws.vault_plaintext("prod"))
+    assert plain["vault_mov_admin_ssh_keys"] == ["ssh-ed25519 AAAAtest operator@test"]
+    assert "# operator's keys" in ws.vault_plaintext("prod")
+
+
+def test_secrets_are_kept_rotated_on_request_and_added_for_a_new_device() -> None:
+    ws = new_workspace()
+    first = ws.secrets("staging")
+    assert "generated" in first.stdout
+    before = _flat(ws.secret_store("staging"))
+    for value in before.values():
+        assert value not in first.stdout + first.stderr
+
+    again = ws.secrets("staging")
+    assert "none added" in again.stdout
+    assert _flat(ws.secret_store("staging")) == before
+
+    ws.secrets("staging", "--rotate", "grafana_admin_password")
+    rotated = _flat(ws.secret_store("staging"))
+    assert rotated["grafana_admin_password"] != before["grafana_admin_password"]
+    assert {k: v for k, v in rotated.items() if k != "grafana_admin_password"} == {
+        k: v for k, v in before.items() if k != "grafana_admin_password"
+    }
+
+    overrides = ws.inventory("staging") / "group_vars" / "mov" / "services.yml"
+    tree = yaml.safe_load(overrides.read_text())
+    tree["mov_devices"] = [
+        {"name": "sensor_001", "client": "industria_abc", "site": "sala_servidores", "type": "temperatura"},
+        {"name": "sensor_009", "client": "industria_abc", "site": "caldeira", "type": "temperatura"},
+    ]
+    overrides.write_text(yaml.safe_dump(tree))
+    added = ws.secrets("staging")
+    assert "generated mqtt/industria_abc/sensor_009;" in added.stdout
+    after = _flat(ws.secret_store("staging"))
+    assert {k: v for k, v in after.items() if k in rotated} == rotated
+
+
+def test_rotating_an_unknown_secret_is_refused() -> None:
+    result = new_workspace().secrets("local", "--rotate", "mqtt/nobody", check=False)
+    assert result.returncode == 1
+    assert "unknown secret(s) mqtt/nobody" in result.stderr
+
+
+def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:
+    ws = new_workspace()
+    result = ws.run("python3", str(ws.root / "scripts/secrets.py"), "--env", "prod", "--root", str(ws.root),
+                    "--tree-json", '{"mov_env": "prod"}', check=False)
+    assert result.returncode == 1
