@@ -15,7 +15,9 @@ Starts its own Mosquitto on a loopback port and the InfluxDB write-API *test dou
 4. Latency: the publisher sends at a fixed ``--rate`` (1,000/s) to the live worker for ``--duration`` seconds,
    each payload stamped with its publish time (epoch ns); latency = arrival at the double - that stamp.
 
-``lost`` = readings published in phases 1 and 4 that never reached the double as a point.
+Phases 1-3 run ``--rounds`` times (default 3) and the best round of each consumer counts: other load on the
+machine only ever slows a round down. ``ratio`` = best worker rate / best raw rate.
+``lost`` = readings published (all rounds and phase 4) that never reached the double as a point.
 The last line printed is one JSON object.
 """
 
@@ -98,12 +100,13 @@ def role_publish(port: int, seconds: float, rate: float, prefix: str) -> None:
 
 def role_raw(port: int, expect: int, register_only: bool) -> None:
     """Count messages from the persistent session until ``expect`` arrived; print the rate."""
-    state = {"count": 0, "connected_at": 0.0, "done_at": 0.0}
+    state = {"count": 0, "connected_at": 0.0, "done_at": 0.0, "cpu_at_connect": 0.0, "cpu_at_done": 0.0}
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RAW_CLIENT_ID, clean_session=False,
                          protocol=MQTTProtocolVersion.MQTTv311)
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         state["connected_at"] = time.time()
+        state["cpu_at_connect"] = time.process_time()
         c.subscribe(TOPIC_FILTER, qos=1)
         if register_only:
             c.disconnect()
@@ -112,6 +115,7 @@ def role_raw(port: int, expect: int, register_only: bool) -> None:
         state["count"] += 1
         if state["count"] >= expect:
             state["done_at"] = time.time()
+            state["cpu_at_done"] = time.process_time()
             c.disconnect()
 
     client.on_connect = on_connect
@@ -120,6 +124,7 @@ def role_raw(port: int, expect: int, register_only: bool) -> None:
     client.loop_forever()
     elapsed = state["done_at"] - state["connected_at"]
     print(json.dumps({"count": state["count"], "seconds": elapsed,
+                      "cpu_us_per_msg": (state["cpu_at_done"] - state["cpu_at_connect"]) / max(state["count"], 1) * 1e6,
                       "msgs_per_s": state["count"] / elapsed if elapsed > 0 else 0.0}))
 
 
@@ -182,6 +187,12 @@ def wait_points(double: InfluxWriteDouble, marker: str, expect: int, timeout: fl
     return points
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_worker(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -205,9 +216,10 @@ def metric(port: int, name: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing per phase")
+    parser.add_argument("--rounds", type=int, default=3, help="fill/drain rounds; the best round counts")
     parser.add_argument("--rate", type=float, default=1000.0, help="readings/s for the latency phase")
     parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--flush-interval-ms", type=int, default=10)
+    parser.add_argument("--flush-interval-ms", type=int, default=20)
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--json", action="store_true", help="end with the JSON summary line (always printed)")
     parser.add_argument("--role", choices=("publish", "raw"), help=argparse.SUPPRESS)
@@ -239,24 +251,36 @@ def main() -> int:
             wait_connected(log, 30)
             stop_worker(worker)
 
-            say(f"fill: publishing for {args.duration:.0f}s at full speed (QoS 1)...")
-            fill = run_role("--role", "publish", "--port", port, "--duration", str(args.duration), "--rate", "0",
-                            "--prefix", "fill", timeout=args.duration + 120)
-            n = int(fill["published"])
-            say(f"fill: {n} readings queued ({n / fill['seconds']:.0f}/s)")
-
-            raw = run_role("--role", "raw", "--port", port, "--expect", str(n), timeout=600)
-            say(f"raw paho counter: {raw['msgs_per_s']:.0f} msgs/s ({raw['count']} in {raw['seconds']:.2f}s)")
+            raw_rates, worker_rates, lost = [], [], 0
+            for round_no in range(args.rounds):
+                marker = f"r{round_no}fill"
+                fill = run_role("--role", "publish", "--port", port, "--duration", str(args.duration), "--rate",
+                                "0", "--prefix", marker, timeout=args.duration + 120)
+                n = int(fill["published"])
+                raw = run_role("--role", "raw", "--port", port, "--expect", str(n), timeout=600)
+                raw_rates.append(raw["msgs_per_s"])
+                worker, metrics_port, log = start_worker(workdir, broker.port, double, args)
+                connected_at = wait_connected(log, 30)
+                cpu_before = cpu_seconds(worker.pid)
+                points = wait_points(double, f"dispositivo={marker}", n, timeout=600)
+                worker_cpu_us = (cpu_seconds(worker.pid) - cpu_before) / max(n, 1) * 1e6
+                stop_worker(worker)
+                unique_fill = {ts for _, ts in points}
+                last_arrival = max((a for a, _ in points), default=connected_at)
+                worker_seconds = last_arrival - connected_at
+                worker_rates.append(len(unique_fill) / worker_seconds if worker_seconds > 0 else 0.0)
+                lost += n - len(unique_fill)
+                say(f"round {round_no + 1}/{args.rounds}: {n} readings queued ({n / fill['seconds']:.0f}/s); "
+                    f"raw paho counter {raw_rates[-1]:.0f} msgs/s ({raw['seconds']:.2f}s); worker end to end "
+                    f"{worker_rates[-1]:.0f} msgs/s ({len(unique_fill)} points in {worker_seconds:.2f}s); "
+                    f"CPU per reading: raw {raw['cpu_us_per_msg']:.0f} us, worker {worker_cpu_us:.0f} us")
+            # Best of the rounds for both: other load on the machine only ever makes a round slower.
+            raw_best, worker_rate = max(raw_rates), max(worker_rates)
+            say(f"best of {args.rounds}: raw {raw_best:.0f} msgs/s, worker {worker_rate:.0f} msgs/s "
+                f"(medians {statistics.median(raw_rates):.0f} / {statistics.median(worker_rates):.0f})")
 
             worker, metrics_port, log = start_worker(workdir, broker.port, double, args)
-            connected_at = wait_connected(log, 30)
-            points = wait_points(double, "dispositivo=fill", n, timeout=600)
-            unique_fill = {ts for _, ts in points}
-            last_arrival = max((a for a, _ in points), default=connected_at)
-            worker_seconds = last_arrival - connected_at
-            worker_rate = len(unique_fill) / worker_seconds if worker_seconds > 0 else 0.0
-            say(f"worker end to end: {worker_rate:.0f} msgs/s ({len(unique_fill)} points in {worker_seconds:.2f}s)")
-
+            wait_connected(log, 30)
             say(f"latency: {args.rate:.0f} readings/s for {args.duration:.0f}s to the live worker...")
             lat = run_role("--role", "publish", "--port", port, "--duration", str(args.duration), "--rate",
                            str(args.rate), "--prefix", "lat", timeout=args.duration + 120)
@@ -268,19 +292,20 @@ def main() -> int:
             latencies_ms = sorted((arrived - ts / 1e9) * 1000 for ts, arrived in first_seen.items())
             processed = metric(metrics_port, "mov_analytics_readings_processed_total")
             exit_code = stop_worker(worker)
-            lost = (n - len(unique_fill)) + (m - len(first_seen))
+            lost += m - len(first_seen)
             p50 = statistics.median(latencies_ms) if latencies_ms else float("nan")
             p99 = latencies_ms[min(len(latencies_ms) - 1, int(len(latencies_ms) * 0.99))] if latencies_ms else 0.0
             say(f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies_ms, default=0):.1f} ms "
                 f"over {len(latencies_ms)} readings; worker processed {processed:.0f} readings in all, "
                 f"SIGTERM exit code {exit_code}")
-            say(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+            say(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+                f"load average {os.getloadavg()[0]:.2f}; "
                 f"batch_size={args.batch_size} flush_interval_ms={args.flush_interval_ms} gzip={args.gzip}")
         finally:
             double.close()
             broker.stop()
-    ratio = worker_rate / raw["msgs_per_s"] if raw["msgs_per_s"] else 0.0
-    summary = {"msgs_per_s": round(worker_rate, 1), "raw_msgs_per_s": round(raw["msgs_per_s"], 1),
+    ratio = worker_rate / raw_best if raw_best else 0.0
+    summary = {"msgs_per_s": round(worker_rate, 1), "raw_msgs_per_s": round(raw_best, 1),
                "ratio": round(ratio, 3), "lost": lost, "p99_ms": round(p99, 2)}
     print(json.dumps(summary))
     return 0

@@ -1,0 +1,99 @@
+"""The message path of Worker without a broker: points written, heartbeat, alerts on critico and recovery."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from influx_write_double import parse_line
+
+from mov_analytics.alerts import Alert
+from mov_analytics.app import Worker
+from mov_analytics.config import from_mapping
+
+
+class MemoryTransport:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def send(self, body: bytes) -> None:
+        self.bodies.append(body)
+
+    def close(self) -> None:
+        return
+
+
+class RecordingSender:
+    channel = "memory"
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def send(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+
+@pytest.fixture
+def worker() -> Iterator[tuple[Worker, MemoryTransport, RecordingSender]]:
+    cfg = from_mapping({"influxdb": {"write_readings": True, "batch_size": 10, "flush_interval_ms": 10},
+                        "http": {"host": "127.0.0.1", "port": 0}, "alerts": {"dedup_s": 3600}})
+    transport = MemoryTransport()
+    w = Worker(cfg, transport=transport)
+    sender = RecordingSender()
+    w.alerter._senders = [sender]
+    w.alerter.start()
+    w.writer.start()
+    yield w, transport, sender
+    w.writer.stop(2)
+    w.alerter.stop(1)
+    w.health.stop()
+
+
+def publish(w: Worker, value: float, t: int, device: str = "sensor_001") -> None:
+    doc = {"timestamp": t, "tags": {"dispositivo": device, "localizacao": "sala servidores, 2",
+                                    "tipo": "temperatura", "cliente": "industria_abc"},
+           "fields": {"temperatura_c": value}}
+    w.handle(f"mov/dados/industria_abc/{device}/x", json.dumps(doc).encode())
+
+
+def lines(transport: MemoryTransport) -> list[str]:
+    return [x for body in transport.bodies for x in body.decode().split("\n")]
+
+
+def wait(predicate: object, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.01)
+
+
+def test_points_heartbeat_and_alerts(worker: tuple[Worker, MemoryTransport, RecordingSender]) -> None:
+    w, transport, sender = worker
+    t0 = int(time.time()) - 100
+    for i, value in enumerate([25.0, 36.0, 37.0, 36.5, 20.0, 36.0]):
+        publish(w, value, t0 + i)
+    w.heartbeat()
+    wait(lambda: w.writer.pending() == 0 and len(sender.alerts) >= 2)
+    points = [parse_line(x) for x in lines(transport)]
+    readings = [p for p in points if p.measurement == "mov_leituras"]
+    changes = [p for p in points if p.measurement == "mov_status" and p.field("change") == "true"]
+    beats = [p for p in points if p.measurement == "mov_status" and p.field("change") == "false"]
+    assert len(readings) == 6
+    assert readings[0].tag("localizacao") == "sala servidores, 2"  # escaped and parsed back
+    assert [p.field("status") for p in changes] == ['"normal"', '"critico"', '"normal"', '"critico"']
+    assert changes[1].field("previous") == '"normal"' and changes[1].field("value") == "36.0"
+    assert len(beats) == 1 and beats[0].field("status") == '"critico"'
+    # critico, recovery, and the second critico is inside dedup_s: suppressed
+    assert [a.kind for a in sender.alerts] == ["critico", "recovery"]
+    assert w.metrics.alerts_suppressed._value.get() == 1
+    assert w.metrics.hot.processed == 6
+
+
+def test_health_needs_broker_and_good_writes(worker: tuple[Worker, MemoryTransport, RecordingSender]) -> None:
+    w, _, _ = worker
+    assert w.healthy()[0] is False  # never connected
+    w.connected = True
+    assert w.healthy() == (True, "ok")
+    w.writer.last_write_ok = False
+    assert w.healthy()[0] is False
