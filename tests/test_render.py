@@ -6,9 +6,9 @@ documentation addresses), local generating its secrets on first run, staging/pro
 
 from __future__ import annotations
 
-import os
 import re
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,9 +83,12 @@ def test_local_secrets_are_generated_on_first_run_into_a_private_ignored_file() 
     store = _flat(workspace().secret_store("local"))
     assert {"mqtt/industria_abc/sensor_001", "mqtt/industria_abc/sensor_002", "mqtt/telegraf",
             "backup_password", "backup_salt"} <= set(store)
-    ignored = os.popen(f"git -C {Path(__file__).parent.parent} check-ignore -q "  # noqa: S605
-                       "inventories/local/group_vars/mov/secrets.yml; echo $?").read().strip()
-    assert ignored == "0"
+    ignored = subprocess.run(
+        ["git", "-C", str(Path(__file__).parent.parent), "check-ignore", "-q",
+         "inventories/local/group_vars/mov/secrets.yml"],
+        check=False,
+    )
+    assert ignored.returncode == 0
 
 
 def test_rendering_again_changes_nothing() -> None:
