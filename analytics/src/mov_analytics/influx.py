@@ -142,6 +142,7 @@ class InfluxWriter:
         self.auth_failed = False
         self.last_error = ""
         self.requests = 0
+        self.written = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -242,6 +243,7 @@ class InfluxWriter:
                 continue
             self._metrics.write_latency.observe(time.perf_counter() - started)
             self._metrics.points_written.inc(len(batch))
+            self.written += len(batch)
             if self.auth_failed:
                 log.info("influxdb accepts the token again")
             self.auth_failed = False
@@ -267,7 +269,7 @@ class InfluxWriter:
             self._deadline = time.monotonic() + timeout_s
             self._cond.notify_all()
         self._wake.set()  # cut a running back-off short: one more try now, then back-offs end at the deadline
-        self._thread.join(timeout_s + 1.0)
+        self._thread.join(timeout_s + 0.5)
         lost = self.pending()
         if lost:
             self._metrics.points_dropped.labels("shutdown").inc(lost)
