@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-VARS = yaml.safe_load((Path(__file__).resolve().parent.parent / "vars.yml").read_text())
+VARS = yaml.safe_load((Path(__file__).resolve().parent.parent / "vars" / "accounts.yml").read_text())
 PASSWORDS: dict[str, str] = VARS["mosquitto_passwords"]
 CONF = "/opt/mov/mosquitto/config"
 CA = "/opt/mov/tls/ca.pem"
@@ -100,10 +100,26 @@ def test_telegraf_cannot_publish(host) -> None:  # type: ignore[no-untyped-def]
     assert "forged" not in seen
 
 
-def test_analytics_writes_status_and_telegraf_does_not_see_it(host) -> None:  # type: ignore[no-untyped-def]
-    seen = _watch(host, "analytics", "mov/status/#", [_pub("analytics", "mov/status/industria_abc", "ok")])
-    assert "mov/status/industria_abc ok" in seen
-    assert _watch(host, "telegraf", "mov/status/#", [_pub("analytics", "mov/status/x", "hidden")]).strip() == ""
+def _publish_v5(host, user: str, topic: str) -> str:  # type: ignore[no-untyped-def]
+    """Publish with MQTT 5 at QoS 1: the broker's PUBACK says "Not authorized" when the ACL refuses."""
+    result = host.run(_pub(user, topic, "v5", "-V mqttv5"))
+    assert result.rc == 0, result.stderr
+    return str(result.stdout + result.stderr)
+
+
+def test_analytics_writes_status_which_telegraf_does_not_see(host) -> None:  # type: ignore[no-untyped-def]
+    """Nobody subscribes to status over MQTT (Grafana reads it from InfluxDB): the broker's PUBACK is the witness."""
+    assert "Not authorized" not in _publish_v5(host, "analytics", "mov/status/industria_abc")
+    assert "Not authorized" in _publish_v5(host, "analytics", "mov/dados/industria_abc/sensor_001/leitura")
+    seen = _watch(host, "telegraf", "mov/status/#", [_pub("analytics", "mov/status/industria_abc", "ok")])
+    assert "mov/status" not in seen
+
+
+def test_the_acl_refusals_are_explicit_in_mqtt5(host) -> None:  # type: ignore[no-untyped-def]
+    assert "Not authorized" not in _publish_v5(host, "industria_abc/sensor_001", "mov/dados/industria_abc/sensor_001/x")
+    assert "Not authorized" in _publish_v5(host, "industria_abc/sensor_001", "mov/dados/industria_xyz/sensor_001/x")
+    assert "Not authorized" in _publish_v5(host, "telegraf", "mov/dados/industria_abc/sensor_001/x")
+    assert "Not authorized" in _publish_v5(host, "telegraf", "mov/dados/telegraf/x/y")
 
 
 def test_tls_listener_works_with_the_ca(host) -> None:  # type: ignore[no-untyped-def]
@@ -120,7 +136,8 @@ def test_tls_listener_refuses_tls_1_1(host) -> None:  # type: ignore[no-untyped-
     assert "Verify return code: 0 (ok)" in modern.stdout
     old = host.run(f"{base} -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' </dev/null")
     assert old.rc != 0
-    assert "Protocol  : TLSv1.1" not in old.stdout
+    assert "Cipher is (NONE)" in old.stdout
+    assert "BEGIN CERTIFICATE" not in old.stdout
 
 
 def test_plain_listener_does_not_speak_tls(host) -> None:  # type: ignore[no-untyped-def]
