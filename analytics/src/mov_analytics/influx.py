@@ -143,6 +143,8 @@ class InfluxWriter:
         self.last_error = ""
         self.requests = 0
         self.written = 0
+        # Read at scrape time, so it also grows while a batch is being retried during an outage.
+        metrics.buffer_depth.set_function(self.pending)
 
     def start(self) -> None:
         self._thread.start()
@@ -185,7 +187,6 @@ class InfluxWriter:
             size = min(len(queue), self._cfg.batch_size)
             self._inflight = [queue.popleft() for _ in range(size)]
             self._oldest_at = time.monotonic() if queue else 0.0
-            self._metrics.buffer_depth.set(len(queue) + size)
             return self._inflight
 
     def _sleep(self, seconds: float) -> None:
@@ -221,7 +222,7 @@ class InfluxWriter:
                     log.error("influxdb rejected a batch, dropping it", extra={"points": len(batch),
                                                                              "error": str(exc)})
                     self._metrics.points_dropped.labels("rejected_by_server").inc(len(batch))
-                    self._finish_batch(ok=True)
+                    self._finish_batch()
                     continue
                 self._set_ok(False)
                 if exc.kind == "auth":
@@ -250,12 +251,11 @@ class InfluxWriter:
             self._metrics.auth_failed.set(0)
             backoff = self._cfg.retry_initial_ms / 1000.0
             self._set_ok(True)
-            self._finish_batch(ok=True)
+            self._finish_batch()
 
-    def _finish_batch(self, ok: bool) -> None:
+    def _finish_batch(self) -> None:
         with self._cond:
             self._inflight = []
-            self._metrics.buffer_depth.set(len(self._queue))
 
     def _set_ok(self, ok: bool) -> None:
         if ok != self.last_write_ok:
