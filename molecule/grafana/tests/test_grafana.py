@@ -1,0 +1,45 @@
+"""The grafana role's files on a host: owner, modes, parseable config and provisioning, no secret in them."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+DIR = "/opt/mov/grafana"
+
+
+def test_files_belong_to_grafana_and_secrets_are_private(host) -> None:  # type: ignore[no-untyped-def]
+    assert host.file(f"{DIR}/grafana.ini").uid == 472 and host.file(f"{DIR}/grafana.ini").mode == 0o640
+    env = host.file(f"{DIR}/secrets/grafana.env")
+    assert env.uid == 472 and env.mode == 0o600
+    assert env.content_string == "GF_SECURITY_ADMIN_PASSWORD=test-only-grafana-password\n"
+    assert host.file(f"{DIR}/secrets").mode == 0o700
+
+
+def test_no_secret_outside_the_env_file(host) -> None:  # type: ignore[no-untyped-def]
+    found = host.run(f"grep -rl test-only-grafana-password {DIR} --exclude=grafana.env")
+    assert found.stdout.strip() == ""
+
+
+def test_ini_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
+    script = (
+        "import configparser,json; c=configparser.ConfigParser(interpolation=None); "
+        f"c.read('{DIR}/grafana.ini'); print(json.dumps({{s: dict(c[s]) for s in c.sections()}}))"
+    )
+    ini = json.loads(host.check_output(f'python3 -c "{script}"'))
+    assert ini["server"]["root_url"] == "https://mov.example.com/"
+    assert ini["auth.anonymous"]["enabled"] == "false"
+    assert ini["security"]["cookie_secure"] == "true"
+
+
+def test_provisioning_parses_with_pinned_uids(host) -> None:  # type: ignore[no-untyped-def]
+    ds = yaml.safe_load(host.file(f"{DIR}/provisioning/datasources/mov-influxdb.yml").content_string)
+    assert ds["datasources"][0]["uid"] == "mov-influxdb"
+    dashboard = json.loads(host.file(f"{DIR}/dashboards/mov-overview.json").content_string)
+    assert dashboard["uid"] == "mov-overview"
+    rules = yaml.safe_load(host.file(f"{DIR}/provisioning/alerting/mov-rules.yml").content_string)
+    evaluator = rules["groups"][0]["rules"][0]["data"][2]["model"]["conditions"][0]["evaluator"]
+    assert evaluator == {"type": "gt", "params": [35.0]}
+    points = yaml.safe_load(host.file(f"{DIR}/provisioning/alerting/mov-contact-points.yml").content_string)
+    assert points["contactPoints"][0]["receivers"][0]["settings"]["addresses"] == "ops@example.com"

@@ -1,0 +1,34 @@
+"""The influxdb role's files on a host (the API tasks need a running InfluxDB: GitHub Actions job)."""
+
+from __future__ import annotations
+
+import json
+
+ENV = "/opt/mov/influxdb/secrets/influxdb.env"
+
+
+def test_setup_env_file_is_private_to_influxdb(host) -> None:  # type: ignore[no-untyped-def]
+    env = host.file(ENV)
+    assert env.uid == 1000 and env.mode == 0o600
+    assert host.file("/opt/mov/influxdb/secrets").mode == 0o700
+    values = dict(line.split("=", 1) for line in env.content_string.splitlines() if "=" in line)
+    assert values["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+    assert values["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == "test-only-influxdb-admin-token-0123456789"
+    assert values["DOCKER_INFLUXDB_INIT_RETENTION"] == "30d"
+
+
+def test_data_directories_belong_to_influxdb(host) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/opt/mov/influxdb/data", "/opt/mov/influxdb/config"):
+        assert host.file(path).uid == 1000 and host.file(path).mode == 0o700
+
+
+def test_token_spec_holds_permissions_and_no_secret(host) -> None:  # type: ignore[no-untyped-def]
+    content = host.file("/opt/mov/influxdb/tokens.json").content_string
+    assert "test-only" not in content
+    spec = json.loads(content)
+    assert [t["name"] for t in spec["tokens"]] == ["telegraf", "grafana"]
+    assert spec["tokens"][0]["permissions"] == [{"action": "write", "bucket": "mov_dados"}]
+
+
+def test_token_tasks_did_not_run_without_influxdb(host) -> None:  # type: ignore[no-untyped-def]
+    assert not host.file("/opt/mov/telegraf/secrets/influxdb.env").exists
