@@ -93,7 +93,8 @@ def test_retries_on_503_then_writes_once(double: InfluxWriteDouble) -> None:
 
 
 def test_outage_every_accepted_point_written_after_it_none_twice(double: InfluxWriteDouble) -> None:
-    writer, metrics = make_writer(double, batch_size=200, flush_interval_ms=20)
+    # The buffer is sized for the outage: ~500 points/s here, 60 s in the full contract.
+    writer, metrics = make_writer(double, batch_size=200, flush_interval_ms=20, buffer_max_points=100_000)
     stop = threading.Event()
     accepted = []
 

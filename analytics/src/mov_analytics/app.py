@@ -23,7 +23,7 @@ from .config import Config, ConfigError, load
 from .influx import InfluxClientTransport, InfluxWriter, Transport, escape_key, escape_measurement, line
 from .metrics import HealthServer, Metrics
 from .parsing import Reading, Rejected, Validator
-from .rules import RulesEngine, StatusChange
+from .rules import LEVELS, DeviceState, RulesEngine, StatusChange
 
 log = logging.getLogger("mov_analytics")
 
@@ -144,7 +144,7 @@ class Worker:
             parts.append(key + repr(value))
         return f"{prefix}{','.join(parts)} {r.time_ns}"
 
-    def _status_line(self, device: Any, status: str, *, level_change: bool, time_ns: int,
+    def _status_line(self, device: DeviceState, status: str, *, level_change: bool, time_ns: int,
                      previous: str | None, driver_field: str | None, driver_value: float | None) -> str:
         tags = {"cliente": device.cliente, "dispositivo": device.dispositivo,
                 "localizacao": device.localizacao, "tipo": device.tipo}
@@ -179,7 +179,7 @@ class Worker:
     def heartbeat(self) -> None:
         now_ns = time.time_ns()
         for d in self.rules.devices():
-            status = ("normal", "alerta", "critico")[d.level]
+            status = LEVELS[d.level]
             self.writer.add(self._status_line(d, status, level_change=False, time_ns=now_ns, previous=None,
                                             driver_field=d.driver_field, driver_value=d.driver_value))
 
