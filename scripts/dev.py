@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import venv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
@@ -77,10 +81,13 @@ class Results:
     lines: list[str] = field(default_factory=list)
 
     def record(self, name: str, ok: bool, passed: int = 1, failed: int = 0, note: str = "") -> None:
-        if ok and failed == 0:
-            self.passed += passed
-        else:
-            self.passed += passed
+        with _print_lock:
+            self._record(name, ok, passed, failed, note)
+        say(f"{'ok  ' if ok else 'FAIL'} {name}{'  ' + note if note else ''}")
+
+    def _record(self, name: str, ok: bool, passed: int, failed: int, note: str) -> None:
+        self.passed += passed
+        if not ok or failed:
             self.failed += max(failed, 1)
         self.lines.append(f"{'ok  ' if ok else 'FAIL'} {name}{'  ' + note if note else ''}")
 
@@ -94,17 +101,43 @@ class Results:
         return 0 if self.failed == 0 else 1
 
 
-def run_step(cmd: Sequence[str], **kwargs: object) -> tuple[int, str]:
-    """Run a command, streaming its output, and return its exit code and output."""
-    print(f"\n=== {' '.join(cmd)}", flush=True)
+LOGS = REPO / ".cache" / "test-logs"
+_print_lock = threading.Lock()
+
+
+def say(text: str) -> None:
+    with _print_lock:
+        print(text, flush=True)
+
+
+def run_step(cmd: Sequence[str], name: str | None = None, env: dict[str, str] | None = None,
+             stream: bool = True) -> tuple[int, str]:
+    """Run a command and return its exit code and output.
+
+    Streamed when it runs alone; when steps run in parallel (stream=False) the output goes to
+    .cache/test-logs/<name>.log and is printed in one piece when the step fails, so logs never interleave.
+    """
+    name = name or " ".join(cmd)
+    if stream:
+        say(f"\n=== {name}")
     proc = subprocess.Popen(list(cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kwargs)  # type: ignore[call-overload]
+                            text=True, env=env)
     assert proc.stdout is not None
     chunks = []
     for line in proc.stdout:
-        sys.stdout.write(line)
+        if stream:
+            sys.stdout.write(line)
         chunks.append(line)
-    return proc.wait(), "".join(chunks)
+    code, out = proc.wait(), "".join(chunks)
+    if not stream:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = LOGS / (re.sub(r"[^\w.-]+", "_", name) + ".log")
+        log.write_text(out)
+        if code != 0:
+            tail = out.splitlines()[-400:]
+            say(f"\n=== {name} FAILED (exit {code}); last {len(tail)} lines of {log.relative_to(REPO)}:\n"
+                + "\n".join(tail))
+    return code, out
 
 
 PYTEST_COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)\b")
@@ -133,63 +166,129 @@ def lint(results: Results) -> None:
         results.record(name, code == 0)
 
 
-def unit(results: Results) -> None:
-    suites = ["tests"] + (["analytics/tests"] if (ANALYTICS / "tests").is_dir() else [])
-    for suite in suites:
-        code, out = run_step([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
-        passed, failed = pytest_counts(out)
-        if code == 5:  # pytest: no tests collected
-            results.record(f"pytest {suite}", False, note="no tests collected")
-            continue
-        results.record(f"pytest {suite}", code == 0, passed, failed, note=f"{passed} passed, {failed} failed")
+def pytest_suites() -> list[str]:
+    return ["tests"] + (["analytics/tests"] if (ANALYTICS / "tests").is_dir() else [])
 
 
-SCENARIO_ACTION = re.compile(r"^INFO\s+(\S+) ➜ (\w+): Executing")
+def unit(results: Results, suite: str, stream: bool = True) -> None:
+    started = time.monotonic()
+    code, out = run_step([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite],
+                         name=f"pytest {suite}", stream=stream)
+    passed, failed = pytest_counts(out)
+    if code == 5:  # pytest: no tests collected
+        results.record(f"pytest {suite}", False, note="no tests collected")
+        return
+    results.record(f"pytest {suite}", code == 0, passed, failed,
+                   note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s")
+
+
+SCENARIO_ACTION = re.compile(r"^INFO\s+\[?(\S+?) (?:➜|>) (\w+)\]? Executing")
 PLAYBOOK_TOOK = re.compile(r"Playbook run took (\d+) days, (\d+) hours, (\d+) minutes, (\d+) seconds")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Longest first, so parallel lanes finish together; scenarios not listed run after these.
+SCENARIO_WEIGHT = ["stack", "certbot", "firewall", "common", "cron", "nginx", "docker", "mosquitto"]
 
 
 def scenarios() -> list[str]:
-    return sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
+    names = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
+    return sorted(names, key=lambda n: SCENARIO_WEIGHT.index(n) if n in SCENARIO_WEIGHT else len(SCENARIO_WEIGHT))
 
 
-def molecule(results: Results, only: Sequence[str] = ()) -> None:
-    box.build()
-    APT_CACHE.mkdir(parents=True, exist_ok=True)
-    names = list(only) or scenarios()
+def scenario(results: Results, name: str, apt_cache: Path, stream: bool = True) -> dict[str, int]:
+    """Run one Molecule scenario; return its converge and idempotence times."""
+    started = time.monotonic()
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    code, out = run_step(["molecule", "test", "-s", name], name=f"molecule {name}", stream=stream,
+                         env=dict(os.environ, MOV_APT_CACHE=str(apt_cache), PY_COLORS="0",
+                                  ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"))
+    timings: dict[str, int] = {}
+    action = ""
+    for raw in out.splitlines():
+        line = ANSI.sub("", raw).strip().lstrip("│ ").strip()
+        if m := SCENARIO_ACTION.match(line):
+            action = m.group(2)
+        elif (m := PLAYBOOK_TOOK.search(line)) and action in ("converge", "idempotence"):
+            d, h, mi, s = map(int, m.groups())
+            timings[action] = ((d * 24 + h) * 60 + mi) * 60 + s
+    passed, failed = pytest_counts(ANSI.sub("", out))
+    note = (f"verify {passed} passed, {failed} failed; converge {timings.get('converge', '?')}s, "
+            f"idempotence {timings.get('idempotence', '?')}s, total {time.monotonic() - started:.0f}s")
+    results.record(f"molecule {name}", code == 0, passed, failed, note=note)
+    return timings
+
+
+def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs: int) -> None:
+    """pytest suites and Molecule scenarios in `jobs` lanes; each lane has its own apt cache
+    (apt's archive lock is shared through a common cache, so two boxes installing at once would wait)."""
+    if names:
+        box.build()
+    lanes: Queue[int] = Queue()
+    for lane in range(jobs):
+        lanes.put(lane)
     timings: dict[str, dict[str, int]] = {}
+
+    def job(kind: str, name: str) -> None:
+        lane = lanes.get()
+        say(f"--- lane {lane}: {kind} {name} started")
+        try:
+            if kind == "pytest":
+                unit(results, name, stream=jobs == 1)
+            else:
+                timings[name] = scenario(results, name, Path(f"{APT_CACHE}-{lane}"), stream=jobs == 1)
+        except Exception as exc:  # a crash in the runner is a failed step, not a lost run
+            results.record(f"{kind} {name}", False, note=f"runner error: {exc!r}")
+        finally:
+            say(f"--- lane {lane}: {kind} {name} done")
+            lanes.put(lane)
+
+    work: list[Callable[[], None]] = []
+    # The long pytest suite starts first, beside the longest scenarios.
+    for suite in suites:
+        work.append(lambda suite=suite: job("pytest", suite))  # type: ignore[misc]
     for name in names:
-        started = time.monotonic()
-        code, out = run_step(["molecule", "test", "-s", name],
-                             env=dict(os.environ, MOV_APT_CACHE=str(APT_CACHE), PY_COLORS="0",
-                                      ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"))
-        action = ""
-        for raw in out.splitlines():
-            line = ANSI.sub("", raw).strip().lstrip("│ ").strip()
-            if m := SCENARIO_ACTION.match(line):
-                action = m.group(2)
-            elif (m := PLAYBOOK_TOOK.search(line)) and action in ("converge", "idempotence"):
-                d, h, mi, s = map(int, m.groups())
-                timings.setdefault(name, {})[action] = ((d * 24 + h) * 60 + mi) * 60 + s
-        passed, failed = pytest_counts(ANSI.sub("", out))
-        t = timings.get(name, {})
-        note = (f"verify {passed} passed, {failed} failed; converge {t.get('converge', '?')}s, "
-                f"idempotence {t.get('idempotence', '?')}s, total {time.monotonic() - started:.0f}s")
-        results.record(f"molecule {name}", code == 0, passed, failed, note=note)
-    print("\n=== deploy speed (converge / second converge, seconds)")
-    for name in names:
-        t = timings.get(name, {})
-        print(f"{name:12} {t.get('converge', '?'):>5} / {t.get('idempotence', '?')}")
+        work.append(lambda name=name: job("molecule", name))  # type: ignore[misc]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(w) for w in work]:
+            future.result()
+    if names:
+        say("\n=== deploy speed (converge / second converge, seconds)")
+        for name in names:
+            t = timings.get(name, {})
+            say(f"{name:12} {t.get('converge', '?'):>5} / {t.get('idempotence', '?')}")
+
+
+# The stack's services (group_vars/all/stack.yml); without a registry only those built here run.
+ALL_SERVICES = ["mosquitto", "telegraf", "influxdb", "grafana", "analytics"]
+LOCAL_SERVICES = ["mosquitto", "analytics"]
 
 
 def up() -> int:
+    """The whole platform on the local box. MOV_IMAGE_SOURCE=registry: every service with the pinned registry
+    images; otherwise (no registry needed) the offline bundle of the images built here."""
     box.create()
-    code, _ = run_step(["ansible-playbook", "site.yml", "-i", "inventories/local"])
-    if code == 0:
-        print(f"\nThe local platform host is up in the container {box.CONTAINER}.")
-        print(f"  shell:  docker exec -it {box.CONTAINER} bash")
-        print("  remove: python3 scripts/box.py destroy")
-    return code
+    registry = os.environ.get("MOV_IMAGE_SOURCE", "bundle") == "registry"
+    cmd = ["ansible-playbook", "site.yml", "-i", "inventories/local"]
+    if registry:
+        cmd += ["-e", json.dumps({"mov_image_source": "registry", "mov_stack_services": ALL_SERVICES,
+                                  "mov_image_builds": ["analytics"], "mov_image_overrides": {}})]
+    code, _ = run_step(cmd)
+    if code != 0:
+        return code
+    address = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                              box.CONTAINER], capture_output=True, text=True).stdout.strip()
+    running = ALL_SERVICES if registry else LOCAL_SERVICES
+    print(f"\nThe local platform is up in the container {box.CONTAINER} ({address}).")
+    print(f"  services: {', '.join(running)}")
+    if not registry:
+        left_out = [s for s in ALL_SERVICES if s not in running]
+        print(f"  left out: {', '.join(left_out)} (their images need a registry: MOV_IMAGE_SOURCE=registry)")
+    print(f"  MQTT over TLS: {address}:8883 (CA: docker exec {box.CONTAINER} cat /opt/mov/tls/ca.pem)")
+    if "grafana" in running:
+        print(f"  Grafana: https://mov.localhost/ (nginx on {address}:443; map mov.localhost to it)")
+    print("  credentials: inventories/local/group_vars/mov/secrets.yml (generated, git-ignored, 0600)")
+    print(f"  shell:  docker exec -it {box.CONTAINER} bash")
+    print("  remove: python3 scripts/box.py destroy")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("lint", help="linters and the argument spec check")
     p_mol = sub.add_parser("molecule", help="Molecule scenarios only")
     p_mol.add_argument("scenario", nargs="*")
+    for p in (p_test, p_mol):
+        p.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("MOV_TEST_JOBS", "3")),
+                       help="steps run in parallel (default 3, or MOV_TEST_JOBS)")
     args = parser.parse_args(argv)
 
     ensure_venv()
@@ -213,12 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return up()
     if args.command in ("test", "lint"):
         lint(results)
+    jobs = max(1, args.jobs)
     if args.command == "test":
-        unit(results)
-        if not args.no_molecule:
-            molecule(results, args.scenario)
+        names = [] if args.no_molecule else (args.scenario or scenarios())
+        parallel(results, pytest_suites(), names, jobs)
     if args.command == "molecule":
-        molecule(results, args.scenario)
+        parallel(results, [], args.scenario or scenarios(), jobs)
     return results.report()
 
 
