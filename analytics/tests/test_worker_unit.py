@@ -12,6 +12,8 @@ from influx_write_double import parse_line
 from mov_analytics.alerts import Alert
 from mov_analytics.app import Worker
 from mov_analytics.config import from_mapping
+from mov_analytics.influx import line
+from mov_analytics.rules import DeviceState
 
 
 class MemoryTransport:
@@ -97,3 +99,28 @@ def test_health_needs_broker_and_good_writes(worker: tuple[Worker, MemoryTranspo
     assert w.healthy() == (True, "ok")
     w.writer.last_write_ok = False
     assert w.healthy()[0] is False
+
+
+@pytest.mark.parametrize("tags", [
+    ("industria_abc", "sensor_001", "sala_servidores", "temperatura"),
+    ("a,b", "c d", "e=f", "g\\h"),  # every character line protocol escapes in a tag
+])
+def test_status_line_is_line_protocol_as_influx_line_writes_it(
+        worker: tuple[Worker, MemoryTransport, RecordingSender], tags: tuple[str, str, str, str]) -> None:
+    # _status_line builds the text itself (cached series); it must stay what influx.line() makes of the point.
+    w, _, _ = worker
+    device = DeviceState(*tags)
+    tag_map = dict(zip(("cliente", "dispositivo", "localizacao", "tipo"), tags, strict=True))
+    for status, change, previous, field, value in [("alerta", True, "normal", "temperatura_c", 30.5),
+                                                   ("normal", False, None, 'we"ird\\', 7),
+                                                   ("critico", True, None, None, None)]:
+        fields: dict[str, float | int | bool | str] = {"status": status, "change": change}
+        if previous is not None:
+            fields["previous"] = previous
+        if field is not None and value is not None:
+            fields["field"], fields["value"] = field, float(value)
+        for _ in range(2):  # the second time from the cache
+            text = w._status_line(device, status, level_change=change, time_ns=123, previous=previous,
+                                  driver_field=field, driver_value=value)
+            assert text == line("mov_status", tag_map, fields, 123)
+            assert parse_line(text).tags == tuple(sorted(tag_map.items()))

@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from . import logs
 from .alerts import Alert, Alerter, senders_from_config
 from .config import Config, ConfigError, load
-from .influx import InfluxClientTransport, InfluxWriter, Transport, escape_key, escape_measurement, line
+from .influx import InfluxClientTransport, InfluxWriter, Transport, escape_key, escape_measurement, string_field
 from .metrics import HealthServer, Metrics
 from .parsing import Reading, Rejected, Validator
 from .rules import LEVELS, DeviceState, RulesEngine, StatusChange
@@ -46,8 +46,10 @@ class Worker:
         self._mqtt_thread: threading.Thread | None = None
         self._log_limit = logs.RateLimiter(10.0)
         self._readings_prefix = escape_measurement(cfg.influxdb.readings_measurement)
+        self._status_prefix = escape_measurement(cfg.influxdb.status_measurement)
         self._write_readings = cfg.influxdb.write_readings
         self._series_cache: dict[tuple[str, str, str, str], str] = {}
+        self._status_series_cache: dict[tuple[str, str, str, str], str] = {}
         self._field_key_cache: dict[str, str] = {}
         self.client = self._make_client()
 
@@ -127,12 +129,7 @@ class Worker:
         series = (r.cliente, r.dispositivo, r.localizacao, r.tipo)
         prefix = self._series_cache.get(series)
         if prefix is None:
-            prefix = (f"{self._readings_prefix},cliente={escape_key(r.cliente)},"
-                      f"dispositivo={escape_key(r.dispositivo)},localizacao={escape_key(r.localizacao)},"
-                      f"tipo={escape_key(r.tipo)} ")
-            if len(self._series_cache) >= 100_000:
-                self._series_cache.clear()
-            self._series_cache[series] = prefix
+            prefix = _series_prefix(self._readings_prefix, series, self._series_cache)
         keys = self._field_key_cache
         parts = []
         for name, value in r.fields.items():
@@ -146,15 +143,18 @@ class Worker:
 
     def _status_line(self, device: DeviceState, status: str, *, level_change: bool, time_ns: int,
                      previous: str | None, driver_field: str | None, driver_value: float | None) -> str:
-        tags = {"cliente": device.cliente, "dispositivo": device.dispositivo,
-                "localizacao": device.localizacao, "tipo": device.tipo}
-        fields: dict[str, float | int | bool | str] = {"status": status, "change": level_change}
+        # The same text as influx.line() with these tags and fields (a test holds the two together), with the
+        # escaped series cached: a heartbeat writes one per known device at once, in the main thread.
+        series = (device.cliente, device.dispositivo, device.localizacao, device.tipo)
+        prefix = self._status_series_cache.get(series)
+        if prefix is None:
+            prefix = _series_prefix(self._status_prefix, series, self._status_series_cache)
+        text = f"{prefix}status={string_field(status)},change={'true' if level_change else 'false'}"
         if previous is not None:
-            fields["previous"] = previous
+            text += f",previous={string_field(previous)}"
         if driver_field is not None and driver_value is not None:
-            fields["field"] = driver_field
-            fields["value"] = float(driver_value)
-        return line(self.cfg.influxdb.status_measurement, tags, fields, time_ns)
+            text += f",field={string_field(driver_field)},value={float(driver_value)!r}"
+        return f"{text} {time_ns}"
 
     def _status_changed(self, change: StatusChange) -> None:
         d = change.device
@@ -251,6 +251,21 @@ class Worker:
         self.health.stop()
         log.info("worker stopped", extra={"points_lost": lost, "points_written": self.writer.written})
         return lost
+
+
+def _series_prefix(measurement: str, series: tuple[str, str, str, str], cache: dict[tuple[str, str, str, str], str]
+                   ) -> str:
+    """``measurement,cliente=..,dispositivo=..,localizacao=..,tipo=.. `` as influx.line() writes it (tags in
+    sorted order, empty ones left out), remembered in ``cache`` (bounded)."""
+    tags = "".join(f",{name}={escape_key(value)}" for name, value in zip(_SERIES_TAGS, series, strict=True)
+                   if value != "")
+    if len(cache) >= 100_000:
+        cache.clear()
+    cache[series] = prefix = f"{measurement}{tags} "
+    return prefix
+
+
+_SERIES_TAGS = ("cliente", "dispositivo", "localizacao", "tipo")  # sorted, as influx.line() orders tags
 
 
 def main(argv: list[str] | None = None) -> int:

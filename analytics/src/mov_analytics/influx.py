@@ -155,6 +155,7 @@ class InfluxWriter:
             queue = self._queue
             if not queue:
                 self._oldest_at = time.monotonic()
+                self._cond.notify()  # the writer sleeps without a timeout while there is nothing to write
             queue.append(point)
             # buffer_max_points > batch_size (checked in config), so the queue holds something to drop.
             while len(queue) + len(self._inflight) > self._cfg.buffer_max_points:
@@ -182,8 +183,10 @@ class InfluxWriter:
                     break
                 if self._stopping and not queue:
                     return None
-                timeout = interval - (time.monotonic() - self._oldest_at) if queue else interval
-                self._cond.wait(timeout=max(timeout, 0.001))
+                if not queue:
+                    self._cond.wait()  # until add() brings a first point, or stop()
+                    continue
+                self._cond.wait(timeout=max(interval - (time.monotonic() - self._oldest_at), 0.001))
             size = min(len(queue), self._cfg.batch_size)
             self._inflight = [queue.popleft() for _ in range(size)]
             self._oldest_at = time.monotonic() if queue else 0.0

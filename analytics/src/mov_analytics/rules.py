@@ -56,15 +56,27 @@ _STALE = Outcome(change=None, stale=True)
 _UNCHANGED = Outcome(change=None, stale=False)
 
 
-def next_level(rule: RuleConfig, current: int, value: float) -> int:
-    """Level for ``value`` given the current level, with hysteresis on the way down."""
+# A rule reduced to what next_level() needs: sign, thresholds by level (times sign), hysteresis.
+_Compiled = tuple[float, tuple[float, float, float], float]
+
+
+def _compile(rule: RuleConfig) -> _Compiled:
     sign = 1.0 if rule.direction == "above" else -1.0
-    v, thresholds = sign * value, (0.0, sign * rule.alerta, sign * rule.critico)
+    return sign, (0.0, sign * rule.alerta, sign * rule.critico), rule.hysteresis
+
+
+def next_level(rule: RuleConfig, current: int, value: float) -> int:
+    """Level for ``value`` given the current level, with hysteresis on the way down.
+
+    RulesEngine.evaluate inlines this (same arithmetic on the same _compile() output); keep the two in step.
+    """
+    sign, thresholds, hysteresis = _compile(rule)
+    v = sign * value
     entered = CRITICO if v > thresholds[CRITICO] else ALERTA if v > thresholds[ALERTA] else NORMAL
     if entered >= current:
         return entered
     level = current
-    while level > NORMAL and v <= thresholds[level] - rule.hysteresis:
+    while level > NORMAL and v <= thresholds[level] - hysteresis:
         level -= 1
     return level
 
@@ -75,6 +87,7 @@ class RulesEngine:
         self._fields = frozenset(r.field for r in self._rules)
         self._devices: dict[tuple[str, str], DeviceState] = {}
         self._lookup: dict[tuple[str, str, str], RuleConfig | None] = {}
+        self._compiled: dict[tuple[str, str, str], _Compiled | None] = {}
 
     def rule_for(self, field_name: str, localizacao: str, tipo: str) -> RuleConfig | None:
         key = (field_name, localizacao, tipo)
@@ -101,8 +114,19 @@ class RulesEngine:
     def devices(self) -> Iterator[DeviceState]:
         return iter(list(self._devices.values()))
 
+    def _compiled_rule(self, field_name: str, localizacao: str, tipo: str) -> _Compiled | None:
+        key = (field_name, localizacao, tipo)
+        if key in self._compiled:
+            return self._compiled[key]
+        rule = self.rule_for(field_name, localizacao, tipo)
+        compiled = None if rule is None else _compile(rule)
+        if len(self._compiled) < 100_000:
+            self._compiled[key] = compiled
+        return compiled
+
     def evaluate(self, reading: Reading) -> Outcome:
-        key = reading.device_key
+        # One call per reading: next_level() is inlined on precomputed thresholds (same arithmetic).
+        key = (reading.cliente, reading.dispositivo)
         state = self._devices.get(key)
         first = state is None
         if state is None:
@@ -111,28 +135,44 @@ class RulesEngine:
         elif reading.time_ns <= state.last_time_ns:
             return _STALE
         state.last_time_ns = reading.time_ns
-        state.localizacao, state.tipo = reading.localizacao, reading.tipo
+        localizacao, tipo = reading.localizacao, reading.tipo
+        state.localizacao, state.tipo = localizacao, tipo
         previous_level = state.level
-        driver: tuple[str, float] | None = None
-        for name, value in reading.fields.items():
-            if name not in self._fields:
+        levels = state.field_levels
+        fields = reading.fields
+        rule_fields = self._fields
+        current_driver = state.driver_field
+        driver_field: str | None = None
+        driver_value = 0.0
+        for name, value in fields.items():
+            if name not in rule_fields:
                 continue
-            rule = self.rule_for(name, reading.localizacao, reading.tipo)
-            if rule is None:
-                continue
-            level = next_level(rule, state.field_levels.get(name, NORMAL), value)
-            state.field_levels[name] = level
-            if name == state.driver_field or driver is None:
-                driver = (name, value)
-        worst = max(state.field_levels.values(), default=NORMAL)
+            compiled = self._compiled.get((name, localizacao, tipo))
+            if compiled is None:  # not looked up yet, or no rule for this field here
+                compiled = self._compiled_rule(name, localizacao, tipo)
+                if compiled is None:
+                    continue
+            sign, thresholds, hysteresis = compiled
+            v = sign * value
+            entered = CRITICO if v > thresholds[CRITICO] else ALERTA if v > thresholds[ALERTA] else NORMAL
+            level = levels.get(name, NORMAL)
+            if entered >= level:
+                level = entered
+            else:
+                while level > NORMAL and v <= thresholds[level] - hysteresis:
+                    level -= 1
+            levels[name] = level
+            if driver_field is None or name == current_driver:
+                driver_field, driver_value = name, value
+        worst = max(levels.values(), default=NORMAL)
         if worst != NORMAL:
-            for name, level in state.field_levels.items():
-                if level == worst and name in reading.fields:
-                    driver = (name, reading.fields[name])
+            for name, level in levels.items():
+                if level == worst and name in fields:
+                    driver_field, driver_value = name, fields[name]
                     break
         state.level = worst
-        if driver is not None:
-            state.driver_field, state.driver_value = driver
+        if driver_field is not None:
+            state.driver_field, state.driver_value = driver_field, driver_value
         if not first and worst == previous_level:
             return _UNCHANGED
         recovered = False
