@@ -23,6 +23,8 @@ from typing import Any, TypeGuard
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DOMAIN_PATTERN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}$")
+# An environment's name: its inventory directory (inventories/<name>); `local` is the VPS in a box.
+ENV_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 DURATION_PATTERN = re.compile(r"^(0|([0-9]+(ns|us|ms|s|m|h|d|w))+)$")
 MIN_OUTAGE_TOLERANCE_S = 600
 
@@ -164,8 +166,10 @@ def _check_scalars(tree: Mapping[str, Any], errors: list[str]) -> None:
         errors.append("mov_domain: missing; set the platform's public DNS name (e.g. mov.example.com)")
     elif not isinstance(domain, str) or not DOMAIN_PATTERN.match(domain):
         errors.append(f"mov_domain: {domain!r} is not a DNS name")
-    if tree.get("mov_env") not in ("local", "staging", "prod"):
-        errors.append(f"mov_env: must be local, staging or prod, got {tree.get('mov_env')!r}")
+    env = tree.get("mov_env")
+    if not isinstance(env, str) or not ENV_PATTERN.match(env):
+        errors.append(f"mov_env: must be an environment name such as local, staging or prod ({ENV_PATTERN.pattern}), "
+                      f"got {env!r}")
     for key in ("mov_device_publish_interval_s", "mov_telegraf_interval_s"):
         value = tree.get(key)
         if not _is_number(value) or value <= 0:

@@ -209,9 +209,15 @@ def run(env: str, tree: Mapping[str, Any], rotate: Sequence[str], password_file:
     return changed
 
 
+def _env_name(value: str) -> str:
+    if not config_tree.ENV_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an environment name ({config_tree.ENV_PATTERN.pattern})")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, choices=["local", "staging", "prod"])
+    parser.add_argument("--env", required=True, type=_env_name, help="local, staging, prod or another inventory's name")
     parser.add_argument("--rotate", action="append", default=[], metavar="NAME", help="regenerate this secret")
     parser.add_argument("--vault-password-file", type=Path, default=None)
     parser.add_argument("--tree-json", help="the tree's variables as JSON (default: read with ansible-inventory)")
