@@ -1,6 +1,7 @@
 """Build the worker image from a temporary context (analytics/ plus, optionally, a CA bundle for PyPI).
 
     python3 analytics/build_image.py [--tag mov/analytics:dev] [--base-image mov/box:trixie] [--ca-file FILE]
+                                     [--label KEY=VALUE ...]
 
 ``--ca-file`` (or the PIP_CERT environment variable) names a CA bundle that the *build stage* needs to reach
 PyPI through a TLS-inspecting proxy. It is copied into the temporary context only, never into the repository,
@@ -27,6 +28,7 @@ def main() -> int:
     parser.add_argument("--tag", default="mov/analytics:dev")
     parser.add_argument("--base-image", help="overrides the Dockerfile's BASE_IMAGE")
     parser.add_argument("--ca-file", default=os.environ.get("PIP_CERT", ""))
+    parser.add_argument("--label", action="append", default=[], help="image label KEY=VALUE (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mov-analytics-build-") as tmp:
         context = Path(tmp)
@@ -40,6 +42,8 @@ def main() -> int:
             (context / "build-ca").mkdir()
             shutil.copy2(args.ca_file, context / "build-ca" / "ca.crt")
         command = ["docker", "build", "-t", args.tag]
+        for label in args.label:
+            command += ["--label", label]
         if args.base_image:
             command += ["--build-arg", f"BASE_IMAGE={args.base_image}"]
         command.append(str(context))

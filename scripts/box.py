@@ -33,6 +33,8 @@ RUN_FLAGS: tuple[str, ...] = (
     "--cap-add", "SYS_ADMIN",
     "--cap-add", "NET_ADMIN",
     "--cap-add", "NET_RAW",
+    # runc needs it to `docker exec` into an inner container whose process is not root (healthchecks).
+    "--cap-add", "SYS_PTRACE",
     "--security-opt", "seccomp=unconfined",
     "--security-opt", "apparmor=unconfined",
     "--cgroupns=host",

@@ -71,6 +71,22 @@ def test_most_specific_rule_wins() -> None:
     assert statuses(engine, [9.0], device="f1", localizacao="camara_fria", tipo="congelador") == ["critico"]
 
 
+def test_a_device_that_moves_gets_the_rules_of_its_new_place() -> None:
+    generic = RuleConfig(field="temperatura_c", alerta=30.0, critico=35.0)
+    cold = RuleConfig(field="temperatura_c", alerta=5.0, critico=8.0, localizacao="camara_fria")
+    only_freezers = RuleConfig(field="umidade", alerta=80.0, critico=90.0, tipo="congelador")
+    engine = RulesEngine([generic, cold, only_freezers])
+    moves = [(21.0, "sala_servidores", "temperatura", None), (21.0, "camara_fria", "temperatura", "critico"),
+             (21.0, "sala_servidores", "temperatura", "normal"), (36.0, "sala_servidores", "temperatura", "critico")]
+    for step, (value, place, tipo, expected) in enumerate(moves):
+        change = engine.evaluate(reading(value, step + 1, localizacao=place, tipo=tipo)).change
+        assert (change.status if change else None) == (expected if step else "normal")
+    # A field whose only rule is for another tipo is no rule here, until the device becomes that tipo.
+    assert statuses(engine, [95.0], device="h1", field="umidade") == ["normal"]
+    change = engine.evaluate(reading(95.0, 5, device="h1", tipo="congelador", field="umidade")).change
+    assert change is not None and change.status == "critico"
+
+
 def test_duplicates_and_out_of_order_do_not_change_status() -> None:
     engine = RulesEngine(DEFAULT_RULES)
     first = reading(36.0, 5)

@@ -20,6 +20,9 @@ from .parsing import Reading
 LEVELS = ("normal", "alerta", "critico")
 NORMAL, ALERTA, CRITICO = 0, 1, 2
 
+# A rule reduced to what next_level() needs: sign, thresholds by level (times sign), hysteresis.
+_Compiled = tuple[float, tuple[float, float, float], float]
+
 
 @dataclass(slots=True)
 class DeviceState:
@@ -33,6 +36,8 @@ class DeviceState:
     driver_field: str | None = None
     driver_value: float | None = None
     critical_since_normal: bool = False
+    # Compiled rule (or None: no rule) by field for this device's current localizacao and tipo.
+    rules: dict[str, _Compiled | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +61,6 @@ _STALE = Outcome(change=None, stale=True)
 _UNCHANGED = Outcome(change=None, stale=False)
 
 
-# A rule reduced to what next_level() needs: sign, thresholds by level (times sign), hysteresis.
-_Compiled = tuple[float, tuple[float, float, float], float]
 
 
 def _compile(rule: RuleConfig) -> _Compiled:
@@ -136,7 +139,10 @@ class RulesEngine:
             return _STALE
         state.last_time_ns = reading.time_ns
         localizacao, tipo = reading.localizacao, reading.tipo
-        state.localizacao, state.tipo = localizacao, tipo
+        rules = state.rules
+        if localizacao != state.localizacao or tipo != state.tipo:  # the device moved: other rules may apply
+            state.localizacao, state.tipo = localizacao, tipo
+            rules.clear()
         previous_level = state.level
         levels = state.field_levels
         fields = reading.fields
@@ -147,9 +153,11 @@ class RulesEngine:
         for name, value in fields.items():
             if name not in rule_fields:
                 continue
-            compiled = self._compiled.get((name, localizacao, tipo))
-            if compiled is None:  # not looked up yet, or no rule for this field here
-                compiled = self._compiled_rule(name, localizacao, tipo)
+            compiled = rules.get(name)
+            if compiled is None:  # not looked up yet for this device, or no rule for this field here
+                if name in rules:
+                    continue
+                compiled = rules[name] = self._compiled_rule(name, localizacao, tipo)
                 if compiled is None:
                     continue
             sign, thresholds, hysteresis = compiled

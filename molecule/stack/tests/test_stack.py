@@ -1,0 +1,226 @@
+"""Behaviour of the compose stack on the box: mosquitto + analytics from the offline bundle.
+
+InfluxDB cannot run here; a TEST DOUBLE of its write endpoint (analytics/tests/influx_write_double.py),
+attached to the stack's network under the name `influxdb`, receives the analytics worker's points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'stack')}"
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE = "docker compose -f /opt/mov/compose.yaml"
+MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
+ANALYTICS_IMAGE = "mov/analytics:0.1.0"
+DOUBLE = "mov-test-influx-double"
+PROBE_NET = "mov-stack-probe"
+PROBE_SUBNET = "198.18.1.0/24"
+BOX_ADDR = "198.18.1.10"
+PROBER_IMAGE = os.environ.get("MOV_BOX_IMAGE", "mov/box:trixie")
+
+PROBE_SCRIPT = f"""
+import socket, sys
+for port in map(int, sys.argv[1:]):
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect(({BOX_ADDR!r}, port)); print(port, "open")
+    except OSError as exc:
+        print(port, "closed", type(exc).__name__)
+    finally:
+        s.close()
+"""
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
+
+
+def services(host) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    out = host.check_output(f"{COMPOSE} ps --all --format json")
+    rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
+    return {row["Service"]: row for row in rows}
+
+
+def wait_healthy(host, service: str, timeout: float = 60) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    health = ""
+    while time.monotonic() < deadline:
+        health = services(host).get(service, {}).get("Health", "")
+        if health == "healthy":
+            break
+        time.sleep(1)
+    return health
+
+
+def analytics_metric(host, name: str) -> float:  # type: ignore[no-untyped-def]
+    text = host.check_output(
+        "docker exec mov-analytics-1 python3 -c "
+        "\"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9108/metrics').read().decode())\"")
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def influx_double(host) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """The write double on the stack's network as `influxdb`, for at most 10 minutes."""
+    host.run(f"docker rm -f {DOUBLE}")
+    host.check_output("mkdir -p /tmp/influx-double")
+    for source in (REPO / "analytics/tests/influx_write_double.py",
+                   REPO / "molecule/stack/files/influx_double_server.py"):
+        docker("cp", str(source), f"{BOX}:/tmp/influx-double/{source.name}")
+    host.check_output("chmod -R a+rX /tmp/influx-double")
+    host.check_output(
+        f"docker run -d --name {DOUBLE} --network mov_internal --network-alias influxdb "
+        f"-v /tmp/influx-double:/double:ro --entrypoint python3 {ANALYTICS_IMAGE} "
+        "/double/influx_double_server.py test-token mov_status 600")
+    deadline = time.monotonic() + 20
+    while "listening" not in host.run(f"docker logs {DOUBLE}").stdout and time.monotonic() < deadline:
+        time.sleep(0.5)
+    yield
+    host.run(f"docker rm -f {DOUBLE}")
+
+
+@pytest.fixture(scope="module")
+def probe_network() -> Iterator[None]:
+    docker("network", "rm", PROBE_NET, check=False)
+    docker("network", "create", "--subnet", PROBE_SUBNET, PROBE_NET)
+    docker("network", "connect", "--ip", BOX_ADDR, PROBE_NET, BOX)
+    yield
+    docker("network", "disconnect", "-f", PROBE_NET, BOX, check=False)
+    docker("network", "rm", PROBE_NET, check=False)
+
+
+def probe(*ports: int) -> dict[int, bool]:
+    out = docker("run", "--rm", "--network", PROBE_NET, PROBER_IMAGE,
+                 "python3", "-c", PROBE_SCRIPT, *map(str, ports)).stdout
+    result = {int(line.split()[0]): line.split()[1] == "open" for line in out.splitlines()}
+    assert set(result) == set(ports), out
+    return result
+
+
+def test_every_service_runs_healthy_from_the_bundle_images(host) -> None:  # type: ignore[no-untyped-def]
+    state = services(host)
+    assert set(state) == {"mosquitto", "analytics"}
+    for name, row in state.items():
+        assert row["State"] == "running", (name, row)
+        assert wait_healthy(host, name) == "healthy", (name, row)
+    assert state["mosquitto"]["Image"] == MOSQUITTO_IMAGE
+    assert state["analytics"]["Image"] == ANALYTICS_IMAGE
+    # The bundle on the host matches its checksum and nothing was pulled (no registry here).
+    assert host.run("cd /opt/mov/bundle && sha256sum --check --strict SHA256SUMS").rc == 0
+
+
+def test_containers_run_as_their_service_uids(host) -> None:  # type: ignore[no-untyped-def]
+    for container, uid in (("mov-mosquitto-1", "1883"), ("mov-analytics-1", "10001")):
+        status = host.check_output(f"docker exec {container} cat /proc/1/status")
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(uids) == {uid}, (container, uids)
+
+
+def test_published_ports_are_exactly_the_allowed_ones(host) -> None:  # type: ignore[no-untyped-def]
+    ids = host.check_output("docker ps -q --filter label=com.docker.compose.project=mov").split()
+    published = set()
+    for container in ids:
+        inspect = f"docker inspect -f '{{{{json .HostConfig.PortBindings}}}}' {container}"
+        bindings = json.loads(host.check_output(inspect))
+        for inner, hosts in (bindings or {}).items():
+            for binding in hosts:
+                published.add((binding["HostIp"] or "0.0.0.0", binding["HostPort"], inner))
+    assert published == {("0.0.0.0", "8883", "8883/tcp"), ("127.0.0.1", "9001", "9001/tcp")}
+
+
+def test_compose_file_has_health_limits_rotation_and_no_secret(host) -> None:  # type: ignore[no-untyped-def]
+    compose = host.file("/opt/mov/compose.yaml")
+    assert compose.mode == 0o640 and compose.user == "root"
+    for secret in ("test-analytics-pw", "test-verify-pw", "test-token"):
+        assert secret not in compose.content_string
+    config = json.loads(host.check_output(f"{COMPOSE} config --format json"))
+    assert set(config["networks"]) == {"internal"}
+    assert {"mosquitto_data"} <= set(config["volumes"])
+    for name, service in config["services"].items():
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+        assert int(service["mem_limit"]) > 0, name
+        assert service["logging"]["options"]["max-size"] == "10m", name
+        assert ":" in service["image"] and not service["image"].endswith(":latest"), name
+    for path, owner, mode in (("/opt/mov/analytics/secrets/mqtt.password", "10001", 0o400),
+                              ("/opt/mov/bundle/images.tar", "root", 0o600)):
+        f = host.file(path)
+        assert (str(f.uid) if owner.isdigit() else f.user) == owner and f.mode == mode, path
+
+
+def test_a_reading_over_8883_reaches_the_analytics_worker(host, influx_double: None) -> None:  # type: ignore[no-untyped-def]
+    before = analytics_metric(host, "mov_analytics_readings_processed_total")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    reading = json.dumps({"timestamp": stamp, "fields": {"temperatura_c": 31.0},
+                          "tags": {"dispositivo": "sensor_001", "localizacao": "sala_servidores",
+                                   "tipo": "temperatura", "cliente": "industria_abc"}})
+    host.check_output(
+        f"docker run --rm --network host -v /opt/mov/tls/ca.pem:/ca.pem:ro {MOSQUITTO_IMAGE} "
+        "mosquitto_pub -h localhost -p 8883 --cafile /ca.pem -u industria_abc/sensor_001 -P test-abc-001-pw "
+        f"-q 1 -t mov/dados/industria_abc/sensor_001 -m '{reading}'")
+    deadline = time.monotonic() + 20
+    points: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        logs = host.run(f"docker logs {DOUBLE}").stdout.splitlines()
+        points = [p for p in map(json.loads, logs) if p.get("measurement") == "mov_status"
+                  and p["tags"].get("dispositivo") == "sensor_001"]  # type: ignore[union-attr]
+        if points:
+            break
+        time.sleep(0.5)
+    assert points, "no status point for sensor_001 reached the InfluxDB write double"
+    assert points[-1]["fields"]["status"] == '"alerta"'  # type: ignore[index]
+    assert analytics_metric(host, "mov_analytics_readings_processed_total") >= before + 1
+    assert wait_healthy(host, "analytics", timeout=20) == "healthy"
+
+
+def test_a_wrong_password_is_refused_over_8883(host) -> None:  # type: ignore[no-untyped-def]
+    result = host.run(
+        f"docker run --rm --network host -v /opt/mov/tls/ca.pem:/ca.pem:ro {MOSQUITTO_IMAGE} "
+        "mosquitto_pub -h localhost -p 8883 --cafile /ca.pem -u industria_abc/sensor_001 -P wrong "
+        "-q 1 -t mov/dados/industria_abc/sensor_001 -m x")
+    assert result.rc != 0
+    assert "not authori" in (result.stdout + result.stderr)
+
+
+def test_the_outside_sees_only_mqtt_tls(host, probe_network: None) -> None:  # type: ignore[no-untyped-def]
+    assert probe(8883, 1883, 9001, 9108, 3000, 8086) == {
+        8883: True, 1883: False, 9001: False, 9108: False, 3000: False, 8086: False}
+    # The websocket listener answers on the box's loopback: closed outside is the binding, not a dead broker.
+    assert host.run("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 9001), 3)\"").rc == 0
+
+
+def test_the_broken_release_was_rolled_back(host) -> None:  # type: ignore[no-untyped-def]
+    outcome = json.loads(host.file("/tmp/stack-rollback-outcome.json").content_string)
+    assert outcome["failed"] is True, outcome
+    assert "Rolled back to release" in outcome["msg"], outcome
+    assert "analytics" in outcome["msg"], outcome
+    assert wait_healthy(host, "analytics") == "healthy"
+    assert services(host)["analytics"]["Image"] == ANALYTICS_IMAGE
+    assert "0.1.0-broken-health" not in host.file("/opt/mov/compose.yaml").content_string
+
+
+def test_releases_record_images_and_configs(host) -> None:  # type: ignore[no-untyped-def]
+    releases = sorted(host.check_output("ls /opt/mov/releases").split())
+    assert len(releases) == 1, releases  # the broken deploy never became a release
+    release = json.loads(host.file(f"/opt/mov/releases/{releases[-1]}/release.json").content_string)
+    assert release["services"] == ["mosquitto", "analytics"]
+    for name, ref in (("mosquitto", MOSQUITTO_IMAGE), ("analytics", ANALYTICS_IMAGE)):
+        image = release["images"][name]
+        assert image["ref"] == ref
+        running = host.check_output(f"docker inspect -f '{{{{.Image}}}}' mov-{name}-1")
+        assert image["id"] == running
+    assert release["compose_sha256"] == host.file("/opt/mov/compose.yaml").sha256sum
+    assert release["config_sha256"]
+    assert host.file(f"/opt/mov/releases/{releases[-1]}").mode == 0o700

@@ -1,0 +1,71 @@
+"""Wrong stack settings fail at the stack role's preflight, naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PreflightRunner
+
+IMAGES = {"mosquitto": "eclipse-mosquitto:2.0.21", "telegraf": "telegraf:1.32.3", "influxdb": "influxdb:2.7.11",
+          "grafana": "grafana/grafana-oss:11.3.1", "analytics": "mov/analytics:0.1.0"}
+GOOD = {"stack_services": ["mosquitto", "analytics"], "stack_images": IMAGES}
+DIGEST = "sha256:" + "0" * 64  # well formed, and obviously not a real image's digest
+
+
+def images(**changes: str) -> dict[str, object]:
+    return {**GOOD, "stack_images": {**IMAGES, **changes}}
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        GOOD,
+        {**GOOD, "stack_services": ["mosquitto", "telegraf", "influxdb", "grafana", "analytics"]},
+        images(mosquitto=f"eclipse-mosquitto:2.0.21@{DIGEST}"),
+        images(analytics="registry.example:5000/mov/analytics:0.1.0"),
+        # Outside prod-like envs (local), a floating tag is the operator's choice.
+        {**images(mosquitto="eclipse-mosquitto:latest"), "stack_strict_image_tags": False},
+        {**GOOD, "stack_image_source": "bundle", "stack_bundle_dir": "/srv/bundle",
+         "stack_bundle_build": ["mosquitto", "analytics"]},
+    ],
+    ids=["subset", "full", "digest", "registry-port", "latest-local", "bundle"],
+)
+def test_valid_stack_settings_pass(role_preflight: PreflightRunner, variables: dict[str, object]) -> None:
+    result = role_preflight("stack", variables)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (images(mosquitto="eclipse-mosquitto:latest"),
+         "stack_images.mosquitto (eclipse-mosquitto:latest) is not pinned"),
+        ({**images(influxdb="influxdb:2"), "stack_services": ["influxdb"]},
+         "stack_images.influxdb (influxdb:2) is not pinned"),
+        (images(analytics="mov/analytics:v1"), "stack_images.analytics (mov/analytics:v1) is not pinned"),
+        (images(mosquitto="eclipse-mosquitto"), "stack_images.mosquitto (eclipse-mosquitto) is not pinned"),
+        (images(analytics="registry.example:5000/mov/analytics"), "stack_images.analytics"),
+        (images(mosquitto="eclipse-mosquitto:2.0.21@sha256:abc"), "stack_images.mosquitto"),
+        ({**GOOD, "stack_services": ["mosquitto", "influx"]}, "stack_services (mosquitto, influx)"),
+        ({**GOOD, "stack_services": ["mosquitto", "influx"]}, "not known: influx"),
+        ({**GOOD, "stack_services": []}, "stack_services () must be a non-empty list"),
+        ({**GOOD, "stack_services": ["mosquitto", "mosquitto"]}, "without duplicates"),
+        ({**GOOD, "stack_services": ["grafana"], "stack_images": {"mosquitto": "eclipse-mosquitto:2.0.21"}},
+         "stack_images has no image for: grafana"),
+        ({**GOOD, "stack_mqtt_tls_port": 1884}, "stack_mqtt_tls_port (1884) is published to the world"),
+        ({**GOOD, "stack_public_tcp_ports": [443]}, "must be one of stack_public_tcp_ports (443"),
+        ({**GOOD, "stack_grafana_port": 8883}, "all must be distinct port numbers"),
+        ({**GOOD, "stack_influxdb_port": 70000}, "stack_influxdb_port"),
+        ({**GOOD, "stack_image_source": "bundle"}, "needs stack_bundle_dir"),
+        ({**GOOD, "stack_image_source": "ftp"}, "stack_image_source"),
+        ({**GOOD, "stack_bundle_dir": "/srv/b", "stack_bundle_build": ["grafana"]}, "stack_bundle_build (grafana)"),
+        ({**GOOD, "stack_releases_keep": 1}, "stack_releases_keep (1) must be at least 2"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 24 else None,
+)
+def test_bad_input_fails_at_preflight_naming_the_variable(
+    role_preflight: PreflightRunner, variables: dict[str, object], expected: str
+) -> None:
+    result = role_preflight("stack", variables)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert expected in " ".join(output.split()), output
