@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""End-to-end checks of the whole platform with the real images (the e2e job of .github/workflows/ci.yml).
+
+The platform runs in the local box (`inventories/local`, all five services from their registry images). This
+script publishes readings over MQTT with TLS as a device does, then asserts what must follow, each check printed
+as it passes or fails, and exits non-zero when one failed:
+
+    check_platform.py receive --port 8099 --out alerts.jsonl &     # the webhook receiver (the alert target)
+    check_platform.py check --alerts alerts.jsonl                   # publish, then every assertion
+    check_platform.py counts --out before.json                      # points per bucket (before a backup)
+    check_platform.py counts --compare before.json                  # after the restore: the same counts
+
+Services listen on the box's loopback (InfluxDB, Grafana); requests to them run inside the box (docker exec,
+with the box's python3) and secrets go through stdin, never the command line. MQTT goes from here to the box's
+published TLS port under the certificate's name (the job maps that name to the box's address).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS = REPO / "inventories" / "local" / "group_vars" / "mov" / "secrets.yml"
+COMPOSE = "/opt/mov/compose.yaml"
+CA_FILE = "/opt/mov/tls/ca.pem"
+
+# Run inside the box: one HTTP request described as JSON on stdin; prints {"status", "body"}.
+_BOX_HTTP = """
+import json, sys, urllib.request, urllib.error
+r = json.load(sys.stdin)
+req = urllib.request.Request(r["url"], data=r["body"].encode() if r["body"] is not None else None,
+                             headers=r["headers"], method=r["method"])
+try:
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        print(json.dumps({"status": resp.status, "body": resp.read().decode()}))
+except urllib.error.HTTPError as exc:
+    print(json.dumps({"status": exc.code, "body": exc.read().decode()}))
+"""
+
+
+# --- pure helpers (unit-tested in tests/test_e2e_checks.py) ----------------------------------------------------
+
+def flux_column(csv_text: str, column: str = "_value") -> list[str]:
+    """The values of one column of InfluxDB's annotated CSV (every table; annotations and blank lines skipped)."""
+    values: list[str] = []
+    header: list[str] | None = None
+    for row in csv.reader(io.StringIO(csv_text)):
+        if not row or all(cell == "" for cell in row):
+            header = None
+            continue
+        if row[0].startswith("#"):
+            continue
+        if header is None:
+            header = row
+            continue
+        if column in header:
+            values.append(row[header.index(column)])
+    return values
+
+
+def critical_alerts(lines: Iterable[str], subject: str) -> list[dict[str, Any]]:
+    """The analytics worker's critico alerts for `subject` among the receiver's JSON lines (Grafana's are others)."""
+    found = []
+    for line in lines:
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(body, dict) and body.get("kind") == "critico" and body.get("subject") == subject:
+            found.append(body)
+    return found
+
+
+TELEGRAF_PARSE_ERROR = re.compile(r"\bE! .*(pars|invalid|unmarshal|json)", re.IGNORECASE)
+
+
+def telegraf_parse_errors(log: str) -> list[str]:
+    return [line for line in log.splitlines() if TELEGRAF_PARSE_ERROR.search(line)]
+
+
+def readings(device: dict[str, str], start: datetime, count: int, critical_at: Sequence[int]) -> list[dict[str, Any]]:
+    """`count` readings one second apart from `start`: 22 °C, except at the indexes in `critical_at` (36.5 °C)."""
+    tags = {"dispositivo": device["name"], "cliente": device["client"], "localizacao": device["site"],
+            "tipo": device["type"]}
+    return [{"timestamp": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), "tags": tags,
+             "fields": {"temperatura_c": 36.5 if i in critical_at else 22.0 + i / 10}} for i in range(count)]
+
+
+@dataclass
+class Report:
+    passed: int = 0
+    failed: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+        line = f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}"
+        self.lines.append(line)
+        print(line, flush=True)
+        return ok
+
+    def summary(self) -> int:
+        print(f"e2e: {self.passed} passed, {self.failed} failed")
+        return 0 if self.failed == 0 and self.passed > 0 else 1
+
+
+def wait_until(probe: Callable[[], tuple[bool, str]], timeout: float, interval: float = 3.0) -> tuple[bool, str]:
+    """Call probe until it says ok or the time is up; its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok, detail = probe()
+        if ok or time.monotonic() >= deadline:
+            return ok, detail
+        time.sleep(interval)
+
+
+# --- the box -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", "exec", "-i", self.name, *args], input=stdin, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run("docker", "compose", "-f", COMPOSE, *args, timeout=timeout)
+
+    def http(self, method: str, url: str, headers: dict[str, str] | None = None,
+             body: str | None = None) -> tuple[int, str]:
+        request = {"method": method, "url": url, "headers": headers or {}, "body": body}
+        out = self.run("python3", "-c", _BOX_HTTP, stdin=json.dumps(request))
+        if out.returncode != 0:
+            return 0, out.stderr.strip()[-500:]
+        answer = json.loads(out.stdout)
+        return int(answer["status"]), str(answer["body"])
+
+
+@dataclass(frozen=True)
+class Influx:
+    box: Box
+    token: str
+    org: str
+    url: str = "http://127.0.0.1:8086"
+
+    def query(self, flux: str) -> tuple[int, str]:
+        return self.box.http("POST", f"{self.url}/api/v2/query?org={self.org}",
+                             {"Authorization": f"Token {self.token}", "Content-Type": "application/vnd.flux",
+                              "Accept": "application/csv"}, flux)
+
+    def values(self, flux: str) -> list[str]:
+        status, body = self.query(flux)
+        if status != 200:
+            raise RuntimeError(f"InfluxDB answered {status}: {body[:300]}")
+        return flux_column(body)
+
+    def count(self, bucket: str, measurement: str) -> int:
+        values = self.values(f'from(bucket: "{bucket}") |> range(start: 0) '
+                             f'|> filter(fn: (r) => r._measurement == "{measurement}") '
+                             '|> group() |> count()')
+        return sum(int(v) for v in values)
+
+
+def load_secrets(path: Path) -> dict[str, Any]:
+    store = yaml.safe_load(path.read_text())["vault_mov_secrets"]
+    if not isinstance(store, dict):
+        raise SystemExit(f"{path}: vault_mov_secrets is not a mapping")
+    return store
+
+
+# --- MQTT --------------------------------------------------------------------------------------------------------
+
+def publish(host: str, port: int, ca_file: Path, username: str, password: str, topic: str,
+            payloads: Sequence[dict[str, Any]]) -> None:
+    """Publish each payload with QoS 1 over TLS (the broker's certificate checked against `host`), as a device."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"e2e-{username.replace('/', '-')}")
+    client.username_pw_set(username, password)
+    client.tls_set_context(ssl.create_default_context(cafile=str(ca_file)))
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            info = client.publish(topic, json.dumps(payload), qos=1)
+            info.wait_for_publish(timeout=10)
+            if not info.is_published():
+                raise RuntimeError(f"no PUBACK for a reading on {topic} (refused by the ACL, or the broker is down)")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+# --- the checks --------------------------------------------------------------------------------------------------
+
+def check(args: argparse.Namespace) -> int:
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    influx = Influx(box, secrets["influxdb_admin_token"], args.org)
+    client, name = args.device.split("/", 1)
+    device = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=args.readings)
+    since = (start - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    ca = box.run("cat", CA_FILE)
+    if not report.check("the platform's CA certificate can be read", ca.returncode == 0, ca.stderr.strip()):
+        return report.summary()
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+        handle.write(ca.stdout)
+    try:
+        publish(args.mqtt_host, args.mqtt_port, Path(handle.name), args.device, secrets["mqtt"][args.device],
+                f"mov/dados/{args.device}", readings(device, start, args.readings, critical_at=(5, 6)))
+        report.check(f"{args.readings} readings published over MQTT/TLS as {args.device}", True)
+    except Exception as exc:  # any failure to publish is the finding
+        report.check(f"readings published over MQTT/TLS as {args.device}", False, repr(exc))
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+
+    def landed() -> tuple[bool, str]:
+        try:
+            values = influx.values(
+                f'from(bucket: "{args.bucket}") |> range(start: {since}) '
+                f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{name}" '
+                'and r._field == "temperatura_c") |> group() |> count()')
+        except RuntimeError as exc:
+            return False, str(exc)
+        got = sum(int(v) for v in values)
+        return got >= args.readings, f"{got} of {args.readings} readings in {args.bucket}"
+
+    report.check("the readings landed in InfluxDB (Flux query)", *wait_until(landed, args.timeout))
+
+    logs = box.compose("logs", "--no-color", "telegraf")
+    errors = telegraf_parse_errors(logs.stdout + logs.stderr)
+    report.check("Telegraf reports no parse errors", logs.returncode == 0 and not errors,
+                 "; ".join(errors[:5]) or logs.stderr.strip()[-300:])
+
+    test = box.compose("exec", "-T", "telegraf", "telegraf", "--config", "/etc/telegraf/telegraf.conf", "--test",
+                       timeout=180)
+    report.check("telegraf --test accepts the rendered config", test.returncode == 0,
+                 (test.stderr or test.stdout).strip()[-500:])
+
+    def statuses() -> tuple[bool, str]:
+        try:
+            values = influx.values(
+                f'from(bucket: "{args.status_bucket}") |> range(start: {since}) '
+                f'|> filter(fn: (r) => r._measurement == "mov_status" and r.dispositivo == "{name}" '
+                'and r._field == "status")')
+        except RuntimeError as exc:
+            return False, str(exc)
+        return "critico" in values, f"statuses written: {values[-10:]}"
+
+    report.check("the analytics worker wrote status points (critico among them)", *wait_until(statuses, args.timeout))
+
+    def alerted() -> tuple[bool, str]:
+        lines = args.alerts.read_text().splitlines() if args.alerts.exists() else []
+        found = critical_alerts(lines, args.device)
+        return bool(found), f"{len(found)} critico alert(s) for {args.device} among {len(lines)} webhook calls"
+
+    report.check("the > 35 °C alert reached the webhook receiver", *wait_until(alerted, args.timeout))
+
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/datasources/uid/mov-influxdb/health", auth)
+    report.check("Grafana's InfluxDB datasource is healthy", status == 200 and '"OK"' in body, f"{status} {body[:300]}")
+    status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-overview", auth)
+    report.check("Grafana's dashboard mov-overview is provisioned", status == 200, f"{status} {body[:200]}")
+    status, body = box.http("GET", f"{args.grafana}/api/v1/provisioning/alert-rules/mov-temperatura-critica", auth)
+    report.check("Grafana's alert rule mov-temperatura-critica is provisioned", status == 200, f"{status} {body[:200]}")
+    return report.summary()
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def counts(args: argparse.Namespace) -> int:
+    secrets = load_secrets(args.secrets)
+    influx = Influx(Box(args.box), secrets["influxdb_admin_token"], args.org)
+    now = {"readings": influx.count(args.bucket, "mov_leituras"),
+           "statuses": influx.count(args.status_bucket, "mov_status")}
+    if args.out:
+        args.out.write_text(json.dumps(now))
+        print(f"counts: {now}")
+        return 0 if now["readings"] > 0 else 1
+    before = json.loads(args.compare.read_text())
+    report = Report()
+    for key, value in now.items():
+        report.check(f"{key} after the restore equal those before the backup", value == before.get(key),
+                     f"before {before.get(key)}, after {value}")
+    return report.summary()
+
+
+# --- the webhook receiver ------------------------------------------------------------------------------------------
+
+def serve(port: int, out: Path, ready: threading.Event | None = None,
+          stop_after: float | None = None) -> None:
+    """Append every POSTed body to `out`, one line each; answer 200. Runs until killed (or stop_after seconds)."""
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock, out.open("a") as handle:
+                handle.write(" ".join(body.decode(errors="replace").split()) + "\n")
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            print(f"receiver: {self.command} {self.path}", flush=True)
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)  # the box's containers call it over Docker's bridge
+    if stop_after is not None:
+        threading.Timer(stop_after, server.shutdown).start()
+    if ready is not None:
+        ready.set()
+    with server:
+        server.serve_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_receive = sub.add_parser("receive", help="webhook receiver")
+    p_receive.add_argument("--port", type=int, default=8099)
+    p_receive.add_argument("--out", type=Path, required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--box", default="mov-box")
+    common.add_argument("--secrets", type=Path, default=SECRETS)
+    common.add_argument("--org", default="mov_industria")
+    common.add_argument("--bucket", default="mov_dados")
+    common.add_argument("--status-bucket", default="mov_status")
+    p_check = sub.add_parser("check", parents=[common], help="publish readings, then every assertion")
+    p_check.add_argument("--alerts", type=Path, required=True, help="the receiver's output")
+    p_check.add_argument("--device", default="industria_abc/sensor_001", help="client/name of a device")
+    p_check.add_argument("--site", default="sala_servidores")
+    p_check.add_argument("--readings", type=int, default=20)
+    p_check.add_argument("--mqtt-host", default="mov.localhost", help="the certificate's name, resolving to the box")
+    p_check.add_argument("--mqtt-port", type=int, default=8883)
+    p_check.add_argument("--grafana", default="http://127.0.0.1:3000")
+    p_check.add_argument("--timeout", type=float, default=120, help="seconds to wait for each outcome")
+    p_counts = sub.add_parser("counts", parents=[common], help="points per bucket: save, or compare with saved")
+    target = p_counts.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path)
+    target.add_argument("--compare", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "receive":
+        serve(args.port, args.out)
+        return 0
+    if args.command == "check":
+        return check(args)
+    return counts(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The e2e job's assertions (tests/e2e/check_platform.py) judge right: the parts that need no real image, here."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+sys.path.append(str(REPO / "tests" / "e2e"))
+import check_platform as cp
+
+# InfluxDB's annotated CSV for `|> group() |> count()` over two tables, as /api/v2/query returns it.
+COUNT_CSV = (
+    "#group,false,false,true,true,false\r\n#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,long\r\n"
+    "#default,_result,,,,\r\n,result,table,_start,_stop,_value\r\n"
+    ",,0,1970-01-01T00:00:00Z,2026-11-26T13:00:00Z,12\r\n\r\n"
+    "#group,false,false,true,true,false\r\n#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,long\r\n"
+    "#default,_result,,,,\r\n,result,table,_start,_stop,_value\r\n"
+    ",,1,1970-01-01T00:00:00Z,2026-11-26T13:00:00Z,8\r\n\r\n"
+)
+
+
+def test_flux_values_of_every_table() -> None:
+    assert cp.flux_column(COUNT_CSV) == ["12", "8"]
+    assert cp.flux_column(COUNT_CSV, "_stop") == ["2026-11-26T13:00:00Z"] * 2
+    assert cp.flux_column("") == []
+    assert cp.flux_column(COUNT_CSV, "missing") == []
+
+
+def test_only_the_workers_critical_alert_for_the_device_counts() -> None:
+    lines = [
+        json.dumps({"kind": "critico", "subject": "industria_abc/sensor_002", "message": "other device"}),
+        json.dumps({"receiver": "mov-webhook", "status": "firing", "alerts": []}),  # Grafana's
+        json.dumps({"kind": "recovery", "subject": "industria_abc/sensor_001"}),
+        "not json",
+    ]
+    assert cp.critical_alerts(lines, "industria_abc/sensor_001") == []
+    lines.append(json.dumps({"kind": "critico", "subject": "industria_abc/sensor_001", "message": "36.5"}))
+    assert len(cp.critical_alerts(lines, "industria_abc/sensor_001")) == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "is_error"),
+    [
+        ("2026-11-26T13:00:00Z E! [inputs.mqtt_consumer] Error in plugin: parsing JSON: invalid character", True),
+        ("2026-11-26T13:00:00Z E! [parsers.json_v2] Invalid path", True),
+        ("2026-11-26T13:00:00Z E! [outputs.influxdb_v2] When writing to [http://influxdb:8086]: 401", False),
+        ("2026-11-26T13:00:00Z I! Loaded inputs: mqtt_consumer", False),
+        ("2026-11-26T13:00:00Z W! [inputs.mqtt_consumer] parse warning that is not an error", False),
+    ],
+)
+def test_telegraf_parse_errors(line: str, is_error: bool) -> None:
+    assert cp.telegraf_parse_errors(line) == ([line] if is_error else [])
+
+
+def test_readings_cross_the_critical_threshold_where_asked() -> None:
+    device = {"client": "industria_abc", "name": "sensor_001", "site": "sala", "type": "temperatura"}
+    rows = cp.readings(device, datetime(2026, 11, 26, 13, 0, 0, tzinfo=UTC), 10, critical_at=(5, 6))
+    temps = [r["fields"]["temperatura_c"] for r in rows]
+    assert [i for i, t in enumerate(temps) if t > 35] == [5, 6]
+    assert rows[0]["timestamp"] == "2026-11-26T13:00:00Z" and rows[9]["timestamp"] == "2026-11-26T13:00:09Z"
+    assert rows[0]["tags"] == {"dispositivo": "sensor_001", "cliente": "industria_abc", "localizacao": "sala",
+                               "tipo": "temperatura"}
+
+
+def test_report_fails_on_any_failed_check_and_on_no_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cp.Report().summary() == 1
+    report = cp.Report()
+    report.check("a", True)
+    assert report.summary() == 0
+    report.check("b", False, "why")
+    assert report.summary() == 1
+    assert "FAIL b: why" in capsys.readouterr().out
+
+
+def test_wait_until_gives_the_last_answer_when_time_is_up() -> None:
+    answers = iter([(False, "1"), (False, "2"), (True, "3")])
+    assert cp.wait_until(lambda: next(answers), timeout=5, interval=0) == (True, "3")
+    assert cp.wait_until(lambda: (False, "never"), timeout=0, interval=0) == (False, "never")
+
+
+def test_receiver_records_each_post(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "alerts.jsonl"
+    ready = threading.Event()
+    thread = threading.Thread(target=cp.serve, args=(port, out, ready, 10.0), daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    for body in ({"kind": "critico", "subject": "a/b"}, {"kind": "recovery", "subject": "a/b"}):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/alert", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2
+    assert len(cp.critical_alerts(lines, "a/b")) == 1
