@@ -38,6 +38,7 @@ TREE_KEYS = (
     "mov_thresholds",
     "mov_alert_for",
     "mov_alert_contacts",
+    "mov_smtp",
     "mov_influxdb_retention",
     "mov_telegraf_interval_s",
     "mov_telegraf_outage_tolerance_s",
@@ -193,6 +194,28 @@ def _check_scalars(tree: Mapping[str, Any], errors: list[str]) -> None:
             errors.append(f"mov_alert_contacts.emails: must be a list of e-mail addresses, got {emails!r}")
 
 
+def _check_smtp(tree: Mapping[str, Any], errors: list[str]) -> None:
+    smtp = tree.get("mov_smtp", {})
+    if not isinstance(smtp, Mapping):
+        errors.append(f"mov_smtp: must be a mapping with host, port, user, from_address, got {smtp!r}")
+        return
+    host, port, sender = smtp.get("host", ""), smtp.get("port", 587), smtp.get("from_address", "")
+    if not isinstance(host, str) or (host and not DOMAIN_PATTERN.match(host)):
+        errors.append(f"mov_smtp.host: must be empty or a host name, got {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        errors.append(f"mov_smtp.port: must be a TCP port number, got {port!r}")
+    # A templated value ("mov@{{ mov_domain }}") is checked once Ansible has rendered it (the playbooks pass
+    # rendered values); scripts reading the YAML directly see the template.
+    rendered = isinstance(sender, str) and "{{" not in sender
+    if host and rendered and not re.match(r"^[^@\s]+@[^@\s]+$", sender):
+        errors.append(f"mov_smtp.from_address: must be an e-mail address, got {sender!r}")
+    contacts = tree.get("mov_alert_contacts")
+    emails = contacts.get("emails") if isinstance(contacts, Mapping) else None
+    if emails and not host:
+        errors.append("mov_smtp.host: alert e-mails (mov_alert_contacts.emails) need a mail relay; "
+                      "set mov_smtp.host (and vault_mov_smtp_password) or remove the e-mail contacts")
+
+
 def validate(tree: Mapping[str, Any]) -> list[str]:
     """Every problem of the tree, each naming its variable and the reason; empty when the tree is good."""
     errors: list[str] = []
@@ -200,6 +223,7 @@ def validate(tree: Mapping[str, Any]) -> list[str]:
     _check_devices(tree, errors)
     _check_service_users(tree, errors)
     _check_thresholds(tree, errors)
+    _check_smtp(tree, errors)
     return errors
 
 

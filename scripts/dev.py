@@ -153,7 +153,9 @@ PYTEST_COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)\b")
 
 def pytest_counts(output: str) -> tuple[int, int]:
     """Passed and failed counts from the last pytest summary line in output."""
-    summary = [line for line in output.splitlines() if re.search(r"=+ .*(passed|failed|error).* in [\d.]+s", line)]
+    # "=== 3 passed in 1.2s ===" (testinfra) or, with -q, "1 failed, 127 passed in 44.43s"
+    summary = [line for line in output.splitlines()
+               if re.search(r"^=*\s*\d+ (passed|failed|errors?)\b.* in [\d.]+s", line.strip())]
     if not summary:
         return 0, 0
     counts = {kind: int(n) for n, kind in PYTEST_COUNTS.findall(summary[-1])}

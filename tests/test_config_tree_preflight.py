@@ -28,6 +28,7 @@ GOOD: dict[str, Any] = {
     "mov_thresholds": {"temperatura_c": {"alerta": 30, "critico": 35}},
     "mov_alert_for": "1m",
     "mov_alert_contacts": {"webhook_url": "", "emails": ["ops@example.com"]},
+    "mov_smtp": {"host": "smtp.example.com", "port": 587, "user": "mov", "from_address": "mov@mov.example.com"},
     "mov_influxdb_retention": "30d",
     "mov_telegraf_interval_s": 5,
     "mov_telegraf_outage_tolerance_s": 900,
@@ -44,6 +45,23 @@ def _with(**changes: Any) -> dict[str, Any]:
 def test_the_good_tree_passes() -> None:
     assert config_tree.validate(GOOD) == []
     assert config_tree.required_secrets(GOOD)[:2] == ["mqtt/telegraf", "mqtt/industria_abc/sensor_001"]
+
+
+@pytest.mark.parametrize(("smtp", "error"), [
+    ({"host": "", "port": 587, "user": "", "from_address": ""}, "mov_smtp.host: alert e-mails"),
+    ({"host": "smtp example", "port": 587, "user": "", "from_address": "a@b"}, "mov_smtp.host: must be"),
+    ({"host": "smtp.example.com", "port": "587", "user": "", "from_address": "a@b"}, "mov_smtp.port: "),
+    ({"host": "smtp.example.com", "port": 587, "user": "", "from_address": "nobody"}, "mov_smtp.from_address: "),
+])
+def test_alert_emails_need_a_valid_relay(smtp: dict[str, Any], error: str) -> None:
+    errors = config_tree.validate(_with(mov_smtp=smtp))
+    assert len(errors) == 1 and errors[0].startswith(error)
+
+
+def test_no_emails_need_no_relay() -> None:
+    tree = _with(mov_alert_contacts={"webhook_url": "", "emails": []},
+                 mov_smtp={"host": "", "port": 587, "user": "", "from_address": ""})
+    assert config_tree.validate(tree) == []
 
 
 @pytest.mark.parametrize(("name", "reason"), [

@@ -268,6 +268,11 @@ def test_grafana_ini_is_hardened_and_holds_no_password(env: str) -> None:
     assert "admin_password" not in ini["security"]
     assert ini["auth.anonymous"]["enabled"] == ("true" if env == "local" else "false")
     assert ini["users"]["allow_sign_up"] == "false"
+    # E-mail through the tree's relay (STARTTLS required) when it has one; never a password in the ini.
+    relay = tree(env).get("mov_smtp", {}).get("host", "")
+    assert ini["smtp"]["enabled"] == ("true" if relay else "false")
+    assert ini["smtp"]["host"] == (f"{relay}:587" if relay else "")
+    assert ini["smtp"]["startTLS_policy"] == "MandatoryStartTLS" and "password" not in ini["smtp"]
     password = workspace().secret_store(env)["grafana_admin_password"]
     assert _env_file(_file(env, "opt/mov/grafana/secrets/grafana.env")) == {"GF_SECURITY_ADMIN_PASSWORD": password}
 

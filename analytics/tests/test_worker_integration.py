@@ -132,8 +132,13 @@ def test_wrong_mqtt_password_keeps_health_red(tmp_path: Path, broker: Mosquitto,
     (tmp_path / "mqtt_password").write_text("wrong\n")
     w.start(wait_healthy=False)
     try:
-        time.sleep(2)
-        assert w.health() == 503
+        # Bounded waits, not a fixed sleep: on a loaded machine the metrics server can take seconds to start.
+        assert w.wait_health(503, 20), f"health endpoint never answered 503:\n{w.log.read_text()[-3000:]}"
+        deadline = time.monotonic() + 20
+        while "broker refused the connection" not in w.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert "broker refused the connection" in w.log.read_text()
+        time.sleep(1)
+        assert w.health() == 503  # still red: a refused login never turns it green
     finally:
         w.stop()
