@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import sys
 import threading
+import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,3 +107,75 @@ def test_receiver_records_each_post(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 2
     assert len(cp.critical_alerts(lines, "a/b")) == 1
+
+
+# --- publish(): a device's TLS publish against a real mosquitto on loopback (the e2e job's broker is the image's) ---
+
+def _sh(*args: str, cwd: Path) -> None:
+    subprocess.run(list(args), cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, Path]]:
+    """mosquitto with TLS on a free loopback port; a device account; the ACL lets it write its own subtree only."""
+    if shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
+    d = tmp_path_factory.mktemp("broker")
+    for name in ("ca", "other-ca"):
+        _sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
+    _sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "server.key", "-out", "server.csr", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    _sh("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "san.ext", "-out", "server.pem", cwd=d)
+    _sh("mosquitto_passwd", "-c", "-b", "passwd", "industria_abc/sensor_001", "device-password", cwd=d)
+    (d / "acl").write_text("pattern write mov/dados/%u/#\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    (d / "mosquitto.conf").write_text(
+        f"user root\nper_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\n"
+        f"listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n")
+    broker = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield port, d / "ca.pem", d / "other-ca.pem"
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+DEVICE = {"client": "industria_abc", "name": "sensor_001", "site": "sala", "type": "temperatura"}
+
+
+def test_publish_as_a_device_over_tls(tls_broker: tuple[int, Path, Path]) -> None:
+    port, ca, _ = tls_broker
+    rows = cp.readings(DEVICE, datetime.now(UTC), 3, critical_at=(1,))
+    cp.publish("localhost", port, ca, "industria_abc/sensor_001", "device-password",
+               "mov/dados/industria_abc/sensor_001", rows)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"topic": "mov/dados/industria_abc/sensor_002"}, "the broker refused a reading"),
+        ({"password": "wrong"}, "the broker did not accept industria_abc/sensor_001"),
+        ({"ca": "other"}, "CERTIFICATE_VERIFY_FAILED"),
+    ],
+    ids=["acl", "password", "certificate"],
+)
+def test_publish_fails_when_the_broker_refuses(tls_broker: tuple[int, Path, Path], change: dict[str, str],
+                                               expected: str) -> None:
+    port, ca, other_ca = tls_broker
+    with pytest.raises(Exception, match=expected):
+        cp.publish("localhost", port, other_ca if change.get("ca") else ca, "industria_abc/sensor_001",
+                   change.get("password", "device-password"),
+                   change.get("topic", "mov/dados/industria_abc/sensor_001"),
+                   cp.readings(DEVICE, datetime.now(UTC), 1, critical_at=()))

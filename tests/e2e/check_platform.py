@@ -194,21 +194,43 @@ def load_secrets(path: Path) -> dict[str, Any]:
 
 def publish(host: str, port: int, ca_file: Path, username: str, password: str, topic: str,
             payloads: Sequence[dict[str, Any]]) -> None:
-    """Publish each payload with QoS 1 over TLS (the broker's certificate checked against `host`), as a device."""
+    """Publish each payload with QoS 1 over TLS (the broker's certificate checked against `host`), as a device.
+
+    MQTT 5, so a refusal (bad password, or the ACL denying the topic) comes back as a reason code and fails here.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"e2e-{username.replace('/', '-')}")
+    refused: dict[int, str] = {}
+    connected = threading.Event()
+    connect_result: list[str] = []
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        connect_result.append(str(reason))
+        connected.set()
+
+    def on_publish(client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            refused[mid] = str(reason)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"e2e-{username.replace('/', '-')}",
+                         protocol=mqtt.MQTTv5)
     client.username_pw_set(username, password)
     client.tls_set_context(ssl.create_default_context(cafile=str(ca_file)))
+    client.on_connect = on_connect
+    client.on_publish = on_publish
     client.connect(host, port, keepalive=30)
     client.loop_start()
     try:
+        if not connected.wait(15) or connect_result != ["Success"]:
+            raise RuntimeError(f"the broker did not accept {username}: {connect_result or 'no CONNACK'}")
         for payload in payloads:
             info = client.publish(topic, json.dumps(payload), qos=1)
             info.wait_for_publish(timeout=10)
             if not info.is_published():
-                raise RuntimeError(f"no PUBACK for a reading on {topic} (refused by the ACL, or the broker is down)")
+                raise RuntimeError(f"no PUBACK for a reading on {topic}")
+            if info.mid in refused:
+                raise RuntimeError(f"the broker refused a reading on {topic}: {refused[info.mid]}")
     finally:
         client.disconnect()
         client.loop_stop()
