@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import getpass
 import importlib.util
 import ipaddress
 import os
@@ -174,6 +175,32 @@ def ssh_public_keys(value: str) -> list[str]:
     return keys
 
 
+def smtp_host(value: str) -> str:
+    value = value.strip().lower()
+    if not config_tree.DOMAIN_PATTERN.match(value) or "." not in value:
+        raise InvalidAnswer(f"{value!r} is not a mail relay's host name such as smtp.example.net")
+    return value
+
+
+def port(value: str) -> int:
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise InvalidAnswer(f"{value!r} is not a TCP port number")
+    return int(value)
+
+
+def smtp_user(value: str) -> str:
+    value = value.strip()
+    if re.search(r"\s", value):
+        raise InvalidAnswer("a user name without spaces")
+    return value
+
+
+def password(value: str) -> str:
+    if not value.strip():
+        raise InvalidAnswer("the relay user needs its password")
+    return value.strip()
+
+
 def timezone(value: str) -> str:
     value = value.strip()
     if not re.match(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", value):
@@ -195,6 +222,10 @@ class Answers:
     components: list[str]
     alert_webhook: str
     alert_emails: list[str]
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str
+    smtp_password: str
     backup_remote: str
     admin_ssh_keys: list[str]
     vault_password_file: Path
@@ -207,6 +238,10 @@ class Question:
     check: Callable[[str], Any]
     default: Callable[[dict[str, Any]], str]
     help: str
+    # Asked only when this holds for the answers so far; otherwise the answer is empty.
+    when: Callable[[dict[str, Any]], bool] = lambda a: True
+    # Read without echo, never shown, never a command-line flag (--smtp-password-file or the environment).
+    secret: bool = False
 
 
 def _first_key_file() -> str:
@@ -234,6 +269,14 @@ QUESTIONS = (
              "receives the > critical temperature alerts"),
     Question("alert_emails", "Alert e-mails (comma-separated, empty for none)", emails,
              lambda a: str(a.get("acme_email", "")), "Grafana's alert contact point"),
+    Question("smtp_host", "Mail relay for the alert e-mails (host)", smtp_host, lambda a: "",
+             "the submission server (STARTTLS)", when=lambda a: bool(a.get("alert_emails"))),
+    Question("smtp_port", "Mail relay port", port, lambda a: "587", "1-65535",
+             when=lambda a: bool(a.get("alert_emails"))),
+    Question("smtp_user", "Mail relay user (empty: no login)", smtp_user, lambda a: "", "the relay account",
+             when=lambda a: bool(a.get("alert_emails"))),
+    Question("smtp_password", "Mail relay password (not shown)", password, lambda a: "",
+             "stored in the vault as vault_mov_smtp_password", when=lambda a: bool(a.get("smtp_user")), secret=True),
     Question("backup_remote", "Backup remote (rclone remote:path, empty for none)", backup_remote, lambda a: "",
              "where the encrypted off-site backups go"),
     Question("admin_ssh_keys", "Admin SSH public keys (keys or .pub files, comma-separated)", ssh_public_keys,
@@ -260,7 +303,8 @@ def ask(question: Question, answers: dict[str, Any], read: Callable[[str], str],
     """Ask until the answer is valid; an empty answer takes the default."""
     default = question.default(answers)
     while True:
-        raw = read(f"{question.prompt} [{default}]: " if default else f"{question.prompt}: ")
+        prompt = f"{question.prompt} [{default}]: " if default else f"{question.prompt}: "
+        raw = getpass.getpass(prompt) if question.secret and read is input else read(prompt)
         try:
             return question.check(raw if raw.strip() else default)
         except InvalidAnswer as exc:
@@ -274,11 +318,13 @@ def collect(given: dict[str, str | None], interactive: bool, read: Callable[[str
     missing: list[str] = []
     for question in QUESTIONS:
         raw = given.get(question.key)
-        if raw is not None:
+        if not question.when(answers):
+            answers[question.key] = 0 if question.key == "smtp_port" else ""
+        elif raw is not None:
             try:
                 answers[question.key] = question.check(raw)
             except InvalidAnswer as exc:
-                raise SystemExit(f"new-env: --{question.key.replace('_', '-')}: {exc}") from None
+                raise SystemExit(f"new-env: {_flag(question)}: {exc}") from None
         elif interactive:
             answers[question.key] = ask(question, answers, read, write)
         else:
@@ -286,10 +332,14 @@ def collect(given: dict[str, str | None], interactive: bool, read: Callable[[str
             try:
                 answers[question.key] = question.check(default)
             except InvalidAnswer:
-                missing.append(f"--{question.key.replace('_', '-')} ({question.help})")
+                missing.append(f"{_flag(question)} ({question.help})")
     if missing:
         raise SystemExit("new-env: --non-interactive needs " + "; ".join(missing))
     return Answers(**answers)
+
+
+def _flag(question: Question) -> str:
+    return "--smtp-password-file" if question.secret else "--" + question.key.replace("_", "-")
 
 
 # --- the files -----------------------------------------------------------------------------------------------
@@ -325,8 +375,11 @@ def inventory_files(a: Answers) -> dict[str, str]:
             {"mov_domain": a.domains[0], "mov_extra_domains": a.domains[1:], "mov_acme_email": a.acme_email,
              "mov_acme_directory": ACME_DIRECTORIES[a.acme_ca]}),
         "group_vars/mov/services.yml": _yaml(
-            "The env's overrides of the config tree (group_vars/all/services.yml).",
-            {"mov_alert_contacts": {"webhook_url": a.alert_webhook, "emails": a.alert_emails}}),
+            "The env's overrides of the config tree (group_vars/all/services.yml)."
+            + ("\nThe relay's password is vault_mov_smtp_password in this env's vault." if a.smtp_password else ""),
+            {"mov_alert_contacts": {"webhook_url": a.alert_webhook, "emails": a.alert_emails}}
+            | ({"mov_smtp": {"host": a.smtp_host, "port": a.smtp_port, "user": a.smtp_user,
+                             "from_address": "mov@{{ mov_domain }}"}} if a.smtp_host else {})),
         "group_vars/mov/stack.yml": _yaml(
             "The services that run here (group_vars/all/stack.yml).", {"mov_stack_services": services}),
         "group_vars/mov/backup.yml": _yaml(
@@ -337,7 +390,8 @@ def inventory_files(a: Answers) -> dict[str, str]:
 
 def vault_plaintext(a: Answers) -> str:
     return _yaml(f"The {a.env} env's vault (ansible-vault). scripts/secrets.py manages the generated block.",
-                 {"vault_mov_admin_ssh_keys": a.admin_ssh_keys})
+                 {"vault_mov_admin_ssh_keys": a.admin_ssh_keys}
+                 | ({"vault_mov_smtp_password": a.smtp_password} if a.smtp_password else {}))
 
 
 def ensure_password_file(path: Path) -> bool:
@@ -389,6 +443,8 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
     parser.add_argument("--root", type=Path, default=REPO, help="the repository (default: this script's)")
     for question in QUESTIONS:
         flag = "--" + question.key.replace("_", "-")
+        if question.secret:
+            continue
         if question.key in ("domains", "alert_emails", "admin_ssh_keys", "components"):
             parser.add_argument(flag, action="append", help=f"{question.prompt}; repeatable ({question.help})")
         else:
@@ -398,11 +454,17 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
     parser.add_argument("--admin-ssh-key", "--admin-ssh-key-file", dest="admin_ssh_keys", action="append",
                         help=argparse.SUPPRESS)
     parser.add_argument("--component", dest="components", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--smtp-password-file", type=Path,
+                        help="a file holding the mail relay's password (or set MOV_SMTP_PASSWORD); never a flag itself")
     args = parser.parse_args(argv)
     given: dict[str, str | None] = {}
     for question in QUESTIONS:
-        value = getattr(args, question.key)
+        value = None if question.secret else getattr(args, question.key)
         given[question.key] = ",".join(value) if isinstance(value, list) else value
+    if args.smtp_password_file is not None:
+        given["smtp_password"] = args.smtp_password_file.expanduser().read_text().strip()
+    elif os.environ.get("MOV_SMTP_PASSWORD"):
+        given["smtp_password"] = os.environ["MOV_SMTP_PASSWORD"]
     interactive = not args.non_interactive
     if interactive and not sys.stdin.isatty():
         print("new-env: stdin is not a terminal; give every answer as a flag with --non-interactive", file=sys.stderr)
@@ -410,6 +472,8 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
     answers = collect(given, interactive, read=read)
     if interactive:
         for key, value in asdict(answers).items():
+            if key == "smtp_password":
+                continue
             shown = f"{len(value)} key(s)" if key == "admin_ssh_keys" else value
             print(f"  {key:20} {shown}", file=sys.stderr)
         if read(f"Write inventories/{answers.env}? [Y/n]: ").strip().lower() not in ("", "y", "yes"):

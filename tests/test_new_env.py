@@ -32,7 +32,19 @@ def _flags(ws: Workspace, env: str = "prod-eu", *extra: str) -> list[str]:
             "--env", env, "--host", HOST, "--domain", "mov.platform-test.net", "--domain", "mqtt.platform-test.net",
             "--acme-email", "ops@platform-test.net", "--admin-ssh-key", KEY, "--alert-email", "ops@platform-test.net",
             "--component", "grafana", "--backup-remote", "b2:mov-backups/prod-eu",
+            "--smtp-host", "smtp.platform-test.net", "--smtp-user", "mov-alerts",
+            "--smtp-password-file", str(_smtp_password_file(ws)),
             "--vault-password-file", str(ws.password_file), *extra]
+
+
+SMTP_PASSWORD = "relay-password-for-the-test"
+
+
+def _smtp_password_file(ws: Workspace) -> Path:
+    path = ws.root / "smtp.password"
+    path.write_text(SMTP_PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def _run(args: list[str], ws: Workspace) -> subprocess.CompletedProcess[str]:
@@ -68,7 +80,10 @@ def test_non_interactive_writes_the_env_like_staging(created: Created) -> None:
     assert edge["mov_domain"] == "mov.platform-test.net"
     assert edge["mov_extra_domains"] == ["mqtt.platform-test.net"]
     assert edge["mov_acme_directory"] == new_env.ACME_DIRECTORIES["production"]
-    assert _load(group / "services.yml")["mov_alert_contacts"]["emails"] == ["ops@platform-test.net"]
+    services = _load(group / "services.yml")
+    assert services["mov_alert_contacts"]["emails"] == ["ops@platform-test.net"]
+    assert services["mov_smtp"] == {"host": "smtp.platform-test.net", "port": 587, "user": "mov-alerts",
+                                    "from_address": "mov@{{ mov_domain }}"}
     assert _load(group / "stack.yml")["mov_stack_services"] == ["mosquitto", "telegraf", "influxdb", "grafana"]
     assert _load(group / "backup.yml")["mov_backup_remote"] == "b2:mov-backups/prod-eu"
     plain_files = [str(p) for p in env_dir.rglob("*.yml") if p.name != "vault.yml"]
@@ -86,9 +101,10 @@ def test_vault_is_encrypted_private_and_holds_keys_and_secrets(
     assert vault.stat().st_mode & 0o777 == 0o600
     plain = yaml.safe_load(ws.vault_plaintext("prod-eu"))
     assert plain["vault_mov_admin_ssh_keys"] == [KEY]
+    assert plain["vault_mov_smtp_password"] == SMTP_PASSWORD
     store = plain["vault_mov_secrets"]
     assert set(store["mqtt"]) >= {"telegraf", "analytics", "verify", "industria_abc/sensor_001"}
-    values = [v for v in store.values() if isinstance(v, str)] + list(store["mqtt"].values())
+    values = [v for v in store.values() if isinstance(v, str)] + list(store["mqtt"].values()) + [SMTP_PASSWORD]
     assert all(len(v) >= 16 for v in values)
     output = result.stdout + result.stderr
     leaked = [v for v in values if v in output]
@@ -132,7 +148,8 @@ def test_a_missing_password_file_is_created_private(tmp_path: Path) -> None:
 GOOD_FLAGS: dict[str, str | None] = {
     "env": "prod-eu", "host": HOST, "ssh_user": "mov", "domains": "mov.platform-test.net",
     "acme_email": "ops@platform-test.net", "acme_ca": "production", "timezone": "Etc/UTC", "components": "grafana",
-    "alert_webhook": "", "alert_emails": "ops@platform-test.net", "backup_remote": "",
+    "alert_webhook": "", "alert_emails": "ops@platform-test.net", "smtp_host": "smtp.platform-test.net",
+    "smtp_port": "587", "smtp_user": "", "backup_remote": "",
     "admin_ssh_keys": KEY, "vault_password_file": "/nonexistent/pw",
 }
 
@@ -154,6 +171,8 @@ GOOD_FLAGS: dict[str, str | None] = {
         ("alert_webhook", "ftp://hooks", "is not an http(s) URL"),
         ("alert_emails", "ops@example.net,nobody", "'nobody' is not an e-mail address"),
         ("backup_remote", "/srv/backups", "is not an rclone remote"),
+        ("smtp_host", "smtp relay", "is not a mail relay's host name"),
+        ("smtp_port", "99999", "is not a TCP port number"),
         ("admin_ssh_keys", "/nonexistent/id_ed25519.pub", "neither an SSH public key nor a file"),
     ],
 )
@@ -171,6 +190,15 @@ def test_a_private_key_file_is_refused(tmp_path: Path) -> None:
                        "-----END OPENSSH PRIVATE KEY-----\n")
     with pytest.raises(new_env.InvalidAnswer, match="is it the private key"):
         new_env.ssh_public_keys(str(private))
+
+
+def test_e_mail_contacts_need_a_relay_and_a_relay_user_its_password() -> None:
+    with pytest.raises(SystemExit, match="--smtp-host"):
+        new_env.collect({**GOOD_FLAGS, "smtp_host": None}, interactive=False)
+    with pytest.raises(SystemExit, match="--smtp-password-file"):
+        new_env.collect({**GOOD_FLAGS, "smtp_user": "mov-alerts"}, interactive=False)
+    answers = new_env.collect({**GOOD_FLAGS, "alert_emails": "", "smtp_host": None}, interactive=False)
+    assert (answers.smtp_host, answers.smtp_password) == ("", "")
 
 
 def test_non_interactive_names_every_missing_flag() -> None:
@@ -252,6 +280,10 @@ def test_interactive_under_tmux(tmp_path: Path) -> None:
         terminal.answer("Optional components", "analytics")
         terminal.answer("Alert webhook URL", "https://hooks.platform-test.net/mov")
         terminal.answer("Alert e-mails (comma-separated, empty for none) [ops@platform-test.net]:", "")
+        terminal.answer("Mail relay for the alert e-mails (host):", "smtp.platform-test.net")
+        terminal.answer("Mail relay port [587]:", "")
+        terminal.answer("Mail relay user (empty: no login):", "mov-alerts")
+        terminal.answer("Mail relay password (not shown):", SMTP_PASSWORD)
         terminal.answer("Backup remote", "")
         terminal.answer("Admin SSH public keys", KEY)
         terminal.answer("Vault password file", str(password))
@@ -270,3 +302,8 @@ def test_interactive_under_tmux(tmp_path: Path) -> None:
     assert password.stat().st_mode & 0o777 == 0o600
     assert (group / "vault.yml").read_bytes().startswith(b"$ANSIBLE_VAULT;")
     assert password.read_text().strip() not in screen, "the vault password was shown"
+    assert SMTP_PASSWORD not in screen, "the relay's password was echoed"
+    assert _load(group / "services.yml")["mov_smtp"]["user"] == "mov-alerts"
+    vault = new_env.mov_secrets._vault(password)
+    plain = yaml.safe_load(vault.decrypt((group / "vault.yml").read_bytes()).decode())
+    assert plain["vault_mov_smtp_password"] == SMTP_PASSWORD
