@@ -75,14 +75,14 @@ def analytics_metric(host, name: str) -> float:  # type: ignore[no-untyped-def]
 def influx_double(host) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """The write double on the stack's network as `influxdb`, for at most 10 minutes."""
     host.run(f"docker rm -f {DOUBLE}")
-    host.check_output("mkdir -p /tmp/influx-double")
+    host.check_output("mkdir -p /srv/influx-double")
     for source in (REPO / "analytics/tests/influx_write_double.py",
                    REPO / "molecule/stack/files/influx_double_server.py"):
-        docker("cp", str(source), f"{BOX}:/tmp/influx-double/{source.name}")
-    host.check_output("chmod -R a+rX /tmp/influx-double")
+        docker("cp", str(source), f"{BOX}:/srv/influx-double/{source.name}")
+    host.check_output("chmod -R a+rX /srv/influx-double")
     host.check_output(
         f"docker run -d --name {DOUBLE} --network mov_internal --network-alias influxdb "
-        f"-v /tmp/influx-double:/double:ro --entrypoint python3 {ANALYTICS_IMAGE} "
+        f"-v /srv/influx-double:/double:ro --entrypoint python3 {ANALYTICS_IMAGE} "
         "/double/influx_double_server.py test-token mov_status 600")
     deadline = time.monotonic() + 20
     while "listening" not in host.run(f"docker logs {DOUBLE}").stdout and time.monotonic() < deadline:
