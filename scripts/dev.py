@@ -168,8 +168,8 @@ def lint(results: Results, stream: bool = True) -> None:
     for name, cmd in (
         ("yamllint", ["yamllint", "--strict", "."]),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"]),
-        ("ruff", ["ruff", "check", "scripts", "tests", "molecule"]),
-        ("mypy", ["mypy", "--strict", "scripts", "tests/e2e"]),
+        ("ruff", ["ruff", "check", "scripts", "tests", "molecule", "roles/backup/files"]),
+        ("mypy", ["mypy", "--strict", "scripts", "tests/e2e", "roles/backup/files/mov-backup.py"]),
         ("argument specs", [sys.executable, "scripts/check_argument_specs.py"]),
     ):
         code, _ = run_step(cmd, name=name, stream=stream)
@@ -207,8 +207,12 @@ def pytest_suites() -> list[str]:
 
 def unit(results: Results, suite: str, stream: bool = True) -> None:
     started = time.monotonic()
-    code, out = run_step([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite],
+    code, out = run_step([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", suite],
                          name=f"pytest {suite}", stream=stream)
+    if not stream:  # the slowest tests, where the suite's time goes
+        slowest = re.search(r"=+ slowest \d+ durations =+\n(.*?)\n\n", out, re.S)
+        if slowest:
+            say(f"--- pytest {suite}: slowest tests\n{slowest.group(1)}")
     passed, failed = pytest_counts(out)
     if code == 5:  # pytest: no tests collected
         results.record(f"pytest {suite}", False, note="no tests collected")
