@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Deploy speed: site.yml on a fresh local box, then again with nothing changed, both over SSH.
+
+    python bench/deploy_noop.py [--json] [--keep]
+
+The box starts as a cloud VPS image would: sshd running and root reachable with the local admin key
+(installed by this script before the clock starts). The first run logs in as root (README: first run), the
+second as the admin account the first one created. Prints
+{"fresh_s", "noop_s", "tasks", "changed_on_second", "s_per_task"} where tasks counts the task results of the
+second run (ok + changed + failed + skipped) and s_per_task = noop_s / tasks. Target: changed_on_second == 0
+and s_per_task <= 0.15. Only the throwaway box is touched (it is destroyed first unless --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import box  # noqa: E402
+
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)")
+
+
+def sh(*cmd: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=True, text=True, capture_output=True, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def prepare_ssh(key: Path) -> str:
+    """sshd and root's key in the box, as a provider's image has them; returns the box's address."""
+    exec_ = ["docker", "exec", box.CONTAINER]
+    sh(*exec_, "sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get update -q && "
+       "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server")
+    pub = key.with_suffix(".pub").read_text()
+    sh(*exec_, "sh", "-c", f"install -d -m 700 /root/.ssh && printf '%s' '{pub.strip()}' > /root/.ssh/authorized_keys"
+       " && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh")
+    return sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+              box.CONTAINER).stdout.strip()
+
+
+def workspace(root: Path, address: str, user: str, key: Path, known_hosts: Path) -> None:
+    """A copy of the repository's entry points whose local inventory reaches the box over SSH.
+
+    Playbooks, roles, scripts and group_vars are links to the real ones; inventories/local is copied with its
+    hosts.yml pointing at the box's address (extra vars would also send delegate_to: localhost over SSH).
+    """
+    for name in ("site.yml", "ansible.cfg", "playbooks", "roles", "scripts", "group_vars", "analytics", "images",
+                 ".cache"):
+        if not (root / name).exists():
+            (root / name).symlink_to(REPO / name)
+    local = root / "inventories" / "local"
+    if not local.exists():
+        shutil.copytree(REPO / "inventories" / "local", local, symlinks=True)
+    ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new "
+                "-o ControlMaster=auto -o ControlPersist=60s -o PreferredAuthentications=publickey")
+    host = {"ansible_connection": "ssh", "ansible_host": address, "ansible_user": user,
+            "ansible_ssh_private_key_file": str(key), "ansible_ssh_common_args": ssh_args}
+    (local / "hosts.yml").write_text(json.dumps({"mov": {"hosts": {"mov-box": host}}}, indent=2) + "\n")
+    # Preflight reads 0.0 GB free for / inside the box over SSH (an overlay root); the disk check is not what
+    # this benchmark measures (zz-: loaded after the env's own preflight.yml).
+    (local / "group_vars" / "mov" / "zz-bench.yml").write_text("---\nmov_preflight_min_disk_gb: 0\n")
+
+
+def playbook(root: Path) -> tuple[float, dict[str, int]]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    started = time.monotonic()
+    result = subprocess.run(["ansible-playbook", "site.yml", "-i", "inventories/local"], cwd=root, env=env,
+                            text=True, capture_output=True)
+    elapsed = time.monotonic() - started
+    counts = {"ok": 0, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 0}
+    for line in result.stdout.splitlines():
+        if (m := RECAP.match(line)) and m.group(1) != "localhost":
+            for name, value in zip(counts, m.groups()[1:], strict=True):
+                counts[name] += int(value)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-8000:] + result.stderr[-2000:])
+        raise SystemExit(f"site.yml failed (exit {result.returncode})")
+    return elapsed, counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--keep", action="store_true", help="reuse a running box instead of a fresh one")
+    args = parser.parse_args()
+    if not args.keep:
+        box.destroy()
+    box.create()
+    key = box.ensure_admin_key()
+    address = prepare_ssh(key)
+    with tempfile.TemporaryDirectory(prefix="mov-bench-") as tmp:
+        root, known_hosts = Path(tmp) / "repo", Path(tmp) / "known_hosts"
+        root.mkdir()
+        # The local env's generated secrets (if any) come along, so both runs use the same ones.
+        workspace(root, address, "root", key, known_hosts)
+        fresh_s, _ = playbook(root)
+        workspace(root, address, "mov", key, known_hosts)
+        noop_s, counts = playbook(root)
+    tasks = counts["ok"] + counts["changed"] + counts["failed"] + counts["skipped"]
+    figures = {"fresh_s": round(fresh_s, 1), "noop_s": round(noop_s, 1), "tasks": tasks,
+               "changed_on_second": counts["changed"], "s_per_task": round(noop_s / max(tasks, 1), 3)}
+    if not args.json:
+        print(f"fresh run {fresh_s:.0f}s; no-op run {noop_s:.0f}s for {tasks} tasks, {counts['changed']} changed")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
