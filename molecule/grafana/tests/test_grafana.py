@@ -13,13 +13,15 @@ def test_files_belong_to_grafana_and_secrets_are_private(host) -> None:  # type:
     assert host.file(f"{DIR}/grafana.ini").uid == 472 and host.file(f"{DIR}/grafana.ini").mode == 0o640
     env = host.file(f"{DIR}/secrets/grafana.env")
     assert env.uid == 472 and env.mode == 0o600
-    assert env.content_string == "GF_SECURITY_ADMIN_PASSWORD=test-only-grafana-password\n"
+    assert env.content_string == ("GF_SECURITY_ADMIN_PASSWORD=test-only-grafana-password\n"
+                                  "GF_SMTP_PASSWORD=test-only-smtp-password\n")
     assert host.file(f"{DIR}/secrets").mode == 0o700
 
 
 def test_no_secret_outside_the_env_file(host) -> None:  # type: ignore[no-untyped-def]
-    found = host.run(f"grep -rl test-only-grafana-password {DIR} --exclude=grafana.env")
-    assert found.stdout.strip() == ""
+    for secret in ("test-only-grafana-password", "test-only-smtp-password"):
+        found = host.run(f"grep -rl {secret} {DIR} --exclude=grafana.env")
+        assert found.stdout.strip() == ""
 
 
 def test_ini_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
@@ -31,6 +33,8 @@ def test_ini_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
     assert ini["server"]["root_url"] == "https://mov.example.com/"
     assert ini["auth.anonymous"]["enabled"] == "false"
     assert ini["security"]["cookie_secure"] == "true"
+    assert ini["smtp"]["enabled"] == "true" and ini["smtp"]["host"] == "smtp.example.com:587"
+    assert ini["smtp"]["starttls_policy"] == "MandatoryStartTLS" and "password" not in ini["smtp"]
 
 
 def test_provisioning_parses_with_pinned_uids(host) -> None:  # type: ignore[no-untyped-def]
