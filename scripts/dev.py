@@ -210,7 +210,7 @@ def unit(results: Results, suite: str, stream: bool = True) -> None:
     code, out = run_step([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", suite],
                          name=f"pytest {suite}", stream=stream)
     if not stream:  # the slowest tests, where the suite's time goes
-        slowest = re.search(r"=+ slowest \d+ durations =+\n(.*?)\n\n", out, re.S)
+        slowest = re.search(r"=+ slowest \d+ durations =+\n(.*?)\n(?:\n|=|\d+ (?:passed|failed))", out, re.S)
         if slowest:
             say(f"--- pytest {suite}: slowest tests\n{slowest.group(1)}")
     passed, failed = pytest_counts(out)
