@@ -301,9 +301,13 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
             say(f"{name:12} {t.get('converge', '?'):>5} / {t.get('idempotence', '?')}")
 
 
-# The stack's services (group_vars/all/stack.yml); without a registry only those built here run.
-ALL_SERVICES = ["mosquitto", "telegraf", "influxdb", "grafana", "analytics"]
-LOCAL_SERVICES = ["mosquitto", "analytics"]
+def stack_services(vars_file: Path) -> list[str]:
+    """mov_stack_services as the config tree declares it: all of them in group_vars/all/stack.yml; the local
+    inventory's, without a registry, only those whose images are built here."""
+    import yaml  # from .venv: dev.py imports only the standard library before ensure_venv()
+
+    services = yaml.safe_load(vars_file.read_text())["mov_stack_services"]
+    return [str(name) for name in services]
 
 
 def up() -> int:
@@ -311,20 +315,22 @@ def up() -> int:
     images; otherwise (no registry needed) the offline bundle of the images built here."""
     box.create()
     registry = os.environ.get("MOV_IMAGE_SOURCE", "bundle") == "registry"
+    all_services = stack_services(REPO / "group_vars" / "all" / "stack.yml")
+    local_services = stack_services(REPO / "inventories" / "local" / "group_vars" / "mov" / "stack.yml")
     cmd = ["ansible-playbook", "site.yml", "-i", "inventories/local"]
     if registry:
-        cmd += ["-e", json.dumps({"mov_image_source": "registry", "mov_stack_services": ALL_SERVICES,
+        cmd += ["-e", json.dumps({"mov_image_source": "registry", "mov_stack_services": all_services,
                                   "mov_image_builds": ["analytics"], "mov_image_overrides": {}})]
     code, _ = run_step(cmd)
     if code != 0:
         return code
     address = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                               box.CONTAINER], capture_output=True, text=True).stdout.strip()
-    running = ALL_SERVICES if registry else LOCAL_SERVICES
+    running = all_services if registry else local_services
     print(f"\nThe local platform is up in the container {box.CONTAINER} ({address}).")
     print(f"  services: {', '.join(running)}")
     if not registry:
-        left_out = [s for s in ALL_SERVICES if s not in running]
+        left_out = [s for s in all_services if s not in running]
         print(f"  left out: {', '.join(left_out)} (their images need a registry: MOV_IMAGE_SOURCE=registry)")
     print(f"  MQTT over TLS: {address}:8883 (CA: docker exec {box.CONTAINER} cat /opt/mov/tls/ca.pem)")
     if "grafana" in running:
