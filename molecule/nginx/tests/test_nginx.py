@@ -22,6 +22,9 @@ ECHO = r"""
 import http.server, json, sys
 class Echo(http.server.BaseHTTPRequestHandler):
     def reply(self):
+        # Read the whole request body first: replying before it is read makes the upstream close on a
+        # half-sent body, which nginx reports as 502 (seen with the 11 MB body test).
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.dumps({"port": self.server.server_port, "path": self.path,
                            "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         self.send_response(200)
