@@ -42,7 +42,11 @@ TREE_KEYS = (
     "mov_influxdb_retention",
     "mov_telegraf_interval_s",
     "mov_telegraf_outage_tolerance_s",
+    "mov_dev_override",
 )
+# The environments that may turn the development override on (debug ports, services on localhost, anonymous
+# Grafana): the VPS in a box only, never staging or prod.
+DEV_OVERRIDE_ENVS = ("local",)
 
 # Secrets that do not depend on the tree's lists (the MQTT passwords do: one per account).
 FIXED_SECRETS = (
@@ -216,6 +220,16 @@ def _check_smtp(tree: Mapping[str, Any], errors: list[str]) -> None:
                       "set mov_smtp.host (and vault_mov_smtp_password) or remove the e-mail contacts")
 
 
+def _check_dev_override(tree: Mapping[str, Any], errors: list[str]) -> None:
+    override, env = tree.get("mov_dev_override", False), tree.get("mov_env")
+    if not isinstance(override, bool):
+        errors.append(f"mov_dev_override: must be true or false, got {override!r}")
+    elif override and env not in DEV_OVERRIDE_ENVS:
+        errors.append(f"mov_dev_override: the development override (debug ports, services on localhost, anonymous "
+                      f"Grafana) is for {', '.join(DEV_OVERRIDE_ENVS)} only, and the env is {env!r}; remove it from "
+                      f"inventories/{env}/group_vars/mov/")
+
+
 def validate(tree: Mapping[str, Any]) -> list[str]:
     """Every problem of the tree, each naming its variable and the reason; empty when the tree is good."""
     errors: list[str] = []
@@ -224,6 +238,7 @@ def validate(tree: Mapping[str, Any]) -> list[str]:
     _check_service_users(tree, errors)
     _check_thresholds(tree, errors)
     _check_smtp(tree, errors)
+    _check_dev_override(tree, errors)
     return errors
 
 

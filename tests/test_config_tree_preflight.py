@@ -119,6 +119,19 @@ def test_a_short_outage_tolerance_is_refused() -> None:
     assert errors == ["mov_telegraf_outage_tolerance_s: must be a number >= 600, got 300"]
 
 
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_dev_override_is_refused_outside_local(env: str) -> None:
+    errors = config_tree.validate(_with(mov_env=env, mov_dev_override=True))
+    assert len(errors) == 1 and errors[0].startswith("mov_dev_override: the development override")
+    assert f"remove it from inventories/{env}/group_vars/mov/" in errors[0]
+
+
+def test_the_dev_override_is_fine_in_local_and_must_be_a_bool() -> None:
+    assert config_tree.validate(_with(mov_env="local", mov_dev_override=True)) == []
+    assert config_tree.validate(_with(mov_env="local", mov_dev_override="yes")) == [
+        "mov_dev_override: must be true or false, got 'yes'"]
+
+
 @pytest.fixture(scope="module")
 def workspace_dir() -> Path:
     return new_workspace().root
@@ -150,3 +163,14 @@ def test_the_playbook_stops_at_the_tree_check_with_the_reason(
     assert "TASK [Check the config tree]" in output
     assert not (ws.root / "render-bad").exists(), "nothing may be rendered from a bad tree"
     assert not (ws.inventory("local") / "group_vars" / "mov" / "secrets.yml").exists()
+
+
+def test_staging_stops_at_the_tree_check_when_asked_for_the_dev_override(workspace_dir: Path) -> None:
+    from mov_render import Workspace
+
+    ws = Workspace(workspace_dir)
+    result = ws.render("staging", ws.root / "render-dev", "-e", json.dumps({"mov_dev_override": True}), check=False)
+    output = re.sub(r"\s+", " ", result.stdout + result.stderr).replace("''", "'")
+    assert result.returncode != 0
+    assert "mov_dev_override: the development override" in output and "TASK [Check the config tree]" in output
+    assert not (ws.root / "render-dev").exists()

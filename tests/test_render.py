@@ -151,3 +151,21 @@ def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:
     result = ws.run("python3", str(ws.root / "scripts/secrets.py"), "--env", "prod", "--root", str(ws.root),
                     "--tree-json", '{"mov_env": "prod"}', check=False)
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_only_the_local_env_renders_the_dev_override(env: str) -> None:
+    host_dir, _ = rendered(env)
+    compose = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())
+    services = compose["services"]
+    dev = env == "local"
+    assert ("127.0.0.1:9108:9108" in services["analytics"].get("ports", [])) is dev
+    assert ("127.0.0.1:1883:1883" in services["mosquitto"].get("ports", [])) is dev
+    assert (services["analytics"]["environment"].get("MOV_ANALYTICS_LOG_LEVEL") == "DEBUG") is dev
+    ini = (host_dir / "opt/mov/grafana/grafana.ini").read_text()
+    anonymous = re.search(r"\[auth\.anonymous\]\nenabled = (\w+)", ini)
+    assert anonymous and anonymous.group(1) == ("true" if dev else "false")
+    # Whatever the override adds, only the MQTT TLS port is published beyond the host's loopback.
+    public = [port for service in services.values() for port in service.get("ports", [])
+              if not str(port).startswith("127.0.0.1:")]
+    assert public == ["8883:8883"], public
