@@ -134,7 +134,8 @@ def test_telegraf_consumes_with_qos1_persistent_session_and_writes_with_an_env_t
     assert mqtt["username"] == "telegraf" and mqtt["password"] == "${MQTT_PASSWORD}"
     assert mqtt["data_format"] == "json_v2"
     assert config["inputs"]["internal"]
-    (out,) = config["outputs"]["influxdb_v2"]
+    # The readings' output comes first; the second one takes the infrastructure metrics (tests/test_infra_metrics.py).
+    out = config["outputs"]["influxdb_v2"][0]
     assert out["token"] == "${INFLUX_TOKEN}"
     assert out["organization"] == "mov_industria" and out["bucket"] == "mov_dados"
     assert _env_file(_file(env, "opt/mov/telegraf/secrets/telegraf.env")) == {
@@ -216,11 +217,11 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
     spec = json.loads(_file(env, "opt/mov/influxdb/tokens.json"))
     tokens = {t["name"]: {(p["action"], p["bucket"]) for p in t["permissions"]} for t in spec["tokens"]}
     assert tokens == {
-        "telegraf": {("write", "mov_dados")},
+        "telegraf": {("write", "mov_dados"), ("write", "mov_infra")},
         "analytics": {("write", "mov_status")},
-        "grafana": {("read", "mov_dados"), ("read", "mov_status")},
+        "grafana": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
     }
-    assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status"}
+    assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status", "mov_infra"}
 
 
 def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:
@@ -302,7 +303,7 @@ def test_grafana_dashboard_is_pinned_and_uses_the_datasource(env: str) -> None:
 @pytest.mark.parametrize("env", ENVS)
 def test_grafana_alert_rule_threshold_comes_from_the_tree(env: str) -> None:
     doc = yaml.safe_load(_file(env, "opt/mov/grafana/provisioning/alerting/mov-rules.yml"))
-    (group,) = doc["groups"]
+    (group,) = [g for g in doc["groups"] if g["name"] == "mov-temperatura"]
     (rule,) = group["rules"]
     assert rule["uid"] == "mov-temperatura-critica" and rule["condition"] == "C" and rule["for"] == "1m"
     by_ref = {d["refId"]: d for d in rule["data"]}

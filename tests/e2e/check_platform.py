@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 SECRETS = REPO / "inventories" / "local" / "group_vars" / "mov" / "secrets.yml"
 COMPOSE = "/opt/mov/compose.yaml"
 CA_FILE = "/opt/mov/tls/ca.pem"
+# The infrastructure rules roles/grafana provisions when mov_infra_metrics_enabled (the default) is on.
+INFRA_ALERT_RULES = ("mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso")
 
 # Run inside the box: one HTTP request described as JSON on stdin; prints {"status", "body"}.
 _BOX_HTTP = """
@@ -285,6 +287,33 @@ def check(args: argparse.Namespace) -> int:
     report.check("telegraf --test accepts the rendered config", test.returncode == 0,
                  (test.stderr or test.stdout).strip()[-500:])
 
+    # Infrastructure metrics: Telegraf's host inputs reach their own bucket (cpu every mov_infra_metrics_interval_s).
+    def infra_cpu() -> tuple[bool, str]:
+        try:
+            values = influx.values(
+                f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
+                '|> filter(fn: (r) => r._measurement == "cpu" and r._field == "usage_active") |> group() |> count()')
+        except RuntimeError as exc:
+            return False, str(exc)
+        got = sum(int(v) for v in values)
+        return got > 0, f"{got} cpu points in {args.infra_bucket} in the last 5 minutes"
+
+    report.check("host cpu points landed in the infrastructure bucket (Flux query)",
+                 *wait_until(infra_cpu, args.timeout))
+
+    def infra_docker() -> tuple[bool, str]:
+        try:
+            values = influx.values(
+                f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
+                '|> filter(fn: (r) => r._measurement == "docker_container_status" and r._field == "restart_count") '
+                '|> keep(columns: ["container_name"]) |> group() |> distinct(column: "container_name")')
+        except RuntimeError as exc:
+            return False, str(exc)
+        return any(name.endswith("-telegraf-1") for name in values), f"containers seen: {sorted(set(values))}"
+
+    report.check("Docker's containers are read through the socket (docker_container_status)",
+                 *wait_until(infra_docker, args.timeout))
+
     def statuses() -> tuple[bool, str]:
         try:
             values = influx.values(
@@ -309,8 +338,11 @@ def check(args: argparse.Namespace) -> int:
     report.check("Grafana's InfluxDB datasource is healthy", status == 200 and '"OK"' in body, f"{status} {body[:300]}")
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-overview", auth)
     report.check("Grafana's dashboard mov-overview is provisioned", status == 200, f"{status} {body[:200]}")
-    status, body = box.http("GET", f"{args.grafana}/api/v1/provisioning/alert-rules/mov-temperatura-critica", auth)
-    report.check("Grafana's alert rule mov-temperatura-critica is provisioned", status == 200, f"{status} {body[:200]}")
+    for uid in ("mov-temperatura-critica", *INFRA_ALERT_RULES):
+        status, body = box.http("GET", f"{args.grafana}/api/v1/provisioning/alert-rules/{uid}", auth)
+        report.check(f"Grafana's alert rule {uid} is provisioned", status == 200, f"{status} {body[:200]}")
+    status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-infrastructure", auth)
+    report.check("Grafana's dashboard mov-infrastructure is provisioned", status == 200, f"{status} {body[:200]}")
     return report.summary()
 
 
@@ -376,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.add_argument("--org", default="mov_industria")
     common.add_argument("--bucket", default="mov_dados")
     common.add_argument("--status-bucket", default="mov_status")
+    common.add_argument("--infra-bucket", default="mov_infra")
     p_check = sub.add_parser("check", parents=[common], help="publish readings, then every assertion")
     p_check.add_argument("--alerts", type=Path, required=True, help="the receiver's output")
     p_check.add_argument("--device", default="industria_abc/sensor_001", help="client/name of a device")
