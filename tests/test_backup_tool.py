@@ -157,3 +157,33 @@ def test_a_failed_run_leaves_no_snapshot(tool: ModuleType, platform: dict[str, A
     assert list(platform["backups"].glob(".partial-*")) == []
     status = json.loads(Path(platform["tmp"] / "status.json").read_text())
     assert status["result"] == "failed" and "sqlite backup of" in status["error"]
+
+
+def test_an_untouched_sqlite_database_is_not_copied_again(
+    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, config, backups = platform["data"], platform["config"], platform["backups"]
+    assert tool.main(["--config", config, "run"]) == 0
+    # Just written: its ctime is too close to the look the snapshot took to vouch for it (racily clean).
+    first = tool.snapshot_ids(backups)[0]
+    entry = next(e for e in tool.read_manifest(backups / first)["files"] if e["rel"] == "grafana.db")
+    assert not tool.sqlite_unchanged(entry, tool.sqlite_signature(data / "grafana.db"))
+    monkeypatch.setattr(tool, "RACY_NS", -10**12)  # as if the database had been written long before
+    (backups / first).rename(backups / "20200101T000000Z")
+    capsys.readouterr()
+    assert tool.main(["--config", config, "run"]) == 0
+    assert "grafana-db: unchanged since the previous snapshot" in capsys.readouterr().out
+    second = tool.snapshot_ids(backups)[-1]
+    stored = entry["stored"]
+    assert (backups / "20200101T000000Z" / stored).stat().st_ino == (backups / second / stored).stat().st_ino
+
+    db = sqlite3.connect(data / "grafana.db")
+    db.execute("INSERT INTO dashboard (title) VALUES ('new')")
+    db.commit()
+    db.close()
+    (backups / second).rename(backups / "20200102T000000Z")
+    assert tool.main(["--config", config, "run"]) == 0
+    assert "grafana-db: unchanged" not in capsys.readouterr().out
+    (data / "grafana.db").unlink()
+    assert tool.main(["--config", config, "restore", "--force"]) == 0
+    assert _rows(data / "grafana.db") == 301

@@ -10,17 +10,20 @@
 A snapshot is <backup_dir>/<YYYYmmddTHHMMSSZ>/ with data/<part>/... and manifest.json (sha256 of every file).
 It is built as <backup_dir>/.partial-<id> and renamed only when complete, so a failed run never leaves a
 snapshot that looks good. Unchanged files are hard links to the previous snapshot (rsync --link-dest style);
-files that shrink under zstd are stored compressed (<name>.zst). Off-site, through an rclone crypt remote, each
-stored file is one object named by its sha256 (uploaded once, whatever the number of snapshots holding it) and
-each snapshot one manifest, uploaded after its new objects passed `rclone cryptcheck`; retention drops expired
-manifests, then the objects no manifest refers to.
+files that shrink under zstd are stored compressed (<name>.zst, compressed in-process, each file read once).
+Off-site, through an rclone crypt remote, each stored file is one object named by its sha256 (uploaded once,
+whatever the number of snapshots holding it) and each snapshot one manifest, which gets its name only after its
+new objects passed `rclone cryptcheck`; retention drops expired manifests, then the objects no manifest refers to.
+A run starts few rclone processes (each costs a start and a crypt key derivation): one listing of the remote,
+running while the snapshot is taken, one copy, one cryptcheck and, with new objects, one rename.
 
-Standard library only; needs rclone (off-site) and zstd on the host.
+Needs python3-zstandard (compression in-process) and rclone (off-site) on the host.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -34,10 +37,13 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 DEFAULT_CONFIG = "/etc/mov-backup/config.json"
 LOCK_FILE = "/run/lock/mov-backup.lock"
@@ -49,6 +55,13 @@ INCOMPRESSIBLE = (".gz", ".zst", ".zip", ".xz", ".bz2", ".png", ".jpg", ".jpeg",
 COMPRESS_MIN_BYTES = 1024
 # Kept compressed only when zstd saves at least this share of the size.
 COMPRESS_MIN_GAIN = 0.10
+# Files stored at once (each thread reads, hashes, compresses and writes one file).
+STORE_WORKERS = 2
+# What a file linked to the previous snapshot takes over from that snapshot's entry.
+LINKED_KEYS = ("stored", "zstd", "stored_sha256")
+# A source file's ctime must be this much older than the check that saw it before the check can vouch that
+# the file did not change since (filesystem timestamps are coarse; git's "racily clean" rule).
+RACY_NS = 2_000_000_000
 
 
 class BackupError(Exception):
@@ -170,10 +183,14 @@ def _is_id(name: str) -> bool:
 
 
 def read_manifest(snapshot: Path) -> dict[str, Any]:
+    return read_manifest_file(snapshot / MANIFEST, snapshot.name)
+
+
+def read_manifest_file(path: Path, snapshot_id: str) -> dict[str, Any]:
     try:
-        manifest: dict[str, Any] = json.loads((snapshot / MANIFEST).read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BackupError(f"snapshot {snapshot.name}: unreadable manifest: {exc}") from exc
+        raise BackupError(f"snapshot {snapshot_id}: unreadable manifest: {exc}") from exc
     return manifest
 
 
@@ -194,10 +211,36 @@ def walk_files(root: Path) -> Iterator[Path]:
                 yield path
 
 
+def walk_tree(root: Path, prefix: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
+    """(prefix + path relative to root, path, lstat) of each regular file under root, in name order."""
+    def walk(directory: Path, prefix: str) -> Iterator[tuple[str, Path, os.stat_result]]:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from walk(Path(entry.path), f"{prefix}{entry.name}/")
+            elif entry.is_file(follow_symlinks=False):
+                yield f"{prefix}{entry.name}", Path(entry.path), entry.stat(follow_symlinks=False)
+    yield from walk(root, prefix)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # --- snapshot --------------------------------------------------------------------------------------
 
 class SnapshotWriter:
-    """Fills a partial snapshot directory; links files unchanged since the previous snapshot."""
+    """Fills a partial snapshot directory; links files unchanged since the previous snapshot.
+
+    New files are stored by a small thread pool: each is read once, and hashed, compressed (in-process zstd),
+    hashed again, written and fsynced in that one pass (hashlib, zstd and file I/O release the GIL, so two files
+    go at once). `finish()` collects the entries in the order the files were added.
+    """
 
     def __init__(self, root: Path, previous: Path | None, zstd_level: int) -> None:
         self.root = root
@@ -205,69 +248,171 @@ class SnapshotWriter:
         self.zstd_level = zstd_level
         self.entries: list[dict[str, Any]] = []
         self.new_bytes = 0
+        self._pending: list[Future[tuple[dict[str, Any], int]] | tuple[dict[str, Any], int]] = []
+        self._pool = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="mov-backup-store")
+        self._dirs: set[Path] = {root}
         self._previous_entries: dict[tuple[str, str], dict[str, Any]] = {}
         if previous is not None:
             for entry in read_manifest(previous).get("files", []):
                 self._previous_entries[(entry["source"], entry["rel"])] = entry
 
-    def add(self, source: str, rel: str, path: Path, quick_check: bool = True) -> None:
-        """Store one file; quick_check: size and mtime equal to the previous snapshot's mean unchanged."""
-        st = path.stat()
+    def add(self, source: str, rel: str, path: Path, st: os.stat_result | None = None, quick_check: bool = True,
+            extra: dict[str, Any] | None = None, owned: bool = False) -> None:
+        """Store one file; quick_check: size and mtime equal to the previous snapshot's mean unchanged.
+
+        owned: the file is this run's own copy in the snapshot's scratch (SQLite copy, `influx backup` output),
+        so when it is stored as it is, it is moved into place rather than copied.
+        """
+        st = st or path.stat()
         prev = self._previous_entries.get((source, rel))
         meta = {"source": source, "rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
+                "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, **(extra or {})}
         unchanged = (quick_check and prev is not None
             and (prev["size"], prev["mtime_ns"]) == (st.st_size, st.st_mtime_ns))
         if prev is not None and unchanged and self._link(prev):
-            self.entries.append({**meta, **{k: prev[k] for k in ("stored", "zstd", "sha256", "stored_sha256")}})
+            self._pending.append(({**meta, **{k: prev[k] for k in LINKED_KEYS}, "sha256": prev["sha256"]}, 0))
             return
-        content_sha = sha256_file(path)
-        if prev is not None and prev["sha256"] == content_sha and self._link(prev):
-            self.entries.append({**meta, **{k: prev[k] for k in ("stored", "zstd", "stored_sha256")},
-                                 "sha256": content_sha})
-            return
-        stored, compressed = self._store(source, rel, path, st.st_size)
-        stored_path = self.root / stored
-        stored_sha = sha256_file(stored_path) if compressed else content_sha
-        self.new_bytes += stored_path.stat().st_size
-        self.entries.append({**meta, "stored": stored, "zstd": compressed, "sha256": content_sha,
-                             "stored_sha256": stored_sha})
+        self._pending.append(self._pool.submit(self._store_new, meta, path, prev, owned))
+
+    def previous_entry(self, source: str, rel: str) -> dict[str, Any] | None:
+        return self._previous_entries.get((source, rel))
+
+    def reuse(self, prev: dict[str, Any], extra: dict[str, Any]) -> bool:
+        """Take the previous snapshot's file as it is (the caller knows its source did not change)."""
+        if not self._link(prev):
+            return False
+        self._pending.append(({**prev, **extra}, 0))
+        return True
+
+    def finish(self) -> None:
+        """Wait for the stores in flight; raises the first failure."""
+        try:
+            for pending in self._pending:
+                entry, new_bytes = pending if isinstance(pending, tuple) else pending.result()
+                self.entries.append(entry)
+                self.new_bytes += new_bytes
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop: the stores not started are dropped, the running ones finish (the caller removes the files)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
+
+    def _store_new(self, meta: dict[str, Any], path: Path, prev: dict[str, Any] | None,
+                   owned: bool) -> tuple[dict[str, Any], int]:
+        if prev is not None and prev["size"] == meta["size"]:
+            # Same size under a new mtime (or a fresh SQLite copy): hashing first is cheaper than storing it again.
+            content_sha = sha256_file(path)
+            if prev["sha256"] == content_sha and self._link(prev):
+                return {**meta, **{k: prev[k] for k in LINKED_KEYS}, "sha256": content_sha}, 0
+        stored, compressed, content_sha, stored_sha, stored_size = self._store(meta["source"], meta["rel"], path,
+                                                                               meta["size"], owned)
+        entry = {**meta, "stored": stored, "zstd": compressed, "sha256": content_sha, "stored_sha256": stored_sha}
+        return entry, stored_size
+
+    def _mkdir(self, directory: Path) -> None:
+        if directory not in self._dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            parent = directory
+            while parent not in self._dirs and parent != self.root:  # thread-safe enough: a set add per name
+                self._dirs.add(parent)
+                parent = parent.parent
 
     def _link(self, prev: dict[str, Any]) -> bool:
         assert self.previous is not None
-        src = self.previous / prev["stored"]
         dst = self.root / prev["stored"]
-        if not src.is_file():
-            return False
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(dst.parent)
         try:
-            os.link(src, dst)
+            os.link(self.previous / prev["stored"], dst)
         except OSError:
             return False
         return True
 
-    def _store(self, source: str, rel: str, path: Path, size: int) -> tuple[str, bool]:
+    def _store(self, source: str, rel: str, path: Path, size: int, owned: bool) -> tuple[str, bool, str, str, int]:
+        """(stored name, compressed, sha256 of the content, sha256 of the stored bytes, stored size), one read."""
         plain = f"data/{source}/{rel}"
         dst = self.root / plain
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(dst.parent)
         if size >= COMPRESS_MIN_BYTES and not path.name.lower().endswith(INCOMPRESSIBLE):
             packed = dst.with_name(dst.name + ".zst")
-            with path.open("rb") as src, packed.open("wb") as out:
-                run = subprocess.run(["zstd", "-q", f"-{self.zstd_level}", "-c"], stdin=src, stdout=out,
-                                     stderr=subprocess.PIPE, check=False)
-            if run.returncode != 0:
-                raise BackupError(f"zstd {path}: {run.stderr.decode(errors='replace').strip()}")
-            if packed.stat().st_size <= size * (1 - COMPRESS_MIN_GAIN):
-                return plain + ".zst", True
+            content, stored = hashlib.sha256(), hashlib.sha256()
+            compressor = zstandard.ZstdCompressor(level=self.zstd_level).compressobj()
+            read = written = 0
+            try:
+                with path.open("rb") as src, packed.open("wb") as out:
+                    while chunk := src.read(CHUNK):
+                        content.update(chunk)
+                        read += len(chunk)
+                        if block := compressor.compress(chunk):
+                            stored.update(block)
+                            out.write(block)
+                            written += len(block)
+                    block = compressor.flush()
+                    stored.update(block)
+                    out.write(block)
+                    written += len(block)
+                    if written <= read * (1 - COMPRESS_MIN_GAIN):
+                        out.flush()
+                        os.fsync(out.fileno())
+            except zstandard.ZstdError as exc:
+                raise BackupError(f"zstd {path}: {exc}") from exc
+            if written <= read * (1 - COMPRESS_MIN_GAIN):
+                return plain + ".zst", True, content.hexdigest(), stored.hexdigest(), written
             packed.unlink()
-        shutil.copyfile(path, dst)
-        return plain, False
+        if owned:
+            digest_hex = sha256_file(path)
+            with path.open("rb") as src:
+                os.fsync(src.fileno())
+            path.replace(dst)
+            return plain, False, digest_hex, digest_hex, dst.stat().st_size
+        digest = hashlib.sha256()
+        written = 0
+        with path.open("rb") as src, dst.open("wb") as out:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        return plain, False, digest.hexdigest(), digest.hexdigest(), written
 
     def write_manifest(self, snapshot_id: str, sources: list[dict[str, Any]], skipped: list[str]) -> None:
+        """The manifest, then every file and directory of the snapshot durable (new files were fsynced)."""
         manifest = {"id": snapshot_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "sources": sources, "skipped": skipped, "files": self.entries}
-        path = self.root / MANIFEST
-        path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        with (self.root / MANIFEST).open("w", encoding="utf-8") as out:
+            out.write(json.dumps(manifest, indent=1) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        for directory in sorted(self._dirs, reverse=True):
+            fsync_dir(directory)
+
+
+def sqlite_signature(path: Path) -> dict[str, Any]:
+    """What says an SQLite database did not change: identity, size and times of its file and its WAL."""
+    files: list[list[int] | None] = []
+    for member in (path, Path(f"{path}-wal")):
+        try:
+            st = member.stat()
+        except FileNotFoundError:
+            files.append(None)
+            continue
+        files.append([st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    return {"source_files": files, "source_seen_ns": time.time_ns()}
+
+
+def sqlite_unchanged(prev: dict[str, Any], seen: dict[str, Any]) -> bool:
+    """Whether the database is the one the previous snapshot copied: same files, none touched since.
+
+    Every write changes a file's ctime, which nothing can set back; the ctimes must also be clearly older than
+    the moment the previous snapshot looked (RACY_NS), or a write in the same timestamp tick could hide.
+    """
+    before = prev.get("source_files")
+    if before is None or before != seen["source_files"]:
+        return False
+    looked = int(prev.get("source_seen_ns", 0))
+    return all(f[4] < looked - RACY_NS for f in before if f is not None)
 
 
 def sqlite_copy(src: Path, dst: Path) -> None:
@@ -341,9 +486,21 @@ def take_snapshot(cfg: Config) -> tuple[str, int, int]:
 
 def _fill_snapshot(cfg: Config, snapshot_id: str, partial: Path, previous: Path | None) -> tuple[str, int, int]:
     writer = SnapshotWriter(partial, previous, cfg.zstd_level)
+    sources, skipped = _add_sources(cfg, writer)
+    writer.write_manifest(snapshot_id, sources, skipped)
+    partial.rename(cfg.backup_dir / snapshot_id)
+    fsync_dir(cfg.backup_dir)
+    size = sum(e["size"] for e in writer.entries)
+    log(f"snapshot {snapshot_id}: {len(writer.entries)} files, {size} bytes, {writer.new_bytes} bytes new on disk")
+    return snapshot_id, size, writer.new_bytes
+
+
+def _add_sources(cfg: Config, writer: SnapshotWriter) -> tuple[list[dict[str, Any]], list[str]]:
     sources: list[dict[str, Any]] = []
     skipped: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="mov-backup-", dir=cfg.backup_dir) as scratch:
+    # Copies (SQLite, influx backup) stay in scratch until the writer stored them; it works in the background.
+    scratch = Path(tempfile.mkdtemp(prefix="mov-backup-", dir=writer.root))
+    try:
         for source in cfg.sources:
             path = Path(source.path)
             entry = {"name": source.name, "kind": source.kind, "path": source.path, "data": source.data}
@@ -352,23 +509,27 @@ def _fill_snapshot(cfg: Config, snapshot_id: str, partial: Path, previous: Path 
                 skipped.append(source.name)
                 continue
             if source.kind == "tree":
-                for file in walk_files(path):
-                    writer.add(source.name, str(file.relative_to(path)), file)
+                for rel, file, st in walk_tree(path):
+                    writer.add(source.name, rel, file, st)
             elif source.kind == "file":
                 writer.add(source.name, path.name, path)
             elif source.kind == "sqlite":
-                copy = Path(scratch) / f"{source.name}.sqlite"
-                sqlite_copy(path, copy)
-                writer.add(source.name, path.name, copy, quick_check=False)
-                copy.unlink()
+                seen = sqlite_signature(path)
+                prev = writer.previous_entry(source.name, path.name)
+                if prev is not None and sqlite_unchanged(prev, seen) and writer.reuse(prev, seen):
+                    log(f"{source.name}: unchanged since the previous snapshot (database and WAL files)")
+                else:
+                    copy = scratch / f"{source.name}.sqlite"
+                    sqlite_copy(path, copy)
+                    writer.add(source.name, path.name, copy, quick_check=False, extra=seen, owned=True)
             elif source.kind == "latest_dir":
                 dirs = sorted(p for p in path.iterdir() if p.is_dir())
                 if not dirs:
                     log(f"{source.name}: nothing in {path}; skipped")
                     skipped.append(source.name)
                     continue
-                for file in walk_files(dirs[-1]):
-                    writer.add(source.name, str(file.relative_to(path)), file)
+                for rel, file, st in walk_tree(dirs[-1], f"{dirs[-1].name}/"):
+                    writer.add(source.name, rel, file, st)
             sources.append(entry)
             log(f"{source.name}: {path}")
         compose_file = Path(cfg.stack_dir) / "compose.yaml"
@@ -376,21 +537,22 @@ def _fill_snapshot(cfg: Config, snapshot_id: str, partial: Path, previous: Path 
             log(f"influxdb: in the stack's services but {compose_file} does not exist (not deployed yet); skipped")
             skipped.append("influxdb")
         elif cfg.influxdb_service in cfg.stack_services:
-            staging = Path(scratch) / "influxdb"
+            staging = scratch / "influxdb"
             influxdb_backup(cfg, staging)
-            for file in walk_files(staging):
-                writer.add("influxdb", str(file.relative_to(staging)), file, quick_check=False)
+            for rel, file, st in walk_tree(staging):
+                writer.add("influxdb", rel, file, st, quick_check=False, owned=True)
             sources.append({"name": "influxdb", "kind": "influxdb", "path": "", "data": True})
             log("influxdb: influx backup in its container")
         else:
             log(f"influxdb: not in the stack's services ({', '.join(cfg.stack_services) or 'none'}); skipped")
             skipped.append("influxdb")
-    writer.write_manifest(snapshot_id, sources, skipped)
-    os.sync()
-    partial.rename(cfg.backup_dir / snapshot_id)
-    size = sum(e["size"] for e in writer.entries)
-    log(f"snapshot {snapshot_id}: {len(writer.entries)} files, {size} bytes, {writer.new_bytes} bytes new on disk")
-    return snapshot_id, size, writer.new_bytes
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return sources, skipped
 
 
 # --- retention -------------------------------------------------------------------------------------
@@ -426,6 +588,7 @@ def prune_local(cfg: Config) -> list[str]:
 
 OBJECTS = "objects"
 SNAPSHOTS = "snapshots"
+PENDING = ".pending"
 
 
 def rclone(cfg: Config, *args: str) -> list[str]:
@@ -456,13 +619,53 @@ def remote_ids(cfg: Config) -> list[str]:
     return sorted(n.removesuffix(".json") for n in names if n.endswith(".json") and _is_id(n.removesuffix(".json")))
 
 
-def remote_objects(cfg: Config) -> set[str]:
-    result = subprocess.run(rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg, OBJECTS)), capture_output=True,
-                            check=False)
-    err = result.stderr.decode(errors="replace")
-    if result.returncode != 0 and "directory not found" not in err:
-        raise BackupError(f"rclone lsf (off-site objects) failed (exit {result.returncode}): {err.strip()}")
-    return set(result.stdout.decode(errors="replace").split())
+@dataclass
+class RemoteState:
+    """What the remote holds: complete snapshots (ids, oldest first), object names (<sha[:2]>/<sha>) and the
+    manifests left pending by interrupted uploads."""
+    ids: list[str]
+    objects: set[str]
+    pending: list[str]
+
+
+class RemoteListing:
+    """One `rclone lsf -R` of the whole remote, started at once and read when needed.
+
+    `run` starts it before taking the snapshot, so the listing (an rclone start, a crypt key derivation and a
+    walk of the remote) happens while the snapshot is being written.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        # Files, not pipes: nobody reads while the snapshot is taken. Both are closed by close().
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        self._proc = subprocess.Popen(rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg)),
+                                      stdout=self._out, stderr=self._err)
+
+    def result(self) -> RemoteState:
+        try:
+            code = self._proc.wait()
+            self._out.seek(0)
+            self._err.seek(0)
+            names = self._out.read().decode(errors="replace").split()
+            err = self._err.read().decode(errors="replace")
+        finally:
+            self.close()
+        if code != 0 and "directory not found" not in err:
+            raise BackupError(f"rclone lsf (off-site list) failed (exit {code}): {err.strip()}")
+        manifests = [n.removeprefix(f"{SNAPSHOTS}/").removesuffix(".json") for n in names
+                     if n.startswith(f"{SNAPSHOTS}/") and n.endswith(".json")]
+        objects = {n.removeprefix(f"{OBJECTS}/") for n in names if n.startswith(f"{OBJECTS}/")}
+        pending = [n.removeprefix(f"{SNAPSHOTS}/") for n in names
+                   if n.startswith(f"{SNAPSHOTS}/") and n.endswith(PENDING)]
+        return RemoteState(sorted(i for i in manifests if _is_id(i)), objects, pending)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._out.close()
+        self._err.close()
 
 
 def _stage_objects(snapshot: Path, entries: Sequence[dict[str, Any]], into: Path) -> None:
@@ -474,36 +677,44 @@ def _stage_objects(snapshot: Path, entries: Sequence[dict[str, Any]], into: Path
             os.link(snapshot / entry["stored"], link)
 
 
-def upload(cfg: Config, snapshot_id: str) -> int:
-    """Upload the objects the remote lacks, check them, then the manifest; returns the objects uploaded."""
+def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
+    """Upload the objects the remote lacks and the manifest, check them; returns the objects uploaded.
+
+    The manifest makes the snapshot exist off-site, so it gets its final name only once its objects passed
+    `rclone cryptcheck`: with new objects, one `rclone copy` sends them and the manifest under a pending name,
+    one `rclone cryptcheck` checks them all, then the manifest is renamed (a server-side move of the checked
+    bytes). With no new objects, the manifest goes straight to its name and is checked there.
+    `remote` is updated to hold the new snapshot and its objects.
+    """
     snapshot = cfg.backup_dir / snapshot_id
     manifest = read_manifest(snapshot)
-    present = remote_objects(cfg)
-    missing = [e for e in manifest["files"] if object_name(e) not in present]
+    missing = [e for e in manifest["files"] if object_name(e) not in remote.objects]
+    new_objects = {object_name(e) for e in missing}
+    final = f"{snapshot_id}.json"
+    name = f"{final}{PENDING}" if missing else final
     with tempfile.TemporaryDirectory(prefix="mov-upload-", dir=cfg.backup_dir) as scratch:
-        staged = Path(scratch) / OBJECTS
-        staged.mkdir()
-        _stage_objects(snapshot, missing, staged)
-        if missing:
-            run_command(rclone(cfg, "copy", "--no-traverse", str(staged), remote_path(cfg, OBJECTS)),
-                        "rclone copy (off-site upload)")
-            run_command(rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg, OBJECTS)),
-                        "rclone cryptcheck (objects)")
-        index = Path(scratch) / SNAPSHOTS
-        index.mkdir()
-        shutil.copyfile(snapshot / MANIFEST, index / f"{snapshot_id}.json")
-        run_command(rclone(cfg, "copy", str(index), remote_path(cfg, SNAPSHOTS)), "rclone copy (off-site manifest)")
+        staged = Path(scratch)
+        _stage_objects(snapshot, missing, staged / OBJECTS)
+        (staged / SNAPSHOTS).mkdir()
+        os.link(snapshot / MANIFEST, staged / SNAPSHOTS / name)
         try:
-            run_command(rclone(cfg, "cryptcheck", "--one-way", str(index), remote_path(cfg, SNAPSHOTS)),
-                        "rclone cryptcheck (manifest)")
+            run_command(rclone(cfg, "copy", "--no-traverse", str(staged), remote_path(cfg)),
+                        "rclone copy (off-site upload)")
+            run_command(rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg)),
+                        "rclone cryptcheck (off-site upload)")
+            if missing:
+                run_command(rclone(cfg, "moveto", remote_path(cfg, SNAPSHOTS, name),
+                                   remote_path(cfg, SNAPSHOTS, final)), "rclone moveto (off-site manifest)")
         except BackupError:
-            # Never leave an off-site snapshot that looks complete when its check failed.
-            subprocess.run(rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, f"{snapshot_id}.json")),
-                           capture_output=True, check=False)
+            # Never leave an off-site snapshot that looks complete when its upload or check failed.
+            subprocess.run(rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, name)), capture_output=True,
+                           check=False)
             raise
-    log(f"off-site: {snapshot_id} in {cfg.remote}: {len(missing)} new objects of {len(manifest['files'])}, "
+    remote.ids = sorted({*remote.ids, snapshot_id})
+    remote.objects |= new_objects
+    log(f"off-site: {snapshot_id} in {cfg.remote}: {len(new_objects)} new objects, {len(manifest['files'])} files, "
         "checked (rclone cryptcheck)")
-    return len(missing)
+    return len(new_objects)
 
 
 def remote_manifest(cfg: Config, snapshot_id: str, into: Path) -> dict[str, Any]:
@@ -513,27 +724,52 @@ def remote_manifest(cfg: Config, snapshot_id: str, into: Path) -> dict[str, Any]
     return read_manifest(into)
 
 
-def prune_remote(cfg: Config) -> list[str]:
-    """Off-site retention: drop the expired manifests, then the objects no kept manifest refers to."""
-    ids = remote_ids(cfg)
-    keep = keep_set(ids, cfg.remote_retention)
-    dropped = [i for i in ids if i not in keep]
-    for snapshot_id in dropped:
-        run_command(rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, f"{snapshot_id}.json")),
-                    f"rclone deletefile {snapshot_id}")
-        log(f"retention: removed off-site snapshot {snapshot_id}")
+def prune_remote(cfg: Config, remote: RemoteState | None = None) -> list[str]:
+    """Off-site retention: drop the expired manifests, then the objects no kept manifest refers to.
+
+    A kept snapshot's manifest is read from its local snapshot when there is one (the same file was uploaded);
+    the others are downloaded, all in one rclone call.
+    """
+    if remote is None:
+        remote = RemoteListing(cfg).result()
+    keep = keep_set(remote.ids, cfg.remote_retention)
+    dropped = [i for i in remote.ids if i not in keep]
+    unused: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mov-prune-") as scratch:
-        referenced: set[str] = set()
+        if dropped or remote.pending:
+            # Expired manifests, and those an interrupted upload left pending (never a snapshot).
+            listing = Path(scratch) / "dropped"
+            listing.write_text("".join(f"{n}\n" for n in [*(f"{i}.json" for i in dropped), *remote.pending]),
+                               encoding="utf-8")
+            run_command(rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, SNAPSHOTS)),
+                        "rclone delete (expired off-site snapshots)")
+            for snapshot_id in dropped:
+                log(f"retention: removed off-site snapshot {snapshot_id}")
+            remote.pending = []
+        manifests: dict[str, dict[str, Any]] = {}
         for snapshot_id in keep:
-            manifest = remote_manifest(cfg, snapshot_id, Path(scratch) / snapshot_id)
-            referenced |= {object_name(e) for e in manifest.get("files", [])}
-        unused = sorted(remote_objects(cfg) - referenced)
+            # Not here, or unreadable here: the off-site one is read below.
+            with contextlib.suppress(BackupError):
+                manifests[snapshot_id] = read_manifest(cfg.backup_dir / snapshot_id)
+        absent = sorted(keep - manifests.keys())
+        if absent:
+            wanted = Path(scratch) / "wanted"
+            wanted.write_text("".join(f"{i}.json\n" for i in absent), encoding="utf-8")
+            fetched = Path(scratch) / "manifests"
+            run_command(rclone(cfg, "copy", "--files-from", str(wanted), "--no-traverse",
+                               remote_path(cfg, SNAPSHOTS), str(fetched)), "rclone copy (off-site manifests)")
+            for snapshot_id in absent:
+                manifests[snapshot_id] = read_manifest_file(fetched / f"{snapshot_id}.json", snapshot_id)
+        referenced = {object_name(e) for manifest in manifests.values() for e in manifest.get("files", [])}
+        unused = sorted(remote.objects - referenced)
         if unused:
             listing = Path(scratch) / "unused"
             listing.write_text("\n".join(unused) + "\n", encoding="utf-8")
             run_command(rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, OBJECTS)),
                         "rclone delete (unused objects)")
             log(f"retention: removed {len(unused)} off-site objects no snapshot refers to")
+    remote.ids = sorted(keep)
+    remote.objects -= set(unused)
     return dropped
 
 
@@ -626,21 +862,24 @@ def refuse_non_empty(cfg: Config, manifest: dict[str, Any], force: bool) -> None
 
 
 def write_restored(entry: dict[str, Any], stored: Path, target: Path) -> None:
+    """The file back in place (decompressed, hashed and written in one pass), or nothing if its sha256 differs."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.mov-restore")
-    with tmp.open("wb") as out:
-        if entry["zstd"]:
-            with stored.open("rb") as src:
-                run = subprocess.run(["zstd", "-d", "-q", "-c"], stdin=src, stdout=out, stderr=subprocess.PIPE,
-                                     check=False)
-            if run.returncode != 0:
-                raise BackupError(f"zstd -d {stored}: {run.stderr.decode(errors='replace').strip()}")
-        else:
-            with stored.open("rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
-        out.flush()
-        os.fsync(out.fileno())
-    if sha256_file(tmp) != entry["sha256"]:
+    digest = hashlib.sha256()
+    try:
+        with stored.open("rb") as raw, tmp.open("wb") as out:
+            src: Any = raw
+            if entry["zstd"]:
+                src = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except zstandard.ZstdError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BackupError(f"zstd -d {stored}: {exc}") from exc
+    if digest.hexdigest() != entry["sha256"]:
         tmp.unlink()
         raise BackupError(f"{entry['stored']}: restored content differs from the manifest's sha256")
     os.chown(tmp, entry["uid"], entry["gid"])
@@ -751,20 +990,27 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     status: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "result": "failed",
                               "snapshot": None, "size_bytes": 0, "new_bytes": 0,
                               "offsite": "disabled" if not cfg.remote else "failed"}
+    listing: RemoteListing | None = None
     try:
+        if cfg.remote:
+            listing = RemoteListing(cfg)  # runs while the snapshot is taken
         snapshot_id, size, new = take_snapshot(cfg)
         status.update(snapshot=snapshot_id, size_bytes=size, new_bytes=new)
         prune_local(cfg)
-        if cfg.remote:
-            status["uploaded_objects"] = upload(cfg, snapshot_id)
+        if listing is not None:
+            remote = listing.result()
+            status["uploaded_objects"] = upload(cfg, snapshot_id, remote)
             status["offsite"] = "ok"
-            prune_remote(cfg)
+            prune_remote(cfg, remote)
         else:
             log("off-site: no remote configured; local snapshot only")
         status["result"] = "ok"
     except (BackupError, OSError, KeyError, ValueError) as exc:
         status["error"] = str(exc)
         log(f"backup FAILED: {exc}")
+    finally:
+        if listing is not None:
+            listing.close()
     status["duration_s"] = round(time.monotonic() - started, 3)
     status["local_snapshots"] = len(snapshot_ids(cfg.backup_dir))
     write_status(cfg, status)
