@@ -71,12 +71,17 @@ class EmailSender:
         msg["From"] = self._cfg.sender
         msg["To"] = ", ".join(self._cfg.recipients)
         msg.set_content(alert.message + "\n\n" + json.dumps(alert.as_json(), indent=2))
-        with smtplib.SMTP(self._cfg.host, self._cfg.port, timeout=self._cfg.timeout_s) as smtp:
-            if self._cfg.starttls:
-                smtp.starttls(context=ssl.create_default_context())
-            if self._cfg.username:
-                smtp.login(self._cfg.username, self._cfg.password)
-            smtp.send_message(msg)
+        smtp_send(self._cfg, msg)
+
+
+def smtp_send(cfg: EmailConfig, msg: EmailMessage, tls_context: ssl.SSLContext | None = None) -> None:
+    """Send one message through the configured relay (STARTTLS unless turned off, login when a user is set)."""
+    with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s) as smtp:
+        if cfg.starttls:
+            smtp.starttls(context=tls_context or ssl.create_default_context())
+        if cfg.username:
+            smtp.login(cfg.username, cfg.password)
+        smtp.send_message(msg)
 
 
 def senders_from_config(cfg: AlertsConfig) -> list[Sender]:

@@ -131,6 +131,25 @@ class AlertsConfig:
     email: EmailConfig = field(default_factory=EmailConfig)
 
 
+DEFAULT_REPORT_FIELDS = ("temperatura_c", "umidade", "pressao")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """The weekly report (``mov-report``): where the readings are and what counts as a gap.
+
+    The status points are read from ``influxdb.bucket``/``influxdb.status_measurement`` (where the worker writes
+    them) and the readings from ``readings_bucket``/``influxdb.readings_measurement`` (where Telegraf writes them).
+    """
+
+    readings_bucket: str = "mov_dados"
+    fields: tuple[str, ...] = DEFAULT_REPORT_FIELDS
+    publish_interval_s: float = 5.0
+    gap_factor: float = 3.0
+    # Empty: the alert e-mail recipients (alerts.email.recipients).
+    recipients: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     host: str = "0.0.0.0"  # noqa: S104 - the metrics endpoint is scraped from outside the container
@@ -147,6 +166,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log_level: str = "INFO"
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 class _Section:
@@ -388,6 +408,36 @@ def _read_rules(raw: object) -> tuple[RuleConfig, ...]:
     return tuple(rules)
 
 
+def _email_list(s: _Section, name: str) -> tuple[str, ...]:
+    value = s.get(name) or []
+    if isinstance(value, str):
+        value = [r.strip() for r in value.split(",") if r.strip()]
+    if not isinstance(value, list) or not all(isinstance(r, str) and "@" in r for r in value):
+        raise ConfigError(s.key(name), "a list of e-mail addresses", value)
+    return tuple(value)
+
+
+def _read_report(s: _Section) -> ReportConfig:
+    fields = s.get("fields")
+    if fields is None:
+        fields = list(DEFAULT_REPORT_FIELDS)
+    if isinstance(fields, str):
+        fields = [f.strip() for f in fields.split(",") if f.strip()]
+    if not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields):
+        raise ConfigError(s.key("fields"), "a non-empty list of field names", fields)
+    cfg = ReportConfig(
+        readings_bucket=s.str_("readings_bucket", "mov_dados"),
+        fields=tuple(fields),
+        publish_interval_s=s.float_("publish_interval_s", 5.0, 0.001),
+        gap_factor=s.float_("gap_factor", 3.0, 1.0),
+        recipients=_email_list(s, "recipients"),
+    )
+    if not cfg.readings_bucket:
+        raise ConfigError(s.key("readings_bucket"), "a non-empty string")
+    s.finish()
+    return cfg
+
+
 def _read_alerts(s: _Section) -> AlertsConfig:
     w = s.section("webhook")
     headers = w.get("headers") or {}
@@ -400,11 +450,7 @@ def _read_alerts(s: _Section) -> AlertsConfig:
                             headers={str(k): str(v) for k, v in headers.items()})
     w.finish()
     e = s.section("email")
-    recipients = e.get("recipients") or []
-    if isinstance(recipients, str):
-        recipients = [r.strip() for r in recipients.split(",") if r.strip()]
-    if not isinstance(recipients, list) or not all(isinstance(r, str) and "@" in r for r in recipients):
-        raise ConfigError(e.key("recipients"), "a list of e-mail addresses", recipients)
+    recipients = _email_list(e, "recipients")
     email = EmailConfig(
         host=e.str_("host", ""),
         port=e.int_("port", 587, 1, 65535),
@@ -412,7 +458,7 @@ def _read_alerts(s: _Section) -> AlertsConfig:
         username=e.str_("username", ""),
         password=e.secret("password"),
         sender=e.str_("sender", ""),
-        recipients=tuple(recipients),
+        recipients=recipients,
         timeout_s=e.float_("timeout_s", 10.0, 0.1),
     )
     e.finish()
@@ -444,9 +490,10 @@ def from_mapping(raw: object) -> Config:
                       port=http_s.int_("port", 9108, 0, 65535))
     http_s.finish()
     level = root.choice("log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+    report = _read_report(root.section("report"))
     root.finish()
     return Config(mqtt=mqtt, influxdb=influx, validation=validation, rules=rules,
-                  heartbeat_interval_s=heartbeat, alerts=alerts, http=http, log_level=level)
+                  heartbeat_interval_s=heartbeat, alerts=alerts, http=http, log_level=level, report=report)
 
 
 def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
