@@ -169,8 +169,10 @@ def lint(results: Results, stream: bool = True) -> None:
     for name, cmd in (
         ("yamllint", ["yamllint", "--strict", "."]),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"]),
-        ("ruff", ["ruff", "check", "scripts", "tests", "molecule", "roles/backup/files"]),
-        ("mypy", ["mypy", "--strict", "scripts", "tests/e2e", "roles/backup/files/mov-backup.py"]),
+        ("ruff", ["ruff", "check", "scripts", "scripts/movctl", "tests", "molecule", "roles/backup/files",
+                  "roles/movctl/files"]),
+        ("mypy", ["mypy", "--strict", "scripts", "scripts/movctl", "tests/e2e", "roles/backup/files/mov-backup.py",
+                  "roles/movctl/files/movctl.py"]),
         ("argument specs", [sys.executable, "scripts/check_argument_specs.py"]),
     ):
         code, _ = run_step(cmd, name=name, stream=stream)
