@@ -6,6 +6,8 @@
     mov-backup verify [--remote] [ID]   # checksums (local) or rclone cryptcheck (off-site) of a snapshot
     mov-backup restore [--snapshot ID] [--from local|remote] [--force] [--dry-run]
     mov-backup prune [--remote]         # retention only
+    mov-backup drill [--from local|remote]  # restore the latest snapshot into a scratch copy, compare it
+                                        # with production, record the result (drill.json) and alert on failure
 
 A snapshot is <backup_dir>/<YYYYmmddTHHMMSSZ>/ with data/<part>/... and manifest.json (sha256 of every file).
 It is built as <backup_dir>/.partial-<id> and renamed only when complete, so a failed run never leaves a
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -38,7 +42,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -888,9 +892,18 @@ def write_restored(entry: dict[str, Any], stored: Path, target: Path) -> None:
     tmp.replace(target)
 
 
-def restore_snapshot(cfg: Config, snapshot: Path, force: bool, dry_run: bool) -> None:
+def relocate(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The manifest with every file part's target moved under root (the restore drill's scratch copy)."""
+    return manifest | {"sources": [s if s["kind"] == "influxdb" else s | {"path": str(root / s["path"].lstrip("/"))}
+                                   for s in manifest["sources"]]}
+
+
+def restore_snapshot(cfg: Config, snapshot: Path, force: bool, dry_run: bool, root: Path | None = None) -> None:
+    """Every part of the snapshot back in place (under root instead of / when given)."""
     manifest = check_snapshot(snapshot)
     log(f"snapshot {manifest['id']}: {len(manifest['files'])} files, checksums match")
+    if root is not None:
+        manifest = relocate(manifest, root)
     refuse_non_empty(cfg, manifest, force)
     if dry_run:
         log("dry run: nothing written")
@@ -949,11 +962,11 @@ def write_status(cfg: Config, status: dict[str, Any]) -> None:
     tmp.replace(cfg.status_file)
 
 
-def alert(cfg: Config, message: str) -> None:
+def alert(cfg: Config, message: str, kind: str = "backup_failed") -> None:
     if not cfg.webhook_url:
         log("no alert webhook configured; failure only logged")
         return
-    body = json.dumps({"kind": "backup_failed", "subject": f"mov/{cfg.env}", "host": socket.gethostname(),
+    body = json.dumps({"kind": kind, "subject": f"mov/{cfg.env}", "host": socket.gethostname(),
                        "message": message}).encode()
     request = urllib.request.Request(cfg.webhook_url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -981,6 +994,157 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
+
+
+# --- restore drill -----------------------------------------------------------------------------------
+
+DRILL_WINDOW_S = 24 * 3600  # InfluxDB points compared: the day before the snapshot (older ones may have expired)
+
+
+def drill_status_file(cfg: Config) -> Path:
+    return cfg.status_file.with_name("drill.json")
+
+
+def sqlite_summary(path: Path) -> dict[str, Any]:
+    """integrity_check, and the dashboard set (uid, or title where there is no uid) or every table's row count."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        tables = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        if "dashboard" in tables:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(dashboard)")}
+            key = "uid" if "uid" in columns else "title"
+            return {"integrity": integrity, "dashboards": sorted(str(r[0]) for r in db.execute(
+                f"SELECT {key} FROM dashboard"))}  # key: one of two literal names
+        return {"integrity": integrity,
+                "rows": {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}}
+    finally:
+        db.close()
+
+
+def influx_counts(cfg: Config, stop: datetime) -> dict[str, int]:
+    """Field values per measurement in the bucket over the drill's window before stop."""
+    start = datetime.fromtimestamp(stop.timestamp() - DRILL_WINDOW_S, UTC)
+    query = (f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: {start.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
+             f'stop: {stop.strftime("%Y-%m-%dT%H:%M:%SZ")}) |> group(columns: ["_measurement"]) |> count()')
+    out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c",
+                              f'influx query --raw --token "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" \'{query}\''),
+                      f"influx query ({cfg.stack_project})")
+    counts: dict[str, int] = {}
+    header: list[str] = []
+    for row in csv.reader(io.StringIO(out)):
+        if not row or row[0].startswith("#"):
+            header = []
+            continue
+        if not header:
+            header = row
+            continue
+        record = dict(zip(header, row, strict=False))
+        if "_measurement" in record and record.get("_value", "").isdigit():
+            counts[record["_measurement"]] = counts.get(record["_measurement"], 0) + int(record["_value"])
+    return counts
+
+
+def start_drill_influxdb(cfg: Config, drill: Config) -> None:
+    """A scratch InfluxDB: production's image and env file, no published port, a volume of its own."""
+    raw = run_command(compose(cfg, "config", "--format", "json"), "docker compose config (production)")
+    service = json.loads(raw)["services"][cfg.influxdb_service]
+    scratch = {key: service[key] for key in ("image", "env_file", "environment", "user") if key in service}
+    scratch |= {"volumes": ["drill-influxdb:/var/lib/influxdb2"], "healthcheck": service.get("healthcheck", {})}
+    Path(drill.stack_dir).mkdir(parents=True, exist_ok=True)
+    compose_file = Path(drill.stack_dir) / "compose.yaml"
+    compose_file.write_text(json.dumps({"name": drill.stack_project, "services": {cfg.influxdb_service: scratch},
+                                        "volumes": {"drill-influxdb": {}}}, indent=2), encoding="utf-8")
+    compose_file.chmod(0o600)
+    run_command(compose(drill, "up", "-d", "--wait", cfg.influxdb_service), "start the drill's InfluxDB")
+
+
+def drill_checks(cfg: Config, drill: Config, manifest: dict[str, Any], root: Path) -> list[dict[str, Any]]:
+    """Each part of the restored copy against production; one entry per part, ok or not with the reason."""
+    checks = []
+    taken = datetime.strptime(manifest["id"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    per_source: dict[str, int] = {}
+    for entry in manifest["files"]:
+        per_source[entry["source"]] = per_source.get(entry["source"], 0) + 1
+    for source in manifest["sources"]:
+        name, kind = source["name"], source["kind"]
+        if kind == "influxdb":
+            if cfg.influxdb_service not in cfg.stack_services:
+                continue
+            restored, live = influx_counts(drill, taken), influx_counts(cfg, taken)
+            ok = restored == live and sum(live.values()) > 0
+            checks.append({"part": name, "ok": ok, "restored": restored, "production": live,
+                           "detail": "point counts per measurement, the day before the snapshot"})
+            continue
+        target = root / source["path"].lstrip("/")
+        if kind == "sqlite":
+            # Production's database read through a consistent copy (sqlite_copy), never opened in place.
+            live_copy = root.parent / "live" / f"{name}.sqlite"
+            live_copy.parent.mkdir(parents=True, exist_ok=True)
+            sqlite_copy(Path(source["path"]), live_copy)
+            restored_db, live_db = sqlite_summary(target), sqlite_summary(live_copy)
+            ok = restored_db["integrity"] == "ok" and {k: v for k, v in restored_db.items() if k != "integrity"} \
+                == {k: v for k, v in live_db.items() if k != "integrity"}
+            checks.append({"part": name, "ok": ok, "detail": "integrity_check and the dashboard set (or row counts)",
+                           "restored": _brief(restored_db), "production": _brief(live_db)})
+        else:
+            found = sum(1 for _ in walk_files(target)) if target.is_dir() else int(target.is_file())
+            # Live files move on after the snapshot: the restored copy answers to the manifest (every file back,
+            # each write checked against its sha256).
+            checks.append({"part": name, "ok": found == per_source.get(name, 0), "restored": found,
+                           "snapshot": per_source.get(name, 0), "detail": "files restored with their sha256"})
+    return checks
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    if "dashboards" in summary:
+        return {"integrity": summary["integrity"], "dashboards": len(summary["dashboards"])}
+    return summary
+
+
+def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    origin = args.origin or ("remote" if cfg.remote else "local")
+    status: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "result": "failed",
+                              "origin": origin, "snapshot": None, "checks": []}
+    cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = Path(tempfile.mkdtemp(prefix="mov-drill-", dir=cfg.backup_dir))
+    with_influx = cfg.influxdb_service in cfg.stack_services
+    drill = replace(cfg, stack_dir=str(scratch / "stack"), stack_project=f"{cfg.stack_project}-drill",
+                    stack_services=(cfg.influxdb_service,) if with_influx else ())
+    try:
+        chosen = status["snapshot"] = choose_snapshot(cfg, origin, args.snapshot)
+        snapshot = cfg.backup_dir / chosen
+        if origin == "remote":
+            snapshot = scratch / "download" / chosen
+            download(cfg, chosen, snapshot)
+            log(f"off-site snapshot {chosen} downloaded and decrypted")
+        manifest = check_snapshot(snapshot)
+        if with_influx:
+            start_drill_influxdb(cfg, drill)
+        root = scratch / "root"
+        restore_snapshot(drill, snapshot, force=True, dry_run=False, root=root)
+        status["checks"] = drill_checks(cfg, drill, manifest, root)
+        bad = [c["part"] for c in status["checks"] if not c["ok"]]
+        if bad:
+            status["error"] = "restored copy differs from production: " + ", ".join(bad)
+        else:
+            status["result"] = "ok"
+    except (BackupError, OSError, KeyError, ValueError, sqlite3.Error) as exc:
+        status["error"] = str(exc)
+    finally:
+        if with_influx and (Path(drill.stack_dir) / "compose.yaml").is_file():
+            subprocess.run(compose(drill, "down", "--volumes", "--remove-orphans"), capture_output=True, check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+    status["duration_s"] = round(time.monotonic() - started, 3)
+    write_status(replace(cfg, status_file=drill_status_file(cfg)), status)
+    if status["result"] != "ok":
+        log(f"restore drill FAILED: {status['error']}")
+        alert(cfg, f"restore drill on {socket.gethostname()} failed: {status['error']}", kind="restore_drill_failed")
+        return 1
+    log(f"restore drill ok: {status['snapshot']} ({origin}) restored and matches production, "
+        f"{status['duration_s']}s")
+    return 0
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -1021,21 +1185,27 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
-    if args.origin == "local":
+def choose_snapshot(cfg: Config, origin: str, wanted: str) -> str:
+    """The id of a complete snapshot (`latest`: the newest) here or off-site, or a clear error."""
+    if origin == "local":
         ids = snapshot_ids(cfg.backup_dir)
-        chosen = ids[-1] if args.snapshot == "latest" and ids else args.snapshot
-        if chosen not in ids:
-            have = ", ".join(ids) or "none"
-            raise BackupError(f"no complete local snapshot {chosen!r} in {cfg.backup_dir} (have: {have})")
-        restore_snapshot(cfg, cfg.backup_dir / chosen, args.force, args.dry_run)
+        where = f"local snapshot {{}} in {cfg.backup_dir}"
     else:
         if not cfg.remote:
             raise BackupError("no off-site remote configured")
         ids = remote_ids(cfg)
-        chosen = ids[-1] if args.snapshot == "latest" and ids else args.snapshot
-        if chosen not in ids:
-            raise BackupError(f"no complete off-site snapshot {chosen!r} (have: {', '.join(ids) or 'none'})")
+        where = "off-site snapshot {}"
+    chosen = ids[-1] if wanted == "latest" and ids else wanted
+    if chosen not in ids:
+        raise BackupError(f"no complete {where.format(repr(chosen))} (have: {', '.join(ids) or 'none'})")
+    return chosen
+
+
+def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
+    chosen = choose_snapshot(cfg, args.origin, args.snapshot)
+    if args.origin == "local":
+        restore_snapshot(cfg, cfg.backup_dir / chosen, args.force, args.dry_run)
+    else:
         cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.TemporaryDirectory(prefix="mov-restore-", dir=cfg.backup_dir) as scratch:
             into = Path(scratch) / chosen
@@ -1105,12 +1275,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p_restore.add_argument("--dry-run", action="store_true", help="check the snapshot and the targets only")
     p_prune = sub.add_parser("prune", help="apply retention only")
     p_prune.add_argument("--remote", action="store_true")
+    p_drill = sub.add_parser("drill", help="restore a snapshot into a scratch copy and compare it with production")
+    p_drill.add_argument("--snapshot", default="latest")
+    p_drill.add_argument("--from", dest="origin", choices=["local", "remote"],
+                         help="where the snapshot comes from (default: off-site when a remote is configured)")
     sub.add_parser("check-config", help="parse the configuration file")
     return parser.parse_args(list(argv))
 
 
 COMMANDS = {"run": cmd_run, "restore": cmd_restore, "list": cmd_list, "verify": cmd_verify,
-            "prune": cmd_prune, "check-config": cmd_check_config}
+            "prune": cmd_prune, "check-config": cmd_check_config, "drill": cmd_drill}
 
 
 def main(argv: Sequence[str]) -> int:
