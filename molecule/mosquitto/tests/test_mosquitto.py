@@ -5,6 +5,9 @@ Clients are mosquitto_pub/mosquitto_sub inside the box, each bounded by -W (seco
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,82 @@ def test_a_new_device_gets_in_after_sighup_without_restart(host) -> None:  # typ
     ])
     assert "mov/dados/industria_abc/sensor_new/leitura hello" in seen
     assert "Reloading config" in host.check_output("journalctl --no-pager -u mov-mosquitto")
+
+
+BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'mosquitto')}"
+SCENARIO = Path(__file__).resolve().parent.parent
+REPO = SCENARIO.parent.parent
+WATCHER = "mov-reload-watch"
+WATCHER_OUT = f"/tmp/{WATCHER}.out"
+# The ACL change: verify may now publish as the probe device (newly allowed), analytics may no longer write
+# status (newly denied). The devices include side_effect.yml's, so only the ACL differs from what runs.
+ALL_DEVICES = "{{ mosquitto_test_devices + [mosquitto_test_new_device] }}"
+CHANGED_USERS = [
+    {"name": "telegraf", "read": ["mov/dados/#"], "write": []},
+    {"name": "analytics", "read": ["mov/dados/#"], "write": []},
+    {"name": "verify", "read": ["mov/verify/#"], "write": ["mov/verify/#", "mov/dados/mov_verify/#"]},
+]
+
+
+def rerun_role(extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    """The converge playbook again, against this box, with extra variables on top."""
+    return subprocess.run(
+        ["ansible-playbook", str(SCENARIO / "converge.yml"), "-i", f"{BOX},", "-c", "community.docker.docker",
+         "-e", json.dumps(extra)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1"),
+    )
+
+
+def _broker_log(host) -> str:  # type: ignore[no-untyped-def]
+    return str(host.check_output("journalctl --no-pager -o cat -u mov-mosquitto"))
+
+
+def _wait_for(host, command: str, seconds: int = 10) -> None:  # type: ignore[no-untyped-def]
+    host.check_output(f"for i in $(seq {seconds * 5}); do {command} && exit 0; sleep 0.2; done; exit 1")
+
+
+def test_an_acl_change_reloads_without_dropping_a_connected_subscriber(host) -> None:  # type: ignore[no-untyped-def]
+    """One subscriber stays connected through a converge that changes the ACL: same broker process, the new ACL
+    applies at once, and the messages published after the reload reach the same connection."""
+    probe_topic = "mov/dados/mov_verify/probe/leitura"
+    broker_pid = host.check_output("systemctl show -p MainPID --value mov-mosquitto").strip()
+    host.run(f"systemctl stop {WATCHER}; rm -f {WATCHER_OUT}")
+    # Bounded by -W; systemd keeps it running across this test's separate commands and says if it exited.
+    host.check_output(
+        f"systemd-run --unit {WATCHER} -p StandardOutput=file:{WATCHER_OUT} -p StandardError=file:{WATCHER_OUT} "
+        f"mosquitto_sub -h 127.0.0.1 -p 1883 {_auth('telegraf')} -i {WATCHER} -q 1 -t 'mov/dados/#' -v -W 300"
+    )
+    try:
+        _wait_for(host, f"journalctl --no-pager -o cat -u mov-mosquitto | grep -q ' as {WATCHER} '")
+        watcher_pid = host.check_output(f"systemctl show -p MainPID --value {WATCHER}").strip()
+        host.check_output(_pub("industria_abc/sensor_001", "mov/dados/industria_abc/sensor_001/leitura", "before"))
+        assert "Not authorized" in _publish_v5(host, "verify", probe_topic)
+        assert "Not authorized" not in _publish_v5(host, "analytics", "mov/status/industria_abc")
+
+        result = rerun_role({"mosquitto_devices": ALL_DEVICES, "mosquitto_service_users": CHANGED_USERS})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert "RUNNING HANDLER [mosquitto : Reload mosquitto]" in result.stdout
+        assert "topic write mov/dados/mov_verify/#" in host.file(f"{CONF}/acl").content_string
+        _wait_for(host, "journalctl --no-pager -o cat -u mov-mosquitto | grep -q 'Reloading config'")
+
+        assert "Not authorized" not in _publish_v5(host, "verify", probe_topic)
+        assert "Not authorized" in _publish_v5(host, "analytics", "mov/status/industria_abc")
+        host.check_output(_pub("industria_abc/sensor_001", "mov/dados/industria_abc/sensor_001/leitura", "after"))
+        _wait_for(host, f"grep -q 'leitura after' {WATCHER_OUT}")
+
+        seen = host.file(WATCHER_OUT).content_string
+        assert "mov/dados/industria_abc/sensor_001/leitura before" in seen
+        assert f"{probe_topic} v5" in seen
+        assert "mov/dados/industria_abc/sensor_001/leitura after" in seen
+        assert host.check_output("systemctl show -p MainPID --value mov-mosquitto").strip() == broker_pid
+        # The same subscriber process, on its first and only connection.
+        assert host.run(f"systemctl is-active -q {WATCHER}").rc == 0
+        assert host.check_output(f"systemctl show -p MainPID --value {WATCHER}").strip() == watcher_pid
+        log = _broker_log(host)
+        assert log.count(f" as {WATCHER} ") == 1, log[-3000:]
+        assert f"Client {WATCHER} disconnected" not in log and f"Client {WATCHER} closed" not in log
+    finally:
+        host.run(f"systemctl stop {WATCHER}")
+        restored = rerun_role({"mosquitto_devices": ALL_DEVICES})
+        assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]

@@ -1,0 +1,186 @@
+"""Hot reload: what a service re-reads while it runs is reloaded, what it reads at start recreates it.
+
+Telegraf and Grafana cannot run here, so the wiring is proven twice: in the rendered stack (a reloadable change moves
+the reload set's checksum, never the container's restart label; grafana.ini moves the label) and by the roles'
+handlers themselves, run on the controller against a stand-in reload command and a stand-in Grafana API.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import yaml
+from conftest import REPO, ansible_env
+from mov_render import rendered, workspace
+
+sys.path.append(str(REPO / "tests" / "e2e"))
+import check_reload
+
+LABEL = "org.mov.config-sha256"
+ENV = "staging"  # every service runs there (local runs a subset)
+# Values each service reloads live (Telegraf's interval, Grafana's alert rule duration), and one it reads at start.
+# Only the roles these touch are rendered again (the stack's labels of the others are not compared).
+ROLES = {"render_roles": ["telegraf", "grafana", "stack"]}
+RELOADABLE = {**ROLES, "mov_telegraf_interval_s": 10, "mov_alert_for": "2m"}
+AT_START = {**ROLES, "grafana_ini_overrides": {"log": {"level": "debug"}}}
+
+
+@functools.cache
+def _render(name: str) -> Path:
+    """Staging (all five services) rendered with one of the changes above (the unchanged render is mov_render's)."""
+    if name == "base":
+        return rendered(ENV)[0]
+    ws = workspace()
+    dest = ws.root / "render" / f"reload-{name}"
+    ws.render(ENV, dest, "-e", json.dumps({"reloadable": RELOADABLE, "at-start": AT_START}[name]))
+    (host_dir,) = [p for p in dest.iterdir() if p.is_dir()]
+    return host_dir
+
+
+def _labels(host_dir: Path) -> dict[str, str]:
+    compose = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())
+    return {name: service["labels"][LABEL] for name, service in compose["services"].items()}
+
+
+def _reload_sets(host_dir: Path) -> dict[str, str]:
+    return json.loads((host_dir / "opt/mov/reload-sha256.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_reloadable_changes_leave_every_restart_label_alone() -> None:
+    base, changed = _render("base"), _render("reloadable")
+    conf = "opt/mov/telegraf/telegraf.conf"
+    assert (base / conf).read_text() != (changed / conf).read_text()
+    for service in ("telegraf", "grafana"):
+        assert _labels(changed)[service] == _labels(base)[service], service
+    for service in ("telegraf", "grafana"):
+        assert _reload_sets(changed)[service] != _reload_sets(base)[service], service
+
+
+def test_a_grafana_ini_change_recreates_grafana_and_reloads_nothing() -> None:
+    base, changed = _render("base"), _render("at-start")
+    before, after = _labels(base), _labels(changed)
+    assert after["grafana"] != before["grafana"]
+    assert after["telegraf"] == before["telegraf"]
+    assert _reload_sets(changed)["grafana"] == _reload_sets(base)["grafana"]
+    assert _reload_sets(changed)["telegraf"] == _reload_sets(base)["telegraf"]
+
+
+def test_telegraf_sees_its_config_through_a_directory_mount() -> None:
+    """A single-file bind mount keeps the inode the container started with; Ansible replaces files by a rename."""
+    compose = yaml.safe_load((_render("base") / "opt/mov/compose.yaml").read_text())
+    telegraf = compose["services"]["telegraf"]
+    assert "/opt/mov/telegraf:/etc/telegraf:ro" in telegraf["volumes"]
+    assert not [v for v in telegraf["volumes"] if "telegraf.conf" in v]
+    assert telegraf["command"] == ["telegraf", "--config", "/etc/telegraf/telegraf.conf"]
+
+
+# --- the handlers, run -------------------------------------------------------------------------------------------
+
+
+def _run_role(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
+    extra = tmp_path / f"{role}-vars.json"
+    extra.write_text(json.dumps({"role_under_test": role, **variables}))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(REPO / "tests/playbooks/role_configure.yml"), "-e", f"@{extra}"],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def _owner() -> dict[str, int]:
+    return {"uid": os.getuid(), "gid": os.getgid()}
+
+
+def test_telegraf_is_signalled_after_a_config_change_only(tmp_path: Path) -> None:
+    signals = tmp_path / "signals"
+    base: dict[str, object] = {
+        "telegraf_dir": str(tmp_path / "telegraf"), "telegraf_uid": _owner()["uid"], "telegraf_gid": _owner()["gid"],
+        "telegraf_mqtt_password": "test-only-telegraf-password",
+        "telegraf_reload_command": f"sh -c 'echo SIGHUP >> {signals}'",
+    }
+    output = _run_role(tmp_path, "telegraf", base)
+    assert "RUNNING HANDLER [telegraf : Reload telegraf]" in output
+    assert signals.read_text() == "SIGHUP\n"
+    # The env file is read at start (the stack's label recreates the container): no signal.
+    _run_role(tmp_path, "telegraf", {**base, "telegraf_mqtt_password": "another-test-only-password"})
+    assert signals.read_text() == "SIGHUP\n"
+    _run_role(tmp_path, "telegraf", {**base, "telegraf_interval_s": 10})
+    assert signals.read_text() == "SIGHUP\nSIGHUP\n"
+
+
+class _Grafana(BaseHTTPRequestHandler):
+    """Grafana's health endpoint and the admin provisioning reloads; records every reload and its credentials."""
+
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    def do_GET(self) -> None:
+        self._reply(200 if self.path == "/api/health" else 404, {"database": "ok"})
+
+    def do_POST(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        credentials = base64.b64decode(auth.removeprefix("Basic ")).decode() if auth.startswith("Basic ") else ""
+        self.calls.append((self.path, credentials))
+        self._reply(200, {"message": "reloaded"})
+
+    def _reply(self, status: int, body: dict[str, str]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def grafana_api() -> Iterator[str]:
+    _Grafana.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Grafana)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, grafana_api: str) -> None:
+    password = "test-only-grafana-admin-password"
+    base: dict[str, object] = {
+        "grafana_dir": str(tmp_path / "grafana"), "grafana_uid": _owner()["uid"], "grafana_gid": _owner()["gid"],
+        "grafana_admin_password": password,
+    }
+    # Nothing answers on the discard port: a Grafana that does not run reads its new files when it starts.
+    output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": "http://127.0.0.1:9"})
+    assert "RUNNING HANDLER [grafana : Check that Grafana runs before reloading its provisioning]" in output
+    assert _Grafana.calls == []
+    # grafana.ini is read at start only (the stack's label recreates the container): no reload.
+    _run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api,
+                                    "grafana_ini_overrides": {"log": {"level": "debug"}}})
+    assert _Grafana.calls == []
+    output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api, "grafana_alert_for": "2m"})
+    assert _Grafana.calls == [(f"/api/admin/provisioning/{kind}/reload", f"admin:{password}")
+                              for kind in ("datasources", "dashboards", "alerting")]
+    assert password not in output
+
+
+def test_the_e2e_check_reads_a_reload_from_telegrafs_log() -> None:
+    start = "I! [agent] Config: Interval:5s, Quiet:false, Hostname:\"\", Flush Interval:5s\n"
+    reload = ("I! Reloading Telegraf config\n"
+              "I! [agent] Config: Interval:10s, Quiet:false, Hostname:\"\", Flush Interval:10s\n")
+    assert check_reload.telegraf_reloaded(start + reload, "10s")
+    assert not check_reload.telegraf_reloaded(start, "5s")  # never reloaded
+    assert not check_reload.telegraf_reloaded(start + reload, "5s")  # the reload kept the old interval
