@@ -1,0 +1,351 @@
+"""The status page generator (roles/status_page/files/mov-status-page.py) on fixed inputs: every state, escaping,
+no secret from its inputs on the page, movctl missing; and the page as headless Chromium draws it, read back from
+the screenshot's pixels."""
+
+from __future__ import annotations
+
+import copy
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GENERATOR = REPO / "roles" / "status_page" / "files" / "mov-status-page.py"
+TOKEN = "s3cr3t-T0ken-QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+NOW = "2026-11-26T12:00:00+00:00"
+
+
+def _load() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("mov_status_page", str(GENERATOR))
+    spec = importlib.util.spec_from_loader("mov_status_page", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mov_status_page"] = module
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gen() -> ModuleType:
+    return _load()
+
+
+def service(name: str, state: str = "running", health: str = "healthy") -> dict[str, Any]:
+    return {"service": name, "state": state, "health": health, "uptime_s": 7200, "container": f"mov-{name}-1",
+            "image": f"registry.internal.example:5000/mov/{name}:1.0"}
+
+
+def all_ok() -> dict[str, Any]:
+    return {
+        "now": NOW,
+        "movctl": {
+            "env": "prod", "ok": True,
+            "services": [service(n) for n in ("mosquitto", "telegraf", "influxdb", "grafana", "analytics")],
+            "backup": {"installed": True, "result": "ok"},
+            "certificate": {"file": "/opt/mov/tls/fullchain.pem", "domains": ["mov.example.com"],
+                            "not_after": "2027-02-20T10:00:00+00:00", "days_left": 85},
+            "disk": [{"path": "/var/lib/docker", "free_bytes": 50 * 1024**3, "total_bytes": 100 * 1024**3,
+                      "free_percent": 50.0}],
+            "attention": [],
+        },
+        "backup": {"time": "2026-11-26T02:30:05+00:00", "result": "ok", "snapshot": "20261126T023000Z",
+                   "offsite": "ok"},
+        "drill": {"time": "2026-11-22T04:30:00+00:00", "result": "ok", "snapshot": "20261122T023000Z"},
+        "readings": {"available": True, "error": "",
+                     "sites": [{"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
+                               {"site": "caldeira", "time": "2026-11-26T11:58:00Z"}]},
+    }
+
+
+def build(gen: ModuleType, inputs: dict[str, Any]) -> tuple[Any, str]:
+    page = gen.build_page(gen.Config(), inputs)
+    return page, gen.render_html(page)
+
+
+def levels(page: Any, title: str) -> list[str]:
+    return [row.level for section in page.sections if section.title == title for row in section.rows]
+
+
+# --- states ------------------------------------------------------------------------------------------
+
+def test_all_ok(gen: ModuleType) -> None:
+    page, text = build(gen, all_ok())
+    assert page.state == "ok"
+    assert 'class="banner ok"' in text and "All systems operational" in text
+    assert "generated at" in text and "2026-11-26 12:00:00 UTC" in text
+    assert "linha_1" in text and "caldeira" in text and "in 85 days" in text
+
+
+def test_one_service_unhealthy_is_degraded(gen: ModuleType) -> None:
+    inputs = all_ok()
+    inputs["movctl"]["services"][2] = service("influxdb", health="unhealthy")
+    page, text = build(gen, inputs)
+    assert page.state == "degraded" and 'class="banner degraded"' in text
+    assert levels(page, "Services").count("bad") == 1
+
+
+def test_every_service_down_is_down(gen: ModuleType) -> None:
+    inputs = all_ok()
+    inputs["movctl"]["services"] = [service(s["service"], "exited", "") for s in inputs["movctl"]["services"]]
+    assert build(gen, inputs)[0].state == "down"
+
+
+@pytest.mark.parametrize("part, change", [
+    ("backup", {"result": "failed", "error": "rclone: https://backup-user:hunter2@storage.internal/ refused"}),
+    ("backup", {"time": "2026-11-24T02:30:00+00:00"}),
+    ("drill", {"result": "failed", "error": "restored copy differs from production: influxdb"}),
+    ("drill", {"time": "2026-11-01T04:30:00+00:00"}),
+])
+def test_backup_or_drill_failed_or_old_is_degraded(gen: ModuleType, part: str, change: dict[str, Any]) -> None:
+    inputs = all_ok()
+    inputs[part].update(change)
+    page, text = build(gen, inputs)
+    assert page.state == "degraded"
+    assert "hunter2" not in text and "storage.internal" not in text and "differs from production" not in text
+
+
+def test_no_backup_yet_is_degraded(gen: ModuleType) -> None:
+    inputs = all_ok()
+    inputs["backup"] = None
+    page, text = build(gen, inputs)
+    assert page.state == "degraded" and "no backup has run yet" in text
+
+
+def test_certificate_near_expiry_is_degraded_and_expired_is_down(gen: ModuleType) -> None:
+    inputs = all_ok()
+    inputs["movctl"]["certificate"]["not_after"] = "2026-12-01T10:00:00+00:00"
+    page, text = build(gen, inputs)
+    assert page.state == "degraded" and "in 4 days" in text
+    inputs["movctl"]["certificate"]["not_after"] = "2026-11-20T10:00:00+00:00"
+    page, text = build(gen, inputs)
+    assert page.state == "down" and "expired 7 days ago" in text
+
+
+def test_silent_site_is_degraded(gen: ModuleType) -> None:
+    inputs = all_ok()
+    inputs["readings"]["sites"][1]["time"] = "2026-11-26T10:00:00Z"
+    page, _ = build(gen, inputs)
+    assert page.state == "degraded" and levels(page, "Last reading per site") == ["ok", "warn"]
+
+
+def test_no_influxdb_on_this_host(gen: ModuleType) -> None:
+    inputs = all_ok()
+    inputs["readings"] = {"available": False, "sites": [], "error": "not available on this host"}
+    page, text = build(gen, inputs)
+    assert page.state == "ok" and "not available on this host" in text
+
+
+def test_movctl_missing_says_so(gen: ModuleType, tmp_path: Path) -> None:
+    cfg = gen.Config(movctl=str(tmp_path / "no-movctl"), backup_status_file=str(tmp_path / "none.json"),
+                     drill_status_file=str(tmp_path / "none2.json"))
+    inputs = gen.gather(cfg)
+    page = gen.build_page(cfg, inputs)
+    text = gen.render_html(page)
+    assert page.state == "down" and "Service status unavailable: movctl is not installed" in text
+    assert "not available on this host" in text
+
+
+def test_movctl_failing_says_so(gen: ModuleType, tmp_path: Path) -> None:
+    fake = tmp_path / "movctl"
+    fake.write_text(f"#!/bin/sh\necho '{{\"ok\": false, \"error\": \"token {TOKEN}\", \"exit_code\": 3}}'\nexit 3\n")
+    fake.chmod(0o755)
+    doc = gen.read_movctl(gen.Config(movctl=str(fake)))
+    assert doc == {"error": "movctl status failed (exit 3)"}
+
+
+# --- no secrets, escaping ----------------------------------------------------------------------------
+
+def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_path: Path) -> None:
+    inputs = all_ok()
+    inputs["movctl"]["services"][0]["service"] = '<script>alert("x")</script>'
+    inputs["movctl"]["services"][1]["state"] = "<img src=x onerror=alert(1)>"
+    inputs["movctl"]["attention"] = [f"token {TOKEN}"]
+    inputs["movctl"]["env"] = "<b>prod</b>"
+    inputs["movctl"]["certificate"]["file"] = f"/opt/mov/tls/{TOKEN}"
+    inputs["readings"]["sites"][0]["site"] = "a&b\"<i>"
+    inputs["backup"]["error"] = f"password={TOKEN}"
+    inputs["backup"]["result"] = "failed"
+    inputs["drill"]["error"] = f"Authorization: Token {TOKEN}"
+    source = tmp_path / "inputs.json"
+    source.write_text(json.dumps(inputs))
+    out = tmp_path / "page"
+    out.mkdir()
+    result = subprocess.run([sys.executable, str(GENERATOR), "--config", str(write_config(tmp_path)),
+                             "--from-json", str(source), "--out", str(out)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    text = (out / "index.html").read_text()
+    status = (out / "status.json").read_text()
+    for document in (text, status):
+        assert TOKEN not in document
+        assert "registry.internal.example" not in document and "mov-mosquitto-1" not in document
+        assert "/opt/mov" not in document and "/var/lib" not in document
+    assert "<script>" not in text and "<img" not in text and "<i>" not in text and "<b>prod" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    assert "a&amp;b&quot;&lt;i&gt;" in text
+    assert json.loads(status)["state"] == "degraded"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "status.json"]  # no temp file left
+
+
+def write_config(tmp_path: Path) -> Path:
+    config = tmp_path / "status-page.json"
+    config.write_text(json.dumps({"out_dir": str(tmp_path / "unused"), "influxdb_token_file": str(tmp_path / "t")}))
+    return config
+
+
+def test_flux_csv_parsing(gen: ModuleType) -> None:
+    text = ("#group,false,false,true,false\r\n#datatype,string,long,string,dateTime:RFC3339\r\n"
+            ",result,table,localizacao,_time\r\n,_result,0,caldeira,2026-11-26T11:58:00Z\r\n"
+            ",_result,1,linha_1,2026-11-26T11:59:30Z\r\n\r\n")
+    assert gen.parse_flux_csv(text, "localizacao") == [{"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
+                                                       {"site": "linha_1", "time": "2026-11-26T11:59:30Z"}]
+    query = gen.flux_last_per_site(gen.Config(influxdb_bucket="mov_dados"))
+    assert 'from(bucket: "mov_dados")' in query and 'group(columns: ["localizacao"])' in query
+
+
+def test_readings_token_missing(gen: ModuleType, tmp_path: Path) -> None:
+    cfg = gen.Config(influxdb_url="http://127.0.0.1:9", influxdb_org="o", influxdb_bucket="b",
+                     influxdb_token_file=str(tmp_path / "missing"))
+    assert gen.read_readings(cfg)["error"].startswith("no read token yet")
+
+
+# --- headless Chromium: the page as a browser draws it ------------------------------------------------
+
+GREEN = (0x1F, 0x88, 0x3D)
+RED = (0xCF, 0x22, 0x2E)
+YELLOW = (0xD4, 0xA7, 0x2C)
+
+
+def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and RGB rows of an 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, b""
+    width = height = channels = 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and color in (2, 6) and interlace == 0, f"unsupported PNG {depth=} {color=}"
+            channels = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            break
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    rows: list[bytes] = []
+    previous = bytearray(stride)
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            corner = previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
+        previous = line
+        rows.append(bytes(b for x in range(width) for b in line[x * channels:x * channels + 3]))
+    return width, height, rows
+
+
+def share(rows: list[bytes], width: int, top: int, bottom: int, colour: tuple[int, int, int]) -> float:
+    """The share of pixels in rows top..bottom within a small distance of colour."""
+    hits = total = 0
+    for row in rows[top:bottom]:
+        for x in range(0, width, 2):
+            r, g, b = row[3 * x:3 * x + 3]
+            total += 1
+            hits += abs(r - colour[0]) + abs(g - colour[1]) + abs(b - colour[2]) <= 24
+    return hits / total
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail("headless Chromium is needed for the status page's screenshot test: apt-get install -y chromium "
+                "(.ci/run installs it)")
+
+
+def screenshot(gen: ModuleType, inputs: dict[str, Any], tmp_path: Path, name: str) -> tuple[int, int, list[bytes]]:
+    out = tmp_path / name
+    out.mkdir()
+    source = tmp_path / f"{name}.json"
+    source.write_text(json.dumps(inputs))
+    assert gen.main(["--config", str(write_config(tmp_path)), "--from-json", str(source), "--out", str(out)]) == 0
+    shot = tmp_path / f"{name}.png"
+    result = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                             f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                             "--window-size=1000,800", (out / "index.html").as_uri()],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert shot.is_file(), f"chromium wrote no screenshot (exit {result.returncode}): {result.stderr[-2000:]}"
+    return decode_png(shot.read_bytes())
+
+
+def test_screenshot_shows_the_state(gen: ModuleType, tmp_path: Path) -> None:
+    ok_inputs = all_ok()
+    degraded = copy.deepcopy(ok_inputs)
+    degraded["movctl"]["services"][2] = service("influxdb", health="unhealthy")
+    down = copy.deepcopy(ok_inputs)
+    down["movctl"] = {"error": "movctl is not installed"}
+
+    width, height, ok_rows = screenshot(gen, ok_inputs, tmp_path, "ok")
+    assert (width, height) == (1000, 800)
+    _, _, degraded_rows = screenshot(gen, degraded, tmp_path, "degraded")
+    _, _, down_rows = screenshot(gen, down, tmp_path, "down")
+
+    # The banner is the page's top 60 px: mostly its state's colour, none of another state's.
+    banner = {name: {colour: share(rows, width, 5, 60, rgb)
+                     for colour, rgb in (("green", GREEN), ("yellow", YELLOW), ("red", RED))}
+              for name, rows in (("ok", ok_rows), ("degraded", degraded_rows), ("down", down_rows))}
+    print(f"banner colour shares: {banner}")
+    assert banner["ok"]["green"] > 0.5 and banner["ok"]["red"] < 0.01, banner
+    assert banner["degraded"]["yellow"] > 0.5 and banner["degraded"]["green"] < 0.01, banner
+    assert banner["down"]["red"] > 0.5 and banner["down"]["green"] < 0.01, banner
+    # Below the banner the pages differ too: the unhealthy service's red dot.
+    assert ok_rows[60:] != degraded_rows[60:]
+    assert share(degraded_rows, width, 60, height, RED) > share(ok_rows, width, 60, height, RED)
+
+
+# --- the config tree: the minute job and the role's place -----------------------------------------------
+
+def test_the_page_is_written_every_minute_and_can_be_switched_off() -> None:
+    def job(*extra: str) -> dict[str, Any]:
+        result = subprocess.run(
+            ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", "var=cron_jobs",
+             "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                 "ANSIBLE_STDOUT_CALLBACK": "json"})
+        # The JSON document, between the timing callback's lines (ansible.cfg's callbacks).
+        document, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("{"):])
+        jobs = document["plays"][0]["tasks"][0]["hosts"]["mov-box"]["cron_jobs"]
+        found: dict[str, Any] = {j["name"]: j for j in jobs}["status-page"]
+        return found
+
+    page = job()
+    assert page["schedule"] == "* * * * *" and page["state"] == "present"
+    assert page["command"] == "/usr/local/bin/mov-status-page"
+    assert job("-e", "mov_status_page_enabled=false")["state"] == "absent"
