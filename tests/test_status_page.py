@@ -5,6 +5,7 @@ the screenshot's pixels."""
 from __future__ import annotations
 
 import copy
+import http.server
 import importlib.machinery
 import importlib.util
 import json
@@ -13,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 from types import ModuleType
@@ -349,3 +351,39 @@ def test_the_page_is_written_every_minute_and_can_be_switched_off() -> None:
     assert page["schedule"] == "* * * * *" and page["state"] == "present"
     assert page["command"] == "/usr/local/bin/mov-status-page"
     assert job("-e", "mov_status_page_enabled=false")["state"] == "absent"
+
+
+def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+    answer = (",result,table,localizacao,_time\r\n,_result,0,linha_1,2026-11-26T11:59:30Z\r\n"
+              ",_result,1,caldeira,2026-11-26T11:58:00Z\r\n\r\n")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.update(path=self.path, auth=self.headers.get("Authorization", ""),
+                        body=self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "influxdb.token"
+    token.write_text(TOKEN + "\n")
+    try:
+        cfg = gen.Config(influxdb_url=f"http://127.0.0.1:{server.server_port}", influxdb_org="mov_industria",
+                         influxdb_bucket="mov_dados", influxdb_token_file=str(token))
+        readings = gen.read_readings(cfg)
+    finally:
+        server.shutdown()
+    assert readings == {"available": True, "error": "",
+                        "sites": [{"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
+                                  {"site": "linha_1", "time": "2026-11-26T11:59:30Z"}]}
+    assert seen["path"] == "/api/v2/query?org=mov_industria" and seen["auth"] == f"Token {TOKEN}"
+    assert 'from(bucket: "mov_dados")' in seen["body"]
+    text = gen.render_html(gen.build_page(cfg, {**all_ok(), "readings": readings}))
+    assert TOKEN not in text and "caldeira" in text
