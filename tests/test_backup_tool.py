@@ -6,28 +6,22 @@ The off-site path (rclone crypt) is exercised on the box by `molecule test -s ba
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from host_script import load_script
 
 TOOL = Path(__file__).resolve().parent.parent / "roles" / "backup" / "files" / "mov-backup.py"
 
 
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mov_backup", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mov_backup"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("mov_backup", TOOL)
 
 
 def test_retention_keeps_the_newest_of_each_period(tool: ModuleType) -> None:

@@ -3,14 +3,11 @@ controller wrapper's host resolution. The commands themselves run against the bo
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from host_script import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 HOST_TOOL = REPO / "roles" / "movctl" / "files" / "movctl.py"
@@ -25,24 +23,14 @@ CONTROLLER = REPO / "scripts" / "movctl"
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader(name, str(path))
-    spec = importlib.util.spec_from_loader(name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def movctl() -> ModuleType:
-    return _load("movctl_host", HOST_TOOL)
+    return load_script("movctl_host", HOST_TOOL)
 
 
 @pytest.fixture(scope="module")
 def controller() -> ModuleType:
-    return _load("movctl_controller", CONTROLLER)
+    return load_script("movctl_controller", CONTROLLER)
 
 
 def raw_config(**overrides: Any) -> dict[str, Any]:

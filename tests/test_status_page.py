@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import http.server
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from host_script import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATOR = REPO / "roles" / "status_page" / "files" / "mov-status-page.py"
@@ -28,19 +27,9 @@ TOKEN = "s3cr3t-T0ken-QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
 NOW = "2026-11-26T12:00:00+00:00"
 
 
-def _load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("mov_status_page", str(GENERATOR))
-    spec = importlib.util.spec_from_loader("mov_status_page", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mov_status_page"] = module
-    loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
-    return _load()
+    return load_script("mov_status_page", GENERATOR)
 
 
 def service(name: str, state: str = "running", health: str = "healthy") -> dict[str, Any]:
