@@ -280,16 +280,19 @@ def images(movctl: ModuleType) -> list[Any]:
             image("sha256:use", "<none>", "<none>")]
 
 
+SERVICES = ("mosquitto", "analytics")
+
+
 def containers(movctl: ModuleType) -> list[Any]:
     container = movctl.Container
-    return [container("c1", "mov-mosquitto-1", "running", "sha256:m21", "mov"),
-            container("c2", "mov-analytics-1", "running", "sha256:a11", "mov"),
-            container("c3", "mov-analytics-run-1", "exited", "sha256:a09", "mov"),
-            container("c4", "other-thing", "exited", "sha256:use", "other")]
+    return [container("c1", "mov-mosquitto-1", "running", "sha256:m21", "mov", "mosquitto"),
+            container("c2", "mov-analytics-1", "running", "sha256:a11", "mov", "analytics"),
+            container("c3", "mov-analytics-run-1", "exited", "sha256:a09", "mov", "analytics", oneoff=True),
+            container("c4", "other-thing", "exited", "sha256:use", "other", "mosquitto")]
 
 
 def test_cleanup_keeps_the_last_releases_and_removes_the_rest(movctl: ModuleType) -> None:
-    plan = movctl.plan_cleanup(RELEASES, 2, "c4", images(movctl), containers(movctl), "mov")
+    plan = movctl.plan_cleanup(RELEASES, 2, "c4", images(movctl), containers(movctl), "mov", SERVICES)
     assert plan.kept_releases == ["20261120T000000Z-cccc", "20261125T000000Z-dddd"]
     assert plan.current_release == "20261125T000000Z-dddd"
     assert [c.name for c in plan.containers] == ["mov-analytics-run-1"]  # only the project's stopped ones
@@ -304,7 +307,7 @@ def test_cleanup_keeps_the_last_releases_and_removes_the_rest(movctl: ModuleType
 
 def test_cleanup_never_removes_the_current_release_after_a_rollback(movctl: ModuleType) -> None:
     # Rolled back to the oldest release: its compose file is in place, so its images stay whatever N is.
-    plan = movctl.plan_cleanup(RELEASES, 1, "c1", images(movctl), containers(movctl)[2:], "mov")
+    plan = movctl.plan_cleanup(RELEASES, 1, "c1", images(movctl), containers(movctl)[2:], "mov", SERVICES)
     assert plan.current_release == "20261101T000000Z-aaaa"
     assert plan.kept_releases == ["20261101T000000Z-aaaa", "20261125T000000Z-dddd"]
     removed = {i.ref for i in plan.images}
@@ -314,9 +317,40 @@ def test_cleanup_never_removes_the_current_release_after_a_rollback(movctl: Modu
 
 
 def test_cleanup_without_release_records_only_takes_dangling_images(movctl: ModuleType) -> None:
-    plan = movctl.plan_cleanup([], 5, "", images(movctl), [], "mov")
+    plan = movctl.plan_cleanup([], 5, "", images(movctl), [], "mov", SERVICES)
     assert plan.kept_releases == [] and plan.current_release == ""
     assert [i.ref for i in plan.images] == ["sha256:dng", "sha256:use"]
+
+
+def test_cleanup_keeps_a_current_service_an_operator_stopped(movctl: ModuleType) -> None:
+    container = movctl.Container
+    found = [
+        # `movctl stop mosquitto`: a current service, stopped on purpose; it and its image stay.
+        container("s1", "mov-mosquitto-1", "exited", "sha256:m20", "mov", "mosquitto"),
+        container("s2", "mov-analytics-1", "created", "sha256:a11", "mov", "analytics"),
+        # A service the compose file no longer has, and one-off containers of current services.
+        container("s3", "mov-telegraf-1", "exited", "sha256:a08", "mov", "telegraf"),
+        container("s4", "mov-mosquitto-run-1a2b", "exited", "sha256:a09", "mov", "mosquitto", oneoff=True),
+        container("s5", "mov-analytics-run-3c4d", "dead", "sha256:a10", "mov", "analytics", oneoff=True),
+        # Running, whatever its labels; and another project's stopped container.
+        container("s6", "mov-old-1", "running", "sha256:brk", "mov", "old"),
+        container("s7", "other-1", "exited", "sha256:m18", "other", "telegraf"),
+    ]
+    plan = movctl.plan_cleanup(RELEASES, 1, "c4", images(movctl), found, "mov", SERVICES)
+    assert sorted(c.name for c in plan.containers) == ["mov-analytics-run-3c4d", "mov-mosquitto-run-1a2b",
+                                                       "mov-telegraf-1"]
+    removed = {i.ref for i in plan.images}
+    # m20 is no kept release's, but the kept stopped mosquitto uses it; m18 and brk are held by containers that stay.
+    assert {"mov/mosquitto:2.0.20", "mov/mosquitto:2.0.18", "mov/analytics:0.1.0-broken-health"}.isdisjoint(removed)
+    # The removed containers' images go with them when nothing else keeps them.
+    assert {"mov/analytics:0.0.8", "mov/analytics:0.0.9", "mov/analytics:0.1.0"} <= removed
+
+
+def test_cleanup_without_compose_labels_treats_the_container_as_an_old_service(movctl: ModuleType) -> None:
+    # A container put in the project by hand, with no service label: no current service claims it.
+    stray = movctl.Container("x1", "mov-stray", "exited", "sha256:use", "mov")
+    plan = movctl.plan_cleanup(RELEASES, 2, "c4", images(movctl), [stray], "mov", SERVICES)
+    assert [c.name for c in plan.containers] == ["mov-stray"]
 
 
 def test_repository_of_references(movctl: ModuleType) -> None:

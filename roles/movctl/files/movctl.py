@@ -6,7 +6,7 @@
     movctl logs [SERVICE...] [-f] [--tail N]   their logs
     movctl backup                              a snapshot now (mov-backup run)
     movctl restore [SNAPSHOT] [--force]        put a snapshot back (latest by default)
-    movctl cleanup [--dry-run]                 images no kept release uses, stopped containers
+    movctl cleanup [--dry-run]                 images no kept release uses, one-off and old services' containers
     movctl test                                the checks that can run on the host
     movctl update                              says how: updates are applied from the controller
 
@@ -449,6 +449,9 @@ class Container:
     state: str
     image_id: str
     project: str
+    # Compose's labels: the service it belongs to, and whether it is a one-off (`compose run`) container.
+    service: str = ""
+    oneoff: bool = False
 
 
 @dataclass
@@ -468,15 +471,18 @@ def repository_of(ref: str) -> str:
 
 
 def plan_cleanup(releases: Sequence[dict[str, Any]], keep: int, compose_sha256: str, images: Sequence[Image],
-                 containers: Sequence[Container], project: str) -> CleanupPlan:
+                 containers: Sequence[Container], project: str, services: Iterable[str]) -> CleanupPlan:
     """Which images and containers cleanup removes.
 
-    Kept: every image a record of the last `keep` releases names (by id or reference), the current release's
+    Containers: the project's stopped ones that are one-off (`compose run`) or belong to a service the current
+    compose file (`services`) no longer has. A stopped container of a current service stays: an operator may have
+    stopped it on purpose (`movctl stop mosquitto`), and `movctl start` brings it back as it was.
+    Images kept: every image a record of the last `keep` releases names (by id or reference), the current release's
     (the one whose compose file is in place; the newest when none is), and every image a container still uses
-    after the stopped ones of the project are gone. Removed: the project's stopped containers, and images of the
-    platform's repositories (named by any release record) or dangling ones, that nothing above keeps. Volumes are
-    never touched.
+    after the removed containers are gone. Removed: images of the platform's repositories (named by any release
+    record) or dangling ones, that nothing above keeps. Volumes are never touched.
     """
+    current_services = set(services)
     ordered = sorted(releases, key=lambda r: str(r.get("id", "")))
     current = next((r for r in reversed(ordered) if r.get("compose_sha256") == compose_sha256),
                    ordered[-1] if ordered else None)
@@ -494,9 +500,10 @@ def plan_cleanup(releases: Sequence[dict[str, Any]], keep: int, compose_sha256: 
             keep_ids.add(str(image.get("id", "")))
             keep_refs.add(str(image.get("ref", "")))
     keep_ids.discard("")
-    stopped = [c for c in containers if c.project == project and c.state in ("exited", "created", "dead")]
-    in_use = {c.image_id for c in containers if c not in stopped}
-    plan = CleanupPlan([str(r.get("id")) for r in kept], str(current.get("id")) if current else "", stopped)
+    removable = [c for c in containers if c.project == project and c.state in ("exited", "created", "dead")
+                 and (c.oneoff or c.service not in current_services)]
+    in_use = {c.image_id for c in containers if c not in removable}
+    plan = CleanupPlan([str(r.get("id")) for r in kept], str(current.get("id")) if current else "", removable)
     for image in images:
         dangling = image.repository == "<none>"
         if image.id in keep_ids or image.ref in keep_refs or image.id in in_use:
@@ -545,8 +552,18 @@ def read_containers() -> list[Container]:
         labels = (item.get("Config") or {}).get("Labels") or {}
         containers.append(Container(str(item.get("Id", "")), str(item.get("Name", "")).lstrip("/"),
                                     str((item.get("State") or {}).get("Status", "")), str(item.get("Image", "")),
-                                    str(labels.get("com.docker.compose.project", ""))))
+                                    str(labels.get("com.docker.compose.project", "")),
+                                    str(labels.get("com.docker.compose.service", "")),
+                                    str(labels.get("com.docker.compose.oneoff", "")).lower() == "true"))
     return containers
+
+
+def read_compose_services(cfg: Config) -> list[str]:
+    """The services of the compose file in place (what a container's service label is checked against)."""
+    services = compose(cfg, "config", "--services", what="read the compose file's services").split()
+    if not services:
+        raise MovctlError(f"{cfg.compose_file} names no service")
+    return services
 
 
 def sha256_of(path: str) -> str:
@@ -787,7 +804,7 @@ def cmd_update(cfg: Config | None, args: argparse.Namespace) -> int:
 def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
     require_stack(cfg)
     plan = plan_cleanup(read_releases(cfg), cfg.cleanup_keep_releases, sha256_of(cfg.compose_file),
-                        read_images(), read_containers(), cfg.project)
+                        read_images(), read_containers(), cfg.project, read_compose_services(cfg))
     failures: list[str] = []
     removed_containers: list[str] = []
     removed_images: list[str] = []
@@ -904,8 +921,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_restore.add_argument("--from", dest="origin", choices=["local", "remote"], default="local",
                            help="the local snapshots or the off-site copy (default local)")
     command("update", "not on the host: prints how to update from the controller (exit 2)")
-    p_cleanup = command("cleanup", "remove images no kept release uses and the project's stopped containers "
-                                   "(never a volume, never the current release's images)")
+    p_cleanup = command("cleanup", "remove images no kept release uses and the project's stopped one-off "
+                                   "containers and those of services the compose file no longer has (a stopped "
+                                   "current service stays; never a volume, never the current release's images)")
     p_cleanup.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     command("test", "the checks that run on the host: every service running and healthy, MQTT answers TLS, "
                     "nginx answers (when installed); exit 1 naming what failed")
