@@ -170,9 +170,10 @@ def lint(results: Results, stream: bool = True) -> None:
         ("yamllint", ["yamllint", "--strict", "."]),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"]),
         ("ruff", ["ruff", "check", "scripts", "scripts/movctl", "tests", "molecule", "roles/backup/files",
-                  "roles/movctl/files", "roles/status_page/files"]),
+                  "roles/movctl/files", "roles/status_page/files", "roles/cleanup/files"]),
         ("mypy", ["mypy", "--strict", "scripts", "scripts/movctl", "tests/e2e", "roles/backup/files/mov-backup.py",
-                  "roles/movctl/files/movctl.py", "roles/status_page/files/mov-status-page.py"]),
+                  "roles/movctl/files/movctl.py", "roles/status_page/files/mov-status-page.py",
+                  "roles/cleanup/files/mov-cleanup.py"]),
         ("argument specs", [sys.executable, "scripts/check_argument_specs.py"]),
     ):
         code, _ = run_step(cmd, name=name, stream=stream)

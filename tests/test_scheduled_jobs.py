@@ -1,5 +1,6 @@
-"""The host's scheduled jobs as the config tree declares them (group_vars/all: backup, restore drill, report,
-cleanup), read through Ansible's own variable resolution for the local env."""
+"""The host's scheduled jobs as the config tree declares them, read through Ansible's own variable resolution for
+the local env: the cron role's list (backup, restore drill, report) and the inputs of the roles that own their job
+(cleanup, status_page: installed with the tool, through the cron role's `jobs` entry point)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 from mov_render import REPO
 
 
-def cron_jobs(*extra: str) -> dict[str, dict[str, Any]]:
+def resolved(variable: str, *extra: str) -> Any:
     result = subprocess.run(
-        ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", "var=cron_jobs",
+        ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", f"var={variable}",
          "-e", f"ansible_python_interpreter={sys.executable}", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
@@ -23,20 +24,27 @@ def cron_jobs(*extra: str) -> dict[str, dict[str, Any]]:
     # One JSON document among the other callbacks' lines (profile_tasks prints around it).
     start = result.stdout.index("{\n")
     document = json.JSONDecoder().raw_decode(result.stdout[start:])[0]
-    jobs = document["plays"][0]["tasks"][0]["hosts"]["mov-box"]["cron_jobs"]
-    return {job["name"]: job for job in jobs}
+    return document["plays"][0]["tasks"][0]["hosts"]["mov-box"][variable]
 
 
-def test_backup_drill_and_cleanup_are_scheduled() -> None:
-    jobs = cron_jobs()
+def test_backup_drill_and_report_are_the_cron_roles() -> None:
+    jobs = {job["name"]: job for job in resolved("cron_jobs")}
     assert jobs["backup"]["command"] == "/usr/local/bin/mov-backup run"
     assert jobs["restore-drill"]["command"] == "/usr/local/bin/mov-backup drill"
     assert jobs["restore-drill"]["schedule"] == "30 4 * * 0"
-    cleanup = jobs["cleanup"]
-    assert cleanup["state"] == "present" and cleanup["schedule"] == "15 4 * * *"
-    assert cleanup["command"].startswith("/usr/local/bin/movctl cleanup; rc=$?;")
-    assert "-mtime +365 -delete; exit $rc" in cleanup["command"]
+    # Owned by the roles that install their tools, never scheduled before the tool exists.
+    assert "cleanup" not in jobs and "status-page" not in jobs
 
 
-def test_cleanup_can_be_switched_off() -> None:
-    assert cron_jobs("-e", "mov_cleanup_enabled=false")["cleanup"]["state"] == "absent"
+def test_cleanup_inputs() -> None:
+    assert resolved("cleanup_schedule") == "15 4 * * *"
+    assert resolved("cleanup_enabled") is True
+    assert resolved("cleanup_old_files") == [{"path": "/opt/mov/report/out", "pattern": "report-*",
+                                              "max_age_days": 365}]
+    protected = resolved("cleanup_protected_paths")
+    assert {"/opt/mov/releases", "/var/lib/docker", "/var/backups/mov"} <= set(protected)
+
+
+def test_cleanup_can_be_switched_off_and_tuned() -> None:
+    assert resolved("cleanup_enabled", "-e", '{"mov_cleanup_enabled": false}') is False
+    assert resolved("cleanup_old_files", "-e", '{"mov_cleanup_report_days": 90}')[0]["max_age_days"] == 90
