@@ -153,13 +153,20 @@ def fingerprints(data: Path) -> dict[str, str]:
     return prints
 
 
-def timed(tool: ModuleType, argv: list[str]) -> float:
-    started = time.monotonic()
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all its threads) and of its children waited for (rclone, tar, zstd)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(tool: ModuleType, argv: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one mov-backup command."""
+    started, cpu = time.monotonic(), cpu_seconds()
     code = tool.main(argv)
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
     if code != 0:
         raise SystemExit(f"mov-backup {' '.join(argv)} failed with exit {code}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> int:
@@ -184,11 +191,12 @@ def main() -> int:
         before = fingerprints(data)
         subprocess.run(["sync"], check=True)
 
-        full_s = timed(tool, ["--config", cfg, "run"])
+        load_before = os.getloadavg()[0]
+        full_s, full_cpu = timed(tool, ["--config", cfg, "run"])
         time.sleep(1.1)  # a new snapshot id (one per second)
-        incremental_s = timed(tool, ["--config", cfg, "run"])
+        incremental_s, incremental_cpu = timed(tool, ["--config", cfg, "run"])
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_seconds()
         with (scratch / "reference.tar.zst").open("wb") as out:
             tar = subprocess.Popen(["tar", "-C", str(data), "-cf", "-", "."], stdout=subprocess.PIPE)
             zstd = subprocess.run(["zstd", "-1", "-T1", "-q", "-c"], stdin=tar.stdout, stdout=out, check=True)
@@ -196,7 +204,8 @@ def main() -> int:
             tar.stdout.close()
             if tar.wait() != 0 or zstd.returncode != 0:
                 raise SystemExit("tar | zstd failed")
-        tar_zstd_s = time.monotonic() - started
+        tar_zstd_s, tar_zstd_cpu = time.monotonic() - started, cpu_seconds() - cpu
+        load_after = os.getloadavg()[0]
         reference_bytes = (scratch / "reference.tar.zst").stat().st_size
 
         for part in ("mosquitto/data", "grafana/grafana.db", "influxdb", "configs"):
@@ -206,7 +215,7 @@ def main() -> int:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
             else:
                 target.unlink()
-        restore_s = timed(tool, ["--config", cfg, "restore", "--from", "remote", "--force"])
+        restore_s, _ = timed(tool, ["--config", cfg, "restore", "--from", "remote", "--force"])
         identical = fingerprints(data) == before
         snapshot = sorted((scratch / "backups").glob("2*"))[-1]
         stored = sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
@@ -220,6 +229,12 @@ def main() -> int:
         "incremental_s": round(incremental_s, 2),
         "tar_zstd_s": round(tar_zstd_s, 2),
         "restore_s": round(restore_s, 2),
+        "full_cpu_s": round(full_cpu, 2),
+        "incremental_cpu_s": round(incremental_cpu, 2),
+        "tar_zstd_cpu_s": round(tar_zstd_cpu, 2),
+        "cpu_full_over_tar_zstd": round(tar_zstd_cpu / full_cpu, 3),
+        "cpu_incremental_over_full": round(incremental_cpu / full_cpu, 3),
+        "load_1m": [round(load_before, 2), round(load_after, 2)],
         "stored_mb": round(stored / MB, 1),
         "tar_zstd_mb": round(reference_bytes / MB, 1),
         "full_over_tar_zstd": round(tar_zstd_s / full_s, 3),
