@@ -181,3 +181,36 @@ def test_an_untouched_sqlite_database_is_not_copied_again(
     (data / "grafana.db").unlink()
     assert tool.main(["--config", config, "restore", "--force"]) == 0
     assert _rows(data / "grafana.db") == 301
+
+
+def test_compression_is_decided_on_the_first_chunk_and_checked_on_the_whole(
+    tool: ModuleType, platform: dict[str, Any]
+) -> None:
+    data, config, backups = platform["data"], platform["config"], platform["backups"]
+    config_dir = data / "mosquitto" / "config"
+    chunk = tool.CHUNK
+    text = b"".join(b"sensor_%03d temperatura %d\n" % (i % 50, i) for i in range(chunk))
+    files = {
+        "noise.log": os.urandom(3 * chunk),  # no telling extension: the first chunk's zstd block shows no gain
+        "late.log": os.urandom(chunk) + text,  # decided on the first chunk: the rest is not even tried
+        "mixed.log": text[:chunk] + os.urandom(12 * chunk),  # the head compresses, the whole gains < 10 %
+        "text.log": text[: 3 * chunk],
+    }
+    for name, content in files.items():
+        (config_dir / name).write_bytes(content)
+    assert tool.main(["--config", config, "run"]) == 0
+    snapshot = backups / tool.snapshot_ids(backups)[-1]
+    entries = {e["rel"]: e for e in tool.read_manifest(snapshot)["files"]}
+    assert not any(entries[name]["zstd"] for name in ("noise.log", "late.log", "mixed.log"))
+    assert entries["text.log"]["zstd"] and entries["text.log"]["stored"].endswith("text.log.zst")
+    stored = {p.name for p in (snapshot / "data" / "mosquitto-config").iterdir()}
+    assert {"noise.log", "late.log", "mixed.log", "text.log.zst"} <= stored
+    assert not {"noise.log.zst", "late.log.zst", "mixed.log.zst", "text.log"} & stored  # no attempt left behind
+    for name, content in files.items():
+        entry = entries[name]
+        assert entry["sha256"] == hashlib.sha256(content).hexdigest()
+        assert entry["stored_sha256"] == hashlib.sha256((snapshot / entry["stored"]).read_bytes()).hexdigest()
+        (config_dir / name).write_bytes(b"changed")
+    assert tool.main(["--config", config, "restore", "--force"]) == 0
+    for name, content in files.items():
+        assert (config_dir / name).read_bytes() == content

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
 import fcntl
 import hashlib
 import io
@@ -57,7 +58,8 @@ CHUNK = 1 << 20
 # Already compressed: zstd would only spend time on these.
 INCOMPRESSIBLE = (".gz", ".zst", ".zip", ".xz", ".bz2", ".png", ".jpg", ".jpeg", ".tgz")
 COMPRESS_MIN_BYTES = 1024
-# Kept compressed only when zstd saves at least this share of the size.
+# Kept compressed only when zstd saves at least this share of the size; a file whose first CHUNK does not shrink
+# that much is stored as it is without compressing the rest (random or already compressed data of any name).
 COMPRESS_MIN_GAIN = 0.10
 # Files stored at once (each thread reads, hashes, compresses and writes one file).
 STORE_WORKERS = 2
@@ -147,7 +149,7 @@ def load_config(path: str) -> Config:
         status_file=Path(raw["status_file"]),
         sources=tuple(sources),
         retention=_retention(raw.get("retention"), "retention"),
-        zstd_level=int(raw.get("zstd_level", 3)),
+        zstd_level=int(raw.get("zstd_level", 1)),
         stack_dir=str(stack.get("dir", "")),
         stack_project=str(stack.get("project", "mov")),
         stack_services=tuple(stack.get("services", [])),
@@ -236,13 +238,34 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Everything written so far to path's filesystem on disk (syncfs(2); os.sync() where libc lacks it).
+
+    Linux reports a write-back error of any file of that filesystem since the last syncfs through its return.
+    """
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise BackupError(f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 # --- snapshot --------------------------------------------------------------------------------------
 
 class SnapshotWriter:
     """Fills a partial snapshot directory; links files unchanged since the previous snapshot.
 
     New files are stored by a small thread pool: each is read once, and hashed, compressed (in-process zstd),
-    hashed again, written and fsynced in that one pass (hashlib, zstd and file I/O release the GIL, so two files
+    hashed again and written in that one pass (hashlib, zstd and file I/O release the GIL, so two files
     go at once). `finish()` collects the entries in the order the files were added.
     """
 
@@ -254,7 +277,10 @@ class SnapshotWriter:
         self.new_bytes = 0
         self._pending: list[Future[tuple[dict[str, Any], int]] | tuple[dict[str, Any], int]] = []
         self._pool = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="mov-backup-store")
-        self._dirs: set[Path] = {root}
+        # Directories made so far, relative to root (plain strings: pathlib costs more than the links themselves).
+        self._dirs: set[str] = {""}
+        self._root = str(root)
+        self._previous_root = str(previous)
         self._previous_entries: dict[tuple[str, str], dict[str, Any]] = {}
         if previous is not None:
             for entry in read_manifest(previous).get("files", []):
@@ -315,82 +341,99 @@ class SnapshotWriter:
         entry = {**meta, "stored": stored, "zstd": compressed, "sha256": content_sha, "stored_sha256": stored_sha}
         return entry, stored_size
 
-    def _mkdir(self, directory: Path) -> None:
+    def _mkdir_for(self, stored: str) -> None:
+        """The directory of a stored file (a path relative to root), made once."""
+        directory = stored.rpartition("/")[0]
         if directory not in self._dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            parent = directory
-            while parent not in self._dirs and parent != self.root:  # thread-safe enough: a set add per name
-                self._dirs.add(parent)
-                parent = parent.parent
+            (self.root / directory).mkdir(parents=True, exist_ok=True)
+            while directory not in self._dirs:  # thread-safe enough: a set add per name
+                self._dirs.add(directory)
+                directory = directory.rpartition("/")[0]
 
     def _link(self, prev: dict[str, Any]) -> bool:
         assert self.previous is not None
-        dst = self.root / prev["stored"]
-        self._mkdir(dst.parent)
+        stored = prev["stored"]
+        self._mkdir_for(stored)
         try:
-            os.link(self.previous / prev["stored"], dst)
+            os.link(f"{self._previous_root}/{stored}", f"{self._root}/{stored}")
         except OSError:
             return False
         return True
 
     def _store(self, source: str, rel: str, path: Path, size: int, owned: bool) -> tuple[str, bool, str, str, int]:
-        """(stored name, compressed, sha256 of the content, sha256 of the stored bytes, stored size), one read."""
+        """(stored name, compressed, sha256 of the content, sha256 of the stored bytes, stored size), one read.
+
+        Durability comes later, from one sync of the backup filesystem before the snapshot gets its name
+        (write_manifest), not from an fsync per file.
+        """
         plain = f"data/{source}/{rel}"
         dst = self.root / plain
-        self._mkdir(dst.parent)
-        if size >= COMPRESS_MIN_BYTES and not path.name.lower().endswith(INCOMPRESSIBLE):
-            packed = dst.with_name(dst.name + ".zst")
-            content, stored = hashlib.sha256(), hashlib.sha256()
-            compressor = zstandard.ZstdCompressor(level=self.zstd_level).compressobj()
-            read = written = 0
-            try:
-                with path.open("rb") as src, packed.open("wb") as out:
-                    while chunk := src.read(CHUNK):
-                        content.update(chunk)
-                        read += len(chunk)
-                        if block := compressor.compress(chunk):
-                            stored.update(block)
-                            out.write(block)
-                            written += len(block)
-                    block = compressor.flush()
-                    stored.update(block)
-                    out.write(block)
-                    written += len(block)
-                    if written <= read * (1 - COMPRESS_MIN_GAIN):
-                        out.flush()
-                        os.fsync(out.fileno())
-            except zstandard.ZstdError as exc:
-                raise BackupError(f"zstd {path}: {exc}") from exc
-            if written <= read * (1 - COMPRESS_MIN_GAIN):
-                return plain + ".zst", True, content.hexdigest(), stored.hexdigest(), written
-            packed.unlink()
-        if owned:
-            digest_hex = sha256_file(path)
-            with path.open("rb") as src:
-                os.fsync(src.fileno())
-            path.replace(dst)
-            return plain, False, digest_hex, digest_hex, dst.stat().st_size
-        digest = hashlib.sha256()
-        written = 0
-        with path.open("rb") as src, dst.open("wb") as out:
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                written += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        self._mkdir_for(plain)
+        with path.open("rb") as src:
+            first = src.read(CHUNK)
+            if size >= COMPRESS_MIN_BYTES and not path.name.lower().endswith(INCOMPRESSIBLE):
+                stored = self._store_compressed(path, src, first, dst.with_name(dst.name + ".zst"))
+                if stored is not None:
+                    content_sha, stored_sha, written = stored
+                    return plain + ".zst", True, content_sha, stored_sha, written
+                src.seek(0)
+                first = src.read(CHUNK)
+            digest = hashlib.sha256(first)
+            if owned:
+                # This run's own copy (SQLite, influx backup): hashed, then moved into place, not copied.
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                path.replace(dst)
+                return plain, False, digest.hexdigest(), digest.hexdigest(), size
+            written = len(first)
+            with dst.open("wb") as out:
+                out.write(first)
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
         return plain, False, digest.hexdigest(), digest.hexdigest(), written
 
+    def _store_compressed(self, path: Path, src: Any, first: bytes, packed: Path) -> tuple[str, str, int] | None:
+        """(sha256 of the content, sha256 of the stored bytes, stored size) of the file written zstd-compressed
+        to packed, or None, with nothing written, when the first chunk or the whole file shrinks too little."""
+        content, stored = hashlib.sha256(first), hashlib.sha256()
+        compressor = zstandard.ZstdCompressor(level=self.zstd_level).compressobj()
+        try:
+            # The first chunk as a complete zstd block: its size says whether compressing the rest pays.
+            head = compressor.compress(first) + compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            if len(head) > len(first) * (1 - COMPRESS_MIN_GAIN):
+                return None
+            read, written = len(first), len(head)
+            stored.update(head)
+            with packed.open("wb") as out:
+                out.write(head)
+                while chunk := src.read(CHUNK):
+                    content.update(chunk)
+                    read += len(chunk)
+                    if block := compressor.compress(chunk):
+                        stored.update(block)
+                        out.write(block)
+                        written += len(block)
+                block = compressor.flush()
+                stored.update(block)
+                out.write(block)
+                written += len(block)
+        except zstandard.ZstdError as exc:
+            raise BackupError(f"zstd {path}: {exc}") from exc
+        if written > read * (1 - COMPRESS_MIN_GAIN):
+            packed.unlink()
+            return None
+        return content.hexdigest(), stored.hexdigest(), written
+
     def write_manifest(self, snapshot_id: str, sources: list[dict[str, Any]], skipped: list[str]) -> None:
-        """The manifest, then every file and directory of the snapshot durable (new files were fsynced)."""
+        """The manifest, then every file and directory of the snapshot durable: one syncfs of the backup
+        filesystem (a journal commit and the new data's write-back) instead of an fsync per file and directory."""
         manifest = {"id": snapshot_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "sources": sources, "skipped": skipped, "files": self.entries}
-        with (self.root / MANIFEST).open("w", encoding="utf-8") as out:
-            out.write(json.dumps(manifest, indent=1) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        for directory in sorted(self._dirs, reverse=True):
-            fsync_dir(directory)
+        # Compact: json's C encoder (indent= takes the pure-Python one, ten times slower on big manifests).
+        (self.root / MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n", encoding="utf-8")
+        sync_filesystem(self.root)
 
 
 def sqlite_signature(path: Path) -> dict[str, Any]:
@@ -439,6 +482,10 @@ def _sqlite_backup(src: Path, dst: Path) -> None:
     try:
         target = sqlite3.connect(dst)
         try:
+            # A scratch copy: no journal and no fsync of its own (half the copy's time); the snapshot is made
+            # durable as a whole before it gets its name, and a failed copy is thrown away.
+            target.execute("PRAGMA journal_mode=OFF")
+            target.execute("PRAGMA synchronous=OFF")
             source.backup(target)
         finally:
             target.close()
@@ -1289,6 +1336,9 @@ COMMANDS = {"run": cmd_run, "restore": cmd_restore, "list": cmd_list, "verify": 
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    # rclone links tcell, whose init builds a Unicode width table unless told not to: a third of the CPU an rclone
+    # start costs before its crypt key derivation (perf), paid by every rclone process of a run.
+    os.environ.setdefault("TCELL_MINIMIZE", "1")
     # Snapshots are root's alone; restored directories get ordinary modes (files get their recorded ones).
     os.umask(0o022 if args.command == "restore" else 0o077)
     try:
