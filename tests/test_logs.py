@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,20 @@ def test_the_stack_refuses_half_of_the_logs_part(role_preflight: PreflightRunner
     clash = role_preflight("stack", {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images,
                                      "stack_loki_port": 8086})
     assert clash.returncode != 0 and "all must be distinct port numbers" in clash.stdout
+
+
+# --- the e2e job's Loki check (tests/e2e/check_platform.py logs) ------------------------------------------------
+
+def test_the_e2e_check_counts_the_lines_of_a_loki_answer_and_nothing_else() -> None:
+    sys.path.append(str(REPO / "tests" / "e2e"))
+    import check_platform
+
+    answer = {"status": "success", "data": {"resultType": "streams", "result": [
+        {"stream": {"service": "mosquitto"}, "values": [["1764000000000000000", "New client connected"],
+                                                        ["1764000001000000000", "Client verify disconnected"]]},
+        {"stream": {"service": "mosquitto", "stream": "stderr"}, "values": [["1764000002000000000", "warning"]]}]}}
+    assert check_platform.loki_lines(json.dumps(answer)) == [
+        "New client connected", "Client verify disconnected", "warning"]
+    assert check_platform.loki_lines(json.dumps({**answer, "data": {"result": []}})) == []
+    assert check_platform.loki_lines(json.dumps({"status": "error", "error": "parse error"})) == []
+    assert check_platform.loki_lines("Loki is starting up") == []

@@ -9,6 +9,7 @@ as it passes or fails, and exits non-zero when one failed:
     check_platform.py check --alerts alerts.jsonl                   # publish, then every assertion
     check_platform.py counts --out before.json                      # points per bucket (before a backup)
     check_platform.py counts --compare before.json                  # after the restore: the same counts
+    check_platform.py logs                                          # the logs part: Loki holds the platform's lines
 
 Services listen on the box's loopback (InfluxDB, Grafana); requests to them run inside the box (docker exec,
 with the box's python3) and secrets go through stdin, never the command line. MQTT goes from here to the box's
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -96,6 +98,19 @@ TELEGRAF_PARSE_ERROR = re.compile(r"\bE! .*(pars|invalid|unmarshal|json)", re.IG
 
 def telegraf_parse_errors(log: str) -> list[str]:
     return [line for line in log.splitlines() if TELEGRAF_PARSE_ERROR.search(line)]
+
+
+def loki_lines(body: str) -> list[str]:
+    """The log lines of a Loki query_range answer (every stream), or [] for anything but a successful one."""
+    try:
+        answer = json.loads(body)
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        return []
+    result = answer.get("data", {}).get("result", [])
+    return [str(value[1]) for stream in result if isinstance(stream, dict)
+            for value in stream.get("values", []) if isinstance(value, list) and len(value) == 2]
 
 
 def readings(device: dict[str, str], start: datetime, count: int, critical_at: Sequence[int]) -> list[dict[str, Any]]:
@@ -346,6 +361,38 @@ def check(args: argparse.Namespace) -> int:
     return report.summary()
 
 
+def logs(args: argparse.Namespace) -> int:
+    """The logs part (mov_logs_enabled): Alloy shipped the containers' and the journal's lines to Loki."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+
+    def ready() -> tuple[bool, str]:
+        status, body = box.http("GET", f"{args.loki}/ready")
+        return status == 200, f"{status} {body.strip()[:200]}"
+
+    report.check("Loki is ready", *wait_until(ready, args.timeout))
+
+    def lines_of(selector: str) -> Callable[[], tuple[bool, str]]:
+        def probe() -> tuple[bool, str]:
+            query = urllib.parse.urlencode({"query": selector, "since": "30m", "limit": "20"})
+            status, body = box.http("GET", f"{args.loki}/loki/api/v1/query_range?{query}")
+            found = loki_lines(body)
+            return bool(found), f"{status}: {len(found)} line(s); {found[:2] or body[:200]}"
+        return probe
+
+    for service in args.services:
+        report.check(f"Loki returns lines of the {service} container (Alloy, Docker socket)",
+                     *wait_until(lines_of(f'{{source="docker", service="{service}"}}'), args.timeout))
+    report.check("Loki returns lines of the host's journal (Alloy, systemd journal)",
+                 *wait_until(lines_of('{source="journal"}'), args.timeout))
+
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/datasources/uid/mov-loki/health", auth)
+    report.check("Grafana's Loki datasource is healthy", status == 200 and '"OK"' in body, f"{status} {body[:300]}")
+    return report.summary()
+
+
 def _basic(user: str, password: str) -> str:
     import base64
 
@@ -422,12 +469,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = p_counts.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path)
     target.add_argument("--compare", type=Path)
+    p_logs = sub.add_parser("logs", parents=[common], help="the logs part: Loki holds the platform's lines")
+    p_logs.add_argument("--loki", default="http://127.0.0.1:3100")
+    p_logs.add_argument("--grafana", default="http://127.0.0.1:3000")
+    p_logs.add_argument("--services", nargs="+", default=["mosquitto", "analytics"],
+                        help="compose services whose lines Loki must return")
+    p_logs.add_argument("--timeout", type=float, default=120, help="seconds to wait for each outcome")
     args = parser.parse_args(argv)
     if args.command == "receive":
         serve(args.port, args.out)
         return 0
     if args.command == "check":
         return check(args)
+    if args.command == "logs":
+        return logs(args)
     return counts(args)
 
 
