@@ -21,7 +21,10 @@ Then, with roles/backup/files/mov-backup.py itself (imported, not copied) and an
 InfluxDB's part is generated as files under a `tree` source (no InfluxDB here), so the run measures the same
 storage path the `influx backup` output takes. `full_over_tar_zstd` = tar_zstd_s / full_s (>= 0.5: the full
 backup takes at most twice the plain archive); `incremental_over_full` = incremental_s / full_s (<= 0.10).
-The last line printed is one JSON object.
+Next to each wall-clock figure: the CPU seconds (user + sys of this process, its threads and its waited-for
+children: rclone, tar, zstd), their ratios and the 1-minute load average before and after, since the wall clock
+of a shared machine says as much about the other work as about the backup. The last line printed is one JSON
+object.
 """
 
 from __future__ import annotations
