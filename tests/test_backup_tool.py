@@ -5,6 +5,8 @@ The off-site path (rclone crypt) is exercised on the box by `molecule test -s ba
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -214,3 +216,21 @@ def test_compression_is_decided_on_the_first_chunk_and_checked_on_the_whole(
     assert tool.main(["--config", config, "restore", "--force"]) == 0
     for name, content in files.items():
         assert (config_dir / name).read_bytes() == content
+
+
+def test_a_write_back_error_fails_the_run_and_leaves_no_snapshot(
+    tool: ModuleType, platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FailingLibc:
+        @staticmethod
+        def syncfs(fd: int) -> int:
+            os.fstat(fd)  # an open descriptor, as the real call needs
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+    monkeypatch.setattr(tool, "_LIBC", FailingLibc())
+    assert tool.main(["--config", platform["config"], "run"]) == 1
+    assert tool.snapshot_ids(platform["backups"]) == []
+    assert list(platform["backups"].glob(".partial-*")) == []
+    status = json.loads(Path(platform["tmp"] / "status.json").read_text())
+    assert status["result"] == "failed" and "syncfs" in status["error"] and "Input/output error" in status["error"]

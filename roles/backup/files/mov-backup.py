@@ -241,22 +241,20 @@ def fsync_dir(path: Path) -> None:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def sync_filesystem(path: Path) -> None:
-    """Everything written so far to path's filesystem on disk (syncfs(2); os.sync() where libc lacks it).
+def sync_filesystem(fd: int, path: Path) -> None:
+    """Everything written so far to the filesystem of fd (a directory, path) on disk: syncfs(2), or os.sync()
+    where libc lacks it.
 
-    Linux reports a write-back error of any file of that filesystem since the last syncfs through its return.
+    syncfs reports a write-back error of any file of that filesystem that happened since fd was opened, so fd must
+    be opened before the first write it answers for.
     """
     syncfs = getattr(_LIBC, "syncfs", None)
     if syncfs is None:
         os.sync()
         return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise BackupError(f"syncfs {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise BackupError(f"syncfs {path}: {os.strerror(err)}")
 
 
 # --- snapshot --------------------------------------------------------------------------------------
@@ -427,13 +425,11 @@ class SnapshotWriter:
         return content.hexdigest(), stored.hexdigest(), written
 
     def write_manifest(self, snapshot_id: str, sources: list[dict[str, Any]], skipped: list[str]) -> None:
-        """The manifest, then every file and directory of the snapshot durable: one syncfs of the backup
-        filesystem (a journal commit and the new data's write-back) instead of an fsync per file and directory."""
+        """The manifest (the caller makes the snapshot durable)."""
         manifest = {"id": snapshot_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "sources": sources, "skipped": skipped, "files": self.entries}
         # Compact: json's C encoder (indent= takes the pure-Python one, ten times slower on big manifests).
         (self.root / MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n", encoding="utf-8")
-        sync_filesystem(self.root)
 
 
 def sqlite_signature(path: Path) -> dict[str, Any]:
@@ -536,9 +532,17 @@ def take_snapshot(cfg: Config) -> tuple[str, int, int]:
 
 
 def _fill_snapshot(cfg: Config, snapshot_id: str, partial: Path, previous: Path | None) -> tuple[str, int, int]:
-    writer = SnapshotWriter(partial, previous, cfg.zstd_level)
-    sources, skipped = _add_sources(cfg, writer)
-    writer.write_manifest(snapshot_id, sources, skipped)
+    # Durability: one syncfs of the backup filesystem (a journal commit and the new data's write-back) before the
+    # snapshot gets its name, instead of an fsync per file and directory. Opened before the first file is
+    # written, so that syncfs reports any write-back error of the snapshot's files.
+    sync_fd = os.open(partial, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        writer = SnapshotWriter(partial, previous, cfg.zstd_level)
+        sources, skipped = _add_sources(cfg, writer)
+        writer.write_manifest(snapshot_id, sources, skipped)
+        sync_filesystem(sync_fd, partial)
+    finally:
+        os.close(sync_fd)
     partial.rename(cfg.backup_dir / snapshot_id)
     fsync_dir(cfg.backup_dir)
     size = sum(e["size"] for e in writer.entries)
