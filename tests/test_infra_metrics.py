@@ -42,10 +42,11 @@ def _telegraf(host_dir: Path) -> dict[str, Any]:
 
 @functools.cache
 def rendered_without_infra() -> Path:
-    """staging rendered once more with the switch off (its stack runs Telegraf)."""
+    """staging rendered once more with the switch off (its stack runs Telegraf); only the roles the switch reaches."""
     ws = workspace()
     dest = ws.root / "render" / "staging-no-infra"
-    ws.render("staging", dest, "-e", "mov_infra_metrics_enabled=false")
+    ws.render("staging", dest, "-e", json.dumps({"mov_infra_metrics_enabled": False,
+                                                 "render_roles": ["telegraf", "influxdb", "grafana", "stack"]}))
     (host_dir,) = [p for p in dest.iterdir() if p.is_dir()]
     return host_dir
 
