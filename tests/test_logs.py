@@ -130,6 +130,7 @@ def test_alloy_reads_the_project_containers_and_the_journal_into_loki_on_the_int
     assert alloy_references(text) <= components, alloy_references(text) - components
     assert 'values = ["com.docker.compose.project=mov"]' in text
     assert text.count('host          = "unix:///var/run/docker.sock"') == 1
+    assert 'refresh_interval = "15s"' in text
     assert 'url = "http://loki:3100/loki/api/v1/push"' in text
     assert 'labels        = {source = "docker", host = "mov-staging-1"}' in text
     assert 'labels        = {source = "journal", host = "mov-staging-1"}' in text
