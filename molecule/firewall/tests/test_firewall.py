@@ -101,6 +101,7 @@ def test_ufw_is_active_with_a_closed_default(host) -> None:  # type: ignore[no-u
     status = host.check_output("ufw status verbose")
     assert "Status: active" in status
     assert "deny (incoming)" in status
+    assert "allow (outgoing)" in status
     assert "deny (routed)" in status
 
 
