@@ -70,12 +70,14 @@ def workspace(root: Path, address: str, user: str, key: Path, known_hosts: Path)
     (local / "group_vars" / "mov" / "zz-bench.yml").write_text("---\nmov_preflight_min_disk_gb: 0\n")
 
 
-def playbook(root: Path) -> tuple[float, dict[str, int]]:
+def playbook(root: Path, log: Path | None = None) -> tuple[float, dict[str, int]]:
     env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     started = time.monotonic()
     result = subprocess.run(["ansible-playbook", "site.yml", "-i", "inventories/local"], cwd=root, env=env,
                             text=True, capture_output=True)
     elapsed = time.monotonic() - started
+    if log is not None:  # the run's output, with ansible.cfg's profile_tasks summary of the slowest tasks
+        log.write_text(result.stdout + result.stderr)
     counts = {"ok": 0, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 0}
     for line in result.stdout.splitlines():
         if (m := RECAP.match(line)) and m.group(1) != "localhost":
@@ -90,7 +92,9 @@ def playbook(root: Path) -> tuple[float, dict[str, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--keep", action="store_true", help="reuse a running box instead of a fresh one")
+    parser.add_argument("--keep", action="store_true",
+                        help="reuse a running box instead of a fresh one (already deployed: both runs are no-ops)")
+    parser.add_argument("--log-dir", type=Path, help="write each run's output there (fresh.log, noop.log)")
     args = parser.parse_args()
     if not args.keep:
         box.destroy()
@@ -101,10 +105,16 @@ def main() -> int:
         root, known_hosts = Path(tmp) / "repo", Path(tmp) / "known_hosts"
         root.mkdir()
         # The local env's generated secrets (if any) come along, so both runs use the same ones.
-        workspace(root, address, "root", key, known_hosts)
-        fresh_s, _ = playbook(root)
+        # A kept box that a first run already hardened takes no root login: both runs use the admin account.
+        deployed = args.keep and subprocess.run(["docker", "exec", box.CONTAINER, "id", "mov"],
+                                                capture_output=True).returncode == 0
+        workspace(root, address, "mov" if deployed else "root", key, known_hosts)
+        logs = {name: args.log_dir / f"{name}.log" if args.log_dir else None for name in ("fresh", "noop")}
+        if args.log_dir:
+            args.log_dir.mkdir(parents=True, exist_ok=True)
+        fresh_s, _ = playbook(root, logs["fresh"])
         workspace(root, address, "mov", key, known_hosts)
-        noop_s, counts = playbook(root)
+        noop_s, counts = playbook(root, logs["noop"])
     tasks = counts["ok"] + counts["changed"] + counts["failed"] + counts["skipped"]
     figures = {"fresh_s": round(fresh_s, 1), "noop_s": round(noop_s, 1), "tasks": tasks,
                "changed_on_second": counts["changed"], "s_per_task": round(noop_s / max(tasks, 1), 3)}
