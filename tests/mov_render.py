@@ -7,18 +7,37 @@ vault or a secrets file, or override the tree, without touching the checkout. Re
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 ENVS = ("local", "staging", "prod")
 VAULT_PASSWORD = "test-only-vault-password"
+
+
+def resolved(variable: str, *extra: str) -> Any:
+    """The local env's value of a variable as Ansible resolves the config tree (nothing runs on a host); extra are
+    ansible's own arguments, e.g. "-e", '{"mov_logs_enabled": true}'."""
+    result = subprocess.run(
+        ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", f"var={variable}",
+         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+             "ANSIBLE_STDOUT_CALLBACK": "json"},
+    )
+    # One JSON document among the other callbacks' lines (profile_tasks prints around it).
+    start = result.stdout.index("{\n")
+    document = json.JSONDecoder().raw_decode(result.stdout[start:])[0]
+    return document["plays"][0]["tasks"][0]["hosts"]["mov-box"][variable]
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,7 @@ the local env: the cron role's list (backup, restore drill, report) and the inpu
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from typing import Any
-
-from mov_render import REPO
-
-
-def resolved(variable: str, *extra: str) -> Any:
-    result = subprocess.run(
-        ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", f"var={variable}",
-         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-             "ANSIBLE_STDOUT_CALLBACK": "json"},
-    )
-    # One JSON document among the other callbacks' lines (profile_tasks prints around it).
-    start = result.stdout.index("{\n")
-    document = json.JSONDecoder().raw_decode(result.stdout[start:])[0]
-    return document["plays"][0]["tasks"][0]["hosts"]["mov-box"][variable]
+from mov_render import resolved
 
 
 def test_backup_drill_and_report_are_the_cron_roles() -> None:

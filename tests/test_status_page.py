@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import http.server
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from host_script import load_script
+from mov_render import resolved
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATOR = REPO / "roles" / "status_page" / "files" / "mov-status-page.py"
@@ -323,23 +323,12 @@ def test_screenshot_shows_the_state(gen: ModuleType, tmp_path: Path) -> None:
 # --- the config tree: the minute job and the role's place -----------------------------------------------
 
 def test_the_page_is_written_every_minute_and_can_be_switched_off() -> None:
-    def var(name: str, *extra: str) -> Any:
-        result = subprocess.run(
-            ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", f"var={name}",
-             "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-                 "ANSIBLE_STDOUT_CALLBACK": "json"})
-        # The JSON document, between the timing callback's lines (ansible.cfg's callbacks).
-        document, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("{"):])
-        return document["plays"][0]["tasks"][0]["hosts"]["mov-box"][name]
-
     # The role owns its job (roles/status_page/tasks/run.yml, through the cron role's jobs entry point), so the
     # host's cron role never schedules it before the generator exists.
-    assert "status-page" not in {job["name"] for job in var("cron_jobs")}
-    assert var("status_page_schedule") == "* * * * *"
-    assert var("status_page_enabled") is True
-    assert var("status_page_enabled", "-e", '{"mov_status_page_enabled": false}') is False
+    assert "status-page" not in {job["name"] for job in resolved("cron_jobs")}
+    assert resolved("status_page_schedule") == "* * * * *"
+    assert resolved("status_page_enabled") is True
+    assert resolved("status_page_enabled", "-e", '{"mov_status_page_enabled": false}') is False
 
 
 def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
