@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import PreflightRunner, ansible_env
-from mov_render import REPO, rendered, workspace
+from mov_render import REPO, rendered, resolved, workspace
 
 ALLOY_COMPONENTS = {
     ("discovery.docker", "containers"), ("loki.relabel", "containers"), ("loki.source.docker", "containers"),
@@ -103,6 +103,14 @@ def test_nothing_of_the_logs_part_is_public() -> None:
     assert main["mov_public_tcp_ports"] == [80, 443, 8883]
     assert main["mov_docker_public_tcp_ports"] == [8883]
 
+
+
+def test_the_stack_movctl_and_the_update_know_loki_and_alloy_when_on() -> None:
+    # The local env runs mosquitto and analytics; movctl start/stop/logs and update's "what changes" read the same list.
+    on = ("-e", '{"mov_logs_enabled": true}')
+    assert resolved("mov_compose_services") == ["mosquitto", "analytics"]
+    assert resolved("movctl_services", *on) == resolved("stack_services", *on) == ["mosquitto", "analytics", "loki",
+                                                                                    "alloy"]
 
 # --- switched on: the render preview --------------------------------------------------------------------------
 
