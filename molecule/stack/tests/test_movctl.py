@@ -164,13 +164,21 @@ def test_not_installed_exit_code(host) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_cleanup(host) -> None:  # type: ignore[no-untyped-def]
-    # side_effect left the broken analytics image (never a release); a stopped container of the project and one
-    # of something else.
+    # side_effect left the broken analytics image (never a release). Here: mosquitto stopped by the operator, a
+    # one-off container of a current service, one of a service the compose file no longer has, one put in the
+    # project by hand without compose's labels, and another project's stopped container.
     assert host.run(f"docker image inspect {BROKEN_IMAGE}").rc == 0
-    host.run("docker rm -f movctl-stopped movctl-other")
-    host.check_output("docker create --name movctl-stopped --label com.docker.compose.project=mov "
-                      "mov/mosquitto:2.0.21 true")
+    strays = ("movctl-oneoff", "movctl-oldservice", "movctl-stopped", "movctl-other")
+    host.run(f"docker rm -f {' '.join(strays)}")
+    project = "--label com.docker.compose.project=mov"
+    host.check_output(f"docker create --name movctl-oneoff {project} --label com.docker.compose.service=mosquitto "
+                      "--label com.docker.compose.oneoff=True mov/mosquitto:2.0.21 true")
+    host.check_output(f"docker create --name movctl-oldservice {project} --label com.docker.compose.service=telegraf "
+                      "--label com.docker.compose.oneoff=False mov/mosquitto:2.0.21 true")
+    host.check_output(f"docker create --name movctl-stopped {project} mov/mosquitto:2.0.21 true")
     host.check_output("docker create --name movctl-other mov/mosquitto:2.0.21 true")
+    stopped = movctl(host, "stop", "mosquitto")
+    assert stopped.rc == 0, stopped.stderr
     volumes = host.check_output("docker volume ls -q")
 
     dry = movctl(host, "cleanup", "--dry-run", "--json")
@@ -178,19 +186,25 @@ def test_cleanup(host) -> None:  # type: ignore[no-untyped-def]
     plan = as_json(dry)
     assert BROKEN_IMAGE in plan["images"]
     assert "mov/analytics:0.1.0" not in plan["images"] and "mov/mosquitto:2.0.21" not in plan["images"]
-    assert "movctl-stopped" in plan["containers"] and "movctl-other" not in plan["containers"]
+    assert sorted(plan["containers"]) == ["movctl-oldservice", "movctl-oneoff", "movctl-stopped"]
     assert plan["removed_images"] == [] and host.run(f"docker image inspect {BROKEN_IMAGE}").rc == 0
 
     done = movctl(host, "cleanup")
     assert done.rc == 0, done.stdout + done.stderr
     assert host.run(f"docker image inspect {BROKEN_IMAGE}").rc != 0
-    assert host.run("docker container inspect movctl-stopped").rc != 0
+    for gone in ("movctl-oneoff", "movctl-oldservice", "movctl-stopped"):
+        assert host.run(f"docker container inspect {gone}").rc != 0, gone
     assert host.run("docker container inspect movctl-other").rc == 0
+    # The service the operator stopped is still there, stopped, and comes back as it was.
+    assert host.check_output("docker inspect -f '{{.State.Status}}' mov-mosquitto-1") == "exited"
     for image in ("mov/analytics:0.1.0", "mov/mosquitto:2.0.21"):
         assert host.run(f"docker image inspect {image}").rc == 0, image
     assert host.check_output("docker volume ls -q") == volumes
     host.run("docker rm -f movctl-other")
-    assert wait_all_healthy(host, timeout=10)["ok"]
+    # All of them: whether compose's stop also stopped mosquitto's dependants is compose's business.
+    started = movctl(host, "start")
+    assert started.rc == 0, started.stdout + started.stderr
+    assert wait_all_healthy(host)["ok"]
 
 
 def test_scripts_movctl_reaches_the_box_with_docker_exec(tmp_path: Path) -> None:
