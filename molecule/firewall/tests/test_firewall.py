@@ -1,42 +1,26 @@
 """What the world sees of a host behind the firewall role, Docker included.
 
-The prober is a container on a network this test creates with a non-private
-subnet (198.18.0.0/24, the benchmarking range): a prober on 172.x would be
-let in by the private-source whitelists some fixes use, and would lie.
+The prober (molecule/prober.py) is a container on a network this test creates
+with a non-private subnet (198.18.0.0/24): a prober on 172.x would be let in
+by the private-source whitelists some fixes use, and would lie.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 from collections.abc import Iterator
 
 import pytest
+from prober import Prober
 
-PROBE_NET = "mov-probe"
-PROBE_SUBNET = "198.18.0.0/24"
-BOX_ADDR = "198.18.0.10"
 BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'firewall')}"
-PROBER_IMAGE = os.environ.get("MOV_BOX_IMAGE", "mov/box:trixie")
+PROBER = Prober(network="mov-probe", subnet="198.18.0.0/24", box_address="198.18.0.10", box=BOX)
 
 # Host services the prepare of this test starts on the box: open and closed ports alike.
 HOST_LISTENERS = (22, 80, 443, 9100)  # 22 stands in for sshd, not installed in this scenario
 PRIVATE_CONTAINER_PORT = 8080   # published by a container, not in the public list
 PUBLIC_CONTAINER_PORT = 8883    # published by a container, in firewall_docker_public_tcp_ports
-
-PROBE_SCRIPT = f"""
-import socket, sys
-for port in map(int, sys.argv[1:]):
-    s = socket.socket(); s.settimeout(2)
-    try:
-        s.connect(({BOX_ADDR!r}, port)); print(port, "open")
-    except OSError as exc:
-        print(port, "closed", type(exc).__name__)
-    finally:
-        s.close()
-"""
-
 
 LISTENER_SCRIPT = """
 import socket, sys, threading
@@ -52,27 +36,15 @@ for port in sys.argv[1:]:
 """
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
-
-
 def probe(*ports: int) -> dict[int, bool]:
     """Connect from outside (the prober container) to each port of the box."""
-    out = docker("run", "--rm", "--network", PROBE_NET, PROBER_IMAGE,
-                 "python3", "-c", PROBE_SCRIPT, *map(str, ports)).stdout
-    result = {int(line.split()[0]): line.split()[1] == "open" for line in out.splitlines()}
-    assert set(result) == set(ports), out
-    return result
+    return PROBER.probe(*ports)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def probe_network() -> Iterator[None]:
-    docker("network", "rm", PROBE_NET, check=False)
-    docker("network", "create", "--subnet", PROBE_SUBNET, PROBE_NET)
-    docker("network", "connect", "--ip", BOX_ADDR, PROBE_NET, BOX)
-    yield
-    docker("network", "disconnect", "-f", PROBE_NET, BOX, check=False)
-    docker("network", "rm", PROBE_NET, check=False)
+    with PROBER.attached():
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prober import Prober
 
 BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'stack')}"
 REPO = Path(__file__).resolve().parents[3]
@@ -21,23 +22,7 @@ COMPOSE = "docker compose -f /opt/mov/compose.yaml"
 MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
 ANALYTICS_IMAGE = "mov/analytics:0.1.0"
 DOUBLE = "mov-test-influx-double"
-PROBE_NET = "mov-stack-probe"
-PROBE_SUBNET = "198.18.1.0/24"
-BOX_ADDR = "198.18.1.10"
-PROBER_IMAGE = os.environ.get("MOV_BOX_IMAGE", "mov/box:trixie")
-
-PROBE_SCRIPT = f"""
-import socket, sys
-for port in map(int, sys.argv[1:]):
-    s = socket.socket(); s.settimeout(2)
-    try:
-        s.connect(({BOX_ADDR!r}, port)); print(port, "open")
-    except OSError as exc:
-        print(port, "closed", type(exc).__name__)
-    finally:
-        s.close()
-"""
-
+PROBER = Prober(network="mov-stack-probe", subnet="198.18.1.0/24", box_address="198.18.1.10", box=BOX)
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
@@ -93,20 +78,12 @@ def influx_double(host) -> Iterator[None]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def probe_network() -> Iterator[None]:
-    docker("network", "rm", PROBE_NET, check=False)
-    docker("network", "create", "--subnet", PROBE_SUBNET, PROBE_NET)
-    docker("network", "connect", "--ip", BOX_ADDR, PROBE_NET, BOX)
-    yield
-    docker("network", "disconnect", "-f", PROBE_NET, BOX, check=False)
-    docker("network", "rm", PROBE_NET, check=False)
+    with PROBER.attached():
+        yield
 
 
 def probe(*ports: int) -> dict[int, bool]:
-    out = docker("run", "--rm", "--network", PROBE_NET, PROBER_IMAGE,
-                 "python3", "-c", PROBE_SCRIPT, *map(str, ports)).stdout
-    result = {int(line.split()[0]): line.split()[1] == "open" for line in out.splitlines()}
-    assert set(result) == set(ports), out
-    return result
+    return PROBER.probe(*ports)
 
 
 def test_every_service_runs_healthy_from_the_bundle_images(host) -> None:  # type: ignore[no-untyped-def]
