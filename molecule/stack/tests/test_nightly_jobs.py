@@ -83,7 +83,7 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
     # to the current release's record (neither the link nor its target may go).
     release = host.check_output("ls -d /opt/mov/releases/*/release.json | tail -n 1")
     host.check_output(
-        f"rm -rf {REPORTS} && mkdir -p {REPORTS}/2019 && cd {REPORTS} && "
+        f"find {REPORTS} -mindepth 1 -delete && mkdir {REPORTS}/2019 && cd {REPORTS} && "
         "touch -d '400 days ago' report-2019-01-06.html 2019/report-2019-01-13.pdf notes.txt && "
         f"touch report-recent.html && ln -s {release} report-link.json && touch -h -d '400 days ago' report-link.json")
     release_before = host.file(release).content_string
@@ -119,7 +119,8 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
 def secrets_of_the_converge(host) -> list[str]:  # type: ignore[no-untyped-def]
     variables = yaml.safe_load((SCENARIO / "vars" / "stack.yml").read_text())
     values = list(variables["mosquitto_passwords"].values())
-    values += [variables["stack_analytics_mqtt_password"], variables["stack_verify_mqtt_password"]]
+    values += [variables["stack_analytics_mqtt_password"], variables["stack_verify_mqtt_password"],
+               variables["report_smtp_password"]]
     values.append(host.file("/opt/mov/analytics/secrets/influxdb.token").content_string.strip())
     return [v for v in values if v]
 
@@ -147,5 +148,24 @@ def test_the_status_page_job_writes_the_box_state(host) -> None:  # type: ignore
 
     text = html + host.file(f"{PAGE}/status.json").content_string
     secrets = secrets_of_the_converge(host)
-    assert len(secrets) >= 6
+    assert len(secrets) >= 7
     assert [s for s in secrets if s in text] == []
+
+
+def test_the_report_role_gives_the_images_user_its_directories_and_mail_secret(host) -> None:  # type: ignore[no-untyped-def]
+    expected = {"/opt/mov/report": 0o750, REPORTS: 0o750, "/opt/mov/report/secrets": 0o700}
+    for path, mode in expected.items():
+        d = host.file(path)
+        assert d.is_directory and (d.uid, d.gid, d.mode) == (10001, 10001, mode), path
+    secret = host.file("/opt/mov/report/secrets/smtp.password")
+    assert (secret.uid, secret.gid, secret.mode) == (10001, 10001, 0o400)
+    variables = yaml.safe_load((SCENARIO / "vars" / "stack.yml").read_text())
+    assert secret.content_string == variables["report_smtp_password"] + "\n"
+    # The image's own user reads the secret and writes a report, with the mounts the weekly job gives its container
+    # (mov_report_command in group_vars/all/report.yml; the job itself needs InfluxDB, not in this subset).
+    mounts = "-v /opt/mov/report/out:/reports -v /opt/mov/report/secrets:/run/report-secrets:ro"
+    probe = host.run(f"docker run --rm {mounts} --entrypoint sh mov/analytics:0.1.0 -c 'test \"$(id -u)\" = 10001 && "
+                     "cat /run/report-secrets/smtp.password >/dev/null && touch /reports/report-probe.html'")
+    assert probe.rc == 0, probe.stdout + probe.stderr
+    assert host.file(f"{REPORTS}/report-probe.html").uid == 10001
+    host.check_output(f"rm {REPORTS}/report-probe.html")
