@@ -190,3 +190,37 @@ def test_extra_fields_are_kept() -> None:
 ])
 def test_topic_layout(topic: str, reason: str) -> None:
     assert reason_of(encode(PLATFORM_PAYLOAD), topic=topic) == reason
+
+
+NS_NOW = int(NOW) * 10**9
+
+
+@pytest.mark.parametrize("raw", [
+    encode(PLATFORM_PAYLOAD),
+    encode(payload(timestamp=NS_NOW - 5)),                                   # epoch ns (the fast path's own)
+    encode(payload(timestamp=NOW - 1.5)),                                    # float seconds
+    encode(payload(fields={"temperatura_c": 23, "umidade": -1, "pressao": 0})),  # integers become floats
+    encode(payload(fields={"temperatura_c": 1e12, "umidade": -1e12})),       # on max_abs_value
+    encode(payload(fields={"temperatura_c": 23.5, "vibracao": 0.02})),
+    encode(payload(tags={"dispositivo": "sensor_001", "localizacao": "sala " + "é" * 200, "tipo": "t" * 256,
+                         "cliente": "industria_abc"})),
+    json.dumps(PLATFORM_PAYLOAD, indent=2, ensure_ascii=False).encode(),
+    b'{"timestamp":1,"timestamp":"2024-01-15T10:30:00Z",' + encode(PLATFORM_PAYLOAD)[1:].split(b',', 1)[1],
+])
+def test_the_fast_path_reads_what_the_full_validation_reads(raw: bytes) -> None:
+    # parse() first tries a typed decode (msgspec) and falls back to the full validation (_parse_doc) for
+    # anything unusual; on an accepted reading the two must agree, value types included.
+    v = validator()
+    fast = v.parse(TOPIC, raw)
+    full = v._parse_doc(TOPIC, json.loads(raw))
+    assert fast == full
+    assert [type(x) for x in fast.fields.values()] == [float] * len(fast.fields)
+
+
+def test_the_fast_path_keeps_the_configured_field_ranges() -> None:
+    ranged: dict[str, Any] = {"field_ranges": {"temperatura_c": (-50.0, 150.0)}}
+    assert reason_of(encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 150.5})), **ranged) == "out_of_range"
+    reading = validator(**ranged).parse(TOPIC, encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 150})))
+    assert reading.fields == {"temperatura_c": 150.0}
+    assert reason_of(encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 2.0})), max_abs_value=1.0) == \
+        "out_of_range"

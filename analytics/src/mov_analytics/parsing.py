@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from .config import ValidationConfig
@@ -110,6 +111,27 @@ def _depth(value: object, limit: int) -> int:
     return deepest + 1
 
 
+_Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_LENGTH)]
+
+
+class _Tags(msgspec.Struct, forbid_unknown_fields=True):
+    dispositivo: _Tag
+    localizacao: _Tag
+    tipo: _Tag
+    cliente: _Tag
+
+
+def _shape_decoder(limit: float) -> msgspec.json.Decoder[Any]:
+    """A decoder for the usual valid reading. Integer field values come out as floats, as _parse_doc makes
+    them; a float timestamp, an extra key or tag, a null: all fail here and take the full path."""
+    value = Annotated[float, msgspec.Meta(ge=-limit, le=limit)]
+    name = Annotated[str, msgspec.Meta(min_length=1)]
+    shape = msgspec.defstruct("_Shape", [("timestamp", int | str), ("tags", _Tags),
+                                         ("fields", Annotated[dict[name, value], msgspec.Meta(min_length=1)])],
+                              forbid_unknown_fields=True)
+    return msgspec.json.Decoder(shape)
+
+
 class Validator:
     def __init__(self, cfg: ValidationConfig, clock: Callable[[], float] = time.time) -> None:
         self._cfg = cfg
@@ -119,6 +141,7 @@ class Validator:
         self._max_past_s = cfg.max_past_s
         # |value| <= this bound implies finite, so the fast path needs no separate isfinite() call.
         self._finite_limit = cfg.max_abs_value if math.isfinite(cfg.max_abs_value) else sys.float_info.max
+        self._decoder = _shape_decoder(self._finite_limit)
 
     def _decode_slow(self, payload: bytes) -> object:
         """The payload orjson refused: the standard library tells the reasons apart on this (rare) path."""
@@ -144,54 +167,50 @@ class Validator:
         """Validate one message. Raises :class:`Rejected` with the reason when it is not a valid reading."""
         if len(payload) > self._max_payload_bytes:
             raise Rejected("oversize", f"{len(payload)} bytes > {self._max_payload_bytes}")
+        # Fast path for the usual shape of a valid reading: msgspec decodes and type-checks it in one pass in C
+        # (_Shape: exactly the three keys, exactly the four tags as 1..256 characters, fields a non-empty object
+        # of finite numbers within max_abs_value under non-empty names); the rest is checked below. Each
+        # condition is a subset of what the full validation (_parse_doc) accepts; anything else, including
+        # every rejection, goes through _parse_doc, which alone decides the reason.
         try:
-            doc = _loads(payload)
-        except (orjson.JSONDecodeError, RecursionError):
-            doc = self._decode_slow(payload)
-        # Fast path for the usual shape of a valid reading: the conditions below are each a subset of what
-        # the full validation (_parse_doc) accepts, checked with fewer calls and no copies. Anything else,
-        # including every rejection, goes through _parse_doc, which alone decides the reason.
-        if type(doc) is dict and len(doc) == 3:
-            tags = doc.get("tags")
-            values = doc.get("fields")
-            stamp = doc.get("timestamp")
-            if type(tags) is dict and len(tags) == 4 and type(values) is dict and values and stamp is not None:
-                cliente = tags.get("cliente")
-                dispositivo = tags.get("dispositivo")
-                localizacao = tags.get("localizacao")
-                tipo = tags.get("tipo")
-                parts = topic.split("/", 4)
-                if (type(cliente) is str and type(dispositivo) is str and type(localizacao) is str
-                        and type(tipo) is str
-                        and 0 < len(cliente) <= MAX_TAG_LENGTH and 0 < len(dispositivo) <= MAX_TAG_LENGTH
-                        and 0 < len(localizacao) <= MAX_TAG_LENGTH and 0 < len(tipo) <= MAX_TAG_LENGTH
-                        and cliente.isprintable() and dispositivo.isprintable() and localizacao.isprintable()
-                        and tipo.isprintable()
-                        and len(parts) >= 4 and parts[0] == "mov" and parts[1] == "dados"
-                        and parts[2] == cliente and parts[3] == dispositivo
-                        and self._plain_floats(values)):
-                    if type(stamp) is int and stamp >= _EPOCH_NS_MIN:
-                        now = self._clock()
-                        seconds = stamp / _NS
-                        if (abs(seconds - now) <= _YEAR_S and seconds <= now + self._max_future_s
-                                and seconds >= now - self._max_past_s):
-                            return Reading(stamp, cliente, dispositivo, localizacao, tipo, values)
-                    else:
-                        # Its rejections are the full path's too: everything it checks before the time passed.
-                        return Reading(self._timestamp(stamp), cliente, dispositivo, localizacao, tipo, values)
-        return self._parse_doc(topic, doc)
+            shape = self._decoder.decode(payload)
+        except msgspec.DecodeError:
+            return self._parse_doc(topic, self._load(payload))
+        tags = shape.tags
+        cliente = tags.cliente
+        dispositivo = tags.dispositivo
+        parts = topic.split("/", 4)
+        if (cliente.isprintable() and dispositivo.isprintable() and tags.localizacao.isprintable()
+                and tags.tipo.isprintable()
+                and len(parts) >= 4 and parts[0] == "mov" and parts[1] == "dados"
+                and parts[2] == cliente and parts[3] == dispositivo
+                and (not self._cfg.field_ranges or self._in_ranges(shape.fields))):
+            stamp = shape.timestamp
+            if type(stamp) is int and stamp >= _EPOCH_NS_MIN:
+                now = self._clock()
+                seconds = stamp / _NS
+                if (abs(seconds - now) <= _YEAR_S and seconds <= now + self._max_future_s
+                        and seconds >= now - self._max_past_s):
+                    return Reading(stamp, cliente, dispositivo, tags.localizacao, tags.tipo, shape.fields)
+            else:
+                # Its rejections are the full path's too: everything it checks before the time passed.
+                return Reading(self._timestamp(stamp), cliente, dispositivo, tags.localizacao, tags.tipo,
+                               shape.fields)
+        return self._parse_doc(topic, self._load(payload))
 
-    def _plain_floats(self, values: dict[str, Any]) -> bool:
-        """True when every field is a float within the limits under a non-empty name (kept as they are)."""
-        limit = self._finite_limit
+    def _load(self, payload: bytes) -> object:
+        try:
+            return _loads(payload)
+        except (orjson.JSONDecodeError, RecursionError):
+            return self._decode_slow(payload)
+
+    def _in_ranges(self, values: dict[str, float]) -> bool:
+        """True when every field with a configured range lies within it."""
         ranges = self._cfg.field_ranges
         for name, value in values.items():
-            if type(value) is not float or not name or not -limit <= value <= limit:  # NaN/inf fail too
+            bounds = ranges.get(name)
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
                 return False
-            if ranges:
-                bounds = ranges.get(name)
-                if bounds is not None and not bounds[0] <= value <= bounds[1]:
-                    return False
         return True
 
     def _parse_doc(self, topic: str, doc: object) -> Reading:
