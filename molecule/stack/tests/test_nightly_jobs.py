@@ -17,6 +17,8 @@ SCENARIO = Path(__file__).resolve().parent.parent
 REPORTS = "/opt/mov/report/out"
 OLD_IMAGE = "mov/mosquitto:0.0.1-nightly-old"
 PAGE = "/opt/mov/status-page"
+# The scenario's own variables (the converge's secrets among them), read once.
+VARIABLES: dict[str, Any] = yaml.safe_load((SCENARIO / "vars" / "stack.yml").read_text())
 
 
 def cron_command(host, name: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -117,10 +119,9 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
 
 
 def secrets_of_the_converge(host) -> list[str]:  # type: ignore[no-untyped-def]
-    variables = yaml.safe_load((SCENARIO / "vars" / "stack.yml").read_text())
-    values = list(variables["mosquitto_passwords"].values())
-    values += [variables["stack_analytics_mqtt_password"], variables["stack_verify_mqtt_password"],
-               variables["report_smtp_password"]]
+    values = list(VARIABLES["mosquitto_passwords"].values())
+    values += [VARIABLES["stack_analytics_mqtt_password"], VARIABLES["stack_verify_mqtt_password"],
+               VARIABLES["report_smtp_password"]]
     values.append(host.file("/opt/mov/analytics/secrets/influxdb.token").content_string.strip())
     return [v for v in values if v]
 
@@ -159,8 +160,7 @@ def test_the_report_role_gives_the_images_user_its_directories_and_mail_secret(h
         assert d.is_directory and (d.uid, d.gid, d.mode) == (10001, 10001, mode), path
     secret = host.file("/opt/mov/report/secrets/smtp.password")
     assert (secret.uid, secret.gid, secret.mode) == (10001, 10001, 0o400)
-    variables = yaml.safe_load((SCENARIO / "vars" / "stack.yml").read_text())
-    assert secret.content_string == variables["report_smtp_password"] + "\n"
+    assert secret.content_string == VARIABLES["report_smtp_password"] + "\n"
     # The image's own user reads the secret and writes a report, with the mounts the weekly job gives its container
     # (mov_report_command in group_vars/all/report.yml; the job itself needs InfluxDB, not in this subset).
     mounts = "-v /opt/mov/report/out:/reports -v /opt/mov/report/secrets:/run/report-secrets:ro"
