@@ -121,9 +121,11 @@ class _Tags(msgspec.Struct, forbid_unknown_fields=True):
     cliente: _Tag
 
 
-def _shape_decoder(limit: float) -> msgspec.json.Decoder[Any]:
+def _shape_decoder(max_abs_value: float) -> msgspec.json.Decoder[Any]:
     """A decoder for the usual valid reading. Integer field values come out as floats, as _parse_doc makes
     them; a float timestamp, an extra key or tag, a null: all fail here and take the full path."""
+    # |value| <= a finite bound implies finite: an infinite value (e.g. 1e400) fails here too.
+    limit = max_abs_value if math.isfinite(max_abs_value) else sys.float_info.max
     value = Annotated[float, msgspec.Meta(ge=-limit, le=limit)]
     name = Annotated[str, msgspec.Meta(min_length=1)]
     shape = msgspec.defstruct("_Shape", [("timestamp", int | str), ("tags", _Tags),
@@ -139,9 +141,7 @@ class Validator:
         self._max_payload_bytes = cfg.max_payload_bytes
         self._max_future_s = cfg.max_future_s
         self._max_past_s = cfg.max_past_s
-        # |value| <= this bound implies finite, so the fast path needs no separate isfinite() call.
-        self._finite_limit = cfg.max_abs_value if math.isfinite(cfg.max_abs_value) else sys.float_info.max
-        self._decoder = _shape_decoder(self._finite_limit)
+        self._decoder = _shape_decoder(cfg.max_abs_value)
 
     def _decode_slow(self, payload: bytes) -> object:
         """The payload orjson refused: the standard library tells the reasons apart on this (rare) path."""
