@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 SCENARIO = Path(__file__).resolve().parent.parent
-REPORTS = "/opt/mov/report/out"
+REPORT_DIR = "/opt/mov/report"
+REPORTS = f"{REPORT_DIR}/out"
 OLD_IMAGE = "mov/mosquitto:0.0.1-nightly-old"
 PAGE = "/opt/mov/status-page"
 # The scenario's own variables (the converge's secrets among them), read once.
@@ -154,16 +155,16 @@ def test_the_status_page_job_writes_the_box_state(host) -> None:  # type: ignore
 
 
 def test_the_report_role_gives_the_images_user_its_directories_and_mail_secret(host) -> None:  # type: ignore[no-untyped-def]
-    expected = {"/opt/mov/report": 0o750, REPORTS: 0o750, "/opt/mov/report/secrets": 0o700}
+    expected = {REPORT_DIR: 0o750, REPORTS: 0o750, f"{REPORT_DIR}/secrets": 0o700}
     for path, mode in expected.items():
         d = host.file(path)
         assert d.is_directory and (d.uid, d.gid, d.mode) == (10001, 10001, mode), path
-    secret = host.file("/opt/mov/report/secrets/smtp.password")
+    secret = host.file(f"{REPORT_DIR}/secrets/smtp.password")
     assert (secret.uid, secret.gid, secret.mode) == (10001, 10001, 0o400)
     assert secret.content_string == VARIABLES["report_smtp_password"] + "\n"
     # The image's own user reads the secret and writes a report, with the mounts the weekly job gives its container
     # (mov_report_command in group_vars/all/report.yml; the job itself needs InfluxDB, not in this subset).
-    mounts = "-v /opt/mov/report/out:/reports -v /opt/mov/report/secrets:/run/report-secrets:ro"
+    mounts = f"-v {REPORTS}:/reports -v {REPORT_DIR}/secrets:/run/report-secrets:ro"
     probe = host.run(f"docker run --rm {mounts} --entrypoint sh mov/analytics:0.1.0 -c 'test \"$(id -u)\" = 10001 && "
                      "cat /run/report-secrets/smtp.password >/dev/null && touch /reports/report-probe.html'")
     assert probe.rc == 0, probe.stdout + probe.stderr
