@@ -14,7 +14,7 @@ import re
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -180,10 +180,60 @@ def json_v2_model(section: dict[str, Any], payload: dict[str, Any]) -> dict[str,
     return {"measurement": section["measurement_name"], "time": time, "tags": tags, "fields": fields}
 
 
+def topic_parsing_model(rules: list[dict[str, str]], topic: str, tags: dict[str, str]) -> None:
+    """A model of mqtt_consumer's topic_parsing for the rendered subset (`+` levels, one trailing `#`, tags only):
+    a matching topic's named levels overwrite the tags; another topic is left alone. Not Telegraf itself."""
+    levels = topic.split("/")
+    for rule in rules:
+        pattern, names = rule["topic"].split("/"), rule["tags"].split("/")
+        assert pattern[-1] == "#" and names[-1] == "#" and "#" not in pattern[:-1], "model: one trailing # only"
+        fixed = pattern[:-1]
+        if len(levels) < len(fixed) or any(p not in ("+", level) for p, level in zip(fixed, levels, strict=False)):
+            continue
+        tags.update({name: level for name, level in zip(names[:-1], levels, strict=False) if name != "_"})
+
+
+def starlark_apply(source: str, tags: dict[str, str]) -> dict[str, str] | None:
+    """Runs a processors.starlark script of ours under Python (its Starlark is a subset with the same dict
+    semantics); the metric it returns, or None when it drops it. Tests our script, not Telegraf's interpreter."""
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    metric = SimpleNamespace(tags=dict(tags), fields={})
+    result = namespace["apply"](metric)
+    return None if result is None else dict(result.tags)
+
+
+def _stored_tags(env: str, topic: str, payload: dict[str, Any]) -> dict[str, str] | None:
+    """The tags of the point a reading on `topic` becomes: json_v2, topic_parsing, then the identity processor."""
+    config = tomllib.loads(_file(env, "opt/mov/telegraf/telegraf.conf"))
+    mqtt = config["inputs"]["mqtt_consumer"][0]
+    tags = json_v2_model(mqtt["json_v2"][0], payload)["tags"]
+    topic_parsing_model(mqtt["topic_parsing"], topic, tags)
+    (identity,) = [p for p in config["processors"]["starlark"] if p["namepass"] == ["mov_leituras"]]
+    return starlark_apply(identity["source"], tags)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_a_devices_tags_in_stored_points_come_from_its_topic(env: str) -> None:
+    own = _stored_tags(env, "mov/dados/industria_abc/sensor_001", PAYLOAD)
+    assert own == {"dispositivo": "sensor_001", "localizacao": "sala_servidores", "tipo": "temperatura",
+                   "cliente": "industria_abc"}
+    assert _stored_tags(env, "mov/dados/industria_abc/sensor_001/extra/levels", PAYLOAD) == own
+    # industria_abc/sensor_001's account may only publish under its own topic (the ACL): a payload naming another
+    # device or client there is dropped, as the analytics worker refuses it.
+    for key, other in (("dispositivo", "sensor_999"), ("cliente", "industria_xyz")):
+        forged = json.loads(json.dumps(PAYLOAD))
+        forged["tags"][key] = other
+        assert _stored_tags(env, "mov/dados/industria_abc/sensor_001", forged) is None
+    # A topic of another shape names no device: dropped.
+    assert _stored_tags(env, "mov/dados/industria_abc", PAYLOAD) is None
+
+
 def test_the_documented_payload_becomes_the_expected_point() -> None:
     config = tomllib.loads(_file("prod", "opt/mov/telegraf/telegraf.conf"))
     (section,) = config["inputs"]["mqtt_consumer"][0]["json_v2"]
     point = json_v2_model(section, PAYLOAD)
+    point["tags"] = _stored_tags("prod", "mov/dados/industria_abc/sensor_001", PAYLOAD)
     assert point == {
         "measurement": "mov_leituras",
         "time": datetime(2024, 1, 15, 10, 30, tzinfo=UTC),

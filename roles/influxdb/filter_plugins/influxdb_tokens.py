@@ -84,6 +84,31 @@ def influxdb_token_plan(
     return plan
 
 
+def influxdb_retention_updates(
+    existing: Sequence[Mapping[str, Any]], wanted: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The buckets of `wanted` ({name, retention}) that exist with another retention: {name, id, body}, where body
+    is the PATCH /api/v2/buckets/{id} document. A bucket's expiry is its first "expire" rule (none: forever).
+
+    The rule is always sent: an empty list changes nothing on PATCH, so forever is everySeconds 0. The shard group
+    duration 0 lets InfluxDB pick the new retention's default; a shorter retention than the current shard groups
+    is refused otherwise (influxdata/influxdb v2.7.11 tenant/http_server_bucket.go, v1/services/meta/data.go).
+    """
+    by_name = {str(b["name"]): b for b in existing}
+    updates = []
+    for bucket in wanted:
+        current = by_name.get(str(bucket["name"]))
+        if current is None:
+            continue
+        seconds = influxdb_duration_seconds(bucket["retention"])
+        expiry = [r for r in current.get("retentionRules") or [] if r.get("type") == "expire"]
+        now = int(expiry[0].get("everySeconds", 0)) if expiry else 0
+        if now != seconds:
+            rule = {"type": "expire", "everySeconds": seconds, "shardGroupDurationSeconds": 0}
+            updates.append({"name": current["name"], "id": current["id"], "body": {"retentionRules": [rule]}})
+    return updates
+
+
 class FilterModule:
     def filters(self) -> dict[str, object]:
         return {
@@ -91,4 +116,5 @@ class FilterModule:
             "influxdb_description": influxdb_description,
             "influxdb_permissions": influxdb_permissions,
             "influxdb_token_plan": influxdb_token_plan,
+            "influxdb_retention_updates": influxdb_retention_updates,
         }
