@@ -179,3 +179,47 @@ def test_publish_fails_when_the_broker_refuses(tls_broker: tuple[int, Path, Path
                    change.get("password", "device-password"),
                    change.get("topic", "mov/dados/industria_abc/sensor_001"),
                    cp.readings(DEVICE, datetime.now(UTC), 1, critical_at=()))
+
+
+def test_only_grafanas_firing_alert_of_the_rule_for_the_device_counts() -> None:
+    def body(status: str, alertname: str, device: str) -> str:
+        return json.dumps({"receiver": "mov-contacts", "status": status, "alerts": [
+            {"status": status, "labels": {"alertname": alertname, "dispositivo": device, "grafana_folder": "MOV"}}]})
+
+    lines = [
+        json.dumps({"kind": "critico", "subject": "industria_abc/sensor_001"}),  # the worker's
+        body("resolved", "Temperatura crítica", "sensor_001"),
+        body("firing", "Disco quase cheio", "sensor_001"),
+        body("firing", "Temperatura crítica", "sensor_002"),
+        "not json",
+    ]
+    assert cp.grafana_alerts(lines, "Temperatura crítica", "sensor_001") == []
+    lines.append(body("firing", "Temperatura crítica", "sensor_001"))
+    assert len(cp.grafana_alerts(lines, "Temperatura crítica", "sensor_001")) == 1
+
+
+def test_rule_health_reads_every_group() -> None:
+    answer = {"status": "success", "data": {"groups": [
+        {"name": "mov-temperatura", "rules": [{"name": "Temperatura crítica", "health": "ok", "lastError": ""}]},
+        {"name": "mov-infraestrutura", "rules": [
+            {"name": "Disco quase cheio", "health": "error", "lastError": "input data must be a wide series"}]},
+    ]}}
+    assert cp.rule_health(answer) == {"Temperatura crítica": ("ok", ""),
+                                      "Disco quase cheio": ("error", "input data must be a wide series")}
+    assert cp.rule_health({}) == {}
+
+
+def test_pdf_text_reads_back_what_the_reports_writer_put_on_the_page() -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=9)
+    pdf.multi_cell(0, 5, "industria_abc / sensor_001 (temperatura)", new_x="LMARGIN", new_y="NEXT")
+    for cell in ("temperatura_c", "10", "22.00", "36.50"):
+        pdf.cell(20, 5, cell, border=1)
+    text = cp.pdf_text(bytes(pdf.output())).split("\n")
+    assert "industria_abc / sensor_001 (temperatura)" in text
+    cells = ["temperatura_c", "10", "22.00", "36.50"]
+    assert [t for t in text if t in cells] == cells
+    assert cp.pdf_text(b"%PDF-1.4 no streams") == ""

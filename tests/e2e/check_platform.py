@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,48 @@ def critical_alerts(lines: Iterable[str], subject: str) -> list[dict[str, Any]]:
         if isinstance(body, dict) and body.get("kind") == "critico" and body.get("subject") == subject:
             found.append(body)
     return found
+
+
+def grafana_alerts(lines: Iterable[str], alertname: str, device: str) -> list[dict[str, Any]]:
+    """Grafana's firing alerts named `alertname` for `device` (label dispositivo) among the receiver's JSON lines."""
+    found = []
+    for line in lines:
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(body, dict) or not isinstance(body.get("alerts"), list):
+            continue
+        for alert in body["alerts"]:
+            labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+            if (alert.get("status") == "firing" and labels.get("alertname") == alertname
+                    and labels.get("dispositivo") == device):
+                found.append(alert)
+    return found
+
+
+def rule_health(answer: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """{rule name: (health, lastError)} from Grafana's GET /api/prometheus/grafana/api/v1/rules answer."""
+    return {str(rule.get("name")): (str(rule.get("health")), str(rule.get("lastError") or ""))
+            for group in answer.get("data", {}).get("groups", []) for rule in group.get("rules", [])}
+
+
+_PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.DOTALL)
+_PDF_TEXT = re.compile(rb"\(((?:\\.|[^\\)])*)\)\s*Tj")
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The strings a PDF's content streams show (Tj), inflated where compressed: enough to read back what the
+    report's fpdf2 writer put on its pages with a core font."""
+    parts = []
+    for raw in _PDF_STREAM.findall(pdf):
+        try:
+            data = zlib.decompress(raw)
+        except zlib.error:
+            data = raw
+        for text in _PDF_TEXT.findall(data):
+            parts.append(re.sub(rb"\\(.)", rb"\1", text).decode("latin-1"))
+    return "\n".join(parts)
 
 
 TELEGRAF_PARSE_ERROR = re.compile(r"\bE! .*(pars|invalid|unmarshal|json)", re.IGNORECASE)
@@ -297,9 +340,12 @@ def check(args: argparse.Namespace) -> int:
     report.check("Telegraf reports no parse errors", logs.returncode == 0 and not errors,
                  "; ".join(errors[:5]) or logs.stderr.strip()[-300:])
 
-    test = box.compose("exec", "-T", "telegraf", "telegraf", "--config", "/etc/telegraf/telegraf.conf", "--test",
-                       timeout=180)
-    report.check("telegraf --test accepts the rendered config", test.returncode == 0,
+    # `config check` loads the file and initialises every plugin without starting one (telegraf v1.32.3
+    # cmd/telegraf/cmd_config.go). Not `--test`: it starts service inputs, and the MQTT consumer would take over
+    # the live consumer's client id and persistent session.
+    test = box.compose("exec", "-T", "telegraf", "telegraf", "config", "check", "--config",
+                       "/etc/telegraf/telegraf.conf", timeout=180)
+    report.check("telegraf config check accepts the rendered config", test.returncode == 0,
                  (test.stderr or test.stdout).strip()[-500:])
 
     # Infrastructure metrics: Telegraf's host inputs reach their own bucket (cpu every mov_infra_metrics_interval_s).
@@ -361,6 +407,255 @@ def check(args: argparse.Namespace) -> int:
     return report.summary()
 
 
+def grafana_rules(args: argparse.Namespace) -> int:
+    """Every provisioned alert rule evaluates without error, and > 35 °C held for the rule's `for` fires Grafana's
+    temperature alert to the webhook receiver (the worker's own alert is checked by `check`)."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/v1/provisioning/alert-rules", auth)
+    titles = {rule["uid"]: rule["title"] for rule in json.loads(body)} if status == 200 else {}
+    report.check("Grafana lists the provisioned alert rules", bool(titles), f"{status} {body[:200]}")
+
+    def evaluated() -> tuple[bool, str]:
+        status, body = box.http("GET", f"{args.grafana}/api/prometheus/grafana/api/v1/rules", auth)
+        if status != 200:
+            return False, f"{status} {body[:200]}"
+        health = rule_health(json.loads(body))
+        bad = {title: health.get(title, ("not evaluated", "")) for title in titles.values()
+               if health.get(title, ("", ""))[0] != "ok"}
+        return not bad and bool(titles), f"not ok: {bad}" if bad else f"{len(titles)} rules ok"
+
+    report.check("every alert rule evaluates without error (health ok in the rules API)",
+                 *wait_until(evaluated, args.timeout))
+
+    client, name = args.device.split("/", 1)
+    device = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
+    ca = _ca_file(box)
+    deadline = time.monotonic() + args.hot_for
+    sent = 0
+    try:
+        while time.monotonic() < deadline:
+            now = datetime.now(UTC).replace(microsecond=0)
+            publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device],
+                    f"mov/dados/{args.device}", readings(device, now, 1, critical_at=(0,)))
+            sent += 1
+            time.sleep(args.every)
+        report.check(f"{sent} readings above 35 °C published over {args.hot_for:.0f} s", sent > 0)
+    except Exception as exc:  # any failure to publish is the finding
+        report.check("readings above 35 °C published", False, repr(exc))
+    finally:
+        ca.unlink(missing_ok=True)
+
+    def fired() -> tuple[bool, str]:
+        lines = args.alerts.read_text().splitlines() if args.alerts.exists() else []
+        found = grafana_alerts(lines, titles.get("mov-temperatura-critica", "?"), name)
+        return bool(found), f"{len(found)} firing Grafana alert(s) for {name} among {len(lines)} webhook calls"
+
+    report.check("Grafana's temperature alert fired to the webhook receiver", *wait_until(fired, args.timeout))
+    return report.summary()
+
+
+def identity(args: argparse.Namespace) -> int:
+    """A device that puts another device's tags in its payload stores no point under that device: Telegraf takes
+    the identity from the topic (which the ACL ties to the account) and drops the mismatch."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    influx = Influx(box, secrets["influxdb_admin_token"], args.org)
+    client, name = args.device.split("/", 1)
+    own = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
+    forged = dict(own, name=args.victim)
+    start = datetime.now(UTC).replace(microsecond=0)
+    since = (start - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ca = _ca_file(box)
+    try:
+        # The forged readings first, then genuine ones: once the genuine ones are stored, the forged ones have been
+        # through Telegraf too (one consumer, in order).
+        topic = f"mov/dados/{args.device}"
+        publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device], topic,
+                readings(forged, start, 5, critical_at=()))
+        publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device], topic,
+                readings(own, start + timedelta(seconds=5), 5, critical_at=()))
+        report.check(f"5 readings tagged {args.victim} and 5 of its own published as {args.device}", True)
+    except Exception as exc:
+        report.check("readings published", False, repr(exc))
+    finally:
+        ca.unlink(missing_ok=True)
+
+    def points_of(device: str) -> int:
+        return sum(int(v) for v in influx.values(
+            f'from(bucket: "{args.bucket}") |> range(start: {since}) '
+            f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{device}" '
+            'and r._field == "temperatura_c") |> group() |> count()'))
+
+    def genuine() -> tuple[bool, str]:
+        got = points_of(name)
+        return got >= 5, f"{got} of 5 genuine readings stored"
+
+    report.check("the genuine readings are stored under the publisher", *wait_until(genuine, args.timeout))
+    forged_points = points_of(args.victim)
+    report.check(f"no point stored under {args.victim}", forged_points == 0, f"{forged_points} point(s)")
+    return report.summary()
+
+
+def telegraf_health(args: argparse.Namespace) -> int:
+    """Telegraf's healthcheck reads delivery: unhealthy once its InfluxDB token is made inactive, healthy again once
+    it is active (PATCH /api/v2/authorizations/{id} status)."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    headers = {"Authorization": f"Token {secrets['influxdb_admin_token']}", "Content-Type": "application/json"}
+    status, body = box.http("GET", f"{args.influxdb}/api/v2/authorizations?org={args.org}", headers)
+    ids = [a["id"] for a in json.loads(body).get("authorizations", [])
+           if a.get("description") == "mov:telegraf"] if status == 200 else []
+    if not report.check("Telegraf's token is found", len(ids) == 1, f"{status} {body[:200]}"):
+        return report.summary()
+
+    def health_is(wanted: str) -> Callable[[], tuple[bool, str]]:
+        def probe() -> tuple[bool, str]:
+            out = box.run("docker", "inspect", "--format", "{{.State.Health.Status}}", args.container)
+            got = out.stdout.strip()
+            return got == wanted, f"health {got or out.stderr.strip()}"
+        return probe
+
+    report.check("Telegraf is healthy before", *wait_until(health_is("healthy"), args.timeout))
+    for state, wanted in (("inactive", "unhealthy"), ("active", "healthy")):
+        status, body = box.http("PATCH", f"{args.influxdb}/api/v2/authorizations/{ids[0]}", headers,
+                                json.dumps({"status": state}))
+        report.check(f"the token is made {state}", status == 200, f"{status} {body[:200]}")
+        report.check(f"Telegraf turns {wanted}", *wait_until(health_is(wanted), args.timeout))
+    return report.summary()
+
+
+def recreate(args: argparse.Namespace) -> int:
+    """Grafana's dashboards, data and users survive `docker compose up --force-recreate`: grafana.db lives on the
+    grafana_data volume (GF_PATHS_DATA), not in the container's layer."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"]),
+            "Content-Type": "application/json"}
+    login = "e2e-viewer"
+    status, body = box.http("POST", f"{args.grafana}/api/admin/users", auth,
+                            json.dumps({"name": "e2e", "login": login, "password": secrets_token(24)}))
+    report.check("a user is created", status == 200, f"{status} {body[:200]}")
+    status, body = box.http("POST", f"{args.grafana}/api/annotations", auth,
+                            json.dumps({"text": "e2e marker", "tags": ["e2e-recreate"]}))
+    report.check("an annotation is stored", status == 200, f"{status} {body[:200]}")
+    before = box.compose("ps", "-q", "grafana").stdout.strip()
+    up = box.compose("up", "-d", "--force-recreate", "--no-deps", "--wait", "grafana", timeout=300)
+    after = box.compose("ps", "-q", "grafana").stdout.strip()
+    report.check("grafana is recreated (a new container) and healthy", up.returncode == 0 and before != after,
+                 (up.stderr or up.stdout).strip()[-300:])
+    db = box.run("stat", "-c", "%s", args.grafana_db)
+    report.check(f"grafana.db is on the host at {args.grafana_db}", db.returncode == 0 and int(db.stdout or 0) > 0,
+                 db.stderr.strip())
+    status, body = box.http("GET", f"{args.grafana}/api/users/lookup?loginOrEmail={login}", auth)
+    report.check("the user is still there", status == 200, f"{status} {body[:200]}")
+    status, body = box.http("GET", f"{args.grafana}/api/annotations?tags=e2e-recreate", auth)
+    report.check("the annotation is still there", status == 200 and "e2e marker" in body, f"{status} {body[:200]}")
+    for uid in ("mov-overview", "mov-infrastructure"):
+        status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/{uid}", auth)
+        report.check(f"the dashboard {uid} is provisioned", status == 200, f"{status} {body[:200]}")
+    status, body = box.http("GET", f"{args.grafana}/api/datasources/uid/mov-influxdb/health", auth)
+    report.check("the InfluxDB datasource is healthy", status == 200 and '"OK"' in body, f"{status} {body[:300]}")
+    return report.summary()
+
+
+def weekly_report(args: argparse.Namespace) -> int:
+    """The weekly report's cron job, run as cron runs it, on readings of the week it reports (yesterday's), and its
+    PDF holds their figures: the device, the count, the minimum and the maximum."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    influx = Influx(box, secrets["influxdb_admin_token"], args.org)
+    client, name = args.device.split("/", 1)
+    device = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
+    # The week the job reports ends yesterday; the other checks' readings are today's.
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    values = readings(device, yesterday, 10, critical_at=(4,))
+    expected_min = min(v["fields"]["temperatura_c"] for v in values)
+    expected_max = max(v["fields"]["temperatura_c"] for v in values)
+    ca = _ca_file(box)
+    try:
+        publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device],
+                f"mov/dados/{args.device}", values)
+        report.check(f"10 readings of yesterday published as {args.device}", True)
+    except Exception as exc:
+        report.check("readings of yesterday published", False, repr(exc))
+    finally:
+        ca.unlink(missing_ok=True)
+
+    def landed() -> tuple[bool, str]:
+        got = sum(int(v) for v in influx.values(
+            f'from(bucket: "{args.bucket}") |> range(start: {yesterday.strftime("%Y-%m-%dT00:00:00Z")}, '
+            f'stop: {datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")}) '
+            f'|> filter(fn: (r) => r.dispositivo == "{name}" and r._field == "temperatura_c") '
+            '|> group() |> count()'))
+        return got == 10, f"{got} of 10 stored"
+
+    report.check("yesterday's readings are stored", *wait_until(landed, args.timeout))
+    crontab = box.run("crontab", "-l").stdout.splitlines()
+    marker = f"#Ansible: mov: {args.job}"
+    lines = [crontab[i + 1] for i, line in enumerate(crontab[:-1]) if line.strip() == marker]
+    if not report.check(f"root's crontab has the job {args.job}", len(lines) == 1, f"{len(lines)} line(s)"):
+        return report.summary()
+    command = lines[0].split(None, 5)[5].replace("\\%", "%")
+    run = box.run("sh", "-c", command, timeout=600)
+    report.check(f"the {args.job} job runs as cron runs it", run.returncode == 0,
+                 (run.stderr or run.stdout).strip()[-500:])
+    week_ending = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    pdf = box.run("base64", "-w0", f"{args.report_dir}/report-{week_ending}.pdf")
+    if not report.check(f"report-{week_ending}.pdf was written", pdf.returncode == 0, pdf.stderr.strip()):
+        return report.summary()
+    import base64
+
+    text = pdf_text(base64.b64decode(pdf.stdout))
+    report.check(f"the PDF names {client} / {name}", f"{client} / {name}" in text, text[:300])
+    report.check("the PDF counts its 10 readings", "10 readings" in text, text[:300])
+    for label, value in (("minimum", expected_min), ("maximum", expected_max)):
+        report.check(f"the PDF holds the {label} {value:.2f}", f"{value:.2f}" in text.split(), text[:300])
+    return report.summary()
+
+
+def retention(args: argparse.Namespace) -> int:
+    """The bucket's retention in InfluxDB is the tree's (the token step PATCHes it onto the existing bucket)."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    headers = {"Authorization": f"Token {secrets['influxdb_admin_token']}"}
+    status, body = box.http("GET", f"{args.influxdb}/api/v2/buckets?name={args.bucket}", headers)
+    buckets = json.loads(body).get("buckets", []) if status == 200 else []
+    rules = [r for b in buckets for r in b.get("retentionRules", []) if r.get("type") == "expire"]
+    seconds = int(rules[0].get("everySeconds", 0)) if rules else 0
+    wanted = duration_seconds(args.expect)
+    report.check(f"{args.bucket} keeps data {args.expect}", len(buckets) == 1 and seconds == wanted,
+                 f"{status}: everySeconds {seconds}, wanted {wanted}")
+    return report.summary()
+
+
+def duration_seconds(text: str) -> int:
+    """An InfluxDB duration of whole units ("30d", "12h"); 0 is forever."""
+    if text == "0":
+        return 0
+    match = re.fullmatch(r"(\d+)([smhdw])", text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+
+
+def _ca_file(box: Box) -> Path:
+    """The platform's CA certificate in a local file (the caller removes it)."""
+    ca = box.run("cat", CA_FILE)
+    if ca.returncode != 0:
+        raise RuntimeError(f"cannot read {CA_FILE}: {ca.stderr.strip()}")
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+        handle.write(ca.stdout)
+    return Path(handle.name)
+
+
 def logs(args: argparse.Namespace) -> int:
     """The logs part (mov_logs_enabled): Alloy shipped the containers' and the journal's lines to Loki."""
     report = Report()
@@ -391,6 +686,14 @@ def logs(args: argparse.Namespace) -> int:
     status, body = box.http("GET", f"{args.grafana}/api/datasources/uid/mov-loki/health", auth)
     report.check("Grafana's Loki datasource is healthy", status == 200 and '"OK"' in body, f"{status} {body[:300]}")
     return report.summary()
+
+
+def secrets_token(length: int) -> str:
+    """A random password for a throwaway account (os.urandom: scripts/secrets.py shadows the secrets module)."""
+    import base64
+    import os
+
+    return base64.urlsafe_b64encode(os.urandom(length)).decode().rstrip("=")
 
 
 def _basic(user: str, password: str) -> str:
@@ -469,6 +772,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = p_counts.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path)
     target.add_argument("--compare", type=Path)
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default="industria_abc/sensor_001", help="client/name of a device")
+    device.add_argument("--site", default="sala_servidores")
+    device.add_argument("--mqtt-host", default="mov.localhost", help="the certificate's name, resolving to the box")
+    device.add_argument("--mqtt-port", type=int, default=8883)
+    device.add_argument("--grafana", default="http://127.0.0.1:3000")
+    device.add_argument("--influxdb", default="http://127.0.0.1:8086")
+    device.add_argument("--timeout", type=float, default=240, help="seconds to wait for each outcome")
+    p_rules = sub.add_parser("grafana-rules", parents=[common, device],
+                             help="every alert rule evaluates; > 35 °C fires Grafana's alert")
+    p_rules.add_argument("--alerts", type=Path, required=True, help="the receiver's output")
+    p_rules.add_argument("--hot-for", type=float, default=150, help="seconds of readings above 35 °C")
+    p_rules.add_argument("--every", type=float, default=5, help="seconds between two of them")
+    p_identity = sub.add_parser("identity", parents=[common, device],
+                                help="a payload naming another device stores nothing under it")
+    p_identity.add_argument("--victim", default="sensor_forged", help="the device name the payload claims")
+    p_health = sub.add_parser("telegraf-health", parents=[common, device],
+                              help="Telegraf unhealthy with its token inactive, healthy again once active")
+    p_health.add_argument("--container", default="mov-telegraf-1")
+    p_recreate = sub.add_parser("recreate", parents=[common, device],
+                                help="Grafana's users, data and dashboards survive a forced recreate")
+    p_recreate.add_argument("--grafana-db", default="/opt/mov/grafana/data/grafana.db")
+    p_report = sub.add_parser("report", parents=[common, device],
+                              help="the weekly report's cron job on yesterday's readings; its PDF's figures")
+    p_report.add_argument("--job", default="weekly-report")
+    p_report.add_argument("--report-dir", default="/opt/mov/report/out")
+    p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")
+    p_retention.add_argument("--expect", required=True, help="an InfluxDB duration, e.g. 30d (0: forever)")
     p_logs = sub.add_parser("logs", parents=[common], help="the logs part: Loki holds the platform's lines")
     p_logs.add_argument("--loki", default="http://127.0.0.1:3100")
     p_logs.add_argument("--grafana", default="http://127.0.0.1:3000")
@@ -479,11 +810,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "receive":
         serve(args.port, args.out)
         return 0
-    if args.command == "check":
-        return check(args)
-    if args.command == "logs":
-        return logs(args)
-    return counts(args)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "check": check, "logs": logs, "grafana-rules": grafana_rules, "identity": identity,
+        "telegraf-health": telegraf_health, "recreate": recreate, "report": weekly_report, "retention": retention,
+        "counts": counts}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

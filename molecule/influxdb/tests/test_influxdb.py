@@ -14,7 +14,7 @@ def test_setup_env_file_is_private_to_influxdb(host) -> None:  # type: ignore[no
     values = dict(line.split("=", 1) for line in env.content_string.splitlines() if "=" in line)
     assert values["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
     assert values["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == "test-only-influxdb-admin-token-0123456789"
-    assert values["DOCKER_INFLUXDB_INIT_RETENTION"] == "30d"
+    assert "DOCKER_INFLUXDB_INIT_RETENTION" not in values
 
 
 def test_data_directories_belong_to_influxdb(host) -> None:  # type: ignore[no-untyped-def]

@@ -496,12 +496,14 @@ def compose(cfg: Config, *args: str) -> list[str]:
 
 
 INFLUX_TMP = "/tmp/mov-backup-influxdb"
+# The influx CLI reads its token from INFLUX_TOKEN (influxdata/influx-cli v2.7.5 cmd/influx/global.go: the --token
+# flag's EnvVar), so the admin token never stands on a process's command line, where `ps` shows it.
 
 
 def influxdb_backup(cfg: Config, staging: Path) -> None:
     service = cfg.influxdb_service
     # The admin token stays in the container's environment; it never passes through this process.
-    backup = f'rm -rf {INFLUX_TMP} && influx backup --token "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" {INFLUX_TMP}'
+    backup = f'rm -rf {INFLUX_TMP} && INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup {INFLUX_TMP}'
     run_command(compose(cfg, "exec", "-T", service, "sh", "-c", backup), "influx backup")
     try:
         run_command(compose(cfg, "cp", f"{service}:{INFLUX_TMP}", str(staging)), "docker compose cp (influxdb)")
@@ -884,7 +886,7 @@ def influxdb_has_data(cfg: Config) -> bool:
     """Whether the running InfluxDB holds any point in the platform's bucket."""
     query = f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: 0) |> limit(n: 1)'
     out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c",
-                              f'influx query --raw --token "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" \'{query}\''),
+                              f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx query --raw \'{query}\''),
                       "influx query (is InfluxDB empty?)")
     return any(line.startswith(",_result,") for line in out.splitlines())
 
@@ -998,7 +1000,7 @@ def restore_influxdb(cfg: Config, snapshot: Path, entries: list[dict[str, Any]])
         run_command(compose(cfg, "exec", "-T", service, "rm", "-rf", INFLUX_TMP), "clear the restore directory")
         run_command(compose(cfg, "cp", str(staging), f"{service}:{INFLUX_TMP}"), "docker compose cp (influxdb)")
         run_command(compose(cfg, "exec", "-T", service, "sh", "-c",
-                            f'influx restore --full --token "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" {INFLUX_TMP}'
+                            f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full {INFLUX_TMP}'
                             f' && rm -rf {INFLUX_TMP}'), "influx restore")
     log("influxdb: restored (influx restore --full)")
 
@@ -1079,7 +1081,7 @@ def influx_counts(cfg: Config, stop: datetime) -> dict[str, int]:
     query = (f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: {start.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
              f'stop: {stop.strftime("%Y-%m-%dT%H:%M:%SZ")}) |> group(columns: ["_measurement"]) |> count()')
     out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c",
-                              f'influx query --raw --token "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" \'{query}\''),
+                              f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx query --raw \'{query}\''),
                       f"influx query ({cfg.stack_project})")
     counts: dict[str, int] = {}
     header: list[str] = []
