@@ -67,7 +67,12 @@ def test_mosquitto_listeners_auth_and_limits(env: str) -> None:
     assert "per_listener_settings false" in lines
     assert "persistence true" in lines
     assert f"message_size_limit {tree(env)['mov_mqtt_message_size_limit']}" in lines
-    assert f"max_queued_messages {tree(env)['mov_mqtt_max_queued_messages']}" in lines
+    # Each consumer's queue holds every device's readings through the tolerated outage, times the headroom.
+    t = tree(env)
+    outage = len(t["mov_devices"]) / t["mov_device_publish_interval_s"] * t["mov_telegraf_outage_tolerance_s"]
+    queued = max(t["mov_mqtt_queue_min_messages"], math.ceil(outage * t["mov_mqtt_queue_headroom"]))
+    assert f"max_queued_messages {queued}" in lines
+    assert f"max_queued_bytes {queued * t['mov_mqtt_queued_reading_bytes']}" in lines
     assert "password_file /opt/mov/mosquitto/config/passwd" in lines
     listeners = [i for i, line in enumerate(lines) if line.startswith("listener ")]
     ends = [*listeners[1:], len(lines)]
