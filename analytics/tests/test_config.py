@@ -78,3 +78,11 @@ def test_cli_exits_2_with_the_key_on_stderr(tmp_path: Path) -> None:
                             check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "influxdb.batch_size" in result.stderr and "expected an integer" in result.stderr
+
+
+def test_late_window_default_and_bounds() -> None:
+    assert from_mapping({}).late_window_s == 300.0
+    assert from_mapping({"late_window_s": 0}).late_window_s == 0.0
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"late_window_s": -1})
+    assert err.value.key == "late_window_s"

@@ -92,9 +92,9 @@ def test_duplicates_and_out_of_order_do_not_change_status() -> None:
     first = reading(36.0, 5)
     assert engine.evaluate(first).change is not None
     duplicate = engine.evaluate(first)
-    assert duplicate.stale and duplicate.change is None
-    older = engine.evaluate(reading(20.0, 3))
-    assert older.stale and older.change is None
+    assert duplicate.kind == "duplicate" and duplicate.change is None
+    older = engine.evaluate(reading(20.0, 3))  # late and better than the status then: nothing to say
+    assert older.kind == "late" and older.change is None
     assert engine.evaluate(reading(20.0, 6)).change is not None
 
 
@@ -122,3 +122,74 @@ def test_worst_field_drives_device_status() -> None:
 def test_level_is_monotonic_in_value(value: float) -> None:
     rule = DEFAULT_RULES[0]
     assert next_level(rule, NORMAL, value) <= next_level(rule, NORMAL, value + 1.0)
+
+
+# -- late readings, duplicates, and readings too late to matter (issue 22, item 8) ---------------------------
+
+def test_late_critical_reading_within_the_window_is_an_excursion_with_its_own_time() -> None:
+    engine = RulesEngine(DEFAULT_RULES)  # late_window_s 300 by default
+    assert statuses(engine, [25.0] * 21)[0] == "normal"  # steps 0..20
+    late = engine.evaluate(reading(36.0, 15))
+    assert late.kind == "late"
+    change = late.change
+    assert change is not None and change.late
+    assert (change.status, change.previous, change.time_ns) == ("critico", "normal", T0 + 15 * 10**9)
+    assert (change.driver_field, change.driver_value) == ("temperatura_c", 36.0)
+
+
+def test_a_late_reading_never_moves_the_current_status() -> None:
+    engine = RulesEngine(DEFAULT_RULES)
+    assert statuses(engine, [25.0] * 21)[0] == "normal"
+    assert engine.evaluate(reading(36.0, 15)).change is not None  # late critico: an excursion in the past
+    device = next(engine.devices())
+    assert (device.level, device.last_time_ns) == (NORMAL, T0 + 20 * 10**9)
+    assert engine.evaluate(reading(25.0, 21)).change is None  # still normal, no change, no "recovery"
+    # And the other way: a late normal reading does not lower a critico device, nor does it recover it.
+    assert engine.evaluate(reading(36.0, 22)).change is not None
+    assert engine.evaluate(reading(20.0, 18)).change is None
+    assert next(engine.devices()).level == CRITICO
+    recovery = engine.evaluate(reading(20.0, 23)).change
+    assert recovery is not None and recovery.recovered and not recovery.late
+
+
+def test_a_late_reading_is_compared_with_the_status_the_device_had_at_its_time() -> None:
+    engine = RulesEngine(DEFAULT_RULES)
+    for step, value in [(0, 25.0), (10, 31.0), (20, 25.0), (30, 25.0)]:  # normal, alerta at 10, normal at 20
+        engine.evaluate(reading(value, step))
+    as_bad = engine.evaluate(reading(32.0, 12))  # alerta while the device was alerta: nothing new
+    assert as_bad.kind == "late" and as_bad.change is None
+    worse = engine.evaluate(reading(36.0, 15)).change
+    assert worse is not None and (worse.status, worse.previous) == ("critico", "alerta")
+    before = engine.evaluate(reading(31.0, 5)).change
+    assert before is not None and (before.status, before.previous) == ("alerta", "normal")
+
+
+def test_a_reading_older_than_the_window_is_stale_and_skipped() -> None:
+    engine = RulesEngine(DEFAULT_RULES, late_window_s=300.0)
+    engine.evaluate(reading(25.0, 1000))
+    too_late = engine.evaluate(reading(36.0, 1000 - 301))
+    assert too_late.kind == "stale" and too_late.stale and too_late.change is None
+    at_the_edge = engine.evaluate(reading(36.0, 1000 - 300))
+    assert at_the_edge.kind == "late" and at_the_edge.change is not None
+
+
+def test_a_duplicate_is_not_late_and_is_not_evaluated_twice() -> None:
+    engine = RulesEngine(DEFAULT_RULES)
+    first = reading(36.0, 5)
+    assert engine.evaluate(first).change is not None
+    again = engine.evaluate(reading(36.0, 5))  # a QoS 1 redelivery: same device, time and values
+    assert again.kind == "duplicate" and again.change is None and not again.stale
+    engine.evaluate(reading(25.0, 10))
+    late = engine.evaluate(reading(36.0, 7))
+    assert late.kind == "late" and late.change is None  # the device was critico at 7 already
+    assert engine.evaluate(reading(36.0, 7)).kind == "duplicate"
+    assert engine.evaluate(reading(36.0, 5)).kind == "duplicate"  # an older redelivery, still remembered
+    # Same time, other values: not a redelivery but a reading of its own (late, since it is not newer).
+    assert engine.evaluate(reading(37.0, 10)).kind == "late"
+
+
+def test_late_window_zero_turns_late_evaluation_off() -> None:
+    engine = RulesEngine(DEFAULT_RULES, late_window_s=0.0)
+    engine.evaluate(reading(25.0, 10))
+    assert engine.evaluate(reading(36.0, 9)).kind == "stale"
+    assert engine.evaluate(reading(25.0, 10)).kind == "duplicate"

@@ -56,7 +56,9 @@ def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publish
     assert double.duplicates("mov_leituras") == 1  # the redelivered reading: same series+time, idempotent
     assert worker.metric("mov_analytics_readings_received_total") == 10
     assert worker.metric("mov_analytics_readings_processed_total") == 8
-    assert worker.metric("mov_analytics_readings_stale_total") == 1
+    assert worker.metric("mov_analytics_readings_duplicate_total") == 1  # the redelivery, not a late reading
+    assert worker.metric("mov_analytics_readings_late_total") == 0
+    assert worker.metric("mov_analytics_readings_stale_total") == 0
     assert worker.metric("mov_analytics_readings_rejected_total", 'reason="malformed_json"') == 1
     assert worker.metric("mov_analytics_readings_rejected_total", 'reason="wrong_type"') == 1
     assert worker.metric("mov_analytics_status_changes_total", 'status="critico"') == 1

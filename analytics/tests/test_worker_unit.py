@@ -124,3 +124,27 @@ def test_status_line_is_line_protocol_as_influx_line_writes_it(
                                   driver_field=field, driver_value=value)
             assert text == line("mov_status", tag_map, fields, 123)
             assert parse_line(text).tags == tuple(sorted(tag_map.items()))
+
+
+def test_late_critico_alerts_duplicate_does_not(worker: tuple[Worker, MemoryTransport, RecordingSender]) -> None:
+    # After a broker restart readings can come out of order, and QoS 1 redeliveries come twice.
+    w, transport, sender = worker
+    t0 = int(time.time()) - 100
+    for i in range(0, 21, 5):
+        publish(w, 25.0, t0 + i, device="late_1")
+    publish(w, 36.0, t0 + 12, device="late_1")  # late, within late_window_s, critico
+    publish(w, 36.0, t0 + 12, device="late_1")  # its redelivery
+    publish(w, 36.0, t0 - 400, device="late_1")  # older than the window: stale, skipped
+    wait(lambda: w.writer.pending() == 0 and len(sender.alerts) >= 1)
+    time.sleep(0.05)
+    assert [(a.kind, a.details["time_ns"], a.details["late"]) for a in sender.alerts] == [
+        ("critico", (t0 + 12) * 10**9, True)]
+    hot = w.metrics.hot
+    assert (hot.late, hot.duplicate, hot.stale, hot.processed) == (1, 1, 1, 8)
+    points = [parse_line(x) for x in lines(transport)]
+    status = [(p.time_ns, dict(p.fields)["status"], dict(p.fields).get("previous"), dict(p.fields).get("late"))
+              for p in points if p.measurement == "mov_status"]
+    # The initial status, then the excursion at the late reading's own time and the return one ns after it.
+    assert status == [(t0 * 10**9, '"normal"', None, None),
+                      ((t0 + 12) * 10**9, '"critico"', '"normal"', "true"),
+                      ((t0 + 12) * 10**9 + 1, '"normal"', '"critico"', "true")]

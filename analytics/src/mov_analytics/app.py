@@ -23,7 +23,7 @@ from .config import Config, ConfigError, load
 from .influx import InfluxClientTransport, InfluxWriter, Transport, escape_key, escape_measurement, string_field
 from .metrics import HealthServer, Metrics
 from .parsing import Reading, Rejected, Validator
-from .rules import LEVELS, DeviceState, RulesEngine, StatusChange
+from .rules import DUPLICATE, FRESH, LATE, LEVELS, DeviceState, RulesEngine, StatusChange
 
 log = logging.getLogger("mov_analytics")
 
@@ -36,7 +36,7 @@ class Worker:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
         self.validator = Validator(cfg.validation)
-        self.rules = RulesEngine(cfg.rules)
+        self.rules = RulesEngine(cfg.rules, late_window_s=cfg.late_window_s)
         self.alerter = Alerter(cfg.alerts, self.metrics, senders_from_config(cfg.alerts))
         self.writer = InfluxWriter(cfg.influxdb, self.metrics, transport or InfluxClientTransport(cfg.influxdb),
                                    on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure)
@@ -118,10 +118,18 @@ class Worker:
         if self._write_readings:
             self.writer.add(self._reading_line(reading))
         outcome = self.rules.evaluate(reading)
-        if outcome.stale:
+        kind = outcome.kind
+        if kind == FRESH:
+            if outcome.change is not None:
+                self._status_changed(outcome.change)
+        elif kind == LATE:
+            hot.late += 1
+            if outcome.change is not None:
+                self._late_excursion(outcome.change)
+        elif kind == DUPLICATE:
+            hot.duplicate += 1
+        else:
             hot.stale += 1
-        elif outcome.change is not None:
-            self._status_changed(outcome.change)
         hot.processed += 1
 
     def _reading_line(self, r: Reading) -> str:
@@ -142,7 +150,8 @@ class Worker:
         return f"{prefix}{','.join(parts)} {r.time_ns}"
 
     def _status_line(self, device: DeviceState, status: str, *, level_change: bool, time_ns: int,
-                     previous: str | None, driver_field: str | None, driver_value: float | None) -> str:
+                     previous: str | None, driver_field: str | None, driver_value: float | None,
+                     late: bool = False) -> str:
         # The same text as influx.line() with these tags and fields (a test holds the two together), with the
         # escaped series cached: a heartbeat writes one per known device at once, in the main thread.
         series = (device.cliente, device.dispositivo, device.localizacao, device.tipo)
@@ -154,6 +163,8 @@ class Worker:
             text += f",previous={string_field(previous)}"
         if driver_field is not None and driver_value is not None:
             text += f",field={string_field(driver_field)},value={float(driver_value)!r}"
+        if late:
+            text += ",late=true"
         return f"{text} {time_ns}"
 
     def _status_changed(self, change: StatusChange) -> None:
@@ -166,7 +177,7 @@ class Worker:
         details: dict[str, object] = {"cliente": d.cliente, "dispositivo": d.dispositivo,
                                       "localizacao": d.localizacao, "tipo": d.tipo, "status": change.status,
                                       "previous": change.previous, "field": change.driver_field,
-                                      "value": change.driver_value, "time_ns": change.time_ns}
+                                      "value": change.driver_value, "time_ns": change.time_ns, "late": False}
         log.info("status change", extra=details)
         if change.status == "critico":
             self.alerter.submit(Alert("critico", subject,
@@ -175,6 +186,34 @@ class Worker:
         elif change.recovered:
             self.alerter.submit(Alert("recovery", subject, f"{subject} ({d.localizacao}) is back to normal",
                                       details))
+
+    def _late_excursion(self, change: StatusChange) -> None:
+        """A late reading worse than the status its device had at its time (rules.py): two points, maybe an alert.
+
+        The excursion is written at the reading's own time and the status of that time again one nanosecond
+        later, so a query for the status at any later moment still finds what the fresh readings said.
+        """
+        d = change.device
+        self.writer.add(self._status_line(d, change.status, level_change=True, time_ns=change.time_ns,
+                                          previous=change.previous, driver_field=change.driver_field,
+                                          driver_value=change.driver_value, late=True))
+        if change.previous is not None:
+            self.writer.add(self._status_line(d, change.previous, level_change=True, time_ns=change.time_ns + 1,
+                                              previous=change.status, driver_field=None, driver_value=None,
+                                              late=True))
+        subject = f"{d.cliente}/{d.dispositivo}"
+        current = LEVELS[d.level]
+        details: dict[str, object] = {"cliente": d.cliente, "dispositivo": d.dispositivo,
+                                      "localizacao": d.localizacao, "tipo": d.tipo, "status": change.status,
+                                      "previous": change.previous, "field": change.driver_field,
+                                      "value": change.driver_value, "time_ns": change.time_ns, "late": True,
+                                      "current": current}
+        log.info("late reading excursion", extra=details)
+        if change.status == "critico":
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(change.time_ns // 10**9))
+            self.alerter.submit(Alert("critico", subject,
+                                      f"{subject} ({d.localizacao}) was critico at {when} (reading arrived late): "
+                                      f"{change.driver_field}={change.driver_value}; now {current}", details))
 
     def heartbeat(self) -> None:
         now_ns = time.time_ns()

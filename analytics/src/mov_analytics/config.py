@@ -163,6 +163,8 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     rules: tuple[RuleConfig, ...] = DEFAULT_RULES
     heartbeat_interval_s: float = 60.0
+    # How far behind a device's newest reading a reading is still evaluated (rules.py: late readings).
+    late_window_s: float = 300.0
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log_level: str = "INFO"
@@ -484,6 +486,7 @@ def from_mapping(raw: object) -> Config:
     validation = _read_validation(root.section("validation"))
     rules = _read_rules(root.get("rules"))
     heartbeat = root.float_("heartbeat_interval_s", 60.0, 0.0)
+    late_window = root.float_("late_window_s", 300.0, 0.0)
     alerts = _read_alerts(root.section("alerts"))
     http_s = root.section("http")
     http = HttpConfig(host=http_s.str_("host", "0.0.0.0"),  # noqa: S104 - scraped from outside the container
@@ -493,7 +496,8 @@ def from_mapping(raw: object) -> Config:
     report = _read_report(root.section("report"))
     root.finish()
     return Config(mqtt=mqtt, influxdb=influx, validation=validation, rules=rules,
-                  heartbeat_interval_s=heartbeat, alerts=alerts, http=http, log_level=level, report=report)
+                  heartbeat_interval_s=heartbeat, late_window_s=late_window, alerts=alerts, http=http,
+                  log_level=level, report=report)
 
 
 def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:

@@ -74,6 +74,8 @@ class HotCounters(Collector):
         self.received = 0
         self.processed = 0
         self.unknown_keys = 0
+        self.late = 0
+        self.duplicate = 0
         self.stale = 0
 
     def collect(self) -> Iterator[Metric]:
@@ -81,7 +83,11 @@ class HotCounters(Collector):
             ("readings_received", "MQTT messages received", self.received),
             ("readings_processed", "Readings parsed and run through the rules", self.processed),
             ("readings_unknown_keys", "Accepted readings whose unknown keys were ignored", self.unknown_keys),
-            ("readings_stale", "Readings not newer than the device's last one (QoS 1 redelivery or out of order)",
+            ("readings_late", "Readings out of order within late_window_s of the device's newest: evaluated",
+             self.late),
+            ("readings_duplicate", "Readings seen before (same device, time and values; QoS 1 redelivery): skipped",
+             self.duplicate),
+            ("readings_stale", "Readings more than late_window_s behind the device's newest: skipped by the rules",
              self.stale),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)

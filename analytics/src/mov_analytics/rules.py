@@ -5,13 +5,31 @@ matching rule wins (both > localizacao > tipo > generic). Entering a level needs
 its threshold (``> 30`` for direction ``above``); leaving it needs the value back by ``hysteresis`` (``<= 29.5``),
 so a value hovering on a threshold does not flap. A device's status is the worst level over its fields.
 
-Readings are applied in timestamp order per device: a reading not newer than the last one applied (a QoS 1
-redelivery, or an out-of-order sample) leaves the status alone, so a duplicate never counts as a change.
+Order. Each reading is one of four kinds (``Outcome.kind``), decided per device against the newest reading
+applied so far:
+
+* ``fresh``: newer than the newest. Only these move the device's current status (and its hysteresis state).
+* ``duplicate``: same device, same timestamp and same field values as a reading already seen within the window
+  (a QoS 1 redelivery, e.g. after a broker restart). Not evaluated again: no second change, no second alert.
+* ``late``: not newer than the newest, but at most ``late_window_s`` behind it (out of order, e.g. a device's
+  queue flushed after a reconnect). It is checked against the entry thresholds on its own (no hysteresis, no
+  state change) and compared with the status the device had *at its own time* (the changes of the last
+  ``late_window_s`` are kept for that). Only if it is worse is it an *excursion*: a ``StatusChange`` with
+  ``late=True``, stamped with the reading's time, from which the worker writes the excursion point and a point
+  back to the status of that time one nanosecond later, and alerts if it is ``critico``. A late reading never
+  lowers a status, never recovers a device, and never moves the current status: a late ``36`` between two
+  ``25`` leaves the device ``normal`` and the next ``25`` is no change.
+* ``stale``: more than ``late_window_s`` behind the newest. Skipped by the rules (and counted); a duplicate that
+  old is counted here too, since it can no longer be told apart.
+
+The memory this takes is bounded per device: readings of the window (at most 4096, for duplicates) and status
+changes of the window (at most 256).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .config import RuleConfig
@@ -19,6 +37,11 @@ from .parsing import Reading
 
 LEVELS = ("normal", "alerta", "critico")
 NORMAL, ALERTA, CRITICO = 0, 1, 2
+FRESH, LATE, DUPLICATE, STALE = "fresh", "late", "duplicate", "stale"
+
+DEFAULT_LATE_WINDOW_S = 300.0
+_RECENT_MAX = 4096  # readings remembered per device for duplicates (a reading a second over 300 s is 300)
+_CHANGES_MAX = 256  # status changes remembered per device for late readings
 
 # A rule reduced to what next_level() needs: sign, thresholds by level (times sign), hysteresis.
 _Compiled = tuple[float, tuple[float, float, float], float]
@@ -38,6 +61,10 @@ class DeviceState:
     critical_since_normal: bool = False
     # Compiled rule (or None: no rule) by field for this device's current localizacao and tipo.
     rules: dict[str, _Compiled | None] = field(default_factory=dict)
+    # Readings of the late window by time (insertion order, roughly oldest first), to tell a duplicate.
+    recent: dict[int, Mapping[str, float]] = field(default_factory=dict)
+    # Status changes of the late window: (time_ns, level before, level after), oldest first.
+    changes: deque[tuple[int, int, int]] = field(default_factory=deque)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +76,25 @@ class StatusChange:
     driver_field: str | None
     driver_value: float | None
     recovered: bool = False
+    # An excursion found by a late reading: time_ns is the reading's, previous the status at that time, and the
+    # device's current status is untouched.
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     change: StatusChange | None
-    stale: bool
+    kind: str = FRESH  # FRESH | LATE | DUPLICATE | STALE
+
+    @property
+    def stale(self) -> bool:
+        return self.kind == STALE
 
 
-_STALE = Outcome(change=None, stale=True)
-_UNCHANGED = Outcome(change=None, stale=False)
-
-
+_STALE = Outcome(change=None, kind=STALE)
+_DUPLICATE = Outcome(change=None, kind=DUPLICATE)
+_LATE = Outcome(change=None, kind=LATE)
+_UNCHANGED = Outcome(change=None, kind=FRESH)
 
 
 def _compile(rule: RuleConfig) -> _Compiled:
@@ -85,8 +119,9 @@ def next_level(rule: RuleConfig, current: int, value: float) -> int:
 
 
 class RulesEngine:
-    def __init__(self, rules: Sequence[RuleConfig]) -> None:
+    def __init__(self, rules: Sequence[RuleConfig], late_window_s: float = DEFAULT_LATE_WINDOW_S) -> None:
         self._rules = tuple(rules)
+        self._window_ns = int(late_window_s * 1e9)
         self._fields = frozenset(r.field for r in self._rules)
         self._devices: dict[tuple[str, str], DeviceState] = {}
         self._lookup: dict[tuple[str, str, str], RuleConfig | None] = {}
@@ -132,12 +167,21 @@ class RulesEngine:
         key = (reading.cliente, reading.dispositivo)
         state = self._devices.get(key)
         first = state is None
+        time_ns = reading.time_ns
         if state is None:
             state = DeviceState(reading.cliente, reading.dispositivo, reading.localizacao, reading.tipo)
             self._devices[key] = state
-        elif reading.time_ns <= state.last_time_ns:
-            return _STALE
-        state.last_time_ns = reading.time_ns
+        elif time_ns <= state.last_time_ns:
+            return self._out_of_order(state, reading)
+        state.last_time_ns = time_ns
+        recent = state.recent
+        recent[time_ns] = reading.fields
+        cutoff = time_ns - self._window_ns
+        while len(recent) > 1:  # forget what has left the window (first in, first out)
+            oldest = next(iter(recent))
+            if oldest >= cutoff and len(recent) <= _RECENT_MAX:
+                break
+            del recent[oldest]
         localizacao, tipo = reading.localizacao, reading.tipo
         rules = state.rules
         if localizacao != state.localizacao or tipo != state.tipo:  # the device moved: other rules may apply
@@ -183,6 +227,10 @@ class RulesEngine:
             state.driver_field, state.driver_value = driver_field, driver_value
         if not first and worst == previous_level:
             return _UNCHANGED
+        changes = state.changes
+        changes.append((time_ns, worst if first else previous_level, worst))
+        while len(changes) > 1 and (changes[1][0] <= cutoff or len(changes) > _CHANGES_MAX):
+            changes.popleft()  # keep the last change at or before the cutoff: it gives the status there
         recovered = False
         if worst == CRITICO:
             state.critical_since_normal = True
@@ -191,11 +239,52 @@ class RulesEngine:
             recovered = True
         change = StatusChange(
             device=state,
-            time_ns=reading.time_ns,
+            time_ns=time_ns,
             previous=None if first else LEVELS[previous_level],
             status=LEVELS[worst],
             driver_field=state.driver_field,
             driver_value=state.driver_value,
             recovered=recovered,
         )
-        return Outcome(change=change, stale=False)
+        return Outcome(change=change)
+
+    def _out_of_order(self, state: DeviceState, reading: Reading) -> Outcome:
+        """A reading not newer than the device's newest: a duplicate, a late reading, or a stale one."""
+        time_ns = reading.time_ns
+        recent = state.recent
+        seen = recent.get(time_ns)
+        if seen is not None and seen == reading.fields:
+            return _DUPLICATE
+        if time_ns < state.last_time_ns - self._window_ns:
+            return _STALE
+        recent[time_ns] = reading.fields
+        if len(recent) > _RECENT_MAX:
+            del recent[next(iter(recent))]
+        level, driver_field, driver_value = NORMAL, None, None
+        for name, value in reading.fields.items():
+            if name not in self._fields:
+                continue
+            compiled = self._compiled_rule(name, reading.localizacao, reading.tipo)
+            if compiled is None:
+                continue
+            sign, thresholds, _ = compiled
+            v = sign * value
+            entered = CRITICO if v > thresholds[CRITICO] else ALERTA if v > thresholds[ALERTA] else NORMAL
+            if driver_field is None or entered > level:
+                level, driver_field, driver_value = entered, name, value
+        then = self.level_at(state, time_ns)
+        if level <= then:
+            return _LATE
+        change = StatusChange(device=state, time_ns=time_ns, previous=LEVELS[then], status=LEVELS[level],
+                              driver_field=driver_field, driver_value=driver_value, late=True)
+        return Outcome(change=change, kind=LATE)
+
+    @staticmethod
+    def level_at(state: DeviceState, time_ns: int) -> int:
+        """The device's status at ``time_ns`` as the fresh readings set it (before its first: the first one's)."""
+        level = state.level
+        for when, before, after in reversed(state.changes):
+            if when <= time_ns:
+                return after
+            level = before
+        return level
