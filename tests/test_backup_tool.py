@@ -1,4 +1,5 @@
-"""mov-backup's local logic on the controller: retention, incremental snapshots, restore, refusal, failures.
+"""mov-backup's local logic on the controller: retention, incremental snapshots, restore, refusal, failures, a full
+backup disk (a tmpfs, as root) and alert e-mails (to an aiosmtpd server the test starts).
 
 The off-site path (rclone crypt) is exercised on the box by `molecule test -s backup`.
 """
@@ -6,16 +7,25 @@ The off-site path (rclone crypt) is exercised on the box by `molecule test -s ba
 from __future__ import annotations
 
 import ctypes
+import email
+import email.message
 import errno
 import hashlib
 import json
 import os
+import shutil
+import socket
 import sqlite3
+import ssl
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from host_script import load_script
 
 TOOL = Path(__file__).resolve().parent.parent / "roles" / "backup" / "files" / "mov-backup.py"
@@ -234,3 +244,244 @@ def test_a_write_back_error_fails_the_run_and_leaves_no_snapshot(
     assert list(platform["backups"].glob(".partial-*")) == []
     status = json.loads(Path(platform["tmp"] / "status.json").read_text())
     assert status["result"] == "failed" and "syncfs" in status["error"] and "Input/output error" in status["error"]
+
+
+# --- a full backup disk, alerts by e-mail ------------------------------------------------------------------
+
+class Inbox:
+    """aiosmtpd's handler: every message the test's SMTP server accepted, with the login it was sent under."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+        self.logins: list[tuple[bytes, bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.original_content))
+        return "250 OK"
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        self.logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"mov-alerts", b"relay-secret"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A plain SMTP server on loopback (a relay on the host: the case where the tool may skip STARTTLS)."""
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def small_disk(platform: dict[str, Any]) -> Iterator[Path]:
+    """The backup directory on its own 4 MiB tmpfs, a backup disk that fills up."""
+    backups = platform["backups"]
+    backups.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(backups)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield backups
+    finally:
+        subprocess.run(["umount", str(backups)], check=True)
+
+
+def _configure(platform: dict[str, Any], **changes: Any) -> str:
+    config = json.loads(Path(platform["config"]).read_text()) | {"env": "test", "min_free_bytes": 0} | changes
+    Path(platform["config"]).write_text(json.dumps(config))
+    return str(platform["config"])
+
+
+def _plain_email(port: int) -> dict[str, Any]:
+    return {"to": ["ops@example.test"], "host": "127.0.0.1", "port": port, "from": "mov@example.test",
+            "starttls": False}
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """A file that leaves `leave` bytes free on disk."""
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - leave))
+    return filler
+
+
+def _new_persistence(platform: dict[str, Any]) -> None:
+    (platform["data"] / "mosquitto" / "data" / "mosquitto.db").write_bytes(os.urandom(1 << 20))
+
+
+def test_a_full_backup_disk_refuses_alerts_by_email_and_the_next_run_succeeds(
+    tool: ModuleType, platform: dict[str, Any], small_disk: Path, smtp: tuple[Inbox, int],
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    inbox, port = smtp
+    config = _configure(platform, email=_plain_email(port))
+    _new_persistence(platform)
+    filler = _fill(small_disk, 256 << 10)  # 1 MiB of new data, 256 KiB free
+    assert tool.main(["--config", config, "run"]) == 1
+    out = capsys.readouterr().out
+    assert f"backup FAILED: not enough space on {small_disk}: this run needs up to 1." in out
+    assert "(no snapshot has expired). Nothing was written" in out
+    assert "alert e-mailed to ops@example.test through 127.0.0.1" in out
+    assert tool.snapshot_ids(small_disk) == [] and list(small_disk.glob(".partial-*")) == []
+    status = json.loads(Path(platform["tmp"] / "status.json").read_text())
+    assert status["result"] == "failed" and "not enough space" in status["error"]
+    [mail] = inbox.messages
+    assert mail["To"] == "ops@example.test" and mail["From"] == "mov@example.test"
+    assert mail["Subject"] == f"[mov/test] backup failed on {socket.gethostname()}"
+    assert "not enough space" in mail.get_payload()
+
+    filler.unlink()
+    assert tool.main(["--config", config, "run"]) == 0
+    assert len(tool.snapshot_ids(small_disk)) == 1 and len(inbox.messages) == 1
+    status = json.loads(Path(platform["tmp"] / "status.json").read_text())
+    assert status["result"] == "ok" and status["space"]["needed_bytes"] > 1 << 20
+
+
+def test_expired_snapshots_make_room_before_the_run(
+    tool: ModuleType, platform: dict[str, Any], small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _configure(platform, retention={"daily": 2, "weekly": 0, "monthly": 0})
+    for older in ("20200101T000000Z", "20200102T000000Z"):  # two snapshots, 1 MiB of its own each
+        _new_persistence(platform)
+        assert tool.main(["--config", config, "run"]) == 0
+        (small_disk / tool.snapshot_ids(small_disk)[-1]).rename(small_disk / older)
+    _new_persistence(platform)
+    _fill(small_disk, 512 << 10)
+    capsys.readouterr()
+    assert tool.main(["--config", config, "run"]) == 0
+    out = capsys.readouterr().out
+    assert "removing the 1 snapshot(s) retention drops once this run's exists" in out
+    assert "retention: removed local snapshot 20200101T000000Z" in out
+    ids = tool.snapshot_ids(small_disk)
+    assert ids[0] == "20200102T000000Z" and len(ids) == 2
+    tool.check_snapshot(small_disk / ids[-1])
+
+
+def test_retention_before_a_run_never_drops_the_newest(tool: ModuleType) -> None:
+    ids = ["20261124T023000Z", "20261125T023000Z", "20261126T023000Z"]
+    daily3 = tool.Retention(daily=3, weekly=0, monthly=0)
+    assert tool.expired_once_taken(ids, daily3, "20261127T023000Z") == ["20261124T023000Z"]
+    assert tool.keep_set(ids, daily3) == set(ids)  # retention after the run would have found nothing to drop
+    # Same day as the newest: retention would drop it once the new one exists, but it is the link base.
+    assert tool.expired_once_taken(ids, tool.Retention(1, 0, 0), "20261126T050000Z") == ids[:2]
+
+
+def test_a_failed_drill_alerts_by_email(
+    tool: ModuleType, platform: dict[str, Any], smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    config = _configure(platform, email=_plain_email(port))
+    assert tool.main(["--config", config, "drill", "--from", "local"]) == 1
+    [mail] = inbox.messages
+    assert mail["Subject"] == f"[mov/test] restore drill failed on {socket.gethostname()}"
+    assert "no complete local snapshot" in mail.get_payload()
+
+
+def test_alert_email_uses_starttls_and_logs_in_with_the_password_file(
+    tool: ModuleType, platform: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   capture_output=True, check=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the tool verifies the relay against the default CAs
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="localhost", port=port, tls_context=context, require_starttls=True,
+                            authenticator=inbox.authenticate)
+    controller.start()
+    try:
+        password = tmp_path / "smtp-password"
+        password.write_text("relay-secret\n")
+        password.chmod(0o600)
+        config = _configure(platform, email={"to": ["ops@example.test", "oncall@example.test"], "host": "localhost",
+                                             "port": port, "user": "mov-alerts", "from": "mov@example.test",
+                                             "password_file": str(password)})
+        cfg = tool.load_config(config)
+        assert cfg.email.starttls  # the default
+        tool.alert(cfg, "backup on host failed: disk on fire")
+    finally:
+        controller.stop()
+    assert inbox.logins == [(b"mov-alerts", b"relay-secret")]
+    [mail] = inbox.messages
+    assert mail["To"] == "ops@example.test, oncall@example.test"
+    assert "disk on fire" in mail.get_payload()
+
+
+def test_plain_smtp_is_refused_for_a_relay_elsewhere(
+    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _configure(platform, email=_plain_email(25) | {"host": "smtp.example.test"})
+    assert tool.main(["--config", config, "check-config"]) == 1
+    assert "starttls: false is for a relay on this host only" in capsys.readouterr().err
+
+
+# A test double of `docker compose` (InfluxDB cannot run here): it answers the calls influxdb_backup and the space
+# estimate make, writes what `influx backup` would into the directory mounted at /mov-backup, and records each call.
+FAKE_DOCKER = r'''#!/usr/bin/env python3
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+if "config" in args:
+    print(json.dumps({"services": {"influxdb": {"user": "1000:1001"}}}))
+elif "run" in args:
+    source, _, target = args[args.index("--volume") + 1].partition(":")
+    st = os.stat(source)
+    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+        log.write(json.dumps({"staging": source, "uid": st.st_uid, "gid": st.st_gid, "target": target}) + "\n")
+    with open(os.path.join(source, "20261206T000000Z.manifest"), "w") as f:
+        f.write("{}")
+    with open(os.path.join(source, "20261206T000000Z.s1.tar.gz"), "wb") as f:
+        f.write(os.urandom(100_000))
+elif "du" in args:
+    print("2048\t/var/lib/influxdb2")
+else:
+    sys.exit("unexpected docker call: " + " ".join(args))
+'''
+
+
+def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
+    tool: ModuleType, platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir, calls = platform["tmp"] / "bin", platform["tmp"] / "docker-calls.jsonl"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
+    (platform["tmp"] / "compose.yaml").write_text("services: {}\n")  # the stack is deployed
+    config = _configure(platform)
+    assert tool.main(["--config", config, "run"]) == 0
+    logged = [json.loads(line) for line in calls.read_text().splitlines()]
+    [run] = [c for c in logged if isinstance(c, list) and "run" in c]
+    assert run[run.index("run"):run.index("influxdb")] == ["run", "--rm", "--no-deps", "-T", "--entrypoint", "sh",
+                                                           "--volume", run[run.index("--volume") + 1]]
+    assert run[-2:] == ["-c", 'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup '
+                              "--host http://influxdb:8086 /mov-backup"]
+    [staged] = [c for c in logged if isinstance(c, dict)]
+    assert Path(staged["staging"]).is_relative_to(platform["backups"])  # on the backup disk, not in a container
+    assert (staged["uid"], staged["gid"], staged["target"]) == (1000, 1001, "/mov-backup")
+    assert not any("cp" in c or tool.INFLUX_TMP in " ".join(c) for c in logged if isinstance(c, list))
+    first = json.loads(Path(platform["tmp"] / "status.json").read_text())["space"]["needed_bytes"]
+    assert first > 2048 * 1024  # no previous InfluxDB backup: its live data's size (du) counted
+    snapshot = platform["backups"] / tool.snapshot_ids(platform["backups"])[-1]
+    stored = {e["rel"] for e in tool.check_snapshot(snapshot)["files"] if e["source"] == "influxdb"}
+    assert stored == {"20261206T000000Z.manifest", "20261206T000000Z.s1.tar.gz"}
+
+    snapshot.rename(platform["backups"] / "20200101T000000Z")
+    assert tool.main(["--config", config, "run"]) == 0
+    second = json.loads(Path(platform["tmp"] / "status.json").read_text())["space"]["needed_bytes"]
+    assert 100_000 < second < first  # the previous snapshot's InfluxDB part, not du, and no du call
+    assert sum(1 for c in logged if isinstance(c, list) and "du" in c) == 1

@@ -34,8 +34,10 @@ import io
 import json
 import os
 import shutil
+import smtplib
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +101,24 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Email:
+    """Where a failure's alert is e-mailed (no recipients or no host: not e-mailed)."""
+    to: tuple[str, ...] = ()
+    host: str = ""
+    port: int = 587
+    user: str = ""
+    sender: str = ""
+    # Plain SMTP only to a relay on this host (a test's, or a local MTA): the password never crosses a network
+    # in the clear.
+    starttls: bool = True
+    password_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.to and self.host)
+
+
+@dataclass(frozen=True)
 class Config:
     backup_dir: Path
     status_file: Path
@@ -113,9 +135,13 @@ class Config:
     rclone_config: str
     webhook_url: str
     env: str
+    email: Email = Email()
+    # Free space a run leaves on the backup filesystem beyond what it estimates it writes.
+    min_free_bytes: int = 0
 
 
 SOURCE_KINDS = ("tree", "file", "sqlite", "latest_dir")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def _retention(raw: Any, where: str) -> Retention:
@@ -126,6 +152,30 @@ def _retention(raw: Any, where: str) -> Retention:
         if not isinstance(value, int) or value < 0:
             raise BackupError(f"{where}.{key}: expected an integer >= 0, got {value!r}")
     return Retention(int(raw["daily"]), int(raw["weekly"]), int(raw["monthly"]), max(1, int(raw.get("last", 1))))
+
+
+def _flag(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise BackupError(f"{where}: expected true or false, got {value!r}")
+
+
+def _email(raw: Any) -> Email:
+    if not raw:
+        return Email()
+    if not isinstance(raw, dict) or not isinstance(raw.get("to", []), list):
+        raise BackupError("config email: expected {to: [addresses], host, port, user, from, starttls, password_file}")
+    mail = Email(to=tuple(str(a) for a in raw.get("to", []) if a), host=str(raw.get("host", "")),
+                 port=int(raw.get("port", 587)), user=str(raw.get("user", "")), sender=str(raw.get("from", "")),
+                 starttls=_flag(raw.get("starttls", True), "email.starttls"),
+                 password_file=str(raw.get("password_file", "")))
+    if mail.enabled and not mail.sender:
+        raise BackupError("config email.from: needed to e-mail alerts")
+    if mail.enabled and not mail.starttls and mail.host not in LOOPBACK_HOSTS:
+        raise BackupError(f"config email.starttls: false is for a relay on this host only, not {mail.host}")
+    return mail
 
 
 def load_config(path: str) -> Config:
@@ -160,6 +210,8 @@ def load_config(path: str) -> Config:
         rclone_config=str(remote.get("rclone_config", "")),
         webhook_url=str(raw.get("webhook_url", "")),
         env=str(raw.get("env", "")),
+        email=_email(raw.get("email")),
+        min_free_bytes=int(raw.get("min_free_bytes", 0)),
     )
 
 
@@ -495,28 +547,55 @@ def compose(cfg: Config, *args: str) -> list[str]:
     return ["docker", "compose", "--project-directory", cfg.stack_dir, "-p", cfg.stack_project, *args]
 
 
+# Where restore_influxdb stages a snapshot's InfluxDB part inside the service's container.
 INFLUX_TMP = "/tmp/mov-backup-influxdb"
+# Where the one-off container of influxdb_backup sees its staging directory (bind-mounted from the backup dir).
+INFLUX_STAGE = "/mov-backup"
 # The influx CLI reads its token from INFLUX_TOKEN (influxdata/influx-cli v2.7.5 cmd/influx/global.go: the --token
 # flag's EnvVar), so the admin token never stands on a process's command line, where `ps` shows it.
 
 
+def service_owner(cfg: Config, service: str) -> tuple[int, int] | None:
+    """The numeric uid:gid the compose file runs the service as, or None (the image's own user)."""
+    raw = run_command(compose(cfg, "config", "--format", "json"), "docker compose config")
+    user = str(json.loads(raw)["services"][service].get("user", ""))
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit():
+        return None
+    return int(uid), int(gid) if gid.isdigit() else int(uid)
+
+
 def influxdb_backup(cfg: Config, staging: Path) -> None:
+    """`influx backup` written straight into staging, a directory of the snapshot being built.
+
+    A one-off container of the service (`docker compose run`: its image, env file and user, on the project's
+    network, no published port) gets staging bind-mounted and talks to the running InfluxDB over the network
+    (influx backup's --host; the CLI makes the target directory: influx-cli v2.7.5 clients/backup/backup.go,
+    os.MkdirAll). The backup never lands in a container's filesystem, on the disk the live services write to,
+    and the space check counted it on the backup filesystem.
+    """
     service = cfg.influxdb_service
+    staging.mkdir(mode=0o700)
+    owner = service_owner(cfg, service)
+    if owner is not None:
+        os.chown(staging, *owner)
     # The admin token stays in the container's environment; it never passes through this process.
-    backup = f'rm -rf {INFLUX_TMP} && INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup {INFLUX_TMP}'
-    run_command(compose(cfg, "exec", "-T", service, "sh", "-c", backup), "influx backup")
-    try:
-        run_command(compose(cfg, "cp", f"{service}:{INFLUX_TMP}", str(staging)), "docker compose cp (influxdb)")
-    finally:
-        subprocess.run(compose(cfg, "exec", "-T", service, "rm", "-rf", INFLUX_TMP), capture_output=True, check=False)
+    backup = (f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup --host http://{service}:8086 '
+              f'{INFLUX_STAGE}')
+    run_command(compose(cfg, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh",
+                        "--volume", f"{staging}:{INFLUX_STAGE}", service, "-c", backup), "influx backup")
+
+
+def remove_partials(cfg: Config) -> None:
+    for stale in cfg.backup_dir.glob(".partial-*"):
+        log(f"removing {stale.name}, left by an interrupted run")
+        shutil.rmtree(stale)
 
 
 def take_snapshot(cfg: Config) -> tuple[str, int, int]:
     """Write a complete snapshot; returns its id, apparent size and the bytes not linked to the previous one."""
     cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in cfg.backup_dir.glob(".partial-*"):
-        log(f"removing {stale.name}, left by an interrupted run")
-        shutil.rmtree(stale)
+    remove_partials(cfg)
     snapshot_id = datetime.now(UTC).strftime(ID_FORMAT)
     if (cfg.backup_dir / snapshot_id).exists():
         time.sleep(1)
@@ -590,16 +669,16 @@ def _add_sources(cfg: Config, writer: SnapshotWriter) -> tuple[list[dict[str, An
             sources.append(entry)
             log(f"{source.name}: {path}")
         compose_file = Path(cfg.stack_dir) / "compose.yaml"
-        if cfg.influxdb_service in cfg.stack_services and not compose_file.is_file():
+        if cfg.influxdb_service in cfg.stack_services and not influxdb_included(cfg):
             log(f"influxdb: in the stack's services but {compose_file} does not exist (not deployed yet); skipped")
             skipped.append("influxdb")
-        elif cfg.influxdb_service in cfg.stack_services:
+        elif influxdb_included(cfg):
             staging = scratch / "influxdb"
             influxdb_backup(cfg, staging)
             for rel, file, st in walk_tree(staging):
                 writer.add("influxdb", rel, file, st, quick_check=False, owned=True)
             sources.append({"name": "influxdb", "kind": "influxdb", "path": "", "data": True})
-            log("influxdb: influx backup in its container")
+            log("influxdb: influx backup, staged in the backup directory")
         else:
             log(f"influxdb: not in the stack's services ({', '.join(cfg.stack_services) or 'none'}); skipped")
             skipped.append("influxdb")
@@ -631,11 +710,143 @@ def keep_set(ids: Sequence[str], retention: Retention) -> set[str]:
 def prune_local(cfg: Config) -> list[str]:
     ids = snapshot_ids(cfg.backup_dir)
     keep = keep_set(ids, cfg.retention)
-    dropped = [i for i in ids if i not in keep]
+    return remove_local(cfg, [i for i in ids if i not in keep])
+
+
+def remove_local(cfg: Config, dropped: list[str]) -> list[str]:
     for snapshot_id in dropped:
         shutil.rmtree(cfg.backup_dir / snapshot_id)
         log(f"retention: removed local snapshot {snapshot_id}")
     return dropped
+
+
+def expired_once_taken(ids: Sequence[str], retention: Retention, new_id: str) -> list[str]:
+    """The snapshots retention drops as soon as a snapshot new_id exists, which may go before it is taken; never
+    the newest (the new snapshot's link base, and the last good one should this run fail)."""
+    keep = keep_set([*ids, new_id], retention) | set(ids[-1:])
+    return [i for i in ids if i not in keep]
+
+
+# --- space -------------------------------------------------------------------------------------------
+
+# What a new file or directory may take beyond its bytes: one filesystem block.
+BLOCK = 4096
+# Manifest bytes per file when there is no previous manifest to measure.
+MANIFEST_BYTES_PER_FILE = 512
+
+
+@dataclass(frozen=True)
+class SpaceNeed:
+    """What a run may write on the backup filesystem (an upper bound from sizes, nothing read)."""
+    bytes: int
+    inodes: int
+
+
+def estimate_need(cfg: Config, previous: Path | None) -> SpaceNeed:
+    """Each source file the previous snapshot does not hold unchanged (its quick check: size and mtime) at its
+    full size (zstd only ever shrinks it); SQLite databases twice (the scratch copy and the stored file) unless
+    untouched; InfluxDB's backup at its size in the previous snapshot (all of it: `influx backup` is a full backup
+    with new file names, staged before it is stored); a block per new file and directory; the manifest."""
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    manifest_bytes = 0
+    if previous is not None:
+        entries = {(e["source"], e["rel"]): e for e in read_manifest(previous).get("files", [])}
+        manifest_bytes = (previous / MANIFEST).stat().st_size
+    new_bytes, new_files, dirs = 0, 0, set()
+    for source in cfg.sources:
+        for rel, path, st in source_files(source):
+            dirs.add(f"{source.name}/{rel.rpartition('/')[0]}")
+            prev = entries.get((source.name, rel))
+            if source.kind == "sqlite":
+                if prev is None or not sqlite_unchanged(prev, sqlite_signature(path)):
+                    wal = Path(f"{path}-wal")
+                    new_bytes += 2 * (st.st_size + (wal.stat().st_size if wal.exists() else 0))
+                    new_files += 2
+            elif prev is None or (prev["size"], prev["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+                new_bytes += st.st_size
+                new_files += 1
+    if influxdb_included(cfg):
+        influx = [e for (name, _), e in entries.items() if name == "influxdb"]
+        new_bytes += sum(e["size"] for e in influx) if influx else influxdb_live_bytes(cfg)
+        new_files += len(influx) or 16
+        dirs.add("influxdb/")
+    manifest_bytes = manifest_bytes or MANIFEST_BYTES_PER_FILE * max(len(entries), new_files)
+    inodes = new_files + len(dirs) + 4  # the snapshot's, data/ and scratch directories, the manifest
+    return SpaceNeed(bytes=new_bytes + manifest_bytes + BLOCK * inodes, inodes=inodes)
+
+
+def source_files(source: Source) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """The files a source contributes, as the snapshot names them (a missing path: none)."""
+    path = Path(source.path)
+    if not path.exists():
+        return
+    if source.kind == "tree":
+        yield from walk_tree(path)
+    elif source.kind in ("file", "sqlite"):
+        yield path.name, path, path.stat()
+    elif source.kind == "latest_dir":
+        dirs = sorted(p for p in path.iterdir() if p.is_dir())
+        if dirs:
+            yield from walk_tree(dirs[-1], f"{dirs[-1].name}/")
+
+
+def influxdb_included(cfg: Config) -> bool:
+    return cfg.influxdb_service in cfg.stack_services and (Path(cfg.stack_dir) / "compose.yaml").is_file()
+
+
+def influxdb_live_bytes(cfg: Config) -> int:
+    """The size of InfluxDB's data directory: more than its backup (gzipped shards), for the first run's estimate."""
+    try:
+        out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "du", "-sk", "/var/lib/influxdb2"),
+                          "du (InfluxDB's data)")
+        return int(out.split()[0]) * 1024
+    except (BackupError, IndexError, ValueError) as exc:
+        log(f"space: InfluxDB's size unknown ({exc}); the estimate leaves it out")
+        return 0
+
+
+def free_space(path: Path) -> tuple[int, int | None]:
+    """Bytes and inodes free for root's use on path's filesystem (inodes None where it does not count them)."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, (st.f_favail if st.f_files else None)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def shortfall(cfg: Config, need: SpaceNeed) -> str:
+    """Why the run does not fit on the backup filesystem now, or "" when it does."""
+    free, inodes = free_space(cfg.backup_dir)
+    if free < need.bytes + cfg.min_free_bytes:
+        return (f"this run needs up to {_mib(need.bytes)} and {_mib(cfg.min_free_bytes)} must stay free "
+                f"(min_free_bytes), {_mib(free)} free")
+    if inodes is not None and inodes < need.inodes:
+        return f"this run needs up to {need.inodes} inodes, {inodes} free"
+    return ""
+
+
+def make_room(cfg: Config) -> dict[str, Any]:
+    """Check the run fits before it starts, removing first the snapshots retention drops once it exists; raises,
+    naming the sizes, when it still does not fit."""
+    ids = snapshot_ids(cfg.backup_dir)
+    need = estimate_need(cfg, cfg.backup_dir / ids[-1] if ids else None)
+    short = shortfall(cfg, need)
+    pruned: list[str] = []
+    if short:
+        expired = expired_once_taken(ids, cfg.retention, datetime.now(UTC).strftime(ID_FORMAT))
+        if expired:
+            log(f"space: {short}; removing the {len(expired)} snapshot(s) retention drops once this run's exists")
+            pruned = remove_local(cfg, expired)
+            short = shortfall(cfg, need)
+    if short:
+        gone = f" after removing {len(pruned)} expired snapshot(s)" if pruned else " (no snapshot has expired)"
+        raise BackupError(f"not enough space on {cfg.backup_dir}: {short}{gone}. Nothing was written; free space "
+                          "there (or give backup_dir a bigger disk) and the next run goes ahead.")
+    free, _ = free_space(cfg.backup_dir)
+    log(f"space: this run needs up to {_mib(need.bytes)}, {_mib(free)} free")
+    return {"needed_bytes": need.bytes, "free_bytes": free, "min_free_bytes": cfg.min_free_bytes,
+            "pruned_before": pruned}
 
 
 # --- off-site (rclone crypt) -----------------------------------------------------------------------
@@ -1016,9 +1227,17 @@ def write_status(cfg: Config, status: dict[str, Any]) -> None:
 
 
 def alert(cfg: Config, message: str, kind: str = "backup_failed") -> None:
-    if not cfg.webhook_url:
-        log("no alert webhook configured; failure only logged")
+    """The failure, by webhook and by e-mail (each where configured); a channel that fails is logged."""
+    if not cfg.webhook_url and not cfg.email.enabled:
+        log("no alert webhook or e-mail configured; failure only logged")
         return
+    if cfg.webhook_url:
+        post_webhook(cfg, message, kind)
+    if cfg.email.enabled:
+        send_email(cfg, message, kind)
+
+
+def post_webhook(cfg: Config, message: str, kind: str) -> None:
     body = json.dumps({"kind": kind, "subject": f"mov/{cfg.env}", "host": socket.gethostname(),
                        "message": message}).encode()
     request = urllib.request.Request(cfg.webhook_url, data=body, method="POST",
@@ -1028,6 +1247,42 @@ def alert(cfg: Config, message: str, kind: str = "backup_failed") -> None:
             log(f"alert posted to the webhook (HTTP {response.status})")
     except OSError as exc:
         log(f"alert webhook failed: {exc}")
+
+
+def alert_email(cfg: Config, message: str, kind: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["Subject"] = f"[mov/{cfg.env}] {kind.replace('_', ' ')} on {socket.gethostname()}"
+    mail["From"] = cfg.email.sender
+    mail["To"] = ", ".join(cfg.email.to)
+    mail["Date"] = formatdate(localtime=False)
+    mail["Message-ID"] = make_msgid(domain=socket.gethostname())
+    mail.set_content(f"{message}\n\nStatus: {cfg.status_file} (backup), {drill_status_file(cfg)} (restore drill)."
+                     "\nLog: the cron runner's log of the job (mov-cron-run).\n")
+    return mail
+
+
+def smtp_password(cfg: Config) -> str:
+    """The relay's password from its 0600 file (never the command line or the environment)."""
+    if not cfg.email.password_file:
+        return ""
+    try:
+        return Path(cfg.email.password_file).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
+def send_email(cfg: Config, message: str, kind: str) -> None:
+    mail = cfg.email
+    try:
+        with smtplib.SMTP(mail.host, mail.port, timeout=30) as smtp:
+            if mail.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if mail.user:
+                smtp.login(mail.user, smtp_password(cfg))
+            smtp.send_message(alert_email(cfg, message, kind))
+        log(f"alert e-mailed to {', '.join(mail.to)} through {mail.host}:{mail.port}")
+    except OSError as exc:  # smtplib.SMTPException is an OSError
+        log(f"alert e-mail through {mail.host}:{mail.port} failed: {exc}")
 
 
 class Lock:
@@ -1209,6 +1464,9 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
                               "offsite": "disabled" if not cfg.remote else "failed"}
     listing: RemoteListing | None = None
     try:
+        cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        remove_partials(cfg)
+        status["space"] = make_room(cfg)
         if cfg.remote:
             listing = RemoteListing(cfg)  # runs while the snapshot is taken
         snapshot_id, size, new = take_snapshot(cfg)
