@@ -620,6 +620,31 @@ def weekly_report(args: argparse.Namespace) -> int:
     return report.summary()
 
 
+def hardening(args: argparse.Namespace) -> int:
+    """Every running container of the stack, as Docker runs it: no capability, no privilege gain, a bounded number
+    of processes, a non-root user; a read-only root filesystem where the stack asks for one."""
+    report = Report()
+    box = Box(args.box)
+    ids = box.compose("ps", "-q").stdout.split()
+    report.check("the stack's containers are listed", bool(ids))
+    for container_id in ids:
+        out = box.run("docker", "inspect", container_id)
+        if not report.check(f"docker inspect {container_id[:12]}", out.returncode == 0, out.stderr.strip()):
+            continue
+        info = json.loads(out.stdout)[0]
+        name, config = info["Name"].lstrip("/"), info["HostConfig"]
+        report.check(f"{name}: every capability dropped", config.get("CapDrop") == ["ALL"]
+                     and not config.get("CapAdd"), f"{config.get('CapDrop')} {config.get('CapAdd')}")
+        report.check(f"{name}: no-new-privileges", "no-new-privileges:true" in (config.get("SecurityOpt") or []))
+        report.check(f"{name}: a process limit", (config.get("PidsLimit") or 0) > 0, str(config.get("PidsLimit")))
+        user = str(info["Config"].get("User") or "")
+        report.check(f"{name}: runs as a non-root user", user.split(":")[0] not in ("", "0", "root"), user)
+        service = info["Config"]["Labels"].get("com.docker.compose.service", "")
+        if service in args.read_only:
+            report.check(f"{name}: read-only root filesystem", config.get("ReadonlyRootfs") is True)
+    return report.summary()
+
+
 def retention(args: argparse.Namespace) -> int:
     """The bucket's retention in InfluxDB is the tree's (the token step PATCHes it onto the existing bucket)."""
     report = Report()
@@ -798,6 +823,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               help="the weekly report's cron job on yesterday's readings; its PDF's figures")
     p_report.add_argument("--job", default="weekly-report")
     p_report.add_argument("--report-dir", default="/opt/mov/report/out")
+    p_hardening = sub.add_parser("hardening", parents=[common], help="the running containers hold no privilege")
+    p_hardening.add_argument("--read-only", nargs="*", default=["mosquitto", "analytics", "telegraf", "grafana"],
+                             help="services whose root filesystem must be read-only")
     p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")
     p_retention.add_argument("--expect", required=True, help="an InfluxDB duration, e.g. 30d (0: forever)")
     p_logs = sub.add_parser("logs", parents=[common], help="the logs part: Loki holds the platform's lines")
@@ -812,8 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": check, "logs": logs, "grafana-rules": grafana_rules, "identity": identity,
-        "telegraf-health": telegraf_health, "recreate": recreate, "report": weekly_report, "retention": retention,
-        "counts": counts}
+        "telegraf-health": telegraf_health, "recreate": recreate, "report": weekly_report,
+        "retention": retention, "hardening": hardening, "counts": counts}
     return commands[args.command](args)
 
 

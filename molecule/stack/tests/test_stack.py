@@ -105,6 +105,25 @@ def test_containers_run_as_their_service_uids(host) -> None:  # type: ignore[no-
         assert set(uids) == {uid}, (container, uids)
 
 
+def test_running_containers_hold_no_privilege(host) -> None:  # type: ignore[no-untyped-def]
+    """Read from the running containers, not the template: no capability, no privilege gain, a bounded number of
+    processes, a read-only root filesystem with a private /tmp, and no process of the container able to write
+    outside its volumes."""
+    for container in ("mov-mosquitto-1", "mov-analytics-1"):
+        config = json.loads(host.check_output(f"docker inspect {container}"))[0]["HostConfig"]
+        assert config["CapDrop"] == ["ALL"] and not config["CapAdd"], (container, config["CapDrop"])
+        assert "no-new-privileges:true" in config["SecurityOpt"], (container, config["SecurityOpt"])
+        assert config["PidsLimit"] == 512, container
+        assert config["ReadonlyRootfs"] is True and "/tmp" in config["Tmpfs"], container
+        status = host.check_output(f"docker exec {container} cat /proc/1/status")
+        effective = next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1]
+        assert int(effective, 16) == 0, (container, effective)
+        assert next(line for line in status.splitlines() if line.startswith("NoNewPrivs:")).split()[1] == "1"
+        refused = host.run(f"docker exec {container} sh -c 'touch /etc/mov-probe'")
+        assert refused.rc != 0 and "Read-only file system" in refused.stderr, (container, refused.stderr)
+        assert host.run(f"docker exec {container} sh -c 'touch /tmp/probe && rm /tmp/probe'").rc == 0
+
+
 def test_published_ports_are_exactly_the_allowed_ones(host) -> None:  # type: ignore[no-untyped-def]
     ids = host.check_output("docker ps -q --filter label=com.docker.compose.project=mov").split()
     published = set()
