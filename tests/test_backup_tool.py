@@ -436,6 +436,14 @@ with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
     log.write(json.dumps(args) + "\n")
 if "config" in args:
     print(json.dumps({"services": {"influxdb": {"user": "1000:1001"}}}))
+elif "run" in args and "influx restore" in args[-1]:
+    # What the one-off container would see: every staged file's owner and whether that user can read it.
+    source, _, target = args[args.index("--volume") + 1].partition(":")
+    files = {name: [os.stat(os.path.join(source, name)).st_uid, os.stat(os.path.join(source, name)).st_mode & 0o400]
+             for name in os.listdir(source)}
+    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+        log.write(json.dumps({"restore_from": source, "uid": os.stat(source).st_uid, "target": target,
+                              "files": files}) + "\n")
 elif "run" in args:
     source, _, target = args[args.index("--volume") + 1].partition(":")
     st = os.stat(source)
@@ -447,6 +455,8 @@ elif "run" in args:
         f.write(os.urandom(100_000))
 elif "du" in args:
     print("2048\t/var/lib/influxdb2")
+elif "exec" in args and "influx query" in args[-1]:
+    pass  # an empty InfluxDB: no table
 else:
     sys.exit("unexpected docker call: " + " ".join(args))
 '''
@@ -473,7 +483,8 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     [staged] = [c for c in logged if isinstance(c, dict)]
     assert Path(staged["staging"]).is_relative_to(platform["backups"])  # on the backup disk, not in a container
     assert (staged["uid"], staged["gid"], staged["target"]) == (1000, 1001, "/mov-backup")
-    assert not any("cp" in c or tool.INFLUX_TMP in " ".join(c) for c in logged if isinstance(c, list))
+    # Nothing is copied into, or staged in, a container's own filesystem.
+    assert not any("cp" in c or ":/tmp" in " ".join(c) for c in logged if isinstance(c, list))
     first = json.loads(Path(platform["tmp"] / "status.json").read_text())["space"]["needed_bytes"]
     assert first > 2048 * 1024  # no previous InfluxDB backup: its live data's size (du) counted
     snapshot = platform["backups"] / tool.snapshot_ids(platform["backups"])[-1]
@@ -485,3 +496,15 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     second = json.loads(Path(platform["tmp"] / "status.json").read_text())["space"]["needed_bytes"]
     assert 100_000 < second < first  # the previous snapshot's InfluxDB part, not du, and no du call
     assert sum(1 for c in logged if isinstance(c, list) and "du" in c) == 1
+
+    # The restore hands the same files to a one-off container, read-only, owned by the service's user (a
+    # `docker compose cp` would make them root's, unreadable by InfluxDB's user in a 0700 staging).
+    assert tool.main(["--config", config, "restore", "--force"]) == 0
+    logged = [json.loads(line) for line in calls.read_text().splitlines()]
+    [restore] = [c for c in logged if isinstance(c, list) and "influx restore" in c[-1]]
+    assert restore[-1] == ('INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full '
+                           "--host http://influxdb:8086 /mov-backup")
+    [seen] = [c for c in logged if isinstance(c, dict) and "restore_from" in c]
+    assert seen["target"] == "/mov-backup:ro" and seen["uid"] == 1000
+    assert seen["files"] == {"20261206T000000Z.manifest": [1000, 0o400], "20261206T000000Z.s1.tar.gz": [1000, 0o400]}
+    assert not any("cp" in c or ("exec" in c and "influx restore" in c[-1]) for c in logged if isinstance(c, list))
