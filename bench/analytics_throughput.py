@@ -25,10 +25,10 @@ Starts its own Mosquitto on a loopback port and the InfluxDB write-API *test dou
 Phases 1-3 run ``--rounds`` times (default 3) and the best round of each consumer counts: other load on the
 machine only ever slows a round down. ``ratio`` = best worker rate / best raw rate.
 ``lost`` = readings published (all rounds and phase 4) that the worker's own counters do not show processed
-(``readings_processed_total`` - ``readings_stale_total``, scraped from its metrics port) + points that should
-have reached the double and did not: the status points an independent model of the default rule expects for
-the fill readings (plus the marker's), one status point per latency reading, and with ``--write-readings`` one
-reading point per reading.
+(``readings_processed_total`` - ``readings_stale_total`` - ``readings_duplicate_total``, scraped from its metrics
+port) + points that should have reached the double and did not: the status points an independent model of the
+default rule expects for the fill readings (plus the marker's), one status point per latency reading, and with
+``--write-readings`` one reading point per reading.
 The last line printed is one JSON object.
 """
 
@@ -304,8 +304,11 @@ def worker_counters(port: int) -> dict[str, float]:
 
 
 def unaccounted(counters: dict[str, float], published: int) -> int:
-    """Readings published that the worker did not count as processed (duplicates, counted stale, excluded)."""
-    fresh = counters.get("readings_processed_total", 0.0) - counters.get("readings_stale_total", 0.0)
+    """Readings published that the worker did not count as processed. Stale readings (older than the late window)
+    and duplicates (a QoS 1 redelivery, counted again by readings_processed_total) are taken out, so a redelivery
+    cannot hide a reading that never arrived."""
+    fresh = (counters.get("readings_processed_total", 0.0) - counters.get("readings_stale_total", 0.0)
+             - counters.get("readings_duplicate_total", 0.0))
     return max(0, published - int(fresh))
 
 
