@@ -21,7 +21,7 @@ from mov_render import ENVS, REPO, rendered, workspace
 INFRA_INPUTS = ("cpu", "mem", "disk", "diskio", "net", "docker", "internal")
 HOST_MOUNTS = ("/:/hostfs:ro", "/proc:/hostfs/proc:ro", "/sys:/hostfs/sys:ro",
                "/var/run/docker.sock:/var/run/docker.sock:ro")
-RULES = {"mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso"}
+RULES = {"mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso", "mov-mensagens-descartadas"}
 # Envs whose stack runs Telegraf (local runs mosquitto and analytics only).
 STACK_ENVS = ("staging", "prod")
 
@@ -80,9 +80,12 @@ def test_telegraf_reads_the_host_and_docker_into_the_infra_bucket(env: str) -> N
     assert "overlay" in disk["ignore_fs"] and "tmpfs" in disk["ignore_fs"]
     assert config["inputs"]["net"][0]["ignore_protocol_stats"] is True
     assert config["inputs"]["cpu"][0]["report_active"] is True
-    # The readings' input is untouched and untagged.
-    (mqtt,) = config["inputs"]["mqtt_consumer"]
-    assert "tags" not in mqtt and "interval" not in mqtt
+    # The readings' input is untouched and untagged; the broker's drop counter goes to the infrastructure bucket.
+    readings, broker = config["inputs"]["mqtt_consumer"]
+    assert readings["client_id"] == "mov-telegraf" and "tags" not in readings and "interval" not in readings
+    assert broker["topics"] == ["$SYS/broker/publish/messages/dropped"] and broker["tags"] == {"mov_route": "infra"}
+    assert broker["client_id"] != readings["client_id"] and broker["persistent_session"] is False
+    assert broker["data_format"] == "value" and broker["name_override"] == "mosquitto_broker"
 
 
 @pytest.mark.parametrize("env", ENVS)

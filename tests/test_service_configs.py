@@ -133,7 +133,7 @@ def test_telegraf_buffer_arithmetic_scales_with_the_devices() -> None:
 @pytest.mark.parametrize("env", ENVS)
 def test_telegraf_consumes_with_qos1_persistent_session_and_writes_with_an_env_token(env: str) -> None:
     config = tomllib.loads(_file(env, "opt/mov/telegraf/telegraf.conf"))
-    (mqtt,) = config["inputs"]["mqtt_consumer"]
+    (mqtt,) = [c for c in config["inputs"]["mqtt_consumer"] if c["client_id"] == "mov-telegraf"]
     assert mqtt["topics"] == ["mov/dados/#"]
     assert mqtt["qos"] == 1 and mqtt["persistent_session"] is True and mqtt["client_id"] == "mov-telegraf"
     assert mqtt["username"] == "telegraf" and mqtt["password"] == "${MQTT_PASSWORD}"

@@ -45,7 +45,8 @@ SECRETS = REPO / "inventories" / "local" / "group_vars" / "mov" / "secrets.yml"
 COMPOSE = "/opt/mov/compose.yaml"
 CA_FILE = "/opt/mov/tls/ca.pem"
 # The infrastructure rules roles/grafana provisions when mov_infra_metrics_enabled (the default) is on.
-INFRA_ALERT_RULES = ("mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso")
+INFRA_ALERT_RULES = ("mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso",
+                     "mov-mensagens-descartadas")
 
 # Run inside the box: one HTTP request described as JSON on stdin; prints {"status", "body"}.
 _BOX_HTTP = """
