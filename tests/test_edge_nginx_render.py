@@ -65,7 +65,7 @@ def test_rendered_config_passes_nginx_t(env: str, tmp_path: Path, tls_dir: Path)
     text = conf.read_text()
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
     assert "location ^~ /.well-known/acme-challenge/" in text
-    assert "limit_req zone=mov_grafana_login" in text
+    assert "limit_req zone=mov_login" in text
 
 
 @pytest.mark.parametrize(("env", "domain"), [("staging", "mov-staging.example.com"), ("prod", "mov.example.com")])

@@ -115,3 +115,48 @@ def test_journald_limits_in_effect(host) -> None:  # type: ignore[no-untyped-def
     conf = host.check_output("systemd-analyze cat-config systemd/journald.conf")
     assert "SystemMaxUse=500M" in conf
     assert "MaxRetentionSec=1month" in conf
+
+
+def _banned_after(host, jail: str, ip: str, lines: list[tuple[str, str]]) -> str:  # type: ignore[no-untyped-def]
+    """Journal lines written the way the service writes them (identifier, message); fail2ban's ban list after."""
+    for identifier, message in lines:
+        host.check_output(f"logger -t {identifier} -- '{message}'")
+    for _ in range(40):
+        status = str(host.check_output(f"fail2ban-client status {jail}"))
+        if ip in status:
+            return status
+        host.run("sleep 0.5")
+    return status
+
+
+def test_fail2ban_bans_nginx_login_failures(host) -> None:  # type: ignore[no-untyped-def]
+    ip = "198.51.100.9"
+    failure = ("mov_nginx_auth", f'client={ip} status=401 method=POST user="-" uri="/login"')
+    try:
+        assert ip in _banned_after(host, "mov-nginx-auth", ip, [failure] * 5)
+        ruleset = host.check_output("nft list ruleset")
+        assert ip in ruleset and "443" in ruleset
+    finally:
+        host.run(f"fail2ban-client set mov-nginx-auth unbanip {ip}")
+
+
+def test_fail2ban_bans_refused_mqtt_logins_before_dockers_dnat(host) -> None:  # type: ignore[no-untyped-def]
+    ip = "198.51.100.7"
+    refused = [("mosquitto", f"2026-12-06T01:10:10: New connection from {ip}:56242 on port 8883."),
+               ("mosquitto", "2026-12-06T01:10:10: Client sensor-7 disconnected, not authorised.")]
+    try:
+        assert ip in _banned_after(host, "mov-mosquitto-auth", ip, refused * 5)
+        chain = host.check_output("nft list chain inet f2b-table f2b-mov-prerouting")
+        # -150 is what nft calls "mangle": before Docker's DNAT (dstnat, -100).
+        assert "hook prerouting priority mangle;" in chain, chain
+        assert "tcp dport 8883" in chain and "drop" in chain, chain
+        assert ip in host.check_output("nft list set inet f2b-table addr-set-mov-mosquitto-auth")
+    finally:
+        host.run(f"fail2ban-client set mov-mosquitto-auth unbanip {ip}")
+
+
+def test_fail2ban_counts_no_mqtt_failure_on_the_internal_listener(host) -> None:  # type: ignore[no-untyped-def]
+    ip = "198.51.100.17"
+    internal = [("mosquitto", f"2026-12-06T01:10:10: New connection from {ip}:4000 on port 1883."),
+                ("mosquitto", "2026-12-06T01:10:10: Client telegraf disconnected, not authorised.")]
+    assert ip not in _banned_after(host, "mov-mosquitto-auth", ip, internal * 6)

@@ -15,7 +15,9 @@ import pytest
 BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'nginx')}"
 SCENARIO = Path(__file__).resolve().parent.parent
 REPO = SCENARIO.parent.parent
-HTTPS = "--resolve mov.test:443:127.0.0.1 https://mov.test"
+RESOLVE = "--resolve mov.test:443:127.0.0.1"
+SITE = "https://mov.test"
+HTTPS = f"{RESOLVE} {SITE}"
 
 # Stand-in upstream: answers every request with the request line and headers it received, as JSON.
 ECHO = r"""
@@ -25,6 +27,11 @@ class Echo(http.server.BaseHTTPRequestHandler):
         # Read the whole request body first: replying before it is read makes the upstream close on a
         # half-sent body, which nginx reports as 502 (seen with the 11 MB body test).
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if "fail401" in self.path:  # Grafana refusing a login or basic credentials
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = json.dumps({"port": self.server.server_port, "path": self.path,
                            "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         self.send_response(200)
@@ -32,7 +39,12 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-    do_GET = do_POST = reply
+    def do_GET(self):
+        # ?hold=N: keep the request open N seconds (a long-lived websocket, for the connection limit).
+        if "hold=" in self.path:
+            import time; time.sleep(float(self.path.rsplit("hold=", 1)[1]))
+        self.reply()
+    do_POST = reply
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 """
 
@@ -136,17 +148,101 @@ def test_websocket_upgrades_pass_through(host, path: str, port: int) -> None:  #
     assert headers["upgrade"] == "websocket" and headers["connection"] == "upgrade"  # type: ignore[index]
 
 
-def test_login_is_rate_limited(host) -> None:  # type: ignore[no-untyped-def]
+def test_grafana_login_is_rate_limited(host) -> None:  # type: ignore[no-untyped-def]
     codes = host.check_output(f"for i in $(seq 15); do curl -sk -o /dev/null -w '%{{http_code}} ' {HTTPS}/login; "
                               "done").split()
     assert codes[0] == "200"
     assert "429" in codes, codes
 
 
+def code(host, args: str) -> str:  # type: ignore[no-untyped-def]
+    return curl(host, f"-o /dev/null -w '%{{http_code}}' {args}")
+
+
+def codes(host, args: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """One status per URL of a curl glob (one connection, so the burst is spent at once)."""
+    return curl(host, f"-o /dev/null -w '%{{http_code}} ' {args}").split()
+
+
 def test_status_page_location(host) -> None:  # type: ignore[no-untyped-def]
     host.check_output("echo status-ok > /opt/mov/status-page/index.html")
-    assert curl(host, f"{HTTPS}/status/") == "status-ok"
-    assert curl(host, f"-o /dev/null -w '%{{http_code}}' {HTTPS}/status") == "301"
+    assert curl(host, f"--interface 127.0.0.11 -u viewer:molecule-status-password {HTTPS}/status/") == "status-ok"
+    assert code(host, f"{HTTPS}/status") == "301"
+
+
+@pytest.mark.parametrize("path", ["/status/", "/status/index.html", "/status/status.json"])
+def test_status_page_needs_a_login(host, path: str) -> None:  # type: ignore[no-untyped-def]
+    host.check_output("echo status-ok > /opt/mov/status-page/index.html && echo {} > /opt/mov/status-page/status.json")
+    assert code(host, f"{HTTPS}{path}") == "401"
+    assert code(host, f"--interface 127.0.0.9 -u viewer:wrong {HTTPS}{path}") == "401"
+    assert code(host, f"--interface 127.0.0.11 -u viewer:molecule-status-password {HTTPS}{path}") == "200"
+
+
+def test_status_page_users_file_is_private(host) -> None:  # type: ignore[no-untyped-def]
+    users = host.file("/etc/nginx/mov-status-page.htpasswd")
+    assert users.mode == 0o640 and users.user == "root" and users.group == "www-data"
+    assert users.content_string.startswith("viewer:$6$") and "molecule-status-password" not in users.content_string
+
+
+def test_status_page_allowed_address_needs_no_login(host) -> None:  # type: ignore[no-untyped-def]
+    host.check_output("echo status-ok > /opt/mov/status-page/index.html")
+    assert curl(host, f"--interface 127.0.0.2 {HTTPS}/status/") == "status-ok"
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/plugins/x", "/METRICS", "/debug/pprof/", "/%6detrics"])
+def test_internal_endpoints_are_not_served(host, path: str) -> None:  # type: ignore[no-untyped-def]
+    assert code(host, f"{HTTPS}{path}") == "404"
+
+
+@pytest.mark.parametrize(("source", "path"), [("127.0.0.3", "/login/generic_oauth"), ("127.0.0.4", "/login/"),
+                                              ("127.0.0.5", "/api/user/password/send-reset-email")])
+def test_every_login_path_is_rate_limited(host, source: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    # A source address of its own per test: each has its own bucket. Burst 5 at 10r/m: the 7th is refused.
+    got = codes(host, f"--interface {source} {RESOLVE} '{SITE}{path}?try=[1-8]'")
+    assert got[:5] == ["200"] * 5 and "429" in got, got
+
+
+def test_basic_auth_on_the_api_is_rate_limited_like_a_login(host) -> None:  # type: ignore[no-untyped-def]
+    got = codes(host, f"--interface 127.0.0.6 -u admin:guess {RESOLVE} '{SITE}/api/org?try=[1-8]'")
+    assert got[:5] == ["200"] * 5 and "429" in got, got
+
+
+def test_the_api_limit_is_generous_then_refuses(host) -> None:  # type: ignore[no-untyped-def]
+    # A dashboard opening makes 30-60 API calls at once: 150 back to back all pass; a flood past the burst not.
+    got = codes(host, f"--interface 127.0.0.7 {RESOLVE} '{SITE}/api/ds/query?n=[1-400]'")
+    assert got[:150] == ["200"] * 150, got[:150]
+    assert "429" in got, got
+
+
+def test_mqtt_websockets_connections_are_limited(host) -> None:  # type: ignore[no-untyped-def]
+    # 25 connections held open at once from one address: 20 pass, the rest are refused.
+    got = host.check_output(
+        f"for i in $(seq 25); do curl -sk --max-time 10 --interface 127.0.0.8 -o /dev/null -w '%{{http_code}}\\n' "
+        f"-H 'Upgrade: websocket' -H 'Connection: Upgrade' {RESOLVE} '{SITE}/mqtt?hold=3' & done; wait").split()
+    assert got.count("200") == 20 and got.count("429") == 5, got
+
+
+def test_failed_logins_reach_the_journal_for_fail2ban(host) -> None:  # type: ignore[no-untyped-def]
+    # Only failures are logged, the client's address first: a wrong status page password, Grafana refusing basic
+    # credentials on its API and its login form (the stand-in answers 401 to ?fail401).
+    me = "--interface 127.0.0.10"
+    assert code(host, f"{me} -u viewer:wrong {HTTPS}/status/") == "401"
+    assert code(host, f"{me} -u viewer:molecule-status-password {HTTPS}/status/") == "200"
+    assert code(host, f"{me} {HTTPS}/status/") == "401"  # no credentials yet: a challenge, not a failure
+    assert code(host, f"{me} -u admin:guess {RESOLVE} '{SITE}/api/org?fail401'") == "401"
+    assert code(host, f"{me} -X POST {RESOLVE} '{SITE}/login?fail401'") == "401"
+    assert code(host, f"{me} {RESOLVE} '{SITE}/api/dashboards?fail401'") == "401"  # an expired session: not a login
+    expected = ['client=127.0.0.10 status=401 method=GET user="viewer" uri="/status/"',
+                'client=127.0.0.10 status=401 method=GET user="admin" uri="/api/org"',
+                'client=127.0.0.10 status=401 method=POST user="-" uri="/login"']
+    lines: list[str] = []
+    for _ in range(20):
+        lines = [line for line in host.check_output("journalctl -q -o cat SYSLOG_IDENTIFIER=mov_nginx_auth")
+                 .splitlines() if line.startswith("client=127.0.0.10 ")]
+        if len(lines) >= len(expected):
+            break
+        host.run("sleep 0.5")
+    assert lines == expected
 
 
 def test_request_body_is_limited(host) -> None:  # type: ignore[no-untyped-def]
@@ -174,3 +270,17 @@ def test_a_good_change_reloads_without_restart(host) -> None:  # type: ignore[no
     assert "client_max_body_size 20m;" in host.file("/etc/nginx/conf.d/mov.conf").content_string
     assert curl(host, f"-o /dev/null -w '%{{http_code}}' --data-binary @/tmp/body {HTTPS}/api/ds/query") == "200"
     assert main_pid(host) == pid
+
+
+def test_public_mode_shows_the_counts_and_keeps_the_full_page_private(host) -> None:  # type: ignore[no-untyped-def]
+    host.check_output("cd /opt/mov/status-page && echo full-page > index.html && echo counts-page > public.html "
+                      "&& echo '{\"state\": \"ok\"}' > public.json")
+    assert code(host, f"{HTTPS}/status/public.json") == "401"  # not public until asked
+    result = rerun_role({"nginx_status_page_public": True})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert curl(host, f"{HTTPS}/status/") == "counts-page"
+    assert curl(host, f"{HTTPS}/status/public.json") == '{"state": "ok"}'
+    assert code(host, f"{HTTPS}/status/index.html") == "401"
+    assert code(host, f"{HTTPS}/status/status.json") == "401"
+    viewer = "--interface 127.0.0.12 -u viewer:molecule-status-password"
+    assert curl(host, f"{viewer} {HTTPS}/status/index.html") == "full-page"

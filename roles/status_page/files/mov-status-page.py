@@ -5,6 +5,9 @@ Reads what the health checks already know: `movctl status --json` (services, cer
 tool's status file and restore drill result, and, where InfluxDB runs, the last reading per site (a read-only
 token). Writes both files atomically into the page directory nginx serves. Nothing secret goes on the page:
 only service names, states, times, ages and results; never error texts, paths, tokens or internal addresses.
+nginx keeps that page private (roles/nginx). With `public_page` set it also writes public.html and public.json:
+counts only (the state, services up, sites reporting or silent, checks needing attention), never a site's name,
+for nginx's public mode.
 
     mov-status-page [--config /etc/mov/status-page.json] [--out DIR]
     mov-status-page --from-json inputs.json --out DIR      # fixed inputs (tests): no host needed
@@ -54,6 +57,7 @@ class Config:
     influxdb_token_file: str = ""
     influxdb_site_tag: str = "localizacao"
     influxdb_lookback_hours: int = 168
+    public_page: bool = False  # also write public.html and public.json (counts only)
 
 
 def load_config(path: str | None) -> Config:
@@ -172,6 +176,7 @@ class Section:
     title: str
     rows: list[Row] = field(default_factory=list)
     note: str = ""
+    full_page_link: bool = False  # the public page's pointer to the private full page
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -311,6 +316,17 @@ class Page:
     generated_at: datetime
     state: str  # ok, degraded, down
     sections: list[Section]
+    # Counts for the public page: services {ok, total}, sites {reporting, silent}, checks {ok, attention};
+    # services or sites None when unknown.
+    counts: dict[str, dict[str, int] | None] = field(default_factory=dict)
+
+
+def count_sites(readings: dict[str, Any], now: datetime, max_age_s: float) -> dict[str, int] | None:
+    if not readings.get("available") or readings.get("error"):
+        return None
+    ages = [(now - when).total_seconds() for site in readings.get("sites") or [] if isinstance(site, dict)
+            for when in [parse_time(site.get("time"))] if when is not None]
+    return {"reporting": sum(age <= max_age_s for age in ages), "silent": sum(age > max_age_s for age in ages)}
 
 
 def build_page(cfg: Config, inputs: dict[str, Any]) -> Page:
@@ -338,7 +354,26 @@ def build_page(cfg: Config, inputs: dict[str, Any]) -> Page:
     else:
         state = "ok"
     env = word(movctl.get("env"), ("local", "staging", "prod"), "") if "env" in movctl else ""
-    return Page(cfg.title, env, now, state, sections)
+    checks = [row.level for section in sections[2:] for row in section.rows]
+    counts = {"services": None if services.note else {"ok": service_levels.count("ok"), "total": len(service_levels)},
+              "sites": count_sites(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+              "checks": {"ok": checks.count("ok"), "attention": len(checks) - checks.count("ok")}}
+    return Page(cfg.title, env, now, state, sections, counts)
+
+
+def public_page(page: Page) -> Page:
+    """The page of counts: the same state, no names of sites or services, no environment."""
+    counts = page.counts
+    services, sites, checks = counts.get("services"), counts.get("sites"), counts.get("checks") or {}
+    rows = [Row("services running", f"{services['ok']} of {services['total']}" if services else "unknown",
+                "ok" if services and services["ok"] == services["total"] else "warn")]
+    if sites is not None:
+        rows.append(Row("sites reporting", f"{sites['reporting']} of {sites['reporting'] + sites['silent']}",
+                        "ok" if sites["silent"] == 0 else "warn"))
+    rows.append(Row("checks needing attention (backup, restore drill, certificate, disk)",
+                    str(checks.get("attention", 0)), "ok" if not checks.get("attention") else "warn"))
+    return Page(page.title, "", page.generated_at, page.state, [Section("Platform", rows, full_page_link=True)],
+                counts)
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -383,6 +418,9 @@ def render_html(page: Page) -> str:
         parts.append(f"<section><h2>{esc(section.title)}</h2>")
         if section.note:
             parts.append(f'<p class="note">{esc(section.note)}</p>')
+        if section.full_page_link:
+            parts.append('<p class="note">Details for operators: <a href="index.html">the full page</a> '
+                         "(sign-in required).</p>")
         if section.rows:
             parts.append("<table>")
             for row in section.rows:
@@ -400,6 +438,11 @@ def render_json(page: Page) -> str:
            "sections": [{"title": s.title, "note": s.note,
                          "rows": [{"label": r.label, "value": r.value, "level": r.level} for r in s.rows]}
                         for s in page.sections]}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def render_public_json(page: Page) -> str:
+    doc = {"state": page.state, "generated_at": page.generated_at.isoformat(timespec="seconds"), **page.counts}
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -435,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or cfg.out_dir)
         write_atomically(out / "status.json", render_json(page))
         write_atomically(out / "index.html", render_html(page))
+        if cfg.public_page:
+            public = public_page(page)
+            write_atomically(out / "public.json", render_public_json(public))
+            write_atomically(out / "public.html", render_html(public))
     except (OSError, ValueError, TypeError) as exc:
         print(f"mov-status-page: {exc}", file=sys.stderr)
         return 1
