@@ -336,16 +336,21 @@ def up() -> int:
     if registry:
         cmd += ["-e", json.dumps({"mov_image_source": "registry", "mov_stack_services": all_services,
                                   "mov_image_builds": ["analytics"], "mov_image_overrides": {}})]
+    running = all_services if registry else local_services
+    left_out = [s for s in all_services if s not in running]
+    # Said before the deploy, so nobody waits for a service that will not come.
+    say(f"deploying: {', '.join(running)}")
+    if left_out:
+        say(f"left out: {', '.join(left_out)} (their images need a registry: MOV_IMAGE_SOURCE=registry); the worker "
+            "logs status changes instead of storing them, and nginx serves no Grafana")
     code, _ = run_step(cmd)
     if code != 0:
         return code
     address = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                               box.CONTAINER], capture_output=True, text=True).stdout.strip()
-    running = all_services if registry else local_services
     print(f"\nThe local platform is up in the container {box.CONTAINER} ({address}).")
     print(f"  services: {', '.join(running)}")
-    if not registry:
-        left_out = [s for s in all_services if s not in running]
+    if left_out:
         print(f"  left out: {', '.join(left_out)} (their images need a registry: MOV_IMAGE_SOURCE=registry)")
     print(f"  MQTT over TLS: {address}:8883 (CA: docker exec {box.CONTAINER} cat /opt/mov/tls/ca.pem)")
     if "grafana" in running:

@@ -66,6 +66,10 @@ def test_rendered_config_passes_nginx_t(env: str, tmp_path: Path, tls_dir: Path)
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
     assert "location ^~ /.well-known/acme-challenge/" in text
     assert "limit_req zone=mov_login" in text
+    # Grafana is proxied only where the stack runs it (the local env without a registry does not).
+    proxies_grafana = "proxy_pass http://127.0.0.1:3000;" in text
+    assert proxies_grafana is (env != "local"), env
+    assert ("Grafana is not deployed on this host" in text) is (env == "local")
 
 
 @pytest.mark.parametrize(("env", "domain"), [("staging", "mov-staging.example.com"), ("prod", "mov.example.com")])

@@ -169,3 +169,14 @@ def test_only_the_local_env_renders_the_dev_override(env: str) -> None:
     public = [port for service in services.values() for port in service.get("ports", [])
               if not str(port).startswith("127.0.0.1:")]
     assert public == ["8883:8883"], public
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_worker_writes_to_influxdb_only_where_it_is_deployed(env: str) -> None:
+    """Local runs without InfluxDB (no registry): its worker must not retry a host that is not there (its health
+    would stay red); it logs status changes instead (analytics/tests: the worker stays healthy)."""
+    host_dir, _ = rendered(env)
+    services = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())["services"]
+    worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
+    assert worker["influxdb"]["enabled"] is ("influxdb" in services)
+    assert ("influxdb" in services) is (env != "local")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Publisher, WorkerProcess, reading
 from influx_write_double import InfluxWriteDouble
-from mosquitto_runner import Mosquitto
+from mosquitto_runner import Mosquitto, free_port
 
 
 def wait_until(predicate: object, timeout_s: float) -> bool:
@@ -142,5 +142,34 @@ def test_wrong_mqtt_password_keeps_health_red(tmp_path: Path, broker: Mosquitto,
         assert "broker refused the connection" in w.log.read_text()
         time.sleep(1)
         assert w.health() == 503  # still red: a refused login never turns it green
+    finally:
+        w.stop()
+
+
+def test_without_influxdb_the_worker_logs_status_changes_and_stays_healthy(
+        tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, publisher: Publisher) -> None:
+    """A platform without InfluxDB (the local box without a registry): the worker's InfluxDB is switched off, so a
+    status change neither turns its health red (it would keep retrying a host that is not deployed) nor is lost
+    unnoticed: it is logged, with one line at start saying why nothing is stored."""
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there, like the missing `influxdb` host
+    w = WorkerProcess(tmp_path, broker, double, influxdb={"enabled": False, "url": nowhere})
+    w.start()
+    try:
+        t0 = int(time.time()) - 30
+        for i, value in enumerate((25.0, 31.0, 36.0)):
+            publisher.publish(reading(value, t0 + i))
+        def critico_seen() -> bool:
+            try:
+                return w.metric("mov_analytics_status_changes_total", 'status="critico"') == 1
+            except KeyError:  # not exported before the first change
+                return False
+
+        assert wait_until(critico_seen, 10), w.log.read_text()[-2000:]
+        time.sleep(0.5)  # several flush intervals (50 ms): a write would have been tried and failed by now
+        assert w.health() == 200, w.log.read_text()[-2000:]
+        log = w.log.read_text()
+        assert log.count("no InfluxDB (influxdb.enabled is false)") == 1
+        assert log.count('"status change"') == 3
+        assert double.snapshot() == []
     finally:
         w.stop()

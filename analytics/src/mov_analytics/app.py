@@ -20,7 +20,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from . import logs
 from .alerts import Alert, Alerter, senders_from_config
 from .config import Config, ConfigError, load
-from .influx import InfluxClientTransport, InfluxWriter, Transport, escape_key, escape_measurement, string_field
+from .influx import (
+    DiscardTransport,
+    InfluxClientTransport,
+    InfluxWriter,
+    Transport,
+    escape_key,
+    escape_measurement,
+    string_field,
+)
 from .metrics import HealthServer, Metrics
 from .parsing import Reading, Rejected, Validator
 from .rules import DUPLICATE, FRESH, LATE, LEVELS, DeviceState, RulesEngine, StatusChange
@@ -38,7 +46,9 @@ class Worker:
         self.validator = Validator(cfg.validation)
         self.rules = RulesEngine(cfg.rules, late_window_s=cfg.late_window_s)
         self.alerter = Alerter(cfg.alerts, self.metrics, senders_from_config(cfg.alerts))
-        self.writer = InfluxWriter(cfg.influxdb, self.metrics, transport or InfluxClientTransport(cfg.influxdb),
+        if transport is None:
+            transport = InfluxClientTransport(cfg.influxdb) if cfg.influxdb.enabled else DiscardTransport()
+        self.writer = InfluxWriter(cfg.influxdb, self.metrics, transport,
                                    on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure)
         self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy)
         self.connected = False
@@ -257,6 +267,9 @@ class Worker:
         self._mqtt_thread.start()
         log.info("worker started", extra={"metrics_port": self.health.port, "topic": m.topic,
                                           "bucket": self.cfg.influxdb.bucket})
+        if not self.cfg.influxdb.enabled:
+            log.warning("no InfluxDB (influxdb.enabled is false): status points are not stored; status changes "
+                        "are only logged")
 
     def _mqtt_loop(self) -> None:
         # retry_first_connection: keep trying while the broker is not up yet; later drops reconnect too.

@@ -59,6 +59,9 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class InfluxConfig:
+    # False where no InfluxDB is deployed (a local platform without a registry): status points are discarded,
+    # status changes are logged, and the worker's health does not wait for a write.
+    enabled: bool = True
     url: str = "http://localhost:8086"
     org: str = "mov_industria"
     bucket: str = "mov_dados"
@@ -324,6 +327,7 @@ def _read_mqtt(s: _Section) -> MqttConfig:
 
 def _read_influx(s: _Section) -> InfluxConfig:
     cfg = InfluxConfig(
+        enabled=s.bool_("enabled", True),
         url=_url(s, "url", "http://localhost:8086"),
         org=s.str_("org", "mov_industria"),
         bucket=s.str_("bucket", "mov_dados"),

@@ -80,6 +80,20 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class DiscardTransport:
+    """Where no InfluxDB is deployed (``influxdb.enabled: false``): every batch is accepted and dropped, so the
+    writer's buffer never fills and its health stays good; the worker logs status changes itself."""
+
+    def __init__(self) -> None:
+        self.discarded_batches = 0
+
+    def send(self, body: bytes) -> None:
+        self.discarded_batches += 1
+
+    def close(self) -> None:
+        return None
+
+
 def classify_status(status: int | None) -> str:
     if status in (401, 403):
         return "auth"
