@@ -55,6 +55,8 @@ FIXED_SECRETS = (
     "grafana_admin_password",
     "backup_password",
     "backup_salt",
+    # The full status page's login (user `status`; nginx keeps only its hash: group_vars/all/edge.yml).
+    "status_page_password",
 )
 
 

@@ -81,6 +81,9 @@ def test_mosquitto_listeners_auth_and_limits(env: str) -> None:
     assert "certfile /opt/mov/tls/fullchain.pem" in blocks["8883"]
     assert "keyfile /opt/mov/tls/privkey.pem" in blocks["8883"]
     assert "tls_version tlsv1.2" in blocks["8883"]
+    # The public listener's connection limit comes from the tree; the internal ones have none.
+    assert f"max_connections {t['mov_mqtt_max_connections']}" in blocks["8883"]
+    assert not any(line.startswith("max_connections") for line in blocks["1883"] + blocks["9001"])
     assert "protocol websockets" in blocks["9001"]
     assert not any(line.startswith("certfile") for line in blocks["1883"])
 
