@@ -203,6 +203,11 @@ def test_flux_csv_parsing(gen: ModuleType) -> None:
                                                        {"site": "linha_1", "time": "2026-11-26T11:59:30Z"}]
     query = gen.flux_last_per_site(gen.Config(influxdb_bucket="mov_dados"))
     assert 'from(bucket: "mov_dados")' in query and 'group(columns: ["localizacao"])' in query
+    # last() right after the filter, where InfluxDB pushes it down to storage.
+    assert "|> filter(fn: (r) => exists r[\"localizacao\"]) |> last() |> keep(" in query
+    # Flux string literals: no \\u escapes (Flux refuses them), ${ not interpolated.
+    assert gen.flux_string('sala_ç"${x}\\') == '"sala_ç\\"\\${x}\\\\"'
+
 
 
 def test_readings_token_missing(gen: ModuleType, tmp_path: Path) -> None:
