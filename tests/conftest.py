@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def filter_plugin(role: str, name: str) -> ModuleType:
+    """A role's filter plugin module (roles/<role>/filter_plugins/<name>.py), for testing its functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "roles" / role / "filter_plugins" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ansible_env() -> dict[str, str]:

@@ -8,14 +8,14 @@ against it. The GitHub Actions e2e job (tests/e2e/check_platform.py) proves the 
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import re
 import tomllib
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from conftest import filter_plugin
 from mov_render import ENVS, REPO, rendered
 
 # The envs whose stack has all five services (local runs Mosquitto and the worker only, without a registry).
@@ -32,14 +32,6 @@ def _compose(env: str) -> dict[str, Any]:
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
     """Container path -> source of each short-syntax volume."""
     return {spec.split(":")[1]: spec.split(":")[0] for spec in service.get("volumes", [])}
-
-
-def _plugin(role: str, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "roles" / role / "filter_plugins" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- Grafana's paths -------------------------------------------------------------------------------------------
@@ -141,7 +133,7 @@ def test_every_alert_query_ends_in_time_value_and_its_labels(env: str) -> None:
 # --- InfluxDB retention ---------------------------------------------------------------------------------------------
 
 def test_a_changed_retention_is_patched_onto_the_existing_bucket() -> None:
-    updates = _plugin("influxdb", "influxdb_tokens").influxdb_retention_updates
+    updates = filter_plugin("influxdb", "influxdb_tokens").influxdb_retention_updates
     existing = [
         {"id": "b1", "name": "mov_dados", "retentionRules": [{"type": "expire", "everySeconds": 2592000}]},
         {"id": "b2", "name": "mov_status", "retentionRules": [{"type": "expire", "everySeconds": 7776000}]},

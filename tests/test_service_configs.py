@@ -7,18 +7,18 @@ InfluxDB 2, Grafana and Telegraf binaries are not available here, so their files
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import json
 import math
 import re
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from conftest import filter_plugin
 from mov_render import ENVS, REPO, rendered, workspace
 
 PAYLOAD = {
@@ -47,14 +47,6 @@ def _file(env: str, path: str) -> str:
 
 def _env_file(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
-
-
-def _plugin(role: str, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "roles" / role / "filter_plugins" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- Mosquitto ----------------------------------------------------------------------------------------------
@@ -96,7 +88,7 @@ def test_mosquitto_accounts_and_acl_follow_the_tree(env: str) -> None:
     expected = {"telegraf", "analytics", "verify"} | {f"{d['client']}/{d['name']}" for d in devices}
     assert set(users) == expected
     assert all(re.fullmatch(r"\$7\$101\$[A-Za-z0-9+/=]{16}\$[A-Za-z0-9+/=]{88}", h) for h in users.values())
-    verify = _plugin("mosquitto", "mosquitto_passwd").verify
+    verify = filter_plugin("mosquitto", "mosquitto_passwd").verify
     store = workspace().secret_store(env)["mqtt"]
     assert isinstance(store, dict)
     assert all(verify(store[user], encoded) for user, encoded in users.items())
@@ -286,7 +278,7 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
 
 
 def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:
-    plugin = _plugin("influxdb", "influxdb_tokens")
+    plugin = filter_plugin("influxdb", "influxdb_tokens")
     buckets = {"mov_dados": "b1", "mov_status": "b2"}
     tokens = [{"name": "telegraf", "permissions": [{"action": "write", "bucket": "mov_dados"}]},
               {"name": "grafana", "permissions": [{"action": "read", "bucket": "mov_dados"},

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,28 +82,27 @@ def flux_column(csv_text: str, column: str = "_value") -> list[str]:
     return values
 
 
-def critical_alerts(lines: Iterable[str], subject: str) -> list[dict[str, Any]]:
-    """The analytics worker's critico alerts for `subject` among the receiver's JSON lines (Grafana's are others)."""
-    found = []
+def _json_objects(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The receiver's lines that are JSON objects (anything else is skipped)."""
     for line in lines:
         try:
             body = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(body, dict) and body.get("kind") == "critico" and body.get("subject") == subject:
-            found.append(body)
-    return found
+        if isinstance(body, dict):
+            yield body
+
+
+def critical_alerts(lines: Iterable[str], subject: str) -> list[dict[str, Any]]:
+    """The analytics worker's critico alerts for `subject` among the receiver's JSON lines (Grafana's are others)."""
+    return [body for body in _json_objects(lines) if body.get("kind") == "critico" and body.get("subject") == subject]
 
 
 def grafana_alerts(lines: Iterable[str], alertname: str, device: str) -> list[dict[str, Any]]:
     """Grafana's firing alerts named `alertname` for `device` (label dispositivo) among the receiver's JSON lines."""
     found = []
-    for line in lines:
-        try:
-            body = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(body, dict) or not isinstance(body.get("alerts"), list):
+    for body in _json_objects(lines):
+        if not isinstance(body.get("alerts"), list):
             continue
         for alert in body["alerts"]:
             labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
