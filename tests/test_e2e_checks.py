@@ -199,12 +199,17 @@ def test_only_grafanas_firing_alert_of_the_rule_for_the_device_counts() -> None:
 
 
 def test_rule_health_reads_every_group() -> None:
+    evaluated = "2026-12-06T02:00:00Z"
     answer = {"status": "success", "data": {"groups": [
-        {"name": "mov-temperatura", "rules": [{"name": "Temperatura crítica", "health": "ok", "lastError": ""}]},
+        {"name": "mov-temperatura", "rules": [
+            {"name": "Temperatura crítica", "health": "ok", "lastError": "", "lastEvaluation": evaluated},
+            {"name": "Container reiniciando", "health": "ok", "lastEvaluation": "0001-01-01T00:00:00Z"}]},
         {"name": "mov-infraestrutura", "rules": [
-            {"name": "Disco quase cheio", "health": "error", "lastError": "input data must be a wide series"}]},
+            {"name": "Disco quase cheio", "health": "error", "lastError": "input data must be a wide series",
+             "lastEvaluation": evaluated}]},
     ]}}
     assert cp.rule_health(answer) == {"Temperatura crítica": ("ok", ""),
+                                      "Container reiniciando": ("not evaluated", ""),
                                       "Disco quase cheio": ("error", "input data must be a wide series")}
     assert cp.rule_health({}) == {}
 

@@ -112,10 +112,19 @@ def grafana_alerts(lines: Iterable[str], alertname: str, device: str) -> list[di
     return found
 
 
+NEVER_EVALUATED = "0001-01-01T00:00:00Z"
+
+
 def rule_health(answer: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """{rule name: (health, lastError)} from Grafana's GET /api/prometheus/grafana/api/v1/rules answer."""
-    return {str(rule.get("name")): (str(rule.get("health")), str(rule.get("lastError") or ""))
-            for group in answer.get("data", {}).get("groups", []) for rule in group.get("rules", [])}
+    """{rule name: (health, lastError)} from Grafana's GET /api/prometheus/grafana/api/v1/rules answer. A rule not
+    evaluated yet reads "not evaluated": the API reports health "ok" until a state says otherwise."""
+    health = {}
+    for group in answer.get("data", {}).get("groups", []):
+        for rule in group.get("rules", []):
+            evaluated = str(rule.get("lastEvaluation") or NEVER_EVALUATED) != NEVER_EVALUATED
+            health[str(rule.get("name"))] = (str(rule.get("health")) if evaluated else "not evaluated",
+                                             str(rule.get("lastError") or ""))
+    return health
 
 
 _PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.DOTALL)
@@ -468,7 +477,6 @@ def identity(args: argparse.Namespace) -> int:
     own = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
     forged = dict(own, name=args.victim)
     start = datetime.now(UTC).replace(microsecond=0)
-    since = (start - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     ca = _ca_file(box)
     try:
         # The forged readings first, then genuine ones: once the genuine ones are stored, the forged ones have been
@@ -484,19 +492,27 @@ def identity(args: argparse.Namespace) -> int:
     finally:
         ca.unlink(missing_ok=True)
 
-    def points_of(device: str) -> int:
+    def points_of(device: str, begin: datetime, end: datetime) -> int:
         return sum(int(v) for v in influx.values(
-            f'from(bucket: "{args.bucket}") |> range(start: {since}) '
+            f'from(bucket: "{args.bucket}") |> range(start: {begin.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
+            f'stop: {end.strftime("%Y-%m-%dT%H:%M:%SZ")}) '
             f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{device}" '
             'and r._field == "temperatura_c") |> group() |> count()'))
 
+    forged_span = (start, start + timedelta(seconds=5))  # the forged readings' seconds
+    genuine_span = (start + timedelta(seconds=5), start + timedelta(seconds=10))
+
     def genuine() -> tuple[bool, str]:
-        got = points_of(name)
-        return got >= 5, f"{got} of 5 genuine readings stored"
+        got = points_of(name, *genuine_span)
+        return got == 5, f"{got} of 5 genuine readings stored"
 
     report.check("the genuine readings are stored under the publisher", *wait_until(genuine, args.timeout))
-    forged_points = points_of(args.victim)
+    forged_points = points_of(args.victim, start, start + timedelta(seconds=10))
     report.check(f"no point stored under {args.victim}", forged_points == 0, f"{forged_points} point(s)")
+    # Telegraf renames the payload's tag and takes the topic's, so a forged reading that was not dropped would
+    # be stored under the publisher: none may be in the forged readings' seconds.
+    relabelled = points_of(name, *forged_span)
+    report.check(f"the forged readings are dropped, not stored as {name}", relabelled == 0, f"{relabelled} point(s)")
     return report.summary()
 
 
@@ -604,8 +620,9 @@ def weekly_report(args: argparse.Namespace) -> int:
         return report.summary()
     command = lines[0].split(None, 5)[5].replace("\\%", "%")
     run = box.run("sh", "-c", command, timeout=600)
+    job_log = box.run("tail", "-n", "30", f"/var/log/mov-cron/{args.job}.log").stdout if run.returncode else ""
     report.check(f"the {args.job} job runs as cron runs it", run.returncode == 0,
-                 (run.stderr or run.stdout).strip()[-500:])
+                 ((run.stderr or run.stdout) + job_log).strip()[-800:])
     week_ending = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     pdf = box.run("base64", "-w0", f"{args.report_dir}/report-{week_ending}.pdf")
     if not report.check(f"report-{week_ending}.pdf was written", pdf.returncode == 0, pdf.stderr.strip()):
@@ -625,8 +642,10 @@ def hardening(args: argparse.Namespace) -> int:
     of processes, a non-root user; a read-only root filesystem where the stack asks for one."""
     report = Report()
     box = Box(args.box)
-    ids = box.compose("ps", "-q").stdout.split()
-    report.check("the stack's containers are listed", bool(ids))
+    ids = box.compose("ps", "--all", "-q").stdout.split()
+    services = box.compose("config", "--services").stdout.split()
+    report.check("one container for every service of the stack", bool(ids) and len(ids) == len(services),
+                 f"{len(ids)} containers, services {services}")
     for container_id in ids:
         out = box.run("docker", "inspect", container_id)
         if not report.check(f"docker inspect {container_id[:12]}", out.returncode == 0, out.stderr.strip()):
@@ -821,6 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_recreate.add_argument("--grafana-db", default="/opt/mov/grafana/data/grafana.db")
     p_report = sub.add_parser("report", parents=[common, device],
                               help="the weekly report's cron job on yesterday's readings; its PDF's figures")
+    # A device the other checks do not publish as: their readings of today become "yesterday" after midnight UTC.
+    p_report.set_defaults(device="industria_abc/sensor_002", site="linha_producao")
     p_report.add_argument("--job", default="weekly-report")
     p_report.add_argument("--report-dir", default="/opt/mov/report/out")
     p_hardening = sub.add_parser("hardening", parents=[common], help="the running containers hold no privilege")
