@@ -45,6 +45,9 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import dev  # noqa: E402
+
 TOOL = REPO / "roles" / "backup" / "files" / "mov-backup.py"
 MB = 1 << 20
 
@@ -173,6 +176,8 @@ def timed(tool: ModuleType, argv: list[str]) -> tuple[float, float]:
 
 
 def main() -> int:
+    # From the repository's .venv, where the backup tool's zstandard is (the system python has none).
+    dev.ensure_venv()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--json", action="store_true", help="only the JSON line on stdout (logs to stderr)")

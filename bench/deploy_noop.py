@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import box  # noqa: E402
+import dev  # noqa: E402
 
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)")
 
@@ -90,6 +91,9 @@ def playbook(root: Path, log: Path | None = None) -> tuple[float, dict[str, int]
 
 
 def main() -> int:
+    # Runs from the repository's .venv (made or updated from the locks, as scripts/dev.py does), where
+    # ansible-playbook is: bench/results.md's command works on a fresh clone whatever python3 starts it.
+    dev.ensure_venv()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--keep", action="store_true",
