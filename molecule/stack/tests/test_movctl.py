@@ -47,7 +47,7 @@ def test_movctl_and_its_configuration_are_installed(host) -> None:  # type: igno
     config = host.file("/etc/mov/movctl.json")
     assert config.user == "root" and config.mode == 0o644
     doc = json.loads(config.content_string)
-    assert doc["stack"]["services"] == ["mosquitto", "analytics"]
+    assert doc["stack"]["services"] == ["mosquitto", "influxdb", "analytics"]
     assert doc["backup"]["tool"] == "/usr/local/bin/mov-backup"
     assert "test-" not in config.content_string  # no secret of the box's vars
     assert movctl(host, "check-config").rc == 0
@@ -67,7 +67,7 @@ def test_status_before_any_backup(host) -> None:  # type: ignore[no-untyped-def]
     doc = as_json(movctl(host, "status", "--json"))
     assert doc["attention"] == ["no backup has run yet (movctl backup)"]
     assert {s["service"]: (s["state"], s["health"]) for s in doc["services"]} == {
-        "mosquitto": ("running", "healthy"), "analytics": ("running", "healthy")}
+        "mosquitto": ("running", "healthy"), "influxdb": ("running", "healthy"), "analytics": ("running", "healthy")}
     assert all(s["uptime_s"] >= 0 for s in doc["services"])
     assert doc["certificate"]["days_left"] > 300
     assert {d["path"] for d in doc["disk"]} == {"/opt/mov", "/var/lib/docker"}
@@ -77,7 +77,7 @@ def test_unknown_services_are_refused(host) -> None:  # type: ignore[no-untyped-
     for command in ("start", "stop", "restart", "logs"):
         result = movctl(host, command, "grafana")
         assert result.rc == 2, (command, result.stdout, result.stderr)
-        assert "unknown service 'grafana'" in result.stderr and "mosquitto, analytics" in result.stderr
+        assert "unknown service 'grafana'" in result.stderr and "mosquitto, influxdb, analytics" in result.stderr
 
 
 def test_stop_start_restart(host) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +106,7 @@ def test_logs(host) -> None:  # type: ignore[no-untyped-def]
     assert text.rc == 0 and text.stdout.strip(), text.stderr
     assert all(line.startswith("mosquitto") for line in text.stdout.splitlines() if line.strip())
     lines = [json.loads(line) for line in movctl(host, "logs", "--json", "--tail", "3").stdout.splitlines()]
-    assert lines and {line["service"] for line in lines} <= {"mosquitto", "analytics"}
+    assert lines and {line["service"] for line in lines} <= {"mosquitto", "influxdb", "analytics"}
     assert all(line["time"] for line in lines)
     follow = host.run("timeout 5 movctl logs mosquitto -f --tail 1")
     assert follow.rc == 124 and follow.stdout.strip()  # still following when timeout stopped it
@@ -117,7 +117,7 @@ def test_the_host_checks_pass(host) -> None:  # type: ignore[no-untyped-def]
     assert result.rc == 0, result.stdout + result.stderr
     doc = as_json(movctl(host, "test", "--json"))
     checks = {c["name"]: c for c in doc["checks"]}
-    assert set(checks) == {"mosquitto", "analytics", "mqtt-tls", "nginx"}
+    assert set(checks) == {"mosquitto", "influxdb", "analytics", "mqtt-tls", "nginx"}
     assert checks["mqtt-tls"]["ok"] and "CONNACK" in checks["mqtt-tls"]["detail"]
     assert "skipped" in checks["nginx"]["detail"]  # no nginx in this scenario
 
@@ -147,7 +147,8 @@ def test_backup_then_restore_refuses_then_forces(host) -> None:  # type: ignore[
     assert forced.rc == 0, forced.stdout + forced.stderr
     doc = as_json(forced)
     assert doc["ok"] and doc["snapshot"] == snapshot
-    assert {s["service"]: s["health"] for s in doc["services"]} == {"mosquitto": "healthy", "analytics": "healthy"}
+    assert {s["service"]: s["health"] for s in doc["services"]} == {
+        "mosquitto": "healthy", "influxdb": "healthy", "analytics": "healthy"}
     assert host.file(MARKER).content_string == "before"
     host.check_output(f"rm -f {MARKER}")
 
@@ -220,8 +221,8 @@ def test_scripts_movctl_reaches_the_box_with_docker_exec(tmp_path: Path) -> None
 
     status = controller("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
-    assert {s["service"] for s in json.loads(status.stdout)["services"]} == {"mosquitto", "analytics"}
+    assert {s["service"] for s in json.loads(status.stdout)["services"]} == {"mosquitto", "influxdb", "analytics"}
     refused = controller("restart", "grafana")
-    assert refused.returncode == 2 and "mosquitto, analytics" in refused.stderr
+    assert refused.returncode == 2 and "mosquitto, influxdb, analytics" in refused.stderr
     checks = controller("test")
     assert checks.returncode == 0, checks.stdout + checks.stderr

@@ -1,7 +1,7 @@
 """Behaviour of the compose stack on the box: mosquitto + analytics from the offline bundle.
 
-InfluxDB cannot run here; a TEST DOUBLE of its write endpoint (analytics/tests/influx_write_double.py),
-attached to the stack's network under the name `influxdb`, receives the analytics worker's points.
+InfluxDB cannot run here; a TEST DOUBLE of its v2 API (files/influx-api-double) is the stack's `influxdb`
+service: the deploy's token step talks to it, and it prints every point the worker writes (`docker logs`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE = "docker compose -f /opt/mov/compose.yaml"
 MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
 ANALYTICS_IMAGE = "mov/analytics:0.1.0"
-DOUBLE = "mov-test-influx-double"
+INFLUX = "mov-influxdb-1"  # the API double, as the compose service influxdb
+ADMIN_TOKEN = "test-only-influxdb-admin-token"
 PROBER = Prober(network="mov-stack-probe", subnet="198.18.1.0/24", box_address="198.18.1.10", box=BOX)
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -57,26 +58,6 @@ def analytics_metric(host, name: str) -> float:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def influx_double(host) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """The write double on the stack's network as `influxdb`, for at most 10 minutes."""
-    host.run(f"docker rm -f {DOUBLE}")
-    host.check_output("mkdir -p /srv/influx-double")
-    for source in (REPO / "analytics/tests/influx_write_double.py",
-                   REPO / "molecule/stack/files/influx_double_server.py"):
-        docker("cp", str(source), f"{BOX}:/srv/influx-double/{source.name}")
-    host.check_output("chmod -R a+rX /srv/influx-double")
-    host.check_output(
-        f"docker run -d --name {DOUBLE} --network mov_internal --network-alias influxdb "
-        f"-v /srv/influx-double:/double:ro --entrypoint python3 {ANALYTICS_IMAGE} "
-        "/double/influx_double_server.py test-token mov_status 600")
-    deadline = time.monotonic() + 20
-    while "listening" not in host.run(f"docker logs {DOUBLE}").stdout and time.monotonic() < deadline:
-        time.sleep(0.5)
-    yield
-    host.run(f"docker rm -f {DOUBLE}")
-
-
-@pytest.fixture(scope="module")
 def probe_network() -> Iterator[None]:
     with PROBER.attached():
         yield
@@ -88,7 +69,7 @@ def probe(*ports: int) -> dict[int, bool]:
 
 def test_every_service_runs_healthy_from_the_bundle_images(host) -> None:  # type: ignore[no-untyped-def]
     state = services(host)
-    assert set(state) == {"mosquitto", "analytics"}
+    assert set(state) == {"mosquitto", "influxdb", "analytics"}
     for name, row in state.items():
         assert row["State"] == "running", (name, row)
         assert wait_healthy(host, name) == "healthy", (name, row)
@@ -133,13 +114,14 @@ def test_published_ports_are_exactly_the_allowed_ones(host) -> None:  # type: ig
         for inner, hosts in (bindings or {}).items():
             for binding in hosts:
                 published.add((binding["HostIp"] or "0.0.0.0", binding["HostPort"], inner))
-    assert published == {("0.0.0.0", "8883", "8883/tcp"), ("127.0.0.1", "9001", "9001/tcp")}
+    assert published == {("0.0.0.0", "8883", "8883/tcp"), ("127.0.0.1", "9001", "9001/tcp"),
+                         ("127.0.0.1", "8086", "8086/tcp")}
 
 
 def test_compose_file_has_health_limits_rotation_and_no_secret(host) -> None:  # type: ignore[no-untyped-def]
     compose = host.file("/opt/mov/compose.yaml")
     assert compose.mode == 0o640 and compose.user == "root"
-    for secret in ("test-analytics-pw", "test-verify-pw", "test-token"):
+    for secret in ("test-analytics-pw", "test-verify-pw", ADMIN_TOKEN):
         assert secret not in compose.content_string
     config = json.loads(host.check_output(f"{COMPOSE} config --format json"))
     assert set(config["networks"]) == {"internal"}
@@ -159,7 +141,13 @@ def test_compose_file_has_health_limits_rotation_and_no_secret(host) -> None:  #
         assert (str(f.uid) if owner.isdigit() else f.user) == owner and f.mode == mode, path
 
 
-def test_a_reading_over_8883_reaches_the_analytics_worker(host, influx_double: None) -> None:  # type: ignore[no-untyped-def]
+def written_points(host, measurement: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Line protocol the InfluxDB double accepted for `measurement`, in order."""
+    records = [json.loads(line) for line in host.run(f"docker logs {INFLUX}").stdout.splitlines() if line]
+    return [r["point"] for r in records if "point" in r and r["point"].startswith(measurement + ",")]
+
+
+def test_a_reading_over_8883_reaches_the_analytics_worker(host) -> None:  # type: ignore[no-untyped-def]
     before = analytics_metric(host, "mov_analytics_readings_processed_total")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     reading = json.dumps({"timestamp": stamp, "fields": {"temperatura_c": 31.0},
@@ -170,16 +158,14 @@ def test_a_reading_over_8883_reaches_the_analytics_worker(host, influx_double: N
         "mosquitto_pub -h localhost -p 8883 --cafile /ca.pem -u industria_abc/sensor_001 -P test-abc-001-pw "
         f"-q 1 -t mov/dados/industria_abc/sensor_001 -m '{reading}'")
     deadline = time.monotonic() + 20
-    points: list[dict[str, object]] = []
+    points: list[str] = []
     while time.monotonic() < deadline:
-        logs = host.run(f"docker logs {DOUBLE}").stdout.splitlines()
-        points = [p for p in map(json.loads, logs) if p.get("measurement") == "mov_status"
-                  and p["tags"].get("dispositivo") == "sensor_001"]  # type: ignore[union-attr]
+        points = [p for p in written_points(host, "mov_status") if "dispositivo=sensor_001" in p]
         if points:
             break
         time.sleep(0.5)
-    assert points, "no status point for sensor_001 reached the InfluxDB write double"
-    assert points[-1]["fields"]["status"] == '"alerta"'  # type: ignore[index]
+    assert points, "no status point for sensor_001 reached the InfluxDB double"
+    assert 'status="alerta"' in points[-1], points[-1]
     assert analytics_metric(host, "mov_analytics_readings_processed_total") >= before + 1
     assert wait_healthy(host, "analytics", timeout=20) == "healthy"
 
@@ -212,9 +198,11 @@ def test_the_broken_release_was_rolled_back(host) -> None:  # type: ignore[no-un
 
 def test_releases_record_images_and_configs(host) -> None:  # type: ignore[no-untyped-def]
     releases = sorted(host.check_output("ls /opt/mov/releases").split())
-    assert len(releases) == 1, releases  # the broken deploy never became a release
+    # The converge's, then the token rotation's (a new worker token is a new config); the broken deploy never
+    # became one.
+    assert len(releases) == 2, releases
     release = json.loads(host.file(f"/opt/mov/releases/{releases[-1]}/release.json").content_string)
-    assert release["services"] == ["mosquitto", "analytics"]
+    assert release["services"] == ["mosquitto", "influxdb", "analytics"]
     for name, ref in (("mosquitto", MOSQUITTO_IMAGE), ("analytics", ANALYTICS_IMAGE)):
         image = release["images"][name]
         assert image["ref"] == ref
@@ -223,3 +211,28 @@ def test_releases_record_images_and_configs(host) -> None:  # type: ignore[no-un
     assert release["compose_sha256"] == host.file("/opt/mov/compose.yaml").sha256sum
     assert release["config_sha256"]
     assert host.file(f"/opt/mov/releases/{releases[-1]}").mode == 0o700
+
+
+def test_the_first_deploy_wrote_the_workers_token_before_the_worker_started(host) -> None:  # type: ignore[no-untyped-def]
+    """No token file existed before the converge (prepare writes none, configure makes no empty one while InfluxDB
+    is in the stack), and the worker's token is a compose secret that must exist when its container is created:
+    the deploy could only succeed by starting InfluxDB alone and writing the token first. The worker holds the
+    token InfluxDB issued for it, and InfluxDB took its writes."""
+    token = host.file("/opt/mov/analytics/secrets/influxdb.token")
+    assert token.mode == 0o600 and token.uid == 10001
+    inside = host.check_output("docker exec mov-analytics-1 cat /run/secrets/analytics_influxdb_token").strip()
+    assert inside == token.content_string.strip() and inside
+    records = [json.loads(line) for line in host.run(f"docker logs {INFLUX}").stdout.splitlines() if line]
+    assert not [r for r in records if r.get("auth") == "" and r.get("request", "").startswith("POST /api/v2/write")]
+
+
+def test_a_changed_token_recreates_its_consumer(host) -> None:  # type: ignore[no-untyped-def]
+    """side_effect revoked the worker's token and deployed again: a new token was made and written, and the worker
+    was recreated (not restarted: a restart keeps the bind-mounted secret it started with) and writes with it."""
+    rotation = json.loads(host.file("/tmp/stack-token-rotation.json").content_string)
+    after = host.check_output("docker inspect -f '{{.Id}}' mov-analytics-1")
+    assert after != rotation["before_container"], "the worker's container was not recreated"
+    inside = host.check_output("docker exec mov-analytics-1 cat /run/secrets/analytics_influxdb_token").strip()
+    assert inside == host.file("/opt/mov/analytics/secrets/influxdb.token").content_string.strip()
+    assert inside and inside != rotation["before_token"]
+    assert wait_healthy(host, "analytics") == "healthy"

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""A TEST DOUBLE of the InfluxDB v2 API subset the deploy and the worker use -- not InfluxDB.
+
+The stack scenario runs it as the compose service `influxdb` (InfluxDB's image cannot be pulled here), so the
+deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
+DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_ADMIN_TOKEN on the first start, then /health, orgs, buckets (list, create,
+PATCH retention), authorizations (list, create, delete, status) and /api/v2/write, each with its token checked
+against the authorization's permissions. Its state survives a restart (the influxdb_data volume). Every request
+is printed as one JSON line on stdout ({"request": ...}), every written point as {"point": ...}: the tests read
+`docker logs`. It proves our calls and their order, never InfluxDB's own behaviour (the e2e job does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as random_tokens
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+STATE = Path(os.environ.get("DOUBLE_STATE", "/var/lib/influxdb2/double-state.json"))
+LOCK = threading.Lock()
+
+
+def say(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def load() -> dict[str, Any]:
+    if STATE.exists():
+        state: dict[str, Any] = json.loads(STATE.read_text())
+        return state
+    org = {"id": "0000000000000001", "name": os.environ["DOCKER_INFLUXDB_INIT_ORG"]}
+    state = {"org": org, "next": 100,
+             "buckets": [{"id": "b000000000000001", "name": os.environ["DOCKER_INFLUXDB_INIT_BUCKET"],
+                          "orgID": org["id"], "retentionRules": []}],
+             "auths": [{"id": "a000000000000001", "token": os.environ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"],
+                        "status": "active", "description": "admin's Token", "orgID": org["id"], "admin": True,
+                        "permissions": []}]}
+    save(state)
+    return state
+
+
+def save(state: dict[str, Any]) -> None:
+    partial = STATE.with_name(STATE.name + ".partial")
+    partial.write_text(json.dumps(state))
+    partial.replace(STATE)
+
+
+def new_id(state: dict[str, Any], prefix: str) -> str:
+    state["next"] += 1
+    return f"{prefix}{state['next']:015d}"
+
+
+def allowed(auth: dict[str, Any], action: str, bucket_id: str) -> bool:
+    return bool(auth.get("admin")) or any(
+        p["action"] == action and p["resource"].get("type") == "buckets" and p["resource"].get("id") == bucket_id
+        for p in auth["permissions"])
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _reply(self, status: int, body: object = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        if data:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _auth(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        header = self.headers.get("Authorization", "")
+        token = header.removeprefix("Token ").strip()
+        for auth in state["auths"]:
+            if token and auth["token"] == token and auth["status"] == "active":
+                return dict(auth)
+        return None
+
+    def _body(self) -> Any:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return raw
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        raw = self._body()
+        with LOCK:
+            state = load()
+            auth = self._auth(state)
+            say({"request": f"{self.command} {url.path}", "auth": (auth or {}).get("description", "")})
+            if url.path in ("/health", "/ping"):
+                return self._reply(200 if url.path == "/health" else 204,
+                                   {"status": "pass"} if url.path == "/health" else None)
+            if auth is None:
+                return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
+            parts = url.path.strip("/").split("/")
+            if url.path == "/api/v2/orgs" and self.command == "GET":
+                orgs = [state["org"]] if auth.get("admin") and query.get("org") in (None, state["org"]["name"]) else []
+                return self._reply(200, {"orgs": orgs})
+            if url.path == "/api/v2/buckets" and self.command == "GET":
+                buckets = [b for b in state["buckets"] if "name" not in query or b["name"] == query["name"]]
+                return self._reply(200, {"buckets": [b for b in buckets if allowed(auth, "read", b["id"])]})
+            if url.path == "/api/v2/buckets" and self.command == "POST" and auth.get("admin"):
+                body = json.loads(raw)
+                bucket = {"id": new_id(state, "b"), "name": body["name"], "orgID": body["orgID"],
+                          "retentionRules": body.get("retentionRules", [])}
+                state["buckets"].append(bucket)
+                save(state)
+                return self._reply(201, bucket)
+            if parts[:3] == ["api", "v2", "buckets"] and len(parts) == 4 and self.command == "PATCH" \
+                    and auth.get("admin"):
+                body = json.loads(raw)
+                for bucket in state["buckets"]:
+                    if bucket["id"] == parts[3]:
+                        if body.get("retentionRules"):  # as InfluxDB: an empty list changes nothing
+                            bucket["retentionRules"] = body["retentionRules"]
+                        save(state)
+                        return self._reply(200, bucket)
+                return self._reply(404, {"code": "not found"})
+            if url.path == "/api/v2/authorizations" and self.command == "GET":
+                listed = [a for a in state["auths"] if not a.get("admin")] if auth.get("admin") else []
+                return self._reply(200, {"authorizations": listed})
+            if url.path == "/api/v2/authorizations" and self.command == "POST" and auth.get("admin"):
+                body = json.loads(raw)
+                created = {"id": new_id(state, "a"), "token": random_tokens.token_urlsafe(32), "status": "active",
+                           "description": body.get("description", ""), "orgID": body["orgID"],
+                           "permissions": body["permissions"]}
+                state["auths"].append(created)
+                save(state)
+                return self._reply(201, created)
+            if parts[:3] == ["api", "v2", "authorizations"] and len(parts) == 4 and auth.get("admin"):
+                found = [a for a in state["auths"] if a["id"] == parts[3]]
+                if not found:
+                    return self._reply(404, {"code": "not found"})
+                if self.command == "DELETE":
+                    state["auths"].remove(found[0])
+                    save(state)
+                    return self._reply(204)
+                if self.command == "PATCH":
+                    found[0]["status"] = json.loads(raw).get("status", found[0]["status"])
+                    save(state)
+                    return self._reply(200, found[0])
+            if url.path == "/api/v2/write" and self.command == "POST":
+                targets = [b for b in state["buckets"] if b["name"] == query.get("bucket")]
+                if not targets or not allowed(auth, "write", targets[0]["id"]):
+                    return self._reply(403, {"code": "forbidden"})
+                lines = [line for line in raw.decode().splitlines() if line.strip()]
+                if not lines:
+                    return self._reply(400, {"code": "invalid", "message": "writing requires points"})
+                for line in lines:
+                    say({"point": line, "bucket": targets[0]["name"], "auth": auth["description"]})
+                return self._reply(204)
+            return self._reply(404, {"code": "not found", "message": f"the double has no {self.command} {url.path}"})
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def main() -> None:
+    with LOCK:
+        load()
+    say({"listening": 8086})
+    ThreadingHTTPServer(("0.0.0.0", 8086), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
