@@ -22,7 +22,7 @@ COMPOSE = "docker compose -f /opt/mov/compose.yaml"
 MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
 ANALYTICS_IMAGE = "mov/analytics:0.1.0"
 INFLUX = "mov-influxdb-1"  # the API double, as the compose service influxdb
-ADMIN_TOKEN = "test-only-influxdb-admin-token"
+ADMIN_TOKEN = "test-only-influxdb-admin-token-0123456789"
 PROBER = Prober(network="mov-stack-probe", subnet="198.18.1.0/24", box_address="198.18.1.10", box=BOX)
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
