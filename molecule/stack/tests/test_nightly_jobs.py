@@ -144,7 +144,8 @@ def test_the_status_page_job_writes_the_box_state(host) -> None:  # type: ignore
     services = next(s for s in page["sections"] if s["title"] == "Services")
     on_page = {row["label"]: row["value"].split(", ")[:2] for row in services["rows"]}
     real = {s["service"]: [s["state"], s["health"]] for s in movctl_json(host, "status")["services"]}
-    assert on_page == real == {"mosquitto": ["running", "healthy"], "analytics": ["running", "healthy"]}
+    assert on_page == real == {"mosquitto": ["running", "healthy"], "influxdb": ["running", "healthy"],
+                               "analytics": ["running", "healthy"]}
     html = host.file(f"{PAGE}/index.html").content_string
     assert "mosquitto" in html and "analytics" in html
 
