@@ -19,8 +19,8 @@ import os
 import pwd
 import shlex
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +29,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+# The analytics tests' broker helpers (free port, wait for the listener), as bench/analytics_throughput.py uses them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "analytics" / "tests"))
+from mosquitto_runner import free_port, wait_for_port
 
 PAYLOAD = json.dumps(
     {
@@ -59,12 +63,6 @@ class Result:
     rss_kib: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Broker:
     def __init__(self, command: list[str], workdir: Path, settings: str) -> None:
         self.port = free_port()
@@ -82,14 +80,7 @@ class Broker:
         self.proc = subprocess.Popen(
             [*self.command, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("broker did not listen within 10 s")
+        wait_for_port(self.port)
 
     def rss_kib(self) -> int:
         assert self.proc
