@@ -56,41 +56,9 @@ def test_grafana_environment_sets_the_paths_the_image_would_otherwise_impose(env
 
 
 # --- Tokens before their consumers --------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("env", FULL_ENVS)
-def test_each_token_consumer_is_labelled_with_its_token_file(env: str) -> None:
-    """A changed token changes its consumer's config label, so `up` recreates it (a restart would keep the old env
-    and the old bind-mounted inode)."""
-    host_dir, _ = rendered(env)
-    services = _compose(env)["services"]
-    tokens = {"telegraf": "opt/mov/telegraf/secrets/influxdb.env",
-              "grafana": "opt/mov/grafana/secrets/influxdb.token",
-              "analytics": "opt/mov/analytics/secrets/influxdb.token"}
-    for name, token in tokens.items():
-        assert not (host_dir / token).exists(), "the render writes no token: InfluxDB makes them on the host"
-        assert services[name]["labels"]["org.mov.config-sha256"]
-    stack_vars = yaml.safe_load((REPO / "roles/stack/vars/main.yml").read_text())
-    for name in tokens:
-        assert f"{{{{ _stack_token_files.{name} }}}}" in stack_vars["_stack_config_files"][name]
-
-
-def test_the_deploy_writes_the_tokens_before_any_consumer_starts() -> None:
-    """run.yml: with a token file missing, InfluxDB is brought up alone and the tokens are written before the
-    stack's full `up`; a changed token re-renders compose.yaml and runs `up`, never `state: restarted`."""
-    run = yaml.safe_load((REPO / "roles/stack/tasks/run.yml").read_text())
-    steps = run[0]["block"]
-    decide, first, full = steps[0], steps[1], steps[2]
-    # Decided once as a fact: a block's `when` is evaluated again for each task in it, and the token step
-    # changes the checksums a condition on them would read (the rest of the block would be skipped).
-    assert "missing" in decide["ansible.builtin.set_fact"]["__stack_tokens_missing"]
-    assert first["when"] == "__stack_tokens_missing | bool"
-    up_influxdb, tokens = first["block"]
-    assert up_influxdb["community.docker.docker_compose_v2"]["services"] == ["influxdb"]
-    assert up_influxdb["community.docker.docker_compose_v2"]["wait"] is True
-    assert tokens["ansible.builtin.include_tasks"] == "tokens.yml"
-    assert "services" not in full["community.docker.docker_compose_v2"]
-    text = "\n".join(p.read_text() for p in (REPO / "roles/stack/tasks").glob("*.yml"))
-    assert "state: restarted" not in text
+# Proven on the box by the stack scenario (molecule/stack/tests/test_stack.py): its InfluxDB double makes the
+# first deploy fail unless the worker's token is written before the worker starts, and a revoked token must come
+# back with the worker recreated.
 
 
 # --- Grafana's alert queries ----------------------------------------------------------------------------------------
