@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The "VPS in a box": a throwaway Debian 13 host with systemd, in a container.
+"""The "VPS in a box": a throwaway Debian host with systemd, in a container (13 by default, 12 on demand).
 
 It is the Molecule platform of every role and the target of the ``local``
 inventory. No image registry is needed: the image is built with debootstrap and
@@ -20,13 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGE = os.environ.get("MOV_BOX_IMAGE", "mov/box:trixie")
-CONTAINER = os.environ.get("MOV_BOX_NAME", "mov-box")
 SUITE = "trixie"
+# The Debian releases a box can be: the ones preflight accepts.
+SUITES = ("trixie", "bookworm")
+IMAGE = os.environ.get("MOV_BOX_IMAGE", f"mov/box:{SUITE}")
+CONTAINER = os.environ.get("MOV_BOX_NAME", "mov-box")
 MIRROR = os.environ.get("MOV_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get("MOV_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
-# A cloud VPS image ships these; the roles install everything else.
-PACKAGES = ("python3", "sudo", "systemd", "systemd-sysv", "ca-certificates", "iproute2", "dbus", "tzdata")
+# A cloud VPS image ships these (sshd included: the site scenario reaches its boxes over SSH, as a VPS is);
+# the roles install everything else.
+PACKAGES = ("python3", "sudo", "systemd", "systemd-sysv", "ca-certificates", "iproute2", "dbus", "tzdata",
+            "openssh-server")
+# The image carries the package set it was built with; an image built with another set is rebuilt.
+PACKAGES_LABEL = "org.mov.box.packages"
 
 # What a systemd container needs on a host where --privileged is refused (see docs/).
 RUN_FLAGS: tuple[str, ...] = (
@@ -63,6 +69,18 @@ def image_exists(image: str = IMAGE) -> bool:
     return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
 
 
+def image_current(image: str = IMAGE) -> bool:
+    """Whether the image exists and was built with today's PACKAGES."""
+    out = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{PACKAGES_LABEL}"}}}}',
+                          image], capture_output=True, text=True)
+    return out.returncode == 0 and out.stdout.strip() == ",".join(PACKAGES)
+
+
+def image_for(suite: str) -> str:
+    """The box image of a Debian release: MOV_BOX_IMAGE for the default one, mov/box:<suite> otherwise."""
+    return IMAGE if suite == SUITE else f"mov/box:{suite}"
+
+
 def container_running(name: str = CONTAINER) -> bool:
     out = subprocess.run(
         ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
@@ -70,12 +88,20 @@ def container_running(name: str = CONTAINER) -> bool:
     return out.returncode == 0 and out.stdout.strip() == "true"
 
 
-def _prepare_rootfs(root: Path) -> None:
+def _prepare_rootfs(root: Path, suite: str) -> None:
     (root / "etc/apt/sources.list").write_text(
-        f"deb {MIRROR} {SUITE} main\n"
-        f"deb {MIRROR} {SUITE}-updates main\n"
-        f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
+        f"deb {MIRROR} {suite} main\n"
+        f"deb {MIRROR} {suite}-updates main\n"
+        f"deb {SECURITY_MIRROR} {suite}-security main\n"
     )
+    # A VPS image's sshd has host keys of its own: generated on each box's first boot, never baked into the image.
+    # (Debian's cloud images do it with cloud-init; here a drop-in runs ssh-keygen -A before sshd's config test.)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    dropin = root / "etc/systemd/system/ssh.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "host-keys.conf").write_text(
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n")
     # systemd generates a fresh machine-id on first boot of each container.
     (root / "etc/machine-id").write_text("")
     dbus_id = root / "var/lib/dbus/machine-id"
@@ -91,15 +117,17 @@ def _prepare_rootfs(root: Path) -> None:
         lists.unlink()
 
 
-def build(force: bool = False) -> None:
-    """Build the box image unless it exists (or pull it where MOV_BOX_PULL says so)."""
-    if image_exists() and not force:
-        print(f"{IMAGE} exists; reusing it (--force rebuilds)")
-        return
+def build(force: bool = False, suite: str = SUITE) -> None:
+    """Build the box image of a Debian release unless it is current (or pull it where MOV_BOX_PULL says so)."""
+    image = image_for(suite)
     pull = os.environ.get("MOV_BOX_PULL")
-    if pull:
-        run(["docker", "pull", pull])
-        run(["docker", "tag", pull, IMAGE])
+    if pull and suite == SUITE:
+        if not image_exists(image) or force:
+            run(["docker", "pull", pull])
+            run(["docker", "tag", pull, image])
+        return
+    if image_current(image) and not force:
+        print(f"{image} exists; reusing it (--force rebuilds)")
         return
     if shutil.which("debootstrap") is None:
         sys.exit("debootstrap is missing: apt-get install debootstrap")
@@ -108,18 +136,19 @@ def build(force: bool = False) -> None:
         root = Path(tmp) / "rootfs"
         run([
             "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            SUITE, str(root), MIRROR,
+            suite, str(root), MIRROR,
         ])
-        _prepare_rootfs(root)
+        _prepare_rootfs(root, suite)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         run(
             ["docker", "import", "--change", "CMD [\"/lib/systemd/systemd\"]",
-             "--change", "ENV container=docker", "-", IMAGE],
+             "--change", "ENV container=docker",
+             "--change", f"LABEL {PACKAGES_LABEL}={','.join(PACKAGES)}", "-", image],
             stdin=tar.stdout,
         )
         if tar.wait() != 0:
             sys.exit("tar of the box root filesystem failed")
-    print(f"built {IMAGE} in {time.monotonic() - started:.0f}s")
+    print(f"built {image} in {time.monotonic() - started:.0f}s")
 
 
 def ensure_admin_key() -> Path:
@@ -174,13 +203,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="build the box image (debootstrap + docker import)")
     p_build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    p_build.add_argument("--suite", choices=SUITES, default=SUITE, help=f"the Debian release (default {SUITE})")
     p_create = sub.add_parser("create", help="start the box container")
     p_create.add_argument("-p", "--publish", action="append", default=[],
                           help="docker -p spec, repeatable (e.g. 127.0.0.1:8443:443)")
     sub.add_parser("destroy", help="remove the box container and its volumes")
     args = parser.parse_args(argv)
     if args.command == "build":
-        build(force=args.force)
+        build(force=args.force, suite=args.suite)
     elif args.command == "create":
         create(args.publish)
     else:

@@ -169,9 +169,10 @@ def lint(results: Results, stream: bool = True) -> None:
     for name, cmd in (
         ("yamllint", ["yamllint", "--strict", "."]),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"]),
-        ("ruff", ["ruff", "check", "scripts", "scripts/movctl", "tests", "molecule", "roles/backup/files",
+        ("ruff", ["ruff", "check", "scripts", "scripts/movctl", "tests", "molecule", "scenarios", "roles/backup/files",
                   "roles/movctl/files", "roles/status_page/files", "roles/cleanup/files"]),
-        ("mypy", ["mypy", "--strict", "scripts", "scripts/movctl", "tests/e2e", "roles/backup/files/mov-backup.py",
+        ("mypy", ["mypy", "--strict", "scripts", "scripts/movctl", "tests/e2e", "scenarios/site", "molecule/prober.py",
+                  "roles/backup/files/mov-backup.py",
                   "roles/movctl/files/movctl.py", "roles/status_page/files/mov-status-page.py",
                   "roles/cleanup/files/mov-cleanup.py"]),
         ("argument specs", [sys.executable, "scripts/check_argument_specs.py"]),
@@ -236,6 +237,20 @@ def unit(results: Results, suite: str, stream: bool = True) -> None:
                    note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s")
 
 
+def site(results: Results, releases: Sequence[str], apt_cache: Path, stream: bool = True) -> None:
+    """The site scenario (scenarios/site): the users' commands, from site.yml on fresh boxes reached over SSH to
+    a killed deploy, in order; its first failure stops it (each step needs the ones before)."""
+    started = time.monotonic()
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    code, out = run_step([sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", "scenarios/site"],
+                         name=f"site scenario ({','.join(releases)})", stream=stream,
+                         env=dict(os.environ, MOV_SITE_RELEASES=",".join(releases), MOV_APT_CACHE=str(apt_cache)))
+    passed, failed = pytest_counts(out)
+    results.record(f"site scenario ({','.join(releases)})", code == 0, passed, failed,
+                   note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s; "
+                        "logs in .cache/test-logs/site/")
+
+
 SCENARIO_ACTION = re.compile(r"^INFO\s+\[?(\S+?) (?:➜|>) (\w+)\]? Executing")
 PLAYBOOK_TOOK = re.compile(r"Playbook run took (\d+) days, (\d+) hours, (\d+) minutes, (\d+) seconds")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -272,7 +287,7 @@ def scenario(results: Results, name: str, apt_cache: Path, stream: bool = True) 
 
 
 def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs: int,
-             with_lint: bool = False) -> None:
+             with_lint: bool = False, site_releases: Sequence[str] = ()) -> None:
     """Linters, pytest suites and Molecule scenarios in `jobs` lanes; each lane has its own apt cache
     (apt's archive lock is shared through a common cache, so two boxes installing at once would wait).
     The box image is built by the first scenario that needs it, while the other lanes lint and test."""
@@ -290,6 +305,11 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
                 lint(results, stream=jobs == 1)
             elif kind == "pytest":
                 unit(results, name, stream=jobs == 1)
+            elif kind == "site":
+                with box_lock:
+                    for release in site_releases:
+                        box.build(suite=release)
+                site(results, site_releases, Path(f"{APT_CACHE}-{lane}"), stream=jobs == 1)
             else:
                 with box_lock:
                     box.build()
@@ -300,9 +320,11 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
             say(f"--- lane {lane}: {kind} {name} done")
             lanes.put(lane)
 
-    # Longest first: the repository's pytest suite and the longest scenario (which builds the box image if
-    # needed) start together, the linters beside them, then the rest.
+    # Longest first: the site scenario (which builds the box image if needed), the repository's pytest suite and
+    # the longest Molecule scenario start together, the linters beside them, then the rest.
     work: list[Callable[[], None]] = [lambda suite=suite: job("pytest", suite) for suite in suites]  # type: ignore[misc]
+    if site_releases:
+        work.insert(0, lambda: job("site", "site"))
     scenario_work: list[Callable[[], None]] = [lambda name=name: job("molecule", name) for name in names]  # type: ignore[misc]
     work[1:1] = scenario_work[:1] + ([lambda: job("lint", "all")] if with_lint else [])
     work += scenario_work[1:]
@@ -369,9 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_test = sub.add_parser("test", help="lint, argument specs, pytest and every Molecule scenario")
     p_test.add_argument("--no-molecule", action="store_true", help="skip the Molecule scenarios")
     p_test.add_argument("-s", "--scenario", action="append", default=[], help="only this scenario (repeatable)")
+    p_test.add_argument("--no-site", action="store_true", help="skip the site scenario")
+    p_site = sub.add_parser("site", help="the site scenario only: the users' commands on fresh boxes over SSH")
     sub.add_parser("lint", help="linters and the argument spec check")
     p_mol = sub.add_parser("molecule", help="Molecule scenarios only")
     p_mol.add_argument("scenario", nargs="*")
+    for p in (p_test, p_site):
+        p.add_argument("--releases", default=os.environ.get("MOV_SITE_RELEASES", "trixie"),
+                       help="Debian releases of the site scenario's boxes, comma-separated (default trixie; bookworm "
+                            "needs download.docker.com)")
     for p in (p_test, p_mol):
         p.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("MOV_TEST_JOBS", "3")),
                        help="steps run in parallel (default 3, or MOV_TEST_JOBS)")
@@ -386,9 +414,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "lint":
         lint(results)
     jobs = max(1, getattr(args, "jobs", 1))
+    if args.command == "site":
+        releases = [r for r in args.releases.split(",") if r]
+        for release in releases:
+            box.build(suite=release)
+        site(results, releases, Path(f"{APT_CACHE}-0"))
     if args.command == "test":
         names = [] if args.no_molecule else (args.scenario or scenarios())
-        parallel(results, pytest_suites(), names, jobs, with_lint=True)
+        releases = [] if (args.no_site or args.no_molecule or args.scenario) else \
+            [r for r in args.releases.split(",") if r]
+        parallel(results, pytest_suites(), names, jobs, with_lint=True, site_releases=releases)
     if args.command == "molecule":
         parallel(results, [], args.scenario or scenarios(), jobs)
     return results.report()

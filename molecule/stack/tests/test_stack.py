@@ -1,6 +1,6 @@
 """Behaviour of the compose stack on the box: mosquitto + analytics from the offline bundle.
 
-InfluxDB cannot run here; a TEST DOUBLE of its v2 API (files/influx-api-double) is the stack's `influxdb`
+InfluxDB cannot run here; a TEST DOUBLE of its v2 API (molecule/_shared/influx-api-double) is the stack's `influxdb`
 service: the deploy's token step talks to it, and it prints every point the worker writes (`docker logs`).
 """
 

@@ -5,9 +5,11 @@ The stack scenario runs it as the compose service `influxdb` (InfluxDB's image c
 deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
 DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_ADMIN_TOKEN on the first start, then /health, orgs, buckets (list, create,
 PATCH retention), authorizations (list, create, delete, status) and /api/v2/write, each with its token checked
-against the authorization's permissions. Its state survives a restart (the influxdb_data volume). Every request
-is printed as one JSON line on stdout ({"request": ...}), every written point as {"point": ...}: the tests read
-`docker logs`. It proves our calls and their order, never InfluxDB's own behaviour (the e2e job does).
+against the authorization's permissions. Its state survives a restart (the influxdb_data volume), written points
+included (the last MAX_POINTS). Every request is printed as one JSON line on stdout ({"request": ...}), every
+written point as {"point": ...}: the tests read `docker logs`. For the `influx` CLI double beside it (backup,
+restore --full, query), /double/state reads and replaces the whole state (admin token only). It proves our calls
+and their order, never InfluxDB's own behaviour (the e2e job does).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 STATE = Path(os.environ.get("DOUBLE_STATE", "/var/lib/influxdb2/double-state.json"))
 LOCK = threading.Lock()
+MAX_POINTS = 10_000
 
 
 def say(record: dict[str, Any]) -> None:
@@ -37,6 +40,7 @@ def load() -> dict[str, Any]:
     state = {"org": org, "next": 100,
              "buckets": [{"id": "b000000000000001", "name": os.environ["DOCKER_INFLUXDB_INIT_BUCKET"],
                           "orgID": org["id"], "retentionRules": []}],
+              "points": [],
              "auths": [{"id": "a000000000000001", "token": os.environ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"],
                         "status": "active", "description": "admin's Token", "orgID": org["id"], "admin": True,
                         "permissions": []}]}
@@ -97,6 +101,12 @@ class Handler(BaseHTTPRequestHandler):
             if auth is None:
                 return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
             parts = url.path.strip("/").split("/")
+            if url.path == "/double/state" and auth.get("admin"):
+                if self.command == "GET":
+                    return self._reply(200, state)
+                if self.command == "PUT":
+                    save(json.loads(raw))
+                    return self._reply(204)
             if url.path == "/api/v2/orgs" and self.command == "GET":
                 orgs = [state["org"]] if auth.get("admin") and query.get("org") in (None, state["org"]["name"]) else []
                 return self._reply(200, {"orgs": orgs})
@@ -152,10 +162,14 @@ class Handler(BaseHTTPRequestHandler):
                     return self._reply(400, {"code": "invalid", "message": "writing requires points"})
                 for line in lines:
                     say({"point": line, "bucket": targets[0]["name"], "auth": auth["description"]})
+                points = state.setdefault("points", [])
+                points.extend({"bucket": targets[0]["name"], "line": line} for line in lines)
+                del points[:-MAX_POINTS]
+                save(state)
                 return self._reply(204)
             return self._reply(404, {"code": "not found", "message": f"the double has no {self.command} {url.path}"})
 
-    do_GET = do_POST = do_PATCH = do_DELETE = _handle
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
     def log_message(self, format: str, *args: Any) -> None:
         return None

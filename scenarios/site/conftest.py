@@ -1,0 +1,333 @@
+"""The site scenario's boxes and environment: what a user has before their first `ansible-playbook site.yml`.
+
+Fresh Debian boxes (scripts/box.py's image: systemd, sshd with host keys of their own, a root login by the
+"provider's" key) on a private network, reached over SSH the way a VPS is; an environment made by
+`scripts/new-env --non-interactive` with its vault; then the edits this CI environment needs, as a user would make
+them in inventories/<env>/group_vars/mov/ (box.yml, stack.yml): no registry here (the offline bundle, a TEST DOUBLE
+of InfluxDB's API as `influxdb`), a self-signed certificate (no public name), a smaller disk and no NTP daemon.
+
+MOV_SITE_RELEASES (comma-separated, default trixie) picks the Debian releases; each gets a box, and every step
+runs against all of them at once, as one inventory. Debian 12 needs Docker's own apt repository
+(download.docker.com), which is not reachable where CI runs this; the GitHub workflow's site job runs bookworm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "molecule"))
+import box  # noqa: E402
+from prober import Prober  # noqa: E402
+
+ENV = "ci-site"
+ADMIN = "movadmin"
+DOMAIN = "mov.site.test"
+LAN = "mov-site-lan"
+LAN_PREFIX = "10.231.7"
+DOUBLE_IMAGE = "mov/influxdb-api-double:test"
+# The alerts' receiver: a webhook on the LAN that prints each POST's body as one JSON line (`docker logs`).
+HOOKS = "mov-site-hooks"
+HOOKS_URL = f"http://{LAN_PREFIX}.5:8080/alert"
+HOOKS_SCRIPT = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode(errors="replace")
+        print(json.dumps({"path": self.path, "body": body}), flush=True)
+        self.send_response(204); self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+LOGS = REPO / ".cache" / "test-logs" / "site"
+RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.M)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # the inventory's name
+    container: str
+    address: str
+    suite: str
+
+
+@dataclass(frozen=True)
+class Run:
+    args: tuple[str, ...]
+    code: int
+    output: str
+    log: Path
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP's counts per host (the last recap of the output)."""
+        counts: dict[str, dict[str, int]] = {}
+        for m in RECAP.finditer(self.output):
+            counts[m["host"]] = {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        return counts
+
+    def explain(self) -> str:
+        tail = "\n".join(self.output.splitlines()[-60:])
+        return f"{' '.join(self.args)} exited {self.code}; log {self.log.relative_to(REPO)}; last lines:\n{tail}"
+
+
+@dataclass
+class Site:
+    hosts: list[Host]
+    work: Path
+    vault_password: Path
+    provider_key: Path
+    admin_key: Path
+    known_hosts: Path
+    facts: Path
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def inventory(self) -> Path:
+        return REPO / "inventories" / ENV
+
+    def env(self) -> dict[str, str]:
+        return dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.work / "cp"),
+            # A fact cache of its own: the repository's (.cache/facts) may hold another box of the same name.
+            ANSIBLE_CACHE_PLUGIN_CONNECTION=str(self.facts),
+        )
+
+    def _log(self, name: str) -> Path:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        slug = re.sub(r"[^\w.-]+", "_", name)[:80]
+        return LOGS / f"{len(self.runs) + 1:02d}-{slug}.log"
+
+    def ansible(self, tool: str, *args: str, root: bool = False, timeout: float = 1800) -> Run:
+        """ansible-playbook (or another Ansible tool) against the env, as the admin or, first, as root."""
+        # The first run: the provider's root login and key, as README's first deploy (-e ansible_user=root).
+        first = ("-e", "ansible_user=root", "-e", f"ansible_ssh_private_key_file={self.provider_key}") if root else ()
+        cmd = (tool, *args, "-i", str(self.inventory), "--vault-password-file", str(self.vault_password), *first)
+        proc = subprocess.run(cmd, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        return self._record(cmd, proc.returncode, proc.stdout + proc.stderr)
+
+    def play(self, playbook: str, *args: str, root: bool = False, timeout: float = 1800) -> Run:
+        return self.ansible("ansible-playbook", playbook, *args, root=root, timeout=timeout)
+
+    def play_killed(self, playbook: str, when: re.Pattern[str], after_s: float = 0, timeout: float = 1800) -> Run:
+        """Start a playbook and kill it (SIGKILL, its whole process group) after_s seconds after a line of its output
+        matches: a controller that dies, or an operator's ^C^C, while the task runs."""
+        cmd = ("ansible-playbook", playbook, "-i", str(self.inventory), "--vault-password-file",
+               str(self.vault_password))
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        killed = False
+        for line in proc.stdout:
+            lines.append(line)
+            if when.search(line) or time.monotonic() > deadline:
+                time.sleep(after_s)
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+                break
+        proc.stdout.close()
+        code = proc.wait()
+        lines.append(f"[site scenario: {'killed here' if killed else 'ended before the kill point'}]\n")
+        return self._record(cmd, code, "".join(lines))
+
+    def _record(self, cmd: Sequence[str], code: int, output: str) -> Run:
+        log = self._log(" ".join(Path(a).name for a in cmd[:2]))
+        log.write_text(output)
+        run = Run(tuple(cmd), code, output, log)
+        self.runs.append(run)
+        return run
+
+    def ssh(self, host: Host, command: str, user: str = ADMIN, key: Path | None = None,
+            timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """A command over SSH, as a person logs in (the admin by default). One connection, reused (as Ansible's): the
+        firewall rate-limits new SSH connections (ufw limit: 6 in 30 s)."""
+        return subprocess.run(
+            ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", "ControlMaster=auto", "-o", f"ControlPath={self.work / 'cp'}/site-%C", "-o", "ControlPersist=60s",
+             "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "-i", str(key or self.admin_key),
+             f"{user}@{host.address}", command],
+            input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def sudo(self, host: Host, command: str, timeout: float = 300,
+             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.ssh(host, f"sudo -n sh -c {_quote(command)}", timeout=timeout, stdin=stdin)
+
+    def hooks(self) -> list[dict[str, str]]:
+        """Every alert the webhook received so far."""
+        out = docker("logs", HOOKS).stdout
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def vault(self) -> dict[str, object]:
+        out = subprocess.run(["ansible-vault", "view", "--vault-password-file", str(self.vault_password),
+                              str(self.inventory / "group_vars" / "mov" / "vault.yml")],
+                             cwd=REPO, env=self.env(), capture_output=True, text=True, check=True)
+        data: dict[str, object] = yaml.safe_load(out.stdout)
+        return data
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def keygen(path: Path, comment: str) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return path
+
+
+def start_box(host: Host, provider_pub: Path) -> None:
+    docker("rm", "-f", "-v", host.container, check=False)
+    apt_cache = Path(os.environ.get("MOV_APT_CACHE", "/var/cache/mov-ci/apt"))
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    docker("run", "-d", "--name", host.container, "--hostname", host.name, *box.RUN_FLAGS,
+           # The Molecule scenarios' shared cache of downloaded .debs: the same packages, fetched once per lane.
+           "-v", f"{apt_cache}:/var/cache/apt/archives",
+           "--network", LAN, "--ip", host.address, box.image_for(host.suite), "/lib/systemd/systemd")
+    box.wait_for_systemd(host.container)
+    # What a provider's image (cloud-init) does: the customer's key for root, packages kept for the next box.
+    setup = ("install -d -m 0700 /root/.ssh && cat > /root/.ssh/authorized_keys"
+             " && chmod 0600 /root/.ssh/authorized_keys"
+             " && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/01mov-keep-cache")
+    subprocess.run(["docker", "exec", "-i", host.container, "sh", "-c", setup], input=provider_pub.read_text(),
+                   text=True, check=True, capture_output=True)
+
+
+def scan_host_keys(hosts: Sequence[Host], known_hosts: Path) -> None:
+    deadline = time.monotonic() + 60
+    lines: list[str] = []
+    for host in hosts:
+        while True:
+            out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", host.address],
+                                 capture_output=True, text=True)
+            if out.stdout.strip():
+                lines.append(out.stdout.strip())
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{host.container}: sshd did not answer on {host.address}:22")
+            time.sleep(1)
+    known_hosts.write_text("\n".join(lines) + "\n")
+
+
+def make_env(hosts: Sequence[Host], admin_key: Path, known_hosts: Path, vault_password: Path) -> None:
+    """`scripts/new-env --non-interactive`, then this CI environment's edits."""
+    subprocess.run(
+        [sys.executable, "scripts/new_env.py", "--non-interactive", "--force", "--env", ENV,
+         "--host", hosts[0].address, "--ssh-user", ADMIN, "--domains", DOMAIN, "--acme-email", "ops@example.net",
+         "--acme-ca", "staging", "--timezone", "UTC", "--components", "analytics", "--alert-webhook", HOOKS_URL,
+         "--alert-emails", "", "--smtp-host", "", "--smtp-port", "587", "--smtp-user", "", "--backup-remote", "",
+         "--admin-ssh-keys", str(admin_key.with_suffix(".pub")), "--vault-password-file", str(vault_password)],
+        cwd=REPO, check=True, capture_output=True, text=True)
+    inventory = REPO / "inventories" / ENV
+    hosts_yml = yaml.safe_load((inventory / "hosts.yml").read_text())
+    template = next(iter(hosts_yml["mov"]["hosts"].values()))
+    # The admin's key and this run's known hosts, as a user's ~/.ssh would hold them (scripts/movctl reads them too).
+    hosts_yml["mov"]["hosts"] = {
+        h.name: dict(template, ansible_host=h.address, ansible_ssh_private_key_file=str(admin_key),
+                     ansible_ssh_common_args=f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes")
+        for h in hosts}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yml, sort_keys=False))
+    group_vars = inventory / "group_vars" / "mov"
+    (group_vars / "stack.yml").write_text(
+        "---\n# No registry here: the offline bundle of images built on the controller, and a TEST DOUBLE of\n"
+        "# InfluxDB's v2 API and CLI (molecule/_shared/influx-api-double) as the `influxdb` service.\n"
+        + yaml.safe_dump({
+            "mov_stack_services": ["mosquitto", "influxdb", "analytics"],
+            "mov_image_source": "bundle",
+            "mov_image_builds": ["mosquitto", "analytics"],
+            "mov_image_overrides": {"mosquitto": "mov/mosquitto:2.0.21", "influxdb": DOUBLE_IMAGE},
+        }, sort_keys=False))
+    (group_vars / "box.yml").write_text(
+        "---\n# The box is a container on a CI machine: no public name (a self-signed CA), the machine's disk and\n"
+        "# memory shared, no NTP daemon, and Docker inside it needs IPv6 on IPv4 interfaces allowed.\n"
+        + yaml.safe_dump({
+            "mov_tls_mode": "selfsigned",
+            "mov_preflight_min_disk_gb": 5,
+            "mov_preflight_min_ram_mb": 1024,
+            "mov_preflight_check_ntp_sync": False,
+            "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
+        }, sort_keys=False))
+
+
+def build_images(suites: Sequence[str]) -> None:
+    for suite in suites:
+        box.build(suite=suite)
+    docker("build", "-q", "-t", DOUBLE_IMAGE, "--build-arg", f"BASE={box.image_for('trixie')}",
+           str(REPO / "molecule" / "_shared" / "influx-api-double"), timeout=600)
+
+
+@pytest.fixture(scope="session")
+def site() -> Iterator[Site]:
+    suites = [s for s in os.environ.get("MOV_SITE_RELEASES", "trixie").split(",") if s]
+    unknown = set(suites) - set(box.SUITES)
+    assert not unknown, f"MOV_SITE_RELEASES: unknown releases {sorted(unknown)} (known: {box.SUITES})"
+    build_images(suites)
+    hosts = [Host(f"mov-{ENV}-{suite}", f"mov-{ENV}-{suite}", f"{LAN_PREFIX}.{10 + i}", suite)
+             for i, suite in enumerate(suites)]
+    if reuse := os.environ.get("MOV_SITE_REUSE"):
+        # A developer's shortcut: the boxes and env an earlier run kept (MOV_SITE_KEEP=1 printed the directory).
+        work = Path(reuse)
+        yield Site(hosts, work, work / "vault-password", work / "provider", work / "admin", work / "known_hosts",
+                   work / "facts")
+        return
+    work = Path(tempfile.mkdtemp(prefix="mov-site-"))
+    (work / "cp").mkdir()
+    print(f"site scenario: work directory {work}")
+    docker("network", "rm", LAN, check=False)
+    docker("network", "create", "--subnet", f"{LAN_PREFIX}.0/24", LAN)
+    try:
+        provider = keygen(work / "provider", "provider-root")
+        admin = keygen(work / "admin", "site-admin")
+        docker("rm", "-f", HOOKS, check=False)
+        docker("run", "-d", "--name", HOOKS, "--network", LAN, "--ip", HOOKS_URL.split("/")[2].split(":")[0],
+               box.image_for("trixie"), "python3", "-c", HOOKS_SCRIPT)
+        for host in hosts:
+            start_box(host, provider.with_suffix(".pub"))
+        site = Site(hosts, work, work / "vault-password", provider, admin, work / "known_hosts", work / "facts")
+        scan_host_keys(hosts, site.known_hosts)
+        make_env(hosts, admin, site.known_hosts, site.vault_password)
+        yield site
+    finally:
+        if os.environ.get("MOV_SITE_KEEP") != "1":
+            for name in [HOOKS, *(h.container for h in hosts)]:
+                docker("rm", "-f", "-v", name, check=False)
+            docker("network", "rm", LAN, check=False)
+            shutil.rmtree(REPO / "inventories" / ENV, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prober(site: Site) -> Iterator[list[Prober]]:
+    """A non-private network with each box on it: what the internet sees."""
+    probers = [Prober(f"mov-site-public-{i}", f"198.18.{10 + i}.0/24", f"198.18.{10 + i}.10", h.container)
+               for i, h in enumerate(site.hosts)]
+    with ExitStack() as stack:
+        for p in probers:
+            stack.enter_context(p.attached())
+        yield probers

@@ -1,0 +1,375 @@
+"""The users' commands, in the order a user runs them, against fresh boxes over SSH (conftest.py).
+
+Each test is one step of a user's life with the platform and depends on the steps before it: run with -x.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, docker
+from prober import Prober
+
+PUBLIC_PORTS = [22, 80, 443, 8883]
+# Every other port a part of the platform listens on somewhere (broker's plain and websockets listeners, Grafana,
+# InfluxDB, the worker's metrics, Telegraf's health and metrics, Loki, Alloy).
+INTERNAL_PORTS = [1883, 3000, 8086, 9001, 9108, 9273, 8080, 3100, 12345]
+MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
+ANALYTICS = "mov/analytics"
+T = TypeVar("T")
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+def running_image(site: Site, host: Host, service: str) -> str:
+    out = site.sudo(host, f"docker inspect -f '{{{{.Config.Image}}}}' mov-{service}-1")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def stored_points(site: Site, host: Host, bucket: str) -> list[str]:
+    """Points in a bucket of the InfluxDB double, read with the `influx` CLI double inside its container (the admin
+    token stays in the container's environment)."""
+    query = f'from(bucket: "{bucket}") |> range(start: 0)'
+    command = f"""INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx query --raw '{query}'"""
+    out = site.sudo(host, f"docker exec mov-influxdb-1 sh -c {shlex.quote(command)}")
+    assert out.returncode == 0, out.stderr
+    return [line.split(",", 3)[3] for line in out.stdout.splitlines() if line.startswith(",_result,")]
+
+
+def points_of(site: Site, host: Host, needle: str, bucket: str = "mov_status") -> list[str]:
+    return [p for p in stored_points(site, host, bucket) if needle in p]
+
+
+def double_state(site: Site, host: Host) -> dict[str, object]:
+    out = site.sudo(host, "docker exec mov-influxdb-1 cat /var/lib/influxdb2/double-state.json")
+    assert out.returncode == 0, out.stderr
+    state: dict[str, object] = json.loads(out.stdout)
+    return state
+
+
+def publish_as_device(site: Site, host: Host, device: str, payloads: list[dict[str, object]],
+                      topic: str = "") -> None:
+    """A device on the plant's network publishes over 8883 (MQTT 5, QoS 1), checking the broker's certificate against
+    the platform's name; its password goes in mosquitto_pub's options file, never on a command line."""
+    secrets = site.vault()["vault_mov_secrets"]
+    assert isinstance(secrets, dict)
+    ca = site.sudo(host, "cat /opt/mov/tls/ca.pem")
+    assert ca.returncode == 0, ca.stderr
+    with tempfile.TemporaryDirectory(prefix="mov-site-device-") as tmp:
+        (Path(tmp) / "ca.pem").write_text(ca.stdout)
+        options = Path(tmp) / "mosquitto_pub"
+        options.write_text(f"-u {device}\n-P {secrets['mqtt'][device]}\n")
+        # Read by the image's mosquitto user; the directory is the test's own (0700 above it) and goes with it.
+        Path(tmp).chmod(0o755)
+        options.chmod(0o644)
+        for payload in payloads:
+            out = docker("run", "--rm", "--network", LAN, "--add-host", f"{DOMAIN}:{host.address}",
+                         "-v", f"{tmp}:/cfg:ro", "-e", "XDG_CONFIG_HOME=/cfg", "--entrypoint", "mosquitto_pub",
+                         MOSQUITTO_IMAGE, "-h", DOMAIN, "-p", "8883", "--cafile", "/cfg/ca.pem", "-q", "1",
+                         "-V", "mqttv5", "-t", topic or f"mov/dados/{device}", "-m", json.dumps(payload),
+                         check=False, timeout=60)
+            assert out.returncode == 0, out.stdout + out.stderr
+
+
+def reading(device: str, temperature: float, site_name: str = "sala_servidores") -> dict[str, object]:
+    client, name = device.split("/", 1)
+    return {"timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tags": {"dispositivo": name, "cliente": client, "localizacao": site_name, "tipo": "temperatura"},
+            "fields": {"temperatura_c": temperature}}
+
+
+def wait_for(what: str, check: Callable[..., list[T]], *args: object, timeout: float = 60) -> list[T]:
+    """check(*args) until it returns something."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check(*args)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(1)
+
+
+def releases(site: Site, host: Host) -> list[str]:
+    out = site.sudo(host, "ls -1 /opt/mov/releases")
+    assert out.returncode == 0, out.stderr
+    return sorted(out.stdout.split())
+
+
+def release_image(site: Site, host: Host, release: str, service: str) -> str:
+    out = site.sudo(host, f"cat /opt/mov/releases/{release}/compose.yaml")
+    assert out.returncode == 0, out.stderr
+    return str(yaml.safe_load(out.stdout)["services"][service]["image"])
+
+
+def set_stack_vars(**changes: object) -> None:
+    """Edit the env's group_vars/mov/stack.yml, as a user bumps a version."""
+    path = REPO / "inventories" / ENV / "group_vars" / "mov" / "stack.yml"
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+
+
+def analytics_overrides(tag: str) -> dict[str, str]:
+    return {"mosquitto": MOSQUITTO_IMAGE, "influxdb": "mov/influxdb-api-double:test", "analytics": f"{ANALYTICS}:{tag}"}
+
+
+@contextmanager
+def process_snapshots(site: Site) -> Iterator[set[str]]:
+    """Every command line seen on the boxes while the block runs (`ps` twice a second): what another user of the
+    host, or a process listing in a support ticket, would see."""
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for host in site.hosts:
+                out = docker("exec", host.container, "ps", "-eo", "args", "--no-headers", check=False, timeout=30)
+                seen.update(out.stdout.splitlines())
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+# --- the steps -----------------------------------------------------------------------------------------------------
+
+def test_first_deploy_as_root(site: Site) -> None:
+    run = site.play("site.yml", root=True)
+    assert run.code == 0, run.explain()
+
+
+def test_root_login_is_closed_and_the_admin_has_sudo(site: Site) -> None:
+    for host in site.hosts:
+        root = site.ssh(host, "true", user="root", key=site.provider_key)
+        assert root.returncode == 255 and "Permission denied" in root.stderr, root
+        admin = site.ssh(host, "sudo -n true && id -un")
+        assert admin.returncode == 0 and admin.stdout.strip() == "movadmin", admin
+
+
+def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
+    run = site.play("site.yml")
+    assert run.code == 0, run.explain()
+    recap = run.recap()
+    assert set(recap) == {h.name for h in site.hosts}, run.explain()
+    changed = [line for line in run.output.splitlines() if line.startswith("changed:")]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap.values()), f"{recap}\n" + "\n".join(changed)
+
+
+def test_verify_playbook(site: Site) -> None:
+    run = site.play("playbooks/verify.yml")
+    assert run.code == 0, run.explain()
+
+
+def test_a_device_reading_over_8883_stores_its_status_and_alerts(site: Site) -> None:
+    def critical_alerts(at_least: int) -> list[dict[str, str]]:
+        found = [a for a in site.hooks() if '"status": "critico"' in a["body"] and "sensor_001" in a["body"]]
+        return found if len(found) >= at_least else []
+
+    for count, host in enumerate(site.hosts, start=1):
+        publish_as_device(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 36.5)])
+        points = wait_for("a status point of sensor_001 in the InfluxDB double",
+                          points_of, site, host, "dispositivo=sensor_001")
+        assert 'status="critico"' in str(points), points
+        # Every box's worker posts to the one receiver: one critical alert of sensor_001 per box so far.
+        alerts = wait_for(f"{count} critical alert(s) at the webhook", critical_alerts, count)
+        assert '"value": 36.5' in alerts[-1]["body"], alerts
+
+
+def test_a_device_cannot_publish_as_another(site: Site) -> None:
+    """The ACL: sensor_001's account publishing on sensor_002's topic is refused, and no status is stored for it."""
+    for host in site.hosts:
+        forged = reading("industria_abc/sensor_002", 36.9)
+        publish_as_device(site, host, "industria_abc/sensor_001", [forged], topic="mov/dados/industria_abc/sensor_002")
+        # A genuine reading after it: once its status is stored, the forged one would have been too.
+        publish_as_device(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 31.5)])
+        wait_for("sensor_001's later status", points_of, site, host, 'status="alerta"')
+        assert not [p for p in stored_points(site, host, "mov_status") if "dispositivo=sensor_002" in p]
+
+
+def write_readings_as_telegraf(site: Site, host: Host, count: int) -> None:
+    """Telegraf's part of the data path (its image cannot be had here): readings from 20 minutes ago written to the
+    data bucket through the InfluxDB double's write API, as Telegraf's output does. The backup, the restore and the
+    drill then have data to carry and compare."""
+    start = time.time_ns() - 1_200 * 10**9
+    lines = "\n".join(f"mov_leituras,cliente=industria_abc,dispositivo=sensor_001,localizacao=sala_servidores,"
+                      f"tipo=temperatura temperatura_c={20 + i / 10} {start + i * 10**9}" for i in range(count))
+    write = ("import os, urllib.request, sys; urllib.request.urlopen(urllib.request.Request("
+             "'http://127.0.0.1:8086/api/v2/write?org=mov_industria&bucket=mov_dados', data=sys.stdin.buffer.read(),"
+             " headers={'Authorization': 'Token ' + os.environ['DOCKER_INFLUXDB_INIT_ADMIN_TOKEN']}), timeout=10)")
+    out = site.sudo(host, f'docker exec -i mov-influxdb-1 python3 -c "{write}"', stdin=lines)
+    assert out.returncode == 0, out.stderr
+
+
+def test_backup_wipe_restore_gives_back_the_same_data(site: Site) -> None:
+    for host in site.hosts:
+        write_readings_as_telegraf(site, host, 30)
+    run = site.play("playbooks/backup.yml")
+    assert run.code == 0, run.explain()
+    before = {h.name: (double_state(site, h), broker_config(site, h)) for h in site.hosts}
+    for host in site.hosts:
+        wipe = site.sudo(host, "cd /opt/mov && docker compose down -v && rm -rf /opt/mov/mosquitto/data/*")
+        assert wipe.returncode == 0, wipe.stderr
+        assert not double_volume_exists(site, host)
+    run = site.play("playbooks/restore.yml")
+    assert run.code == 0, run.explain()
+    for host in site.hosts:
+        state, config = before[host.name]
+        after = double_state(site, host)
+        assert after["points"] == state["points"] and after["points"], "the stored points differ after the restore"
+        assert after["buckets"] == state["buckets"]
+        assert broker_config(site, host) == config
+
+
+def broker_config(site: Site, host: Host) -> str:
+    """The broker's accounts, ACL and configuration, as checksums."""
+    out = site.sudo(host, "cd /opt/mov/mosquitto/config && find . -type f | sort | xargs sha256sum")
+    assert out.returncode == 0 and out.stdout, out.stderr
+    return out.stdout
+
+
+def double_volume_exists(site: Site, host: Host) -> bool:
+    out = site.sudo(host, "docker volume ls -q")
+    return any(name.endswith("influxdb_data") for name in out.stdout.split())
+
+
+def test_restore_drill(site: Site) -> None:
+    run = site.play("playbooks/restore-drill.yml")
+    assert run.code == 0, run.explain()
+    for host in site.hosts:
+        drill = json.loads(site.sudo(host, "cat /var/lib/mov-backup/drill.json").stdout)
+        assert drill["result"] == "ok", drill
+        influx = next(c for c in drill["checks"] if c["part"] == "influxdb")
+        assert influx["production"] == influx["restored"] == {"mov_leituras": 30}, influx
+
+
+def test_update_to_a_bumped_analytics_image_after_a_backup(site: Site) -> None:
+    # Retention keeps the newest snapshot of a day (mov_backup_retention.daily), so the count may stay the same:
+    # the newest one is what tells.
+    newest = {h.name: snapshot_ids(site, h)[-1] for h in site.hosts}
+    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.1"))
+    with process_snapshots(site) as seen:
+        run = site.play("playbooks/update.yml")
+    assert run.code == 0, run.explain()
+    for host in site.hosts:
+        assert snapshot_ids(site, host)[-1] > newest[host.name], "no pre-update snapshot"
+        assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.1"
+    (site.work / "ps-update.txt").write_text("\n".join(sorted(seen)))
+
+
+def snapshot_ids(site: Site, host: Host) -> list[str]:
+    out = site.sudo(host, "ls -1 /var/backups/mov")
+    return sorted(n for n in out.stdout.split() if re.match(r"^\d{8}T\d{6}Z$", n))
+
+
+def test_update_to_a_broken_image_rolls_back_by_itself(site: Site) -> None:
+    # A release whose worker serves its health on another port: the healthcheck fails.
+    with tempfile.TemporaryDirectory() as ctx:
+        (Path(ctx) / "Dockerfile").write_text(f"FROM {ANALYTICS}:0.1.1\nENV MOV_ANALYTICS_HTTP__PORT=9109\n")
+        docker("build", "-q", "-t", f"{ANALYTICS}:0.1.2-broken", ctx, timeout=600)
+    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.2-broken"), mov_image_builds=["mosquitto"])
+    run = site.play("playbooks/update.yml")
+    assert run.code != 0, run.explain()
+    assert "rolled back" in run.output.lower(), run.explain()
+    for host in site.hosts:
+        assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.1"
+        health = site.sudo(host, "docker inspect -f '{{.State.Health.Status}}' mov-analytics-1").stdout.strip()
+        assert health == "healthy"
+    # The user puts the version back.
+    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.1"), mov_image_builds=["mosquitto", "analytics"])
+
+
+def test_rollback_to_a_named_release(site: Site) -> None:
+    host = site.hosts[0]
+    target = next(r for r in reversed(releases(site, host))
+                  if release_image(site, host, r, "analytics") == f"{ANALYTICS}:0.1.0")
+    run = site.play("playbooks/rollback.yml", "-e", f"stack_rollback_to={target}", "--limit", host.name)
+    assert run.code == 0, run.explain()
+    assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.0"
+
+
+def test_movctl_status_over_ssh(site: Site) -> None:
+    out = subprocess.run([str(REPO / "scripts" / "movctl"), "-i", str(site.inventory), "--vault-password-file",
+                          str(site.vault_password), "status"], cwd=REPO, env=site.env(), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for service in ("mosquitto", "influxdb", "analytics"):
+        assert service in out.stdout, out.stdout
+
+
+def test_a_deploy_killed_in_the_stack_role_then_a_normal_run_converges(site: Site) -> None:
+    # The config says 0.1.1 and the rollback above left 0.1.0 running: this deploy recreates the worker, and dies
+    # while compose does it.
+    killed = site.play_killed("site.yml", re.compile(r"^TASK \[stack : Bring the stack to compose\.yaml"), after_s=2)
+    assert "killed here" in killed.output, killed.explain()
+    run = site.play("site.yml")
+    assert run.code == 0, run.explain()
+    for host in site.hosts:
+        assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.1"
+        assert release_image(site, host, releases(site, host)[-1], "analytics") == f"{ANALYTICS}:0.1.1"
+    run = site.play("site.yml")
+    assert run.code == 0 and all(c["changed"] == 0 for c in run.recap().values()), run.explain()
+
+
+def test_the_world_sees_only_ssh_http_https_and_mqtts(site: Site, prober: list[Prober]) -> None:
+    for p in prober:
+        seen = p.probe(*PUBLIC_PORTS, *INTERNAL_PORTS)
+        assert [port for port, is_open in seen.items() if is_open] == PUBLIC_PORTS, seen
+
+
+def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) -> None:
+    """Every secret of the vault, and the InfluxDB tokens the deploy made, searched for where they would leak: the
+    boxes' journal, /var/log, each container's log, the command lines seen during an update (backup and deploy
+    included), and the output of every ansible-playbook run of this scenario."""
+    vault = site.vault()
+    secrets = set(flatten(vault["vault_mov_secrets"]))
+    for host in site.hosts:
+        tokens = site.sudo(host, "cat /opt/mov/analytics/secrets/influxdb.token")
+        secrets.add(tokens.stdout.strip())
+    secrets = {s for s in secrets if len(s) >= 12}
+    assert len(secrets) >= 8, "the vault lost its secrets?"
+    leaks: list[str] = []
+    patterns = "\n".join(sorted(secrets)) + "\n"
+    for host in site.hosts:
+        search = ("f=$(mktemp) && cat > $f && { journalctl --no-pager -o cat | grep -F -c -f $f; "
+                  "grep -r -F -l -f $f /var/log; "
+                  "for c in $(docker ps -aq); do docker logs $c 2>&1 | grep -F -q -f $f && echo container:$c; done; "
+                  "rm -f $f; true; }")
+        out = site.sudo(host, search, stdin=patterns)
+        lines = out.stdout.split()
+        assert lines and lines[0] == "0", f"{host.name}: the journal holds a secret ({lines[:1]} lines)"
+        leaks += [f"{host.name}: {where}" for where in lines[1:]]
+    ps = (site.work / "ps-update.txt").read_text()
+    leaks += [f"a command line during the update: {secret[:4]}..." for secret in secrets if secret in ps]
+    for run in site.runs:
+        leaks += [f"{run.log.name}: {secret[:4]}..." for secret in secrets if secret in run.output]
+    assert not leaks, leaks
+
+
+def flatten(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from flatten(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from flatten(item)
+    elif value is not None:
+        yield str(value)
