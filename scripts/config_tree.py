@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The platform's config tree (the ``mov_*`` variables of group_vars/all/services.yml): checks and derivations.
 
-Used by scripts/secrets.py (which secrets the tree needs) and by the first play of playbooks/services.yml and
+Used by scripts/platform_secrets.py (which secrets the tree needs) and by the first play of playbooks/services.yml and
 playbooks/render.yml (``--tree-json``), so a wrong input stops the run before anything is rendered, with the
 variable's name and the reason.
 

@@ -11,9 +11,9 @@ Non-interactive (CI; every answer a flag, a missing or invalid one is an error):
         --acme-email ops@example.net --admin-ssh-key-file ~/.ssh/id_ed25519.pub \\
         --alert-email ops@example.net --vault-password-file ~/.mov-prod-eu.vault-password
 
-The vault gets the admins' public keys and freshly generated secrets (scripts/secrets.py); when the vault password
-file does not exist yet, a random password is written to it (0600). An existing environment is never overwritten
-without --force. Nothing secret is printed.
+The vault gets the admins' public keys and freshly generated secrets (scripts/platform_secrets.py); when the vault
+password file does not exist yet, a random password is written to it (0600). An existing environment is never
+overwritten without --force. Nothing secret is printed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
-import importlib.util
 import ipaddress
 import os
 import re
@@ -31,27 +30,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import config_tree
+import platform_secrets as mov_secrets
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-# scripts/secrets.py is named like the stdlib module Ansible imports: load it under a name of its own.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-import config_tree  # noqa: E402
-
-
-def _load_secrets_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mov_secrets", _HERE / "secrets.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mov_secrets = _load_secrets_module()
 
 # Services that may be left out; the others are the platform itself.
 OPTIONAL_COMPONENTS = ("grafana", "analytics")
@@ -389,7 +374,7 @@ def inventory_files(a: Answers) -> dict[str, str]:
 
 
 def vault_plaintext(a: Answers) -> str:
-    return _yaml(f"The {a.env} env's vault (ansible-vault). scripts/secrets.py manages the generated block.",
+    return _yaml(f"The {a.env} env's vault (ansible-vault). scripts/platform_secrets.py manages the generated block.",
                  {"vault_mov_admin_ssh_keys": a.admin_ssh_keys}
                  | ({"vault_mov_smtp_password": a.smtp_password} if a.smtp_password else {}))
 
@@ -429,7 +414,7 @@ def create(a: Answers, root: Path, force: bool) -> list[str]:
         if created_password:
             a.vault_password_file.unlink(missing_ok=True)
         raise
-    # The secrets the tree needs, generated into the vault's managed block by scripts/secrets.py.
+    # The secrets the tree needs, generated into the vault's managed block by scripts/platform_secrets.py.
     tree = mov_secrets.load_tree(a.env, root, a.vault_password_file)
     changed: list[str] = mov_secrets.run(a.env, tree, [], a.vault_password_file, root)
     return changed

@@ -60,7 +60,7 @@ class Workspace:
         return result
 
     def secrets(self, env: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        args = ["python3", str(self.root / "scripts" / "secrets.py"), "--env", env, "--root", str(self.root)]
+        args = ["python3", str(self.root / "scripts" / "platform_secrets.py"), "--env", env, "--root", str(self.root)]
         if env != "local":
             args += ["--vault-password-file", str(self.password_file)]
         return self.run(*args, *extra, check=check)

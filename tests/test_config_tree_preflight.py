@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mov_render import REPO, new_workspace
 
-sys.path.append(str(REPO / "scripts"))  # after the stdlib: scripts/secrets.py shadows `secrets`
+sys.path.append(str(REPO / "scripts"))
 import config_tree
 
 GOOD: dict[str, Any] = {

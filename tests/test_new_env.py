@@ -19,7 +19,7 @@ import yaml
 from conftest import REPO
 from mov_render import Workspace, new_workspace
 
-sys.path.append(str(REPO / "scripts"))  # after the stdlib: scripts/secrets.py shadows `secrets`
+sys.path.append(str(REPO / "scripts"))
 import new_env
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxvY2FsLXRlc3Qta2V5LW5vdC1hLXJlYWwtb25lLTAwMDA operator@laptop"

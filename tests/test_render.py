@@ -1,4 +1,4 @@
-"""The render preview (playbooks/render.yml) and the secrets generator (scripts/secrets.py), end to end.
+"""The render preview (playbooks/render.yml) and the secrets generator (scripts/platform_secrets.py), end to end.
 
 Every env renders on the controller without touching its hosts (staging/prod's addresses are unreachable
 documentation addresses), local generating its secrets on first run, staging/prod reading a test vault made here.
@@ -149,7 +149,7 @@ def test_rotating_an_unknown_secret_is_refused() -> None:
 
 def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:
     ws = new_workspace()
-    result = ws.run("python3", str(ws.root / "scripts/secrets.py"), "--env", "prod", "--root", str(ws.root),
+    result = ws.run("python3", str(ws.root / "scripts/platform_secrets.py"), "--env", "prod", "--root", str(ws.root),
                     "--tree-json", '{"mov_env": "prod"}', check=False)
     assert result.returncode == 1
 

@@ -733,11 +733,10 @@ def logs(args: argparse.Namespace) -> int:
 
 
 def secrets_token(length: int) -> str:
-    """A random password for a throwaway account (os.urandom: scripts/secrets.py shadows the secrets module)."""
-    import base64
-    import os
+    """A random password for a throwaway account."""
+    import secrets
 
-    return base64.urlsafe_b64encode(os.urandom(length)).decode().rstrip("=")
+    return secrets.token_urlsafe(length)
 
 
 def _basic(user: str, password: str) -> str:
