@@ -346,7 +346,7 @@ def main() -> int:
         workdir = Path(tmp)
         broker = Mosquitto(workdir / "mosquitto", persistence=False)
         broker.start()
-        double = InfluxWriteDouble(token="bench-token", parse=False)  # noqa: S106 - a test double's token
+        double = InfluxWriteDouble(token="bench-token", parse=False)  # a test double's token
         port = str(broker.port)
         try:
             # Register both persistent sessions, then leave them offline while the backlog is published.

@@ -120,7 +120,7 @@ def say(text: str) -> None:
 
 
 def run_step(cmd: Sequence[str], name: str | None = None, env: dict[str, str] | None = None,
-             stream: bool = True) -> tuple[int, str]:
+             stream: bool = True, cwd: Path = REPO) -> tuple[int, str]:
     """Run a command and return its exit code and output.
 
     Streamed when it runs alone; when steps run in parallel (stream=False) the output goes to
@@ -129,7 +129,7 @@ def run_step(cmd: Sequence[str], name: str | None = None, env: dict[str, str] | 
     name = name or " ".join(cmd)
     if stream:
         say(f"\n=== {name}")
-    proc = subprocess.Popen(list(cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
     assert proc.stdout is not None
     chunks = []
@@ -165,19 +165,35 @@ def pytest_counts(output: str) -> tuple[int, int]:
 
 # --- commands ----------------------------------------------------------------
 
+def python_paths() -> list[str]:
+    """Every Python source of the repository, for the one lint and type gate: the host tools and filter plugins in
+    the roles included (analytics/ brings its own ruff and mypy settings, ruff finds them)."""
+    roles = sorted({str(p.parent.relative_to(REPO)) for p in REPO.glob("roles/*/files/*.py")}
+                   | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/filter_plugins") if p.is_dir()})
+    return ["scripts", "scripts/movctl", "tests", "molecule", "scenarios", "bench", "analytics", *roles]
+
+
+def mypy_paths() -> list[str]:
+    """What mypy --strict checks from the top (analytics/ runs its own mypy; the Molecule helpers theirs, since both
+    they and scenarios/site have a conftest module): not the repository's unit tests."""
+    return ["scripts", "scripts/movctl", "tests/e2e", "scenarios/site", "scenarios/up", "bench",
+            *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/files/*.py"))),
+            *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/filter_plugins/*.py")))]
+
+
 def lint(results: Results, stream: bool = True) -> None:
-    for name, cmd in (
-        ("yamllint", ["yamllint", "--strict", "."]),
-        ("ansible-lint", ["ansible-lint", "--offline", "-q"]),
-        ("ruff", ["ruff", "check", "scripts", "scripts/movctl", "tests", "molecule", "scenarios", "roles/backup/files",
-                  "roles/movctl/files", "roles/status_page/files", "roles/cleanup/files"]),
-        ("mypy", ["mypy", "--strict", "scripts", "scripts/movctl", "tests/e2e", "scenarios/site", "molecule/prober.py",
-                  "roles/backup/files/mov-backup.py",
-                  "roles/movctl/files/movctl.py", "roles/status_page/files/mov-status-page.py",
-                  "roles/cleanup/files/mov-cleanup.py"]),
-        ("argument specs", [sys.executable, "scripts/check_argument_specs.py"]),
+    # The scripts' and tests' own imports by path (scripts/, the analytics tests' helpers, molecule/prober.py).
+    mypy_env = dict(os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule"]))
+    for name, cmd, env, cwd in (
+        ("yamllint", ["yamllint", "--strict", "."], None, REPO),
+        ("ansible-lint", ["ansible-lint", "--offline", "-q"], None, REPO),
+        ("ruff check", ["ruff", "check", *python_paths()], None, REPO),
+        ("mypy", ["mypy", "--strict", *mypy_paths()], mypy_env, REPO),
+        ("mypy molecule", ["mypy", "--strict", "molecule"], mypy_env, REPO),
+        ("mypy analytics", ["mypy"], None, ANALYTICS),
+        ("argument specs", [sys.executable, "scripts/check_argument_specs.py"], None, REPO),
     ):
-        code, _ = run_step(cmd, name=name, stream=stream)
+        code, _ = run_step(cmd, name=name, stream=stream, env=env, cwd=cwd)
         results.record(name, code == 0)
     results.record("mkdocs build --strict", docs_build(stream) == 0)
     code, note = actionlint(stream)
@@ -237,18 +253,31 @@ def unit(results: Results, suite: str, stream: bool = True) -> None:
                    note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s")
 
 
+def pytest_scenario(results: Results, name: str, path: str, env: dict[str, str], stream: bool = True,
+                    logs: str = "") -> None:
+    """A scenario written as ordered pytest steps (scenarios/*): its first failure stops it, since each step needs
+    the ones before."""
+    started = time.monotonic()
+    code, out = run_step([sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", path], name=name,
+                         stream=stream, env=dict(os.environ, **env))
+    passed, failed = pytest_counts(out)
+    results.record(name, code == 0, passed, failed,
+                   note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s{logs}")
+
+
 def site(results: Results, releases: Sequence[str], apt_cache: Path, stream: bool = True) -> None:
     """The site scenario (scenarios/site): the users' commands, from site.yml on fresh boxes reached over SSH to
-    a killed deploy, in order; its first failure stops it (each step needs the ones before)."""
-    started = time.monotonic()
+    a killed deploy, in order."""
     apt_cache.mkdir(parents=True, exist_ok=True)
-    code, out = run_step([sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", "scenarios/site"],
-                         name=f"site scenario ({','.join(releases)})", stream=stream,
-                         env=dict(os.environ, MOV_SITE_RELEASES=",".join(releases), MOV_APT_CACHE=str(apt_cache)))
-    passed, failed = pytest_counts(out)
-    results.record(f"site scenario ({','.join(releases)})", code == 0, passed, failed,
-                   note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s; "
-                        "logs in .cache/test-logs/site/")
+    pytest_scenario(results, f"site scenario ({','.join(releases)})", "scenarios/site",
+                    {"MOV_SITE_RELEASES": ",".join(releases), "MOV_APT_CACHE": str(apt_cache)}, stream,
+                    logs="; logs in .cache/test-logs/site/")
+
+
+def up_scenario(results: Results, stream: bool = True) -> None:
+    """README's first command on a machine without a registry (scenarios/up): `dev.py up`, then its URLs and a
+    healthy worker after readings."""
+    pytest_scenario(results, "dev.py up (offline)", "scenarios/up", {}, stream)
 
 
 SCENARIO_ACTION = re.compile(r"^INFO\s+\[?(\S+?) (?:➜|>) (\w+)\]? Executing")
@@ -287,7 +316,7 @@ def scenario(results: Results, name: str, apt_cache: Path, stream: bool = True) 
 
 
 def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs: int,
-             with_lint: bool = False, site_releases: Sequence[str] = ()) -> None:
+             with_lint: bool = False, site_releases: Sequence[str] = (), with_up: bool = False) -> None:
     """Linters, pytest suites and Molecule scenarios in `jobs` lanes; each lane has its own apt cache
     (apt's archive lock is shared through a common cache, so two boxes installing at once would wait).
     The box image is built by the first scenario that needs it, while the other lanes lint and test."""
@@ -305,6 +334,10 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
                 lint(results, stream=jobs == 1)
             elif kind == "pytest":
                 unit(results, name, stream=jobs == 1)
+            elif kind == "up":
+                with box_lock:
+                    box.build()
+                up_scenario(results, stream=jobs == 1)
             elif kind == "site":
                 with box_lock:
                     for release in site_releases:
@@ -325,6 +358,8 @@ def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs
     work: list[Callable[[], None]] = [lambda suite=suite: job("pytest", suite) for suite in suites]  # type: ignore[misc]
     if site_releases:
         work.insert(0, lambda: job("site", "site"))
+    if with_up:
+        work.append(lambda: job("up", "up"))
     scenario_work: list[Callable[[], None]] = [lambda name=name: job("molecule", name) for name in names]  # type: ignore[misc]
     work[1:1] = scenario_work[:1] + ([lambda: job("lint", "all")] if with_lint else [])
     work += scenario_work[1:]
@@ -391,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_test = sub.add_parser("test", help="lint, argument specs, pytest and every Molecule scenario")
     p_test.add_argument("--no-molecule", action="store_true", help="skip the Molecule scenarios")
     p_test.add_argument("-s", "--scenario", action="append", default=[], help="only this scenario (repeatable)")
-    p_test.add_argument("--no-site", action="store_true", help="skip the site scenario")
+    p_test.add_argument("--no-site", action="store_true", help="skip the site scenario and the dev.py up check")
     p_site = sub.add_parser("site", help="the site scenario only: the users' commands on fresh boxes over SSH")
     sub.add_parser("lint", help="linters and the argument spec check")
     p_mol = sub.add_parser("molecule", help="Molecule scenarios only")
@@ -423,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [] if args.no_molecule else (args.scenario or scenarios())
         releases = [] if (args.no_site or args.no_molecule or args.scenario) else \
             [r for r in args.releases.split(",") if r]
-        parallel(results, pytest_suites(), names, jobs, with_lint=True, site_releases=releases)
+        parallel(results, pytest_suites(), names, jobs, with_lint=True, site_releases=releases,
+                 with_up=bool(releases))
     if args.command == "molecule":
         parallel(results, [], args.scenario or scenarios(), jobs)
     return results.report()

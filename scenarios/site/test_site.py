@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -61,27 +62,36 @@ def double_state(site: Site, host: Host) -> dict[str, object]:
 
 
 def publish_as_device(site: Site, host: Host, device: str, payloads: list[dict[str, object]],
-                      topic: str = "") -> None:
+                      topic: str = "", password: str | None = None) -> list[subprocess.CompletedProcess[str]]:
     """A device on the plant's network publishes over 8883 (MQTT 5, QoS 1), checking the broker's certificate against
-    the platform's name; its password goes in mosquitto_pub's options file, never on a command line."""
-    secrets = site.vault()["vault_mov_secrets"]
-    assert isinstance(secrets, dict)
+    the platform's name; its password (the vault's unless given) goes in mosquitto_pub's options file, never on a
+    command line. Returns each mosquitto_pub's result."""
+    if password is None:
+        secrets = site.vault()["vault_mov_secrets"]
+        assert isinstance(secrets, dict)
+        password = str(secrets["mqtt"][device])
     ca = site.sudo(host, "cat /opt/mov/tls/ca.pem")
     assert ca.returncode == 0, ca.stderr
+    results = []
     with tempfile.TemporaryDirectory(prefix="mov-site-device-") as tmp:
         (Path(tmp) / "ca.pem").write_text(ca.stdout)
         options = Path(tmp) / "mosquitto_pub"
-        options.write_text(f"-u {device}\n-P {secrets['mqtt'][device]}\n")
+        options.write_text(f"-u {device}\n-P {password}\n")
         # Read by the image's mosquitto user; the directory is the test's own (0700 above it) and goes with it.
         Path(tmp).chmod(0o755)
         options.chmod(0o644)
         for payload in payloads:
-            out = docker("run", "--rm", "--network", LAN, "--add-host", f"{DOMAIN}:{host.address}",
-                         "-v", f"{tmp}:/cfg:ro", "-e", "XDG_CONFIG_HOME=/cfg", "--entrypoint", "mosquitto_pub",
-                         MOSQUITTO_IMAGE, "-h", DOMAIN, "-p", "8883", "--cafile", "/cfg/ca.pem", "-q", "1",
-                         "-V", "mqttv5", "-t", topic or f"mov/dados/{device}", "-m", json.dumps(payload),
-                         check=False, timeout=60)
-            assert out.returncode == 0, out.stdout + out.stderr
+            results.append(docker(
+                "run", "--rm", "--network", LAN, "--add-host", f"{DOMAIN}:{host.address}", "-v", f"{tmp}:/cfg:ro",
+                "-e", "XDG_CONFIG_HOME=/cfg", "--entrypoint", "mosquitto_pub", MOSQUITTO_IMAGE, "-h", DOMAIN,
+                "-p", "8883", "--cafile", "/cfg/ca.pem", "-q", "1", "-V", "mqttv5",
+                "-t", topic or f"mov/dados/{device}", "-m", json.dumps(payload), check=False, timeout=60))
+    return results
+
+
+def publish_ok(site: Site, host: Host, device: str, payloads: list[dict[str, object]], topic: str = "") -> None:
+    for out in publish_as_device(site, host, device, payloads, topic):
+        assert out.returncode == 0, out.stdout + out.stderr
 
 
 def reading(device: str, temperature: float, site_name: str = "sala_servidores") -> dict[str, object]:
@@ -185,7 +195,7 @@ def test_a_device_reading_over_8883_stores_its_status_and_alerts(site: Site) -> 
         return found if len(found) >= at_least else []
 
     for count, host in enumerate(site.hosts, start=1):
-        publish_as_device(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 36.5)])
+        publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 36.5)])
         points = wait_for("a status point of sensor_001 in the InfluxDB double",
                           points_of, site, host, "dispositivo=sensor_001")
         assert 'status="critico"' in str(points), points
@@ -198,9 +208,9 @@ def test_a_device_cannot_publish_as_another(site: Site) -> None:
     """The ACL: sensor_001's account publishing on sensor_002's topic is refused, and no status is stored for it."""
     for host in site.hosts:
         forged = reading("industria_abc/sensor_002", 36.9)
-        publish_as_device(site, host, "industria_abc/sensor_001", [forged], topic="mov/dados/industria_abc/sensor_002")
+        publish_ok(site, host, "industria_abc/sensor_001", [forged], topic="mov/dados/industria_abc/sensor_002")
         # A genuine reading after it: once its status is stored, the forged one would have been too.
-        publish_as_device(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 31.5)])
+        publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 31.5)])
         wait_for("sensor_001's later status", points_of, site, host, 'status="alerta"')
         assert not [p for p in stored_points(site, host, "mov_status") if "dispositivo=sensor_002" in p]
 
@@ -315,18 +325,31 @@ def test_movctl_status_over_ssh(site: Site) -> None:
         assert service in out.stdout, out.stdout
 
 
-def test_a_deploy_killed_in_the_stack_role_then_a_normal_run_converges(site: Site) -> None:
-    # The config says 0.1.1 and the rollback above left 0.1.0 running: this deploy recreates the worker, and dies
-    # while compose does it.
+def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_run_converges(site: Site) -> None:
+    """docs/operations/rotate-secret.md's runbook for a device's and the verify account's passwords, deployed by a
+    run that dies while compose recreates the worker (the config says 0.1.1; the rollback above left 0.1.0): the
+    next normal run converges, the new passwords work and the old one is refused."""
+    device = "industria_abc/sensor_001"
+    old = site.vault()["vault_mov_secrets"]
+    assert isinstance(old, dict)
+    rotate = subprocess.run([sys.executable, "scripts/platform_secrets.py", "--env", ENV, "--vault-password-file",
+                             str(site.vault_password), "--rotate", f"mqtt/{device}", "--rotate", "mqtt/verify"],
+                            cwd=REPO, env=site.env(), capture_output=True, text=True, timeout=300)
+    assert rotate.returncode == 0, rotate.stdout + rotate.stderr
+    new = site.vault()["vault_mov_secrets"]
+    assert isinstance(new, dict)
+    assert new["mqtt"][device] != old["mqtt"][device] and new["mqtt"]["verify"] != old["mqtt"]["verify"]
     killed = site.play_killed("site.yml", re.compile(r"^TASK \[stack : Bring the stack to compose\.yaml"), after_s=2)
     assert "killed here" in killed.output, killed.explain()
-    run = site.play("site.yml")
+    run = site.play("site.yml")  # its verify logs in as the verify account with the new password
     assert run.code == 0, run.explain()
     for host in site.hosts:
         assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.1"
         assert release_image(site, host, releases(site, host)[-1], "analytics") == f"{ANALYTICS}:0.1.1"
-    run = site.play("site.yml")
-    assert run.code == 0 and all(c["changed"] == 0 for c in run.recap().values()), run.explain()
+        refused = publish_as_device(site, host, device, [reading(device, 22.0)], password=str(old["mqtt"][device]))
+        assert refused[0].returncode != 0 and "not authori" in (refused[0].stdout + refused[0].stderr).lower(), \
+            refused[0]
+        publish_ok(site, host, device, [reading(device, 22.5)])
 
 
 def test_the_world_sees_only_ssh_http_https_and_mqtts(site: Site, prober: list[Prober]) -> None:

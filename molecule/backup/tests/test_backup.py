@@ -57,7 +57,8 @@ def _rows(host) -> int:  # type: ignore[no-untyped-def]
 
 
 def _manifest(host, snapshot: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return json.loads(host.file(f"{BACKUPS}/{snapshot}/manifest.json").content_string)
+    manifest: dict[str, Any] = json.loads(host.file(f"{BACKUPS}/{snapshot}/manifest.json").content_string)
+    return manifest
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,18 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import subprocess
 import sys
 import syslog
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 LOCK_DIR = "/run/lock"
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -50,12 +50,12 @@ def write_state(path: str, state: dict[str, object]) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     syslog.openlog(f"mov-cron[{args.name}]", syslog.LOG_PID, syslog.LOG_CRON)
-    log_path = os.path.join(args.log_dir, f"{args.name}.log")
-    state_path = os.path.join(args.state_dir, f"{args.name}.json")
+    log_path = str(Path(args.log_dir) / f"{args.name}.log")
+    state_path = str(Path(args.state_dir) / f"{args.name}.json")
 
     lock = None
     if not args.no_lock:
-        lock = open(os.path.join(LOCK_DIR, f"mov-cron-{args.name}.lock"), "a")  # noqa: SIM115
+        lock = open(Path(LOCK_DIR) / f"mov-cron-{args.name}.lock", "a")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
