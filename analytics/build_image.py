@@ -19,8 +19,15 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "requirements.lock", "README.md",
-                 "example-config.yaml", "src")
+CONTEXT_FILES = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "requirements.lock",
+    "README.md",
+    "example-config.yaml",
+    "src",
+)
 
 
 def main() -> int:

@@ -82,10 +82,16 @@ PATTERNS = {"wave": wave_temperature, "flip": flip_temperature}
 
 
 def payload(seq: int, device: str, stamp_ns: int, pattern: str = "wave") -> bytes:
-    doc = {"timestamp": stamp_ns,
-           "tags": {"dispositivo": device, "localizacao": "sala_servidores", "tipo": "temperatura",
-                    "cliente": "industria_abc"},
-           "fields": {"temperatura_c": PATTERNS[pattern](seq), "umidade": 45.2, "pressao": 1013.25}}
+    doc = {
+        "timestamp": stamp_ns,
+        "tags": {
+            "dispositivo": device,
+            "localizacao": "sala_servidores",
+            "tipo": "temperatura",
+            "cliente": "industria_abc",
+        },
+        "fields": {"temperatura_c": PATTERNS[pattern](seq), "umidade": 45.2, "pressao": 1013.25},
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -137,8 +143,9 @@ def role_publish(port: int, seconds: float, rate: float, prefix: str, *, pattern
         stamp = max(time.time_ns(), last_ns + 1)  # unique per reading: points never collide in a series
         last_ns = stamp
         device = devices[sent % len(devices)]
-        infos.append(client.publish(f"mov/dados/industria_abc/{device}/telemetria",
-                                    payload(sent, device, stamp, pattern), qos=1))
+        infos.append(
+            client.publish(f"mov/dados/industria_abc/{device}/telemetria", payload(sent, device, stamp, pattern), qos=1)
+        )
         sent += 1
         if rate == 0 and len(infos) >= 5000:  # keep paho's outgoing queue bounded
             infos[-1].wait_for_publish(30)
@@ -148,8 +155,7 @@ def role_publish(port: int, seconds: float, rate: float, prefix: str, *, pattern
     if end_marker:
         device = f"{prefix}end"
         stamp = max(time.time_ns(), last_ns + 1)
-        infos.append(client.publish(f"mov/dados/industria_abc/{device}/telemetria", payload(0, device, stamp),
-                                    qos=1))
+        infos.append(client.publish(f"mov/dados/industria_abc/{device}/telemetria", payload(0, device, stamp), qos=1))
         sent += 1
     for info in infos:
         info.wait_for_publish(30)
@@ -161,8 +167,9 @@ def role_publish(port: int, seconds: float, rate: float, prefix: str, *, pattern
 def role_raw(port: int, expect: int, register_only: bool) -> None:
     """Count messages from the persistent session until ``expect`` arrived; print the rate."""
     state = {"count": 0, "connected_at": 0.0, "done_at": 0.0, "cpu_at_connect": 0.0, "cpu_at_done": 0.0}
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RAW_CLIENT_ID, clean_session=False,
-                         protocol=MQTTProtocolVersion.MQTTv311)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=RAW_CLIENT_ID, clean_session=False, protocol=MQTTProtocolVersion.MQTTv311
+    )
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         state["connected_at"] = time.time()
@@ -183,26 +190,39 @@ def role_raw(port: int, expect: int, register_only: bool) -> None:
     client.connect("127.0.0.1", port)
     client.loop_forever()
     elapsed = state["done_at"] - state["connected_at"]
-    print(json.dumps({"count": state["count"], "seconds": elapsed,
-                      "cpu_us_per_msg": (state["cpu_at_done"] - state["cpu_at_connect"]) / max(state["count"], 1) * 1e6,
-                      "msgs_per_s": state["count"] / elapsed if elapsed > 0 else 0.0}))
+    print(
+        json.dumps(
+            {
+                "count": state["count"],
+                "seconds": elapsed,
+                "cpu_us_per_msg": (state["cpu_at_done"] - state["cpu_at_connect"]) / max(state["count"], 1) * 1e6,
+                "msgs_per_s": state["count"] / elapsed if elapsed > 0 else 0.0,
+            }
+        )
+    )
 
 
 # -- orchestration --------------------------------------------------------------------------------------------
 def run_role(*args: str, timeout: float) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout,
-                         check=True)
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, check=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def start_worker(workdir: Path, broker_port: int, double: InfluxWriteDouble, args: argparse.Namespace
-                 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_worker(
+    workdir: Path, broker_port: int, double: InfluxWriteDouble, args: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     metrics_port = free_port()
     cfg = {
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": WORKER_CLIENT_ID},
-        "influxdb": {"url": double.url, "token": double.token, "batch_size": args.batch_size,
-                     "flush_interval_ms": args.flush_interval_ms, "buffer_max_points": 2_000_000,
-                     "write_readings": args.write_readings, "gzip": args.gzip},
+        "influxdb": {
+            "url": double.url,
+            "token": double.token,
+            "batch_size": args.batch_size,
+            "flush_interval_ms": args.flush_interval_ms,
+            "buffer_max_points": 2_000_000,
+            "write_readings": args.write_readings,
+            "gzip": args.gzip,
+        },
         "heartbeat_interval_s": 0,
         "http": {"host": "127.0.0.1", "port": metrics_port},
         "log_level": "INFO",
@@ -211,8 +231,9 @@ def start_worker(workdir: Path, broker_port: int, double: InfluxWriteDouble, arg
     config.write_text(yaml.safe_dump(cfg))
     log = workdir / f"worker-{time.time_ns()}.log"
     with log.open("wb") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "mov_analytics", "--config", str(config)],
-                                stdout=handle, stderr=handle)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mov_analytics", "--config", str(config)], stdout=handle, stderr=handle
+        )
     return proc, metrics_port, log
 
 
@@ -241,7 +262,7 @@ class PointWatch:
 
     def poll(self) -> None:
         with self.double._lock:
-            batches = self.double.raw_batches[self._seen:]
+            batches = self.double.raw_batches[self._seen :]
             self._seen += len(batches)
         for arrived, lines in batches:
             for text in lines:
@@ -307,8 +328,11 @@ def unaccounted(counters: dict[str, float], published: int) -> int:
     """Readings published that the worker did not count as processed. Stale readings (older than the late window)
     and duplicates (a QoS 1 redelivery, counted again by readings_processed_total) are taken out, so a redelivery
     cannot hide a reading that never arrived."""
-    fresh = (counters.get("readings_processed_total", 0.0) - counters.get("readings_stale_total", 0.0)
-             - counters.get("readings_duplicate_total", 0.0))
+    fresh = (
+        counters.get("readings_processed_total", 0.0)
+        - counters.get("readings_stale_total", 0.0)
+        - counters.get("readings_duplicate_total", 0.0)
+    )
     return max(0, published - int(fresh))
 
 
@@ -320,9 +344,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--flush-interval-ms", type=int, default=20)
     parser.add_argument("--gzip", action="store_true")
-    parser.add_argument("--write-readings", action="store_true",
-                        help="run the worker with influxdb.write_readings: true (one point per reading; off by "
-                             "default, as in production, where Telegraf writes the readings)")
+    parser.add_argument(
+        "--write-readings",
+        action="store_true",
+        help="run the worker with influxdb.write_readings: true (one point per reading; off by "
+        "default, as in production, where Telegraf writes the readings)",
+    )
     parser.add_argument("--json", action="store_true", help="end with the JSON summary line (always printed)")
     parser.add_argument("--role", choices=("publish", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -358,8 +385,20 @@ def main() -> int:
             raw_rates, worker_rates, lost = [], [], 0
             for round_no in range(args.rounds):
                 prefix = f"r{round_no}fill"
-                fill = run_role("--role", "publish", "--port", port, "--duration", str(args.duration), "--rate",
-                                "0", "--prefix", prefix, "--end-marker", timeout=args.duration + 120)
+                fill = run_role(
+                    "--role",
+                    "publish",
+                    "--port",
+                    port,
+                    "--duration",
+                    str(args.duration),
+                    "--rate",
+                    "0",
+                    "--prefix",
+                    prefix,
+                    "--end-marker",
+                    timeout=args.duration + 120,
+                )
                 n, readings = int(fill["published"]), int(fill["readings"])  # n = readings + the end marker
                 raw = run_role("--role", "raw", "--port", port, "--expect", str(n), timeout=600)
                 raw_rates.append(raw["msgs_per_s"])
@@ -385,20 +424,24 @@ def main() -> int:
                 if args.write_readings:
                     missing += max(0, n - watch.count("readings", prefix))
                 lost += not_processed + missing
-                say(f"round {round_no + 1}/{args.rounds}: {n} readings queued ({readings / fill['seconds']:.0f}/s); "
+                say(
+                    f"round {round_no + 1}/{args.rounds}: {n} readings queued ({readings / fill['seconds']:.0f}/s); "
                     f"raw paho counter {raw_rates[-1]:.0f} msgs/s ({raw['seconds']:.2f}s); worker end to end "
                     f"{worker_rates[-1]:.0f} msgs/s ({worker_seconds:.2f}s; processed "
                     f"{counters.get('readings_processed_total', float('nan')):.0f}, rejected "
                     f"{counters.get('readings_rejected_total', float('nan')):.0f}, status points "
                     f"{status_got}/{status_expected}"
                     + (f", reading points {watch.count('readings', prefix)}/{n}" if args.write_readings else "")
-                    + f"); CPU per reading: raw {raw['cpu_us_per_msg']:.1f} us, worker {worker_cpu_us:.1f} us")
+                    + f"); CPU per reading: raw {raw['cpu_us_per_msg']:.1f} us, worker {worker_cpu_us:.1f} us"
+                )
                 if status_got > status_expected:
                     say(f"  note: {status_got - status_expected} more status points than the rule model expects")
             # Best of the rounds for both: other load on the machine only ever makes a round slower.
             raw_best, worker_rate = max(raw_rates), max(worker_rates)
-            say(f"best of {args.rounds}: raw {raw_best:.0f} msgs/s, worker {worker_rate:.0f} msgs/s "
-                f"(medians {statistics.median(raw_rates):.0f} / {statistics.median(worker_rates):.0f})")
+            say(
+                f"best of {args.rounds}: raw {raw_best:.0f} msgs/s, worker {worker_rate:.0f} msgs/s "
+                f"(medians {statistics.median(raw_rates):.0f} / {statistics.median(worker_rates):.0f})"
+            )
 
             # Latency on points that go through the write path: one reading point per reading with
             # write_readings; otherwise readings that each change the device's status (flip pattern), so each
@@ -407,10 +450,25 @@ def main() -> int:
             watch = PointWatch(double)
             worker, metrics_port, log = start_worker(workdir, broker.port, double, args)
             wait_connected(log, 30)
-            say(f"latency: {args.rate:.0f} readings/s for {args.duration:.0f}s to the live worker "
-                f"({kind} points, {pattern} pattern)...")
-            lat = run_role("--role", "publish", "--port", port, "--duration", str(args.duration), "--rate",
-                           str(args.rate), "--prefix", "lat", "--pattern", pattern, timeout=args.duration + 120)
+            say(
+                f"latency: {args.rate:.0f} readings/s for {args.duration:.0f}s to the live worker "
+                f"({kind} points, {pattern} pattern)..."
+            )
+            lat = run_role(
+                "--role",
+                "publish",
+                "--port",
+                port,
+                "--duration",
+                str(args.duration),
+                "--rate",
+                str(args.rate),
+                "--prefix",
+                "lat",
+                "--pattern",
+                pattern,
+                timeout=args.duration + 120,
+            )
             m = int(lat["published"])
             watch.wait(lambda w: w.count(kind, "lat") >= m, timeout=60)
             arrivals = watch.arrivals(kind, "lat")
@@ -423,20 +481,29 @@ def main() -> int:
             lost += unaccounted(counters, m) + max(0, m - len(arrivals))
             p50 = statistics.median(latencies_ms) if latencies_ms else float("nan")
             p99 = latencies_ms[min(len(latencies_ms) - 1, int(len(latencies_ms) * 0.99))] if latencies_ms else 0.0
-            say(f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies_ms, default=0):.1f} ms "
+            say(
+                f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies_ms, default=0):.1f} ms "
                 f"over {len(latencies_ms)} of {m} readings; worker processed "
                 f"{counters.get('readings_processed_total', float('nan')):.0f}, "
-                f"SIGTERM exit code {exit_code}")
-            say(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+                f"SIGTERM exit code {exit_code}"
+            )
+            say(
+                f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                 f"load average {os.getloadavg()[0]:.2f}; "
                 f"write_readings={args.write_readings} batch_size={args.batch_size} "
-                f"flush_interval_ms={args.flush_interval_ms} gzip={args.gzip}")
+                f"flush_interval_ms={args.flush_interval_ms} gzip={args.gzip}"
+            )
         finally:
             double.close()
             broker.stop()
     ratio = worker_rate / raw_best if raw_best else 0.0
-    summary = {"msgs_per_s": round(worker_rate, 1), "raw_msgs_per_s": round(raw_best, 1),
-               "ratio": round(ratio, 3), "lost": lost, "p99_ms": round(p99, 2)}
+    summary = {
+        "msgs_per_s": round(worker_rate, 1),
+        "raw_msgs_per_s": round(raw_best, 1),
+        "ratio": round(ratio, 3),
+        "lost": lost,
+        "p99_ms": round(p99, 2),
+    }
     print(json.dumps(summary))
     return 0
 

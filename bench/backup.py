@@ -62,9 +62,16 @@ def load_tool() -> ModuleType:
 
 
 def reading(rng: random.Random, i: int) -> bytes:
-    return json.dumps({"dispositivo": f"sensor_{i % 50:03d}", "cliente": "industria_abc", "localizacao": "sala",
-                       "tipo": "temperatura", "valor": round(rng.uniform(18, 40), 2),
-                       "timestamp": 1_764_000_000 + i}).encode()
+    return json.dumps(
+        {
+            "dispositivo": f"sensor_{i % 50:03d}",
+            "cliente": "industria_abc",
+            "localizacao": "sala",
+            "tipo": "temperatura",
+            "valor": round(rng.uniform(18, 40), 2),
+            "timestamp": 1_764_000_000 + i,
+        }
+    ).encode()
 
 
 def generate(root: Path, size_mb: int, seed: int = 8) -> None:
@@ -85,12 +92,20 @@ def generate(root: Path, size_mb: int, seed: int = 8) -> None:
     db.execute("CREATE TABLE annotation (id INTEGER PRIMARY KEY, epoch INTEGER, text TEXT)")
     panel = {"type": "timeseries", "targets": [{"query": 'from(bucket: "mov_dados") |> range(start: -1h)'}]}
     dashboards = max(1, int(total * 0.25) // 40_000)
-    db.executemany("INSERT INTO dashboard (uid, title, data) VALUES (?, ?, ?)",
-                   [(f"uid-{i}", f"Sala {i}", json.dumps({"panels": [panel | {"id": p, "title": f"p{p}-{rng.random()}"}
-                                                                       for p in range(120)]}))
-                    for i in range(dashboards)])
-    annotations = [(1_764_000_000 + i, f"alerta sensor_{i % 50:03d} {rng.uniform(30, 40):.2f} C")
-                   for i in range(20_000)]
+    db.executemany(
+        "INSERT INTO dashboard (uid, title, data) VALUES (?, ?, ?)",
+        [
+            (
+                f"uid-{i}",
+                f"Sala {i}",
+                json.dumps({"panels": [panel | {"id": p, "title": f"p{p}-{rng.random()}"} for p in range(120)]}),
+            )
+            for i in range(dashboards)
+        ],
+    )
+    annotations = [
+        (1_764_000_000 + i, f"alerta sensor_{i % 50:03d} {rng.uniform(30, 40):.2f} C") for i in range(20_000)
+    ]
     db.executemany("INSERT INTO annotation (epoch, text) VALUES (?, ?)", annotations)
     db.commit()
     db.close()
@@ -119,15 +134,22 @@ def config(scratch: Path, data: Path) -> Path:
     remote = scratch / "offsite"
     obscure = {}
     for key, secret in (("password", "bench-password-0123456789"), ("password2", "bench-salt-0123456789")):
-        obscure[key] = subprocess.run(["rclone", "obscure", "-"], input=secret.encode(), capture_output=True,
-                                      check=True).stdout.decode().strip()
+        obscure[key] = (
+            subprocess.run(["rclone", "obscure", "-"], input=secret.encode(), capture_output=True, check=True)
+            .stdout.decode()
+            .strip()
+        )
     rclone_conf = scratch / "rclone.conf"
-    rclone_conf.write_text(f"[bench-backend]\ntype = local\n\n[bench-crypt]\ntype = crypt\n"
-                           f"remote = bench-backend:{remote}\npassword = {obscure['password']}\n"
-                           f"password2 = {obscure['password2']}\n")
+    rclone_conf.write_text(
+        f"[bench-backend]\ntype = local\n\n[bench-crypt]\ntype = crypt\n"
+        f"remote = bench-backend:{remote}\npassword = {obscure['password']}\n"
+        f"password2 = {obscure['password2']}\n"
+    )
     rclone_conf.chmod(0o600)
     cfg = {
-        "backup_dir": str(scratch / "backups"), "status_file": str(scratch / "status.json"), "env": "bench",
+        "backup_dir": str(scratch / "backups"),
+        "status_file": str(scratch / "status.json"),
+        "env": "bench",
         "sources": [
             {"name": "mosquitto-data", "kind": "tree", "path": str(data / "mosquitto" / "data"), "data": True},
             {"name": "mosquitto-config", "kind": "tree", "path": str(data / "mosquitto" / "config")},
@@ -138,8 +160,11 @@ def config(scratch: Path, data: Path) -> Path:
         ],
         "retention": {"daily": 7, "weekly": 4, "monthly": 6, "last": 5},
         "stack": {"dir": str(scratch), "project": "bench", "services": []},
-        "remote": {"target": "bench-crypt:", "rclone_config": str(rclone_conf),
-                   "retention": {"daily": 7, "weekly": 4, "monthly": 6, "last": 5}},
+        "remote": {
+            "target": "bench-crypt:",
+            "rclone_config": str(rclone_conf),
+            "retention": {"daily": 7, "weekly": 4, "monthly": 6, "last": 5},
+        },
         "webhook_url": "",
     }
     path = scratch / "config.json"

@@ -39,13 +39,24 @@ def sh(*cmd: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
 def prepare_ssh(key: Path) -> str:
     """sshd and root's key in the box, as a provider's image has them; returns the box's address."""
     exec_ = ["docker", "exec", box.CONTAINER]
-    sh(*exec_, "sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get update -q && "
-       "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server")
+    sh(
+        *exec_,
+        "sh",
+        "-c",
+        "DEBIAN_FRONTEND=noninteractive apt-get update -q && "
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server",
+    )
     pub = key.with_suffix(".pub").read_text()
-    sh(*exec_, "sh", "-c", f"install -d -m 700 /root/.ssh && printf '%s' '{pub.strip()}' > /root/.ssh/authorized_keys"
-       " && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh")
-    return sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-              box.CONTAINER).stdout.strip()
+    sh(
+        *exec_,
+        "sh",
+        "-c",
+        f"install -d -m 700 /root/.ssh && printf '%s' '{pub.strip()}' > /root/.ssh/authorized_keys"
+        " && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh",
+    )
+    return sh(
+        "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", box.CONTAINER
+    ).stdout.strip()
 
 
 def workspace(root: Path, address: str, user: str, key: Path, known_hosts: Path) -> None:
@@ -54,17 +65,33 @@ def workspace(root: Path, address: str, user: str, key: Path, known_hosts: Path)
     Playbooks, roles, scripts and group_vars are links to the real ones; inventories/local is copied with its
     hosts.yml pointing at the box's address (extra vars would also send delegate_to: localhost over SSH).
     """
-    for name in ("site.yml", "ansible.cfg", "playbooks", "roles", "scripts", "group_vars", "analytics", "images",
-                 ".cache"):
+    for name in (
+        "site.yml",
+        "ansible.cfg",
+        "playbooks",
+        "roles",
+        "scripts",
+        "group_vars",
+        "analytics",
+        "images",
+        ".cache",
+    ):
         if not (root / name).exists():
             (root / name).symlink_to(REPO / name)
     local = root / "inventories" / "local"
     if not local.exists():
         shutil.copytree(REPO / "inventories" / "local", local, symlinks=True)
-    ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new "
-                "-o ControlMaster=auto -o ControlPersist=60s -o PreferredAuthentications=publickey")
-    host = {"ansible_connection": "ssh", "ansible_host": address, "ansible_user": user,
-            "ansible_ssh_private_key_file": str(key), "ansible_ssh_common_args": ssh_args}
+    ssh_args = (
+        f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new "
+        "-o ControlMaster=auto -o ControlPersist=60s -o PreferredAuthentications=publickey"
+    )
+    host = {
+        "ansible_connection": "ssh",
+        "ansible_host": address,
+        "ansible_user": user,
+        "ansible_ssh_private_key_file": str(key),
+        "ansible_ssh_common_args": ssh_args,
+    }
     (local / "hosts.yml").write_text(json.dumps({"mov": {"hosts": {"mov-box": host}}}, indent=2) + "\n")
     # Preflight reads 0.0 GB free for / inside the box over SSH (an overlay root); the disk check is not what
     # this benchmark measures (zz-: loaded after the env's own preflight.yml).
@@ -74,8 +101,9 @@ def workspace(root: Path, address: str, user: str, key: Path, known_hosts: Path)
 def playbook(root: Path, log: Path | None = None) -> tuple[float, dict[str, int]]:
     env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     started = time.monotonic()
-    result = subprocess.run(["ansible-playbook", "site.yml", "-i", "inventories/local"], cwd=root, env=env,
-                            text=True, capture_output=True)
+    result = subprocess.run(
+        ["ansible-playbook", "site.yml", "-i", "inventories/local"], cwd=root, env=env, text=True, capture_output=True
+    )
     elapsed = time.monotonic() - started
     if log is not None:  # the run's output, with ansible.cfg's profile_tasks summary of the slowest tasks
         log.write_text(result.stdout + result.stderr)
@@ -96,8 +124,11 @@ def main() -> int:
     dev.ensure_venv()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--keep", action="store_true",
-                        help="reuse a running box instead of a fresh one (already deployed: both runs are no-ops)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="reuse a running box instead of a fresh one (already deployed: both runs are no-ops)",
+    )
     parser.add_argument("--log-dir", type=Path, help="write each run's output there (fresh.log, noop.log)")
     args = parser.parse_args()
     if not args.keep:
@@ -110,8 +141,10 @@ def main() -> int:
         root.mkdir()
         # The local env's generated secrets (if any) come along, so both runs use the same ones.
         # A kept box that a first run already hardened takes no root login: both runs use the admin account.
-        deployed = args.keep and subprocess.run(["docker", "exec", box.CONTAINER, "id", "mov"],
-                                                capture_output=True).returncode == 0
+        deployed = (
+            args.keep
+            and subprocess.run(["docker", "exec", box.CONTAINER, "id", "mov"], capture_output=True).returncode == 0
+        )
         workspace(root, address, "mov" if deployed else "root", key, known_hosts)
         logs = {name: args.log_dir / f"{name}.log" if args.log_dir else None for name in ("fresh", "noop")}
         if args.log_dir:
@@ -120,8 +153,13 @@ def main() -> int:
         workspace(root, address, "mov", key, known_hosts)
         noop_s, counts = playbook(root, logs["noop"])
     tasks = counts["ok"] + counts["changed"] + counts["failed"] + counts["skipped"]
-    figures = {"fresh_s": round(fresh_s, 1), "noop_s": round(noop_s, 1), "tasks": tasks,
-               "changed_on_second": counts["changed"], "s_per_task": round(noop_s / max(tasks, 1), 3)}
+    figures = {
+        "fresh_s": round(fresh_s, 1),
+        "noop_s": round(noop_s, 1),
+        "tasks": tasks,
+        "changed_on_second": counts["changed"],
+        "s_per_task": round(noop_s / max(tasks, 1), 3),
+    }
     if not args.json:
         print(f"fresh run {fresh_s:.0f}s; no-op run {noop_s:.0f}s for {tasks} tasks, {counts['changed']} changed")
     print(json.dumps(figures))

@@ -62,8 +62,19 @@ class Prober:
 
     def probe(self, *ports: int) -> dict[int, bool]:
         """Whether each port of the box accepts a TCP connection from the prober."""
-        out = docker("run", "--rm", "--network", self.network, PROBER_IMAGE, "python3", "-c", PROBE_SCRIPT,
-                     self.box_address, str(CONNECT_TIMEOUT_S), *map(str, ports)).stdout
+        out = docker(
+            "run",
+            "--rm",
+            "--network",
+            self.network,
+            PROBER_IMAGE,
+            "python3",
+            "-c",
+            PROBE_SCRIPT,
+            self.box_address,
+            str(CONNECT_TIMEOUT_S),
+            *map(str, ports),
+        ).stdout
         result = {int(line.split()[0]): line.split()[1] == "open" for line in out.splitlines()}
         assert set(result) == set(ports), out
         return result

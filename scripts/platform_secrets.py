@@ -182,8 +182,9 @@ def run(env: str, tree: Mapping[str, Any], rotate: Sequence[str], password_file:
         text = path.read_text() if path.exists() else ""
         store, changed = fill(read_store(text), needed, rotate)
         if changed:
-            header = ("---\n# The local env's generated secrets (scripts/platform_secrets.py). Git-ignored; "
-                      "never commit.\n")
+            header = (
+                "---\n# The local env's generated secrets (scripts/platform_secrets.py). Git-ignored; never commit.\n"
+            )
             write_private(path, (header + yaml.safe_dump({VARIABLE: store}, sort_keys=True, width=1000)).encode())
         elif path.exists():
             path.chmod(0o600)
@@ -224,9 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if password_file is None and os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE"):
         password_file = Path(os.environ["ANSIBLE_VAULT_PASSWORD_FILE"])
     try:
-        tree = (
-            json.loads(args.tree_json) if args.tree_json else load_tree(args.env, args.root, password_file)
-        )
+        tree = json.loads(args.tree_json) if args.tree_json else load_tree(args.env, args.root, password_file)
         changed = run(args.env, tree, args.rotate, password_file, args.root)
     except SecretsError as exc:
         print(f"secrets: {exc}", file=sys.stderr)

@@ -39,9 +39,23 @@ def role_preflight(tmp_path: Path) -> PreflightRunner:
         extra = tmp_path / "vars.json"
         extra.write_text(json.dumps(variables))
         return subprocess.run(
-            ["ansible-playbook", "-i", "localhost,", str(REPO / "tests/playbooks/role_preflight.yml"),
-             "--tags", "preflight", "-e", f"role_under_test={role}", "-e", f"@{extra}"],
-            cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+            [
+                "ansible-playbook",
+                "-i",
+                "localhost,",
+                str(REPO / "tests/playbooks/role_preflight.yml"),
+                "--tags",
+                "preflight",
+                "-e",
+                f"role_under_test={role}",
+                "-e",
+                f"@{extra}",
+            ],
+            cwd=REPO,
+            env=ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     return run

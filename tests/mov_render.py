@@ -28,11 +28,32 @@ def resolved(variable: str, *extra: str) -> Any:
     """The local env's value of a variable as Ansible resolves the config tree (nothing runs on a host); extra are
     ansible's own arguments, e.g. "-e", '{"mov_logs_enabled": true}'."""
     result = subprocess.run(
-        ["ansible", "-i", "inventories/local", "mov-box", "-c", "local", "-m", "debug", "-a", f"var={variable}",
-         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-             "ANSIBLE_STDOUT_CALLBACK": "json"},
+        [
+            "ansible",
+            "-i",
+            "inventories/local",
+            "mov-box",
+            "-c",
+            "local",
+            "-m",
+            "debug",
+            "-a",
+            f"var={variable}",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={
+            **os.environ,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_STDOUT_CALLBACK": "json",
+        },
     )
     # One JSON document among the other callbacks' lines (profile_tasks prints around it).
     start = result.stdout.index("{\n")
@@ -52,8 +73,12 @@ class Workspace:
         return self.root / "inventories" / env
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "ANSIBLE_CONFIG": str(self.root / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-               "ANSIBLE_FORCE_COLOR": "0"}
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(self.root / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
         result = subprocess.run(list(args), cwd=self.root, env=env, capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -94,8 +119,11 @@ def new_workspace() -> Workspace:
     for name in ("playbooks", "roles", "scripts", "group_vars"):
         (root / name).symlink_to(REPO / name)
     shutil.copy(REPO / "ansible.cfg", root / "ansible.cfg")
-    shutil.copytree(REPO / "inventories", root / "inventories",
-                    ignore=shutil.ignore_patterns("secrets.yml", "vault.yml", ".vault-pass*"))
+    shutil.copytree(
+        REPO / "inventories",
+        root / "inventories",
+        ignore=shutil.ignore_patterns("secrets.yml", "vault.yml", ".vault-pass*"),
+    )
     (root / ".cache").mkdir()
     password_file = root / "test.vault-password"
     password_file.write_text(VAULT_PASSWORD + "\n")

@@ -37,11 +37,26 @@ def tool() -> ModuleType:
 
 
 def test_retention_keeps_the_newest_of_each_period(tool: ModuleType) -> None:
-    ids = ["20261126T023000Z", "20261126T010000Z", "20261125T023000Z", "20261124T023000Z", "20261123T023000Z",
-           "20261122T023000Z", "20261115T023000Z", "20261101T023000Z", "20261015T023000Z", "20260915T023000Z"]
+    ids = [
+        "20261126T023000Z",
+        "20261126T010000Z",
+        "20261125T023000Z",
+        "20261124T023000Z",
+        "20261123T023000Z",
+        "20261122T023000Z",
+        "20261115T023000Z",
+        "20261101T023000Z",
+        "20261015T023000Z",
+        "20260915T023000Z",
+    ]
     keep = tool.keep_set(ids, tool.Retention(daily=3, weekly=2, monthly=2))
-    assert sorted(keep) == ["20261015T023000Z", "20261122T023000Z", "20261124T023000Z", "20261125T023000Z",
-                            "20261126T023000Z"]
+    assert sorted(keep) == [
+        "20261015T023000Z",
+        "20261122T023000Z",
+        "20261124T023000Z",
+        "20261125T023000Z",
+        "20261126T023000Z",
+    ]
     assert tool.keep_set(ids, tool.Retention(0, 0, 0)) == {"20261126T023000Z"}  # never nothing
     assert len(tool.keep_set(ids, tool.Retention(0, 0, 0, last=4))) == 4
 
@@ -60,7 +75,8 @@ def platform(tmp_path: Path) -> dict[str, Any]:
     db.commit()
     db.close()
     config = {
-        "backup_dir": str(tmp_path / "backups"), "status_file": str(tmp_path / "status.json"),
+        "backup_dir": str(tmp_path / "backups"),
+        "status_file": str(tmp_path / "status.json"),
         "sources": [
             {"name": "mosquitto-data", "kind": "tree", "path": str(data / "mosquitto" / "data"), "data": True},
             {"name": "mosquitto-config", "kind": "tree", "path": str(data / "mosquitto" / "config")},
@@ -69,7 +85,8 @@ def platform(tmp_path: Path) -> dict[str, Any]:
         ],
         "retention": {"daily": 7, "weekly": 4, "monthly": 6, "last": 10},
         "stack": {"dir": str(tmp_path), "project": "mov", "services": ["mosquitto", "influxdb"]},
-        "remote": {}, "webhook_url": "",
+        "remote": {},
+        "webhook_url": "",
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
@@ -105,6 +122,7 @@ def test_snapshots_are_incremental_and_restore_byte_for_byte(
     manifest = json.loads((backups / new / "manifest.json").read_text())
     entries = {e["rel"]: e for e in manifest["files"]}
     assert entries["mosquitto.conf"]["zstd"] and not entries["mosquitto.db"]["zstd"]
+
     def inode(snapshot: str, stored: str) -> int:
         return int((backups / snapshot / stored).stat().st_ino)
 
@@ -174,7 +192,7 @@ def test_an_untouched_sqlite_database_is_not_copied_again(
     first = tool.snapshot_ids(backups)[0]
     entry = next(e for e in tool.read_manifest(backups / first)["files"] if e["rel"] == "grafana.db")
     assert not tool.sqlite_unchanged(entry, tool.sqlite_signature(data / "grafana.db"))
-    monkeypatch.setattr(tool, "RACY_NS", -10**12)  # as if the database had been written long before
+    monkeypatch.setattr(tool, "RACY_NS", -(10**12))  # as if the database had been written long before
     (backups / first).rename(backups / "20200101T000000Z")
     capsys.readouterr()
     assert tool.main(["--config", config, "run"]) == 0
@@ -248,6 +266,7 @@ def test_a_write_back_error_fails_the_run_and_leaves_no_snapshot(
 
 # --- a full backup disk, alerts by e-mail ------------------------------------------------------------------
 
+
 class Inbox:
     """aiosmtpd's handler: every message the test's SMTP server accepted, with the login it was sent under."""
 
@@ -287,8 +306,12 @@ def small_disk(platform: dict[str, Any]) -> Iterator[Path]:
     backups.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(backups)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(backups)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -304,8 +327,13 @@ def _configure(platform: dict[str, Any], **changes: Any) -> str:
 
 
 def _plain_email(port: int) -> dict[str, Any]:
-    return {"to": ["ops@example.test"], "host": "127.0.0.1", "port": port, "from": "mov@example.test",
-            "starttls": False}
+    return {
+        "to": ["ops@example.test"],
+        "host": "127.0.0.1",
+        "port": port,
+        "from": "mov@example.test",
+        "starttls": False,
+    }
 
 
 def _fill(disk: Path, leave: int) -> Path:
@@ -320,8 +348,11 @@ def _new_persistence(platform: dict[str, Any]) -> None:
 
 
 def test_a_full_backup_disk_refuses_alerts_by_email_and_the_next_run_succeeds(
-    tool: ModuleType, platform: dict[str, Any], small_disk: Path, smtp: tuple[Inbox, int],
-    capsys: pytest.CaptureFixture[str]
+    tool: ModuleType,
+    platform: dict[str, Any],
+    small_disk: Path,
+    smtp: tuple[Inbox, int],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     inbox, port = smtp
     config = _configure(platform, email=_plain_email(port))
@@ -376,9 +407,7 @@ def test_retention_before_a_run_never_drops_the_newest(tool: ModuleType) -> None
     assert tool.expired_once_taken(ids, tool.Retention(1, 0, 0), "20261126T050000Z") == ids[:2]
 
 
-def test_a_failed_drill_alerts_by_email(
-    tool: ModuleType, platform: dict[str, Any], smtp: tuple[Inbox, int]
-) -> None:
+def test_a_failed_drill_alerts_by_email(tool: ModuleType, platform: dict[str, Any], smtp: tuple[Inbox, int]) -> None:
     inbox, port = smtp
     config = _configure(platform, email=_plain_email(port))
     assert tool.main(["--config", config, "drill", "--from", "local"]) == 1
@@ -391,23 +420,56 @@ def test_alert_email_uses_starttls_and_logs_in_with_the_password_file(
     tool: ModuleType, platform: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   capture_output=True, check=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        check=True,
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the tool verifies the relay against the default CAs
     inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="localhost", port=port, tls_context=context, require_starttls=True,
-                            authenticator=inbox.authenticate)
+    controller = Controller(
+        inbox,
+        hostname="localhost",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=inbox.authenticate,
+    )
     controller.start()
     try:
         password = tmp_path / "smtp-password"
         password.write_text("relay-secret\n")
         password.chmod(0o600)
-        config = _configure(platform, email={"to": ["ops@example.test", "oncall@example.test"], "host": "localhost",
-                                             "port": port, "user": "mov-alerts", "from": "mov@example.test",
-                                             "password_file": str(password)})
+        config = _configure(
+            platform,
+            email={
+                "to": ["ops@example.test", "oncall@example.test"],
+                "host": "localhost",
+                "port": port,
+                "user": "mov-alerts",
+                "from": "mov@example.test",
+                "password_file": str(password),
+            },
+        )
         cfg = tool.load_config(config)
         assert cfg.email.starttls  # the default
         tool.alert(cfg, "backup on host failed: disk on fire")
@@ -429,7 +491,7 @@ def test_plain_smtp_is_refused_for_a_relay_elsewhere(
 
 # A test double of `docker compose` (InfluxDB cannot run here): it answers the calls influxdb_backup and the space
 # estimate make, writes what `influx backup` would into the directory mounted at /mov-backup, and records each call.
-FAKE_DOCKER = r'''#!/usr/bin/env python3
+FAKE_DOCKER = r"""#!/usr/bin/env python3
 import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
@@ -459,7 +521,7 @@ elif "exec" in args and "influx query" in args[-1]:
     pass  # an empty InfluxDB: no table
 else:
     sys.exit("unexpected docker call: " + " ".join(args))
-'''
+"""
 
 
 def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
@@ -476,10 +538,20 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     assert tool.main(["--config", config, "run"]) == 0
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
     [run] = [c for c in logged if isinstance(c, list) and "run" in c]
-    assert run[run.index("run"):run.index("influxdb")] == ["run", "--rm", "--no-deps", "-T", "--entrypoint", "sh",
-                                                           "--volume", run[run.index("--volume") + 1]]
-    assert run[-2:] == ["-c", 'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup '
-                              "--host http://influxdb:8086 /mov-backup"]
+    assert run[run.index("run") : run.index("influxdb")] == [
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "--entrypoint",
+        "sh",
+        "--volume",
+        run[run.index("--volume") + 1],
+    ]
+    assert run[-2:] == [
+        "-c",
+        'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup --host http://influxdb:8086 /mov-backup',
+    ]
     [staged] = [c for c in logged if isinstance(c, dict)]
     assert Path(staged["staging"]).is_relative_to(platform["backups"])  # on the backup disk, not in a container
     assert (staged["uid"], staged["gid"], staged["target"]) == (1000, 1001, "/mov-backup")
@@ -502,8 +574,9 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     assert tool.main(["--config", config, "restore", "--force"]) == 0
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
     [restore] = [c for c in logged if isinstance(c, list) and "influx restore" in c[-1]]
-    assert restore[-1] == ('INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full '
-                           "--host http://influxdb:8086 /mov-backup")
+    assert restore[-1] == (
+        'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full --host http://influxdb:8086 /mov-backup'
+    )
     [seen] = [c for c in logged if isinstance(c, dict) and "restore_from" in c]
     assert seen["target"] == "/mov-backup:ro" and seen["uid"] == 1000
     assert seen["files"] == {"20261206T000000Z.manifest": [1000, 0o400], "20261206T000000Z.s1.tar.gz": [1000, 0o400]}

@@ -18,8 +18,10 @@ def test_the_platforms_rule_passes(role_preflight: PreflightRunner) -> None:
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
-        ({"cleanup_old_files": [{**REPORTS, "path": "/opt/mov/releases/"}]},
-         "cleanup_old_files: /opt/mov/releases/ reaches /opt/mov/releases"),
+        (
+            {"cleanup_old_files": [{**REPORTS, "path": "/opt/mov/releases/"}]},
+            "cleanup_old_files: /opt/mov/releases/ reaches /opt/mov/releases",
+        ),
         ({"cleanup_old_files": [{**REPORTS, "path": "/opt/mov"}]}, "cleanup_old_files: /opt/mov reaches"),
         ({"cleanup_old_files": [{**REPORTS, "pattern": "../*"}]}, "cleanup_old_files[0] (/opt/mov/report/out)"),
         ({"cleanup_schedule": "15 4 * *"}, "cleanup_schedule (15 4 * *) must be five cron fields"),

@@ -32,14 +32,17 @@ def aged(path: Path, days: float, now: float) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"old_files": [{"path": "reports", "pattern": "report-*", "max_age_days": 30}]}, "absolute"),
-    ({"old_files": [{"path": "/", "pattern": "report-*", "max_age_days": 30}]}, "other than /"),
-    ({"old_files": [{"path": "/srv/r", "pattern": "../report-*", "max_age_days": 30}]}, "no /"),
-    ({"old_files": [{"path": "/srv/r", "pattern": "report-*", "max_age_days": 0}]}, "at least 1"),
-    ({"old_files": [{"path": "/srv/r", "pattern": "report-*"}]}, "max_age_days"),
-    ([], "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"old_files": [{"path": "reports", "pattern": "report-*", "max_age_days": 30}]}, "absolute"),
+        ({"old_files": [{"path": "/", "pattern": "report-*", "max_age_days": 30}]}, "other than /"),
+        ({"old_files": [{"path": "/srv/r", "pattern": "../report-*", "max_age_days": 30}]}, "no /"),
+        ({"old_files": [{"path": "/srv/r", "pattern": "report-*", "max_age_days": 0}]}, "at least 1"),
+        ({"old_files": [{"path": "/srv/r", "pattern": "report-*"}]}, "max_age_days"),
+        ([], "JSON object"),
+    ],
+)
 def test_bad_configurations_are_refused(tool: ModuleType, raw: Any, message: str) -> None:
     with pytest.raises(tool.ConfigError, match=message):
         tool.config_from_dict(raw)
@@ -68,17 +71,34 @@ def test_a_whole_run(tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFix
     recent = aged(reports / "report-new.html", 1, now)
     seen = tmp_path / "movctl-args"
     movctl = tmp_path / "movctl"
-    answer = {"ok": True, "dry_run": False, "kept_releases": ["r1"], "current_release": "r1",
-              "containers": ["mov-analytics-run-1"], "images": ["mov/analytics:0.0.9"],
-              "removed_containers": ["mov-analytics-run-1"], "removed_images": ["mov/analytics:0.0.9"],
-              "failures": []}
-    movctl.write_text(f"#!{sys.executable}\nimport sys\nopen({str(seen)!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-                      f"print({json.dumps(json.dumps(answer))})\n")
+    answer = {
+        "ok": True,
+        "dry_run": False,
+        "kept_releases": ["r1"],
+        "current_release": "r1",
+        "containers": ["mov-analytics-run-1"],
+        "images": ["mov/analytics:0.0.9"],
+        "removed_containers": ["mov-analytics-run-1"],
+        "removed_images": ["mov/analytics:0.0.9"],
+        "failures": [],
+    }
+    movctl.write_text(
+        f"#!{sys.executable}\nimport sys\nopen({str(seen)!r}, 'w').write(' '.join(sys.argv[1:]))\n"
+        f"print({json.dumps(json.dumps(answer))})\n"
+    )
     movctl.chmod(0o755)
     config = tmp_path / "cleanup.json"
-    config.write_text(json.dumps({"movctl": str(movctl), "old_files": [
-        {"path": str(reports), "pattern": "report-*", "max_age_days": 365},
-        {"path": str(tmp_path / "missing"), "pattern": "*", "max_age_days": 1}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "movctl": str(movctl),
+                "old_files": [
+                    {"path": str(reports), "pattern": "report-*", "max_age_days": 365},
+                    {"path": str(tmp_path / "missing"), "pattern": "*", "max_age_days": 1},
+                ],
+            }
+        )
+    )
 
     assert tool.main(["--config", str(config), "--dry-run"]) == 0
     assert seen.read_text() == "cleanup --json --dry-run"
@@ -92,17 +112,23 @@ def test_a_whole_run(tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFix
     assert not old.exists() and recent.exists()
 
 
-def test_a_failing_movctl_fails_the_run_but_files_still_age_out(tool: ModuleType, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_movctl_fails_the_run_but_files_still_age_out(
+    tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     now = time.time()
     old = aged(tmp_path / "out" / "report-old.html", 400, now)
     movctl = tmp_path / "movctl"
-    movctl.write_text("#!/bin/sh\necho '{\"ok\": false, \"error\": \"docker image ls failed\", \"exit_code\": 1}'\n"
-                      "exit 1\n")
+    movctl.write_text('#!/bin/sh\necho \'{"ok": false, "error": "docker image ls failed", "exit_code": 1}\'\nexit 1\n')
     movctl.chmod(0o755)
     config = tmp_path / "cleanup.json"
-    config.write_text(json.dumps({"movctl": str(movctl), "old_files": [
-        {"path": str(tmp_path / "out"), "pattern": "report-*", "max_age_days": 30}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "movctl": str(movctl),
+                "old_files": [{"path": str(tmp_path / "out"), "pattern": "report-*", "max_age_days": 30}],
+            }
+        )
+    )
     assert tool.main(["--config", str(config)]) == 1
     captured = capsys.readouterr()
     assert "FAILED: movctl cleanup exited 1: docker image ls failed" in captured.out
@@ -110,11 +136,18 @@ def test_a_failing_movctl_fails_the_run_but_files_still_age_out(tool: ModuleType
     assert not old.exists()
 
 
-def test_configuration_check_and_a_missing_configuration(tool: ModuleType, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_configuration_check_and_a_missing_configuration(
+    tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "cleanup.json"
-    config.write_text(json.dumps({"movctl": "/usr/local/bin/movctl",
-                                  "old_files": [{"path": "/srv/r", "pattern": "report-*", "max_age_days": "365"}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "movctl": "/usr/local/bin/movctl",
+                "old_files": [{"path": "/srv/r", "pattern": "report-*", "max_age_days": "365"}],
+            }
+        )
+    )
     assert tool.main(["--config", str(config), "--check-config"]) == 0
     assert "1 rule(s)" in capsys.readouterr().out
     assert tool.main(["--config", str(tmp_path / "none.json")]) == 2

@@ -47,31 +47,39 @@ def test_the_good_tree_passes() -> None:
     assert config_tree.required_secrets(GOOD)[:2] == ["mqtt/telegraf", "mqtt/industria_abc/sensor_001"]
 
 
-@pytest.mark.parametrize(("smtp", "error"), [
-    ({"host": "", "port": 587, "user": "", "from_address": ""}, "mov_smtp.host: alert e-mails"),
-    ({"host": "smtp example", "port": 587, "user": "", "from_address": "a@b"}, "mov_smtp.host: must be"),
-    ({"host": "smtp.example.com", "port": "587", "user": "", "from_address": "a@b"}, "mov_smtp.port: "),
-    ({"host": "smtp.example.com", "port": 587, "user": "", "from_address": "nobody"}, "mov_smtp.from_address: "),
-])
+@pytest.mark.parametrize(
+    ("smtp", "error"),
+    [
+        ({"host": "", "port": 587, "user": "", "from_address": ""}, "mov_smtp.host: alert e-mails"),
+        ({"host": "smtp example", "port": 587, "user": "", "from_address": "a@b"}, "mov_smtp.host: must be"),
+        ({"host": "smtp.example.com", "port": "587", "user": "", "from_address": "a@b"}, "mov_smtp.port: "),
+        ({"host": "smtp.example.com", "port": 587, "user": "", "from_address": "nobody"}, "mov_smtp.from_address: "),
+    ],
+)
 def test_alert_emails_need_a_valid_relay(smtp: dict[str, Any], error: str) -> None:
     errors = config_tree.validate(_with(mov_smtp=smtp))
     assert len(errors) == 1 and errors[0].startswith(error)
 
 
 def test_no_emails_need_no_relay() -> None:
-    tree = _with(mov_alert_contacts={"webhook_url": "", "emails": []},
-                 mov_smtp={"host": "", "port": 587, "user": "", "from_address": ""})
+    tree = _with(
+        mov_alert_contacts={"webhook_url": "", "emails": []},
+        mov_smtp={"host": "", "port": 587, "user": "", "from_address": ""},
+    )
     assert config_tree.validate(tree) == []
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("a/b", "contains '/'"),
-    ("a+b", "contains '+'"),
-    ("a#", "contains '#'"),
-    ("sensor 1", "contains a space"),
-    ("", "must be a non-empty string"),
-    ("-x", "must match"),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("a/b", "contains '/'"),
+        ("a+b", "contains '+'"),
+        ("a#", "contains '#'"),
+        ("sensor 1", "contains a space"),
+        ("", "must be a non-empty string"),
+        ("-x", "must match"),
+    ],
+)
 def test_a_bad_device_name_is_refused(name: str, reason: str) -> None:
     errors = config_tree.validate(_with(mov_devices=[{**DEVICE, "name": name}]))
     assert len(errors) == 1 and errors[0].startswith("mov_devices[0].name: ") and reason in errors[0]
@@ -79,8 +87,9 @@ def test_a_bad_device_name_is_refused(name: str, reason: str) -> None:
 
 def test_a_bad_client_name_is_refused() -> None:
     errors = config_tree.validate(_with(mov_devices=[{**DEVICE, "client": "abc/def"}]))
-    assert errors == ["mov_devices[0].client: 'abc/def' contains '/' (not allowed in an MQTT topic level or "
-                      "username part)"]
+    assert errors == [
+        "mov_devices[0].client: 'abc/def' contains '/' (not allowed in an MQTT topic level or username part)"
+    ]
 
 
 def test_a_duplicate_device_is_refused() -> None:
@@ -129,7 +138,8 @@ def test_the_dev_override_is_refused_outside_local(env: str) -> None:
 def test_the_dev_override_is_fine_in_local_and_must_be_a_bool() -> None:
     assert config_tree.validate(_with(mov_env="local", mov_dev_override=True)) == []
     assert config_tree.validate(_with(mov_env="local", mov_dev_override="yes")) == [
-        "mov_dev_override: must be true or false, got 'yes'"]
+        "mov_dev_override: must be true or false, got 'yes'"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -137,18 +147,19 @@ def workspace_dir() -> Path:
     return new_workspace().root
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"mov_devices": [{**DEVICE, "name": "sensor/1"}]},
-     "mov_devices[0].name: 'sensor/1' contains '/'"),
-    ({"mov_devices": [{**DEVICE, "name": "sensor 1"}]},
-     "mov_devices[0].name: 'sensor 1' contains a space"),
-    ({"mov_devices": [DEVICE, DEVICE]},
-     "mov_devices: duplicate device 'sensor_001' of client 'industria_abc'"),
-    ({"mov_thresholds": {"temperatura_c": {"alerta": 30, "critico": "quente"}}},
-     "mov_thresholds.temperatura_c.critico: must be a number, got 'quente'"),
-    ({"mov_domain": ""},
-     "mov_domain: missing"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"mov_devices": [{**DEVICE, "name": "sensor/1"}]}, "mov_devices[0].name: 'sensor/1' contains '/'"),
+        ({"mov_devices": [{**DEVICE, "name": "sensor 1"}]}, "mov_devices[0].name: 'sensor 1' contains a space"),
+        ({"mov_devices": [DEVICE, DEVICE]}, "mov_devices: duplicate device 'sensor_001' of client 'industria_abc'"),
+        (
+            {"mov_thresholds": {"temperatura_c": {"alerta": 30, "critico": "quente"}}},
+            "mov_thresholds.temperatura_c.critico: must be a number, got 'quente'",
+        ),
+        ({"mov_domain": ""}, "mov_domain: missing"),
+    ],
+)
 def test_the_playbook_stops_at_the_tree_check_with_the_reason(
     workspace_dir: Path, overrides: dict[str, Any], message: str
 ) -> None:

@@ -36,6 +36,7 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
 
 # --- Grafana's paths -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("env", FULL_ENVS)
 def test_grafana_environment_sets_the_paths_the_image_would_otherwise_impose(env: str) -> None:
     """The image's ENV sets GF_PATHS_DATA/PROVISIONING/PLUGINS, and GF_* beat grafana.ini: ours must be in the
@@ -63,8 +64,8 @@ def test_grafana_environment_sets_the_paths_the_image_would_otherwise_impose(env
 
 # --- Grafana's alert queries ----------------------------------------------------------------------------------------
 
-_KEEP = re.compile(r'\|>\s*keep\(columns:\s*\[([^\]]*)\]\)\s*$')
-_GROUP = re.compile(r'\|>\s*group\(columns:\s*\[([^\]]*)\]\)')
+_KEEP = re.compile(r"\|>\s*keep\(columns:\s*\[([^\]]*)\]\)\s*$")
+_GROUP = re.compile(r"\|>\s*group\(columns:\s*\[([^\]]*)\]\)")
 
 
 def _columns(listing: str) -> list[str]:
@@ -103,6 +104,7 @@ def test_every_alert_query_ends_in_time_value_and_its_labels(env: str) -> None:
 
 # --- InfluxDB retention ---------------------------------------------------------------------------------------------
 
+
 def test_a_changed_retention_is_patched_onto_the_existing_bucket() -> None:
     updates = filter_plugin("influxdb", "influxdb_tokens").influxdb_retention_updates
     existing = [
@@ -110,8 +112,13 @@ def test_a_changed_retention_is_patched_onto_the_existing_bucket() -> None:
         {"id": "b2", "name": "mov_status", "retentionRules": [{"type": "expire", "everySeconds": 7776000}]},
         {"id": "b3", "name": "mov_infra", "retentionRules": []},
     ]
-    wanted = [{"name": "mov_dados", "retention": "60d"}, {"name": "mov_status", "retention": "90d"},
-              {"name": "mov_infra", "retention": "14d"}, {"name": "not_yet", "retention": "1d"}]
+    wanted = [
+        {"name": "mov_dados", "retention": "60d"},
+        {"name": "mov_status", "retention": "90d"},
+        {"name": "mov_infra", "retention": "14d"},
+        {"name": "not_yet", "retention": "1d"},
+    ]
+
     def rule(seconds: int) -> dict[str, Any]:
         return {"retentionRules": [{"type": "expire", "everySeconds": seconds, "shardGroupDurationSeconds": 0}]}
 
@@ -121,7 +128,8 @@ def test_a_changed_retention_is_patched_onto_the_existing_bucket() -> None:
     ]
     # Forever is an explicit 0: PATCH ignores an empty rule list.
     assert updates(existing[:1], [{"name": "mov_dados", "retention": "0"}]) == [
-        {"name": "mov_dados", "id": "b1", "body": rule(0)}]
+        {"name": "mov_dados", "id": "b1", "body": rule(0)}
+    ]
     assert updates(existing, [{"name": "mov_dados", "retention": "30d"}]) == []
 
 
@@ -134,6 +142,7 @@ def test_the_token_step_applies_retention_to_every_bucket_of_the_tree() -> None:
 
 
 # --- Telegraf's health: delivery, not the process -------------------------------------------------------------------
+
 
 def _telegraf(env: str) -> dict[str, Any]:
     host_dir, _ = rendered(env)
@@ -163,10 +172,15 @@ def _health_after(config: dict[str, Any], reports: list[dict[str, int]]) -> list
 def test_telegraf_is_unhealthy_while_its_writes_fail_and_healthy_once_they_succeed(env: str) -> None:
     config = _telegraf(env)
     # A revoked token: every flush fails and influxdb_v2 logs an error (errors counts up); restored: it stops.
-    reports = [{"errors": 0, "metrics_dropped": 0}, {"errors": 0, "metrics_dropped": 0},
-               {"errors": 2, "metrics_dropped": 0}, {"errors": 4, "metrics_dropped": 0},
-               {"errors": 4, "metrics_dropped": 0}, {"errors": 4, "metrics_dropped": 7},
-               {"errors": 4, "metrics_dropped": 7}]
+    reports = [
+        {"errors": 0, "metrics_dropped": 0},
+        {"errors": 0, "metrics_dropped": 0},
+        {"errors": 2, "metrics_dropped": 0},
+        {"errors": 4, "metrics_dropped": 0},
+        {"errors": 4, "metrics_dropped": 0},
+        {"errors": 4, "metrics_dropped": 7},
+        {"errors": 4, "metrics_dropped": 7},
+    ]
     assert _health_after(config, reports) == [True, True, False, False, True, False, True]
     (health,) = config["outputs"]["health"]
     assert health["namepass"] == ["internal_write"] and health["tagpass"] == {"output": ["influxdb_v2"]}

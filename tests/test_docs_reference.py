@@ -37,8 +37,9 @@ def missing_options(markdown: str, role: Path) -> list[str]:
         return [f"section ## {role.name}"]
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     wanted = {path for entry in specs.values() for path in spec_options(entry.get("options") or {})}
-    return sorted(p for p in wanted if not re.search(rf"^\| <a id=\"[^\"]*\"></a>`{re.escape(p)}` \|",
-                                                     section.group(1), re.M))
+    return sorted(
+        p for p in wanted if not re.search(rf"^\| <a id=\"[^\"]*\"></a>`{re.escape(p)}` \|", section.group(1), re.M)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,8 @@ def test_the_page_has_the_marker() -> None:
 
 def test_descriptions_are_escaped() -> None:
     assert reference._prose("name <project>-<service>-1, `a|b` and C(x_y) or *_FILE") == (
-        r"name &lt;project&gt;-&lt;service&gt;-1, `a|b` and `x_y` or \*\_FILE")
+        r"name &lt;project&gt;-&lt;service&gt;-1, `a|b` and `x_y` or \*\_FILE"
+    )
 
 
 def test_getting_started_shows_the_readme_commands() -> None:

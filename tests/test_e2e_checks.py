@@ -70,8 +70,12 @@ def test_readings_cross_the_critical_threshold_where_asked() -> None:
     temps = [r["fields"]["temperatura_c"] for r in rows]
     assert [i for i, t in enumerate(temps) if t > 35] == [5, 6]
     assert rows[0]["timestamp"] == "2026-11-26T13:00:00Z" and rows[9]["timestamp"] == "2026-11-26T13:00:09Z"
-    assert rows[0]["tags"] == {"dispositivo": "sensor_001", "cliente": "industria_abc", "localizacao": "sala",
-                               "tipo": "temperatura"}
+    assert rows[0]["tags"] == {
+        "dispositivo": "sensor_001",
+        "cliente": "industria_abc",
+        "localizacao": "sala",
+        "tipo": "temperatura",
+    }
 
 
 def test_report_fails_on_any_failed_check_and_on_no_check(capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,8 +104,12 @@ def test_receiver_records_each_post(tmp_path: Path) -> None:
     thread.start()
     assert ready.wait(5)
     for body in ({"kind": "critico", "subject": "a/b"}, {"kind": "recovery", "subject": "a/b"}):
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/alert", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/alert",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
     lines = out.read_text().splitlines()
@@ -110,6 +118,7 @@ def test_receiver_records_each_post(tmp_path: Path) -> None:
 
 
 # --- publish(): a device's TLS publish against a real mosquitto on loopback (the e2e job's broker is the image's) ---
+
 
 def _sh(*args: str, cwd: Path) -> None:
     subprocess.run(list(args), cwd=cwd, check=True, capture_output=True)
@@ -122,13 +131,61 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         pytest.fail("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
     d = tmp_path_factory.mktemp("broker")
     for name in ("ca", "other-ca"):
-        _sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-            "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
-    _sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
-        "-keyout", "server.key", "-out", "server.csr", cwd=d)
+        _sh(
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.pem",
+            cwd=d,
+        )
+    _sh(
+        "openssl",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=d,
+    )
     (d / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    _sh("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "san.ext", "-out", "server.pem", cwd=d)
+    _sh(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+        cwd=d,
+    )
     _sh("mosquitto_passwd", "-c", "-b", "passwd", "industria_abc/sensor_001", "device-password", cwd=d)
     (d / "acl").write_text("pattern write mov/dados/%u/#\n")
     with socket.socket() as sock:
@@ -136,9 +193,11 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         port = int(sock.getsockname()[1])
     (d / "mosquitto.conf").write_text(
         f"user root\nper_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\n"
-        f"listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n")
-    broker = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+        f"listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+    )
+    broker = subprocess.Popen(
+        ["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -158,8 +217,9 @@ DEVICE = {"client": "industria_abc", "name": "sensor_001", "site": "sala", "type
 def test_publish_as_a_device_over_tls(tls_broker: tuple[int, Path, Path]) -> None:
     port, ca, _ = tls_broker
     rows = cp.readings(DEVICE, datetime.now(UTC), 3, critical_at=(1,))
-    cp.publish("localhost", port, ca, "industria_abc/sensor_001", "device-password",
-               "mov/dados/industria_abc/sensor_001", rows)
+    cp.publish(
+        "localhost", port, ca, "industria_abc/sensor_001", "device-password", "mov/dados/industria_abc/sensor_001", rows
+    )
 
 
 @pytest.mark.parametrize(
@@ -171,20 +231,36 @@ def test_publish_as_a_device_over_tls(tls_broker: tuple[int, Path, Path]) -> Non
     ],
     ids=["acl", "password", "certificate"],
 )
-def test_publish_fails_when_the_broker_refuses(tls_broker: tuple[int, Path, Path], change: dict[str, str],
-                                               expected: str) -> None:
+def test_publish_fails_when_the_broker_refuses(
+    tls_broker: tuple[int, Path, Path], change: dict[str, str], expected: str
+) -> None:
     port, ca, other_ca = tls_broker
     with pytest.raises(Exception, match=expected):
-        cp.publish("localhost", port, other_ca if change.get("ca") else ca, "industria_abc/sensor_001",
-                   change.get("password", "device-password"),
-                   change.get("topic", "mov/dados/industria_abc/sensor_001"),
-                   cp.readings(DEVICE, datetime.now(UTC), 1, critical_at=()))
+        cp.publish(
+            "localhost",
+            port,
+            other_ca if change.get("ca") else ca,
+            "industria_abc/sensor_001",
+            change.get("password", "device-password"),
+            change.get("topic", "mov/dados/industria_abc/sensor_001"),
+            cp.readings(DEVICE, datetime.now(UTC), 1, critical_at=()),
+        )
 
 
 def test_only_grafanas_firing_alert_of_the_rule_for_the_device_counts() -> None:
     def body(status: str, alertname: str, device: str) -> str:
-        return json.dumps({"receiver": "mov-contacts", "status": status, "alerts": [
-            {"status": status, "labels": {"alertname": alertname, "dispositivo": device, "grafana_folder": "MOV"}}]})
+        return json.dumps(
+            {
+                "receiver": "mov-contacts",
+                "status": status,
+                "alerts": [
+                    {
+                        "status": status,
+                        "labels": {"alertname": alertname, "dispositivo": device, "grafana_folder": "MOV"},
+                    }
+                ],
+            }
+        )
 
     lines = [
         json.dumps({"kind": "critico", "subject": "industria_abc/sensor_001"}),  # the worker's
@@ -200,17 +276,36 @@ def test_only_grafanas_firing_alert_of_the_rule_for_the_device_counts() -> None:
 
 def test_rule_health_reads_every_group() -> None:
     evaluated = "2026-12-06T02:00:00Z"
-    answer = {"status": "success", "data": {"groups": [
-        {"name": "mov-temperatura", "rules": [
-            {"name": "Temperatura crítica", "health": "ok", "lastError": "", "lastEvaluation": evaluated},
-            {"name": "Container reiniciando", "health": "ok", "lastEvaluation": "0001-01-01T00:00:00Z"}]},
-        {"name": "mov-infraestrutura", "rules": [
-            {"name": "Disco quase cheio", "health": "error", "lastError": "input data must be a wide series",
-             "lastEvaluation": evaluated}]},
-    ]}}
-    assert cp.rule_health(answer) == {"Temperatura crítica": ("ok", ""),
-                                      "Container reiniciando": ("not evaluated", ""),
-                                      "Disco quase cheio": ("error", "input data must be a wide series")}
+    answer = {
+        "status": "success",
+        "data": {
+            "groups": [
+                {
+                    "name": "mov-temperatura",
+                    "rules": [
+                        {"name": "Temperatura crítica", "health": "ok", "lastError": "", "lastEvaluation": evaluated},
+                        {"name": "Container reiniciando", "health": "ok", "lastEvaluation": "0001-01-01T00:00:00Z"},
+                    ],
+                },
+                {
+                    "name": "mov-infraestrutura",
+                    "rules": [
+                        {
+                            "name": "Disco quase cheio",
+                            "health": "error",
+                            "lastError": "input data must be a wide series",
+                            "lastEvaluation": evaluated,
+                        }
+                    ],
+                },
+            ]
+        },
+    }
+    assert cp.rule_health(answer) == {
+        "Temperatura crítica": ("ok", ""),
+        "Container reiniciando": ("not evaluated", ""),
+        "Disco quase cheio": ("error", "input data must be a wide series"),
+    }
     assert cp.rule_health({}) == {}
 
 

@@ -49,8 +49,12 @@ def fail2ban_ips(filter_name: str, messages: str, identifier: str, tmp_path: Pat
         pytest.fail("fail2ban is not installed on the controller: apt-get install -y fail2ban")
     log = tmp_path / "journal.log"
     log.write_text("".join(f"2026-12-06T01:10:10 mov {identifier}[812]: {line}\n" for line in messages.splitlines()))
-    result = subprocess.run(["fail2ban-regex", "-o", "ip", str(log), str(FILTERS / f"{filter_name}.conf")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["fail2ban-regex", "-o", "ip", str(log), str(FILTERS / f"{filter_name}.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.split()
 
@@ -79,13 +83,18 @@ client=2001:db8::9 status=401 method=POST user="-" uri="/login"
 
 def test_nginx_filter_counts_each_failure(tmp_path: Path) -> None:
     assert fail2ban_ips("mov-nginx-auth", NGINX_FAILURES, "mov_nginx_auth", tmp_path) == [
-        "198.51.100.9", "198.51.100.9", "2001:db8::9"]
+        "198.51.100.9",
+        "198.51.100.9",
+        "2001:db8::9",
+    ]
 
 
 def test_nginx_filter_cannot_be_pointed_at_someone_else(tmp_path: Path) -> None:
     # What a client controls ($uri, the basic auth user) comes after its own address; nginx escapes quotes.
-    forged = ('client=198.51.100.10 status=401 method=GET user="x client=203.0.113.1 status=401 " '
-              'uri="/api/ client=203.0.113.1 status=401 "\n')
+    forged = (
+        'client=198.51.100.10 status=401 method=GET user="x client=203.0.113.1 status=401 " '
+        'uri="/api/ client=203.0.113.1 status=401 "\n'
+    )
     assert fail2ban_ips("mov-nginx-auth", forged, "mov_nginx_auth", tmp_path) == ["198.51.100.10"]
 
 
@@ -133,14 +142,24 @@ GENERATOR = REPO / "roles/status_page/files/mov-status-page.py"
 def test_the_public_status_page_holds_counts_and_no_site_name(tmp_path: Path) -> None:
     inputs = {
         "now": "2026-11-26T12:00:00+00:00",
-        "movctl": {"env": "prod", "services": [{"service": "mosquitto", "state": "running", "health": "healthy"},
-                                               {"service": "grafana", "state": "exited", "health": ""}],
-                   "certificate": {"not_after": "2027-02-20T10:00:00+00:00"}},
+        "movctl": {
+            "env": "prod",
+            "services": [
+                {"service": "mosquitto", "state": "running", "health": "healthy"},
+                {"service": "grafana", "state": "exited", "health": ""},
+            ],
+            "certificate": {"not_after": "2027-02-20T10:00:00+00:00"},
+        },
         "backup": {"time": "2026-11-26T02:30:05+00:00", "result": "ok"},
         "drill": None,
-        "readings": {"available": True, "error": "",
-                     "sites": [{"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
-                               {"site": "caldeira_secreta", "time": "2026-11-26T10:00:00Z"}]},
+        "readings": {
+            "available": True,
+            "error": "",
+            "sites": [
+                {"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
+                {"site": "caldeira_secreta", "time": "2026-11-26T10:00:00Z"},
+            ],
+        },
     }
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
     out = tmp_path / "out"

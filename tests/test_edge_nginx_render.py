@@ -32,10 +32,27 @@ PLAYBOOK = """\
 def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tls")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", str(path / "privkey.pem"), "-out", str(path / "fullchain.pem"), "-days", "1",
-         "-subj", "/CN=render.test"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(path / "privkey.pem"),
+            "-out",
+            str(path / "fullchain.pem"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=render.test",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return path
 
@@ -45,9 +62,21 @@ def render(env: str, dest: Path, tls_dir: Path) -> Path:
     (dest / "group_vars").symlink_to(REPO / "group_vars")
     (dest / "render.yml").write_text(PLAYBOOK)
     result = subprocess.run(
-        ["ansible-playbook", str(dest / "render.yml"), "-i", f"inventories/{env}",
-         "-e", f"render_dest={dest / 'out'}", "-e", f"mov_tls_dir={tls_dir}"],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+        [
+            "ansible-playbook",
+            str(dest / "render.yml"),
+            "-i",
+            f"inventories/{env}",
+            "-e",
+            f"render_dest={dest / 'out'}",
+            "-e",
+            f"mov_tls_dir={tls_dir}",
+        ],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     [conf] = (dest / "out").glob("*/etc/nginx/conf.d/mov.conf")
@@ -59,8 +88,13 @@ def test_rendered_config_passes_nginx_t(env: str, tmp_path: Path, tls_dir: Path)
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         pytest.fail("nginx is not installed on the controller: apt-get install -y nginx")
     conf = render(env, tmp_path, tls_dir)
-    check = subprocess.run(["sh", str(CHECKER), str(conf)], capture_output=True, text=True, timeout=60,
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    check = subprocess.run(
+        ["sh", str(CHECKER), str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
     assert check.returncode == 0, check.stderr
     text = conf.read_text()
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
@@ -80,7 +114,12 @@ def test_remote_envs_serve_their_domain(env: str, domain: str, tmp_path: Path, t
 def test_a_broken_config_is_refused(tmp_path: Path, tls_dir: Path) -> None:
     bad = tmp_path / "bad.conf"
     bad.write_text("server { listen 80; bogus_directive on; }\n")
-    check = subprocess.run(["sh", str(CHECKER), str(bad)], capture_output=True, text=True, timeout=60,
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    check = subprocess.run(
+        ["sh", str(CHECKER), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
     assert check.returncode != 0
     assert 'unknown directive "bogus_directive"' in check.stderr

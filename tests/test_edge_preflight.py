@@ -28,13 +28,22 @@ def test_local_ca_needs_no_email(role_preflight: PreflightRunner) -> None:
 @pytest.mark.parametrize(
     ("role", "variables", "expected"),
     [
-        ("certbot", {**GOOD_ACME, "certbot_email": "ops-at-example.com"},
-         "certbot_email (mov_acme_email) is 'ops-at-example.com', which is not an e-mail address"),
+        (
+            "certbot",
+            {**GOOD_ACME, "certbot_email": "ops-at-example.com"},
+            "certbot_email (mov_acme_email) is 'ops-at-example.com', which is not an e-mail address",
+        ),
         ("certbot", {**GOOD_ACME, "certbot_email": ""}, "certbot_email (mov_acme_email) is ''"),
-        ("certbot", {**GOOD_ACME, "certbot_acme_directory": "http://acme.example/dir"},
-         "certbot_acme_directory (mov_acme_directory) must be an https:// URL"),
-        ("certbot", {**GOOD_ACME, "certbot_domains": ["mov.example.com", "not a name"]},
-         "certbot_domains (mov_domain + mov_extra_domains) must list DNS names"),
+        (
+            "certbot",
+            {**GOOD_ACME, "certbot_acme_directory": "http://acme.example/dir"},
+            "certbot_acme_directory (mov_acme_directory) must be an https:// URL",
+        ),
+        (
+            "certbot",
+            {**GOOD_ACME, "certbot_domains": ["mov.example.com", "not a name"]},
+            "certbot_domains (mov_domain + mov_extra_domains) must list DNS names",
+        ),
         ("certbot", {**GOOD_ACME, "certbot_mode": "letsencrypt"}, "certbot_mode"),
         ("nginx", {"nginx_domains": ["https://mov.example.com"]}, "not valid: https://mov.example.com"),
         ("nginx", {"nginx_grafana_upstream": "grafana"}, "nginx_grafana_upstream"),

@@ -93,7 +93,11 @@ def _run_role(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
     extra.write_text(json.dumps({"role_under_test": role, **variables}))
     result = subprocess.run(
         ["ansible-playbook", "-i", "localhost,", str(REPO / "tests/playbooks/role_configure.yml"), "-e", f"@{extra}"],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -107,7 +111,9 @@ def _owner() -> dict[str, int]:
 def test_telegraf_is_signalled_after_a_config_change_only(tmp_path: Path) -> None:
     signals = tmp_path / "signals"
     base: dict[str, object] = {
-        "telegraf_dir": str(tmp_path / "telegraf"), "telegraf_uid": _owner()["uid"], "telegraf_gid": _owner()["gid"],
+        "telegraf_dir": str(tmp_path / "telegraf"),
+        "telegraf_uid": _owner()["uid"],
+        "telegraf_gid": _owner()["gid"],
         "telegraf_mqtt_password": "test-only-telegraf-password",
         "telegraf_reload_command": f"sh -c 'echo SIGHUP >> {signals}'",
     }
@@ -160,7 +166,9 @@ def grafana_api() -> Iterator[str]:
 def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, grafana_api: str) -> None:
     password = "test-only-grafana-admin-password"
     base: dict[str, object] = {
-        "grafana_dir": str(tmp_path / "grafana"), "grafana_uid": _owner()["uid"], "grafana_gid": _owner()["gid"],
+        "grafana_dir": str(tmp_path / "grafana"),
+        "grafana_uid": _owner()["uid"],
+        "grafana_gid": _owner()["gid"],
         "grafana_admin_password": password,
     }
     # Nothing answers on the discard port: a Grafana that does not run reads its new files when it starts.
@@ -168,19 +176,25 @@ def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, 
     assert "RUNNING HANDLER [grafana : Check that Grafana runs before reloading its provisioning]" in output
     assert _Grafana.calls == []
     # grafana.ini is read at start only (the stack's label recreates the container): no reload.
-    _run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api,
-                                    "grafana_ini_overrides": {"log": {"level": "debug"}}})
+    _run_role(
+        tmp_path,
+        "grafana",
+        {**base, "grafana_api_url": grafana_api, "grafana_ini_overrides": {"log": {"level": "debug"}}},
+    )
     assert _Grafana.calls == []
     output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api, "grafana_alert_for": "2m"})
-    assert _Grafana.calls == [(f"/api/admin/provisioning/{kind}/reload", f"admin:{password}")
-                              for kind in ("datasources", "dashboards", "alerting")]
+    assert _Grafana.calls == [
+        (f"/api/admin/provisioning/{kind}/reload", f"admin:{password}")
+        for kind in ("datasources", "dashboards", "alerting")
+    ]
     assert password not in output
 
 
 def test_the_e2e_check_reads_a_reload_from_telegrafs_log() -> None:
-    start = "I! [agent] Config: Interval:5s, Quiet:false, Hostname:\"\", Flush Interval:5s\n"
-    reload = ("I! Reloading Telegraf config\n"
-              "I! [agent] Config: Interval:10s, Quiet:false, Hostname:\"\", Flush Interval:10s\n")
+    start = 'I! [agent] Config: Interval:5s, Quiet:false, Hostname:"", Flush Interval:5s\n'
+    reload = (
+        'I! Reloading Telegraf config\nI! [agent] Config: Interval:10s, Quiet:false, Hostname:"", Flush Interval:10s\n'
+    )
     assert check_reload.telegraf_reloaded(start + reload, "10s")
     assert not check_reload.telegraf_reloaded(start, "5s")  # never reloaded
     assert not check_reload.telegraf_reloaded(start + reload, "5s")  # the reload kept the old interval

@@ -19,8 +19,12 @@ import yaml
 from mov_render import ENVS, REPO, rendered, workspace
 
 INFRA_INPUTS = ("cpu", "mem", "disk", "diskio", "net", "docker", "internal")
-HOST_MOUNTS = ("/:/hostfs:ro", "/proc:/hostfs/proc:ro", "/sys:/hostfs/sys:ro",
-               "/var/run/docker.sock:/var/run/docker.sock:ro")
+HOST_MOUNTS = (
+    "/:/hostfs:ro",
+    "/proc:/hostfs/proc:ro",
+    "/sys:/hostfs/sys:ro",
+    "/var/run/docker.sock:/var/run/docker.sock:ro",
+)
 RULES = {"mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso", "mov-mensagens-descartadas"}
 # Envs whose stack runs Telegraf (local runs mosquitto and analytics only).
 STACK_ENVS = ("staging", "prod")
@@ -45,8 +49,12 @@ def rendered_without_infra() -> Path:
     """staging rendered once more with the switch off (its stack runs Telegraf); only the roles the switch reaches."""
     ws = workspace()
     dest = ws.root / "render" / "staging-no-infra"
-    ws.render("staging", dest, "-e", json.dumps({"mov_infra_metrics_enabled": False,
-                                                 "render_roles": ["telegraf", "influxdb", "grafana", "stack"]}))
+    ws.render(
+        "staging",
+        dest,
+        "-e",
+        json.dumps({"mov_infra_metrics_enabled": False, "render_roles": ["telegraf", "influxdb", "grafana", "stack"]}),
+    )
     (host_dir,) = [p for p in dest.iterdir() if p.is_dir()]
     return host_dir
 
@@ -60,6 +68,7 @@ def test_the_tree_switches_it_on_with_its_own_bucket_retention_and_interval() ->
 
 
 # --- Telegraf -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("env", ENVS)
 def test_telegraf_reads_the_host_and_docker_into_the_infra_bucket(env: str) -> None:
@@ -115,6 +124,7 @@ def test_switched_off_telegraf_has_no_infra_input_and_one_output() -> None:
 
 # --- InfluxDB: the bucket and least-privilege tokens ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("env", ENVS)
 def test_the_infra_bucket_has_its_retention_and_only_telegraf_writes_it(env: str) -> None:
     host_dir, _ = rendered(env)
@@ -135,6 +145,7 @@ def test_switched_off_there_is_no_infra_bucket_or_grant() -> None:
 
 # --- compose: read-only mounts, nothing published ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("env", STACK_ENVS)
 def test_telegraf_sees_the_host_and_docker_read_only_and_publishes_nothing(env: str) -> None:
     host_dir, _ = rendered(env)
@@ -142,13 +153,20 @@ def test_telegraf_sees_the_host_and_docker_read_only_and_publishes_nothing(env: 
     telegraf = services["telegraf"]
     assert set(HOST_MOUNTS) <= set(telegraf["volumes"])
     assert all(volume.endswith(":ro") for volume in telegraf["volumes"]), telegraf["volumes"]
-    assert telegraf["environment"] == {"HOST_PROC": "/hostfs/proc", "HOST_SYS": "/hostfs/sys",
-                                       "HOST_MOUNT_PREFIX": "/hostfs"}
+    assert telegraf["environment"] == {
+        "HOST_PROC": "/hostfs/proc",
+        "HOST_SYS": "/hostfs/sys",
+        "HOST_MOUNT_PREFIX": "/hostfs",
+    }
     # The docker group's gid comes from the host at deploy: the preview, which touches no host, has none.
     assert telegraf.get("group_add", []) == []
     assert "ports" not in telegraf and "privileged" not in telegraf and "network_mode" not in telegraf
-    public = [port for service in services.values() for port in service.get("ports", [])
-              if not str(port).startswith("127.0.0.1:")]
+    public = [
+        port
+        for service in services.values()
+        for port in service.get("ports", [])
+        if not str(port).startswith("127.0.0.1:")
+    ]
     assert public == ["8883:8883"], public
 
 
@@ -160,17 +178,32 @@ def test_switched_off_telegraf_mounts_nothing_of_the_host() -> None:
 
 # --- Grafana: dashboard and alert rules --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("env", ENVS)
 def test_the_infrastructure_dashboard_is_pinned_and_reads_the_infra_bucket(env: str) -> None:
     host_dir, _ = rendered(env)
     dashboard = json.loads(_read(host_dir, "grafana/dashboards/mov-infrastructure.json"))
     assert dashboard["uid"] == "mov-infrastructure" and dashboard["title"] == "MOV infrastructure"
     titles = [p["title"] for p in dashboard["panels"]]
-    assert titles == ["CPU (%)", "Memória (%)", "Disco usado (%)", "Disco: leitura e escrita (bytes/s)",
-                      "Rede por container (bytes/s)", "Reinícios por container", "Containers: estado e reinícios"]
+    assert titles == [
+        "CPU (%)",
+        "Memória (%)",
+        "Disco usado (%)",
+        "Disco: leitura e escrita (bytes/s)",
+        "Rede por container (bytes/s)",
+        "Reinícios por container",
+        "Containers: estado e reinícios",
+    ]
     assert len({p["id"] for p in dashboard["panels"]}) == len(titles)
-    measurements = ['"cpu"', '"mem"', '"disk"', '"diskio"', '"docker_container_net"', '"docker_container_status"',
-                    '"docker_container_status"']
+    measurements = [
+        '"cpu"',
+        '"mem"',
+        '"disk"',
+        '"diskio"',
+        '"docker_container_net"',
+        '"docker_container_status"',
+        '"docker_container_status"',
+    ]
     for panel, measurement in zip(dashboard["panels"], measurements, strict=True):
         assert panel["datasource"]["uid"] == "mov-influxdb"
         (target,) = panel["targets"]
@@ -180,8 +213,12 @@ def test_the_infrastructure_dashboard_is_pinned_and_reads_the_infra_bucket(env: 
     steps = dashboard["panels"][2]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1] == {"color": "red", "value": 85.0}
     # Panels do not overlap on Grafana's 24-column grid.
-    cells = [(p["gridPos"]["x"] + dx, p["gridPos"]["y"] + dy) for p in dashboard["panels"]
-             for dx in range(p["gridPos"]["w"]) for dy in range(p["gridPos"]["h"])]
+    cells = [
+        (p["gridPos"]["x"] + dx, p["gridPos"]["y"] + dy)
+        for p in dashboard["panels"]
+        for dx in range(p["gridPos"]["w"])
+        for dy in range(p["gridPos"]["h"])
+    ]
     assert len(cells) == len(set(cells)) and all(x < 24 for x, _ in cells)
 
 
@@ -197,6 +234,7 @@ def test_the_three_infra_alert_rules_are_provisioned_with_their_thresholds(env: 
         by_ref = {d["refId"]: d for d in rule["data"]}
         assert rule["condition"] == "C" and by_ref["A"]["datasourceUid"] == "mov-influxdb", uid
         assert by_ref["B"]["model"]["type"] == "reduce" and by_ref["C"]["model"]["type"] == "threshold", uid
+
     def threshold(uid: str) -> Any:
         (condition,) = {d["refId"]: d for d in rules[uid]["data"]}["C"]["model"]["conditions"]
         return condition["evaluator"]

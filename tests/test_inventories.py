@@ -14,7 +14,12 @@ ENVS = ("local", "staging", "prod")
 def inventory(env: str) -> dict[str, object]:
     out = subprocess.run(
         ["ansible-inventory", "-i", f"inventories/{env}", "--list", "--export"],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True, timeout=120,
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     return json.loads(out)  # type: ignore[no-any-return]
 

@@ -24,8 +24,12 @@ from conftest import PreflightRunner, ansible_env
 from mov_render import REPO, rendered, resolved, workspace
 
 ALLOY_COMPONENTS = {
-    ("discovery.docker", "containers"), ("loki.relabel", "containers"), ("loki.source.docker", "containers"),
-    ("loki.relabel", "journal"), ("loki.source.journal", "host"), ("loki.write", "loki"),
+    ("discovery.docker", "containers"),
+    ("loki.relabel", "containers"),
+    ("loki.source.docker", "containers"),
+    ("loki.relabel", "journal"),
+    ("loki.source.journal", "host"),
+    ("loki.write", "loki"),
 }
 IMAGE_TAG = re.compile(r"^[a-z0-9./-]+:v?\d+\.\d+\.\d+(@sha256:[0-9a-f]{64})?$")
 
@@ -81,6 +85,7 @@ def alloy_references(text: str) -> set[tuple[str, str]]:
 
 # --- the config tree -------------------------------------------------------------------------------------------
 
+
 def test_the_tree_keeps_logs_off_by_default_with_a_retention_in_days() -> None:
     logs = group_vars("logs.yml")
     assert logs["mov_logs_enabled"] is False
@@ -104,15 +109,19 @@ def test_nothing_of_the_logs_part_is_public() -> None:
     assert main["mov_docker_public_tcp_ports"] == [8883]
 
 
-
 def test_the_stack_movctl_and_the_update_know_loki_and_alloy_when_on() -> None:
     # The local env runs mosquitto and analytics; movctl start/stop/logs and update's "what changes" read the same list.
     on = ("-e", '{"mov_logs_enabled": true}')
     assert resolved("mov_compose_services") == ["mosquitto", "analytics"]
-    assert resolved("movctl_services", *on) == resolved("stack_services", *on) == ["mosquitto", "analytics", "loki",
-                                                                                    "alloy"]
+    assert (
+        resolved("movctl_services", *on)
+        == resolved("stack_services", *on)
+        == ["mosquitto", "analytics", "loki", "alloy"]
+    )
+
 
 # --- switched on: the render preview --------------------------------------------------------------------------
+
 
 def test_loki_config_keeps_lines_as_long_as_the_tree_says() -> None:
     config = yaml.safe_load(_read(rendered_with_logs(), "logs/loki/loki.yaml"))
@@ -122,8 +131,13 @@ def test_loki_config_keeps_lines_as_long_as_the_tree_says() -> None:
     assert compactor["retention_enabled"] is True and compactor["delete_request_store"] == "filesystem"
     assert compactor["working_directory"] == "/loki/compactor"
     (schema,) = config["schema_config"]["configs"]
-    assert schema == {"from": "2024-04-01", "store": "tsdb", "object_store": "filesystem", "schema": "v13",
-                      "index": {"prefix": "index_", "period": "24h"}}
+    assert schema == {
+        "from": "2024-04-01",
+        "store": "tsdb",
+        "object_store": "filesystem",
+        "schema": "v13",
+        "index": {"prefix": "index_", "period": "24h"},
+    }
     assert config["common"]["path_prefix"] == "/loki" and config["common"]["replication_factor"] == 1
     assert config["common"]["storage"]["filesystem"]["chunks_directory"] == "/loki/chunks"
     assert config["server"]["http_listen_port"] == 3100 and config["auth_enabled"] is False
@@ -165,9 +179,13 @@ def test_compose_runs_loki_and_alloy_on_the_internal_network_with_nothing_public
     assert compose["volumes"]["alloy_data"]["driver_opts"]["device"] == "/opt/mov/logs/alloy/data"
     # Alloy only reads what it collects: everything but its positions is mounted read-only.
     assert set(alloy["volumes"]) == {
-        "/opt/mov/logs/alloy/config.alloy:/opt/mov/logs/alloy/config.alloy:ro", "alloy_data:/var/lib/alloy/data",
-        "/var/run/docker.sock:/var/run/docker.sock:ro", "/etc/machine-id:/etc/machine-id:ro",
-        "/var/log/journal:/var/log/journal:ro", "/run/log/journal:/run/log/journal:ro"}
+        "/opt/mov/logs/alloy/config.alloy:/opt/mov/logs/alloy/config.alloy:ro",
+        "alloy_data:/var/lib/alloy/data",
+        "/var/run/docker.sock:/var/run/docker.sock:ro",
+        "/etc/machine-id:/etc/machine-id:ro",
+        "/var/log/journal:/var/log/journal:ro",
+        "/run/log/journal:/run/log/journal:ro",
+    }
     assert alloy["command"][:2] == ["run", "/opt/mov/logs/alloy/config.alloy"]
     assert "--server.http.listen-addr=127.0.0.1:12345" in alloy["command"]
     assert alloy["depends_on"] == {"loki": {"condition": "service_healthy"}}
@@ -175,8 +193,12 @@ def test_compose_runs_loki_and_alloy_on_the_internal_network_with_nothing_public
     assert alloy["group_add"] == []
     # A changed config recreates its container: each is labelled with its file's checksum.
     assert loki["labels"]["org.mov.config-sha256"] != alloy["labels"]["org.mov.config-sha256"]
-    public = [port for service in services.values() for port in service.get("ports", [])
-              if not str(port).startswith("127.0.0.1:")]
+    public = [
+        port
+        for service in services.values()
+        for port in service.get("ports", [])
+        if not str(port).startswith("127.0.0.1:")
+    ]
     assert public == ["8883:8883"], public
 
 
@@ -193,6 +215,7 @@ def test_grafana_gets_a_loki_datasource_on_the_compose_network() -> None:
 
 # --- switched off (the default) --------------------------------------------------------------------------------
 
+
 def test_switched_off_nothing_of_it_is_rendered_and_grafana_deletes_the_datasource() -> None:
     host_dir, _ = rendered("staging")
     assert not (host_dir / "opt/mov/logs").exists()
@@ -205,21 +228,36 @@ def test_switched_off_nothing_of_it_is_rendered_and_grafana_deletes_the_datasour
 
 # --- the role alone, and the stack's preflight ------------------------------------------------------------------
 
+
 def _render_role(tmp_path: Path, variables: dict[str, object]) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "render_logs.yml"
     playbook.write_text(
         "- hosts: localhost\n  connection: local\n  gather_facts: false\n"
-        "  vars:\n    ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n"
-        "  tasks:\n    - ansible.builtin.include_role:\n        name: logs\n        tasks_from: render\n")
+        '  vars:\n    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+        "  tasks:\n    - ansible.builtin.include_role:\n        name: logs\n        tasks_from: render\n"
+    )
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"mov_render_root": str(tmp_path / "root"), **variables}))
-    return subprocess.run(["ansible-playbook", "-i", "localhost,", str(playbook), "-e", f"@{extra}"],
-                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", f"@{extra}"],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_role_alone_writes_the_retention_and_can_leave_the_journal_out(tmp_path: Path) -> None:
-    result = _render_role(tmp_path, {"logs_retention_days": 45, "logs_journal_enabled": False,
-                                     "logs_compose_project": "other", "logs_host_label": "box-1"})
+    result = _render_role(
+        tmp_path,
+        {
+            "logs_retention_days": 45,
+            "logs_journal_enabled": False,
+            "logs_compose_project": "other",
+            "logs_host_label": "box-1",
+        },
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     root = tmp_path / "root/opt/mov/logs"
     config = yaml.safe_load((root / "loki/loki.yaml").read_text())
@@ -241,8 +279,9 @@ def test_the_role_alone_writes_the_retention_and_can_leave_the_journal_out(tmp_p
     ],
     ids=["retention", "journal-age", "url-with-path", "schema-date"],
 )
-def test_wrong_logs_settings_fail_naming_the_variable(role_preflight: PreflightRunner, variables: dict[str, object],
-                                                     expected: str) -> None:
+def test_wrong_logs_settings_fail_naming_the_variable(
+    role_preflight: PreflightRunner, variables: dict[str, object], expected: str
+) -> None:
     result = role_preflight("logs", variables)
     assert result.returncode != 0
     assert expected in result.stdout, result.stdout[-3000:]
@@ -255,23 +294,43 @@ def test_the_stack_refuses_half_of_the_logs_part(role_preflight: PreflightRunner
     half = role_preflight("stack", {"stack_services": ["mosquitto", "alloy"], "stack_images": images})
     assert half.returncode != 0
     assert "must hold both loki and alloy or neither" in half.stdout
-    clash = role_preflight("stack", {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images,
-                                     "stack_loki_port": 8086})
+    clash = role_preflight(
+        "stack", {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images, "stack_loki_port": 8086}
+    )
     assert clash.returncode != 0 and "all must be distinct port numbers" in clash.stdout
 
 
 # --- the e2e job's Loki check (tests/e2e/check_platform.py logs) ------------------------------------------------
 
+
 def test_the_e2e_check_counts_the_lines_of_a_loki_answer_and_nothing_else() -> None:
     sys.path.append(str(REPO / "tests" / "e2e"))
     import check_platform
 
-    answer = {"status": "success", "data": {"resultType": "streams", "result": [
-        {"stream": {"service": "mosquitto"}, "values": [["1764000000000000000", "New client connected"],
-                                                        ["1764000001000000000", "Client verify disconnected"]]},
-        {"stream": {"service": "mosquitto", "stream": "stderr"}, "values": [["1764000002000000000", "warning"]]}]}}
+    answer = {
+        "status": "success",
+        "data": {
+            "resultType": "streams",
+            "result": [
+                {
+                    "stream": {"service": "mosquitto"},
+                    "values": [
+                        ["1764000000000000000", "New client connected"],
+                        ["1764000001000000000", "Client verify disconnected"],
+                    ],
+                },
+                {
+                    "stream": {"service": "mosquitto", "stream": "stderr"},
+                    "values": [["1764000002000000000", "warning"]],
+                },
+            ],
+        },
+    }
     assert check_platform.loki_lines(json.dumps(answer)) == [
-        "New client connected", "Client verify disconnected", "warning"]
+        "New client connected",
+        "Client verify disconnected",
+        "warning",
+    ]
     assert check_platform.loki_lines(json.dumps({**answer, "data": {"result": []}})) == []
     assert check_platform.loki_lines(json.dumps({"status": "error", "error": "parse error"})) == []
     assert check_platform.loki_lines("Loki is starting up") == []

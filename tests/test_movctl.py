@@ -36,11 +36,19 @@ def controller() -> ModuleType:
 def raw_config(**overrides: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "env": "local",
-        "stack": {"dir": "/opt/mov", "project": "mov", "compose_file": "/opt/mov/compose.yaml",
-                  "services": ["mosquitto", "analytics"], "wait_timeout_s": 60},
+        "stack": {
+            "dir": "/opt/mov",
+            "project": "mov",
+            "compose_file": "/opt/mov/compose.yaml",
+            "services": ["mosquitto", "analytics"],
+            "wait_timeout_s": 60,
+        },
         "releases": {"dir": "/opt/mov/releases", "cleanup_keep": 2},
-        "backup": {"tool": "/usr/local/bin/mov-backup", "status_file": "/var/lib/mov-backup/status.json",
-                   "max_age_hours": 26},
+        "backup": {
+            "tool": "/usr/local/bin/mov-backup",
+            "status_file": "/var/lib/mov-backup/status.json",
+            "max_age_hours": 26,
+        },
         "certificate": {"file": "/opt/mov/tls/fullchain.pem", "domains": ["mov.localhost"], "warn_days": 14},
         "mqtt": {"tls_port": 8883, "tls_name": "mov.localhost"},
         "nginx": {"http_port": 80, "https_port": 443},
@@ -63,6 +71,7 @@ def config_file(tmp_path: Path) -> Path:
 
 
 # --- arguments and exit codes ----------------------------------------------------------------------
+
 
 def test_json_is_accepted_before_and_after_the_command(movctl: ModuleType) -> None:
     parser = movctl.build_parser()
@@ -87,16 +96,32 @@ def test_command_arguments(movctl: ModuleType) -> None:
     assert parser.parse_args(["restart"]).services == []
 
 
-@pytest.mark.parametrize("argv", [["logs", "--tail", "ten"], ["frobnicate"], [], ["restore", "--from", "nowhere"],
-                                  ["cleanup", "--force"]])
+@pytest.mark.parametrize(
+    "argv", [["logs", "--tail", "ten"], ["frobnicate"], [], ["restore", "--from", "nowhere"], ["cleanup", "--force"]]
+)
 def test_usage_errors_exit_2(movctl: ModuleType, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         movctl.main(argv)
     assert exit_info.value.code == 2
 
 
-@pytest.mark.parametrize("command", ["", "status", "start", "stop", "restart", "logs", "backup", "restore",
-                                     "update", "cleanup", "test", "check-config"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "",
+        "status",
+        "start",
+        "stop",
+        "restart",
+        "logs",
+        "backup",
+        "restore",
+        "update",
+        "cleanup",
+        "test",
+        "check-config",
+    ],
+)
 def test_help_everywhere(movctl: ModuleType, command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         movctl.main([*([command] if command else []), "--help"])
@@ -105,8 +130,9 @@ def test_help_everywhere(movctl: ModuleType, command: str, capsys: pytest.Captur
     assert "usage: movctl" in out and "exit codes" in out
 
 
-def test_not_installed_exits_3_with_a_json_error(movctl: ModuleType, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_not_installed_exits_3_with_a_json_error(
+    movctl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = movctl.main(["--config", str(tmp_path / "missing.json"), "status", "--json"])
     assert code == 3
     captured = capsys.readouterr()
@@ -115,8 +141,9 @@ def test_not_installed_exits_3_with_a_json_error(movctl: ModuleType, tmp_path: P
     assert "not installed" in captured.err
 
 
-def test_update_on_the_host_says_how_and_exits_2(movctl: ModuleType, config_file: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_update_on_the_host_says_how_and_exits_2(
+    movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert movctl.main(["--config", str(config_file), "update"]) == 2
     err = capsys.readouterr().err
     assert "from the controller" in err and "playbooks/update.yml -i inventories/local" in err
@@ -124,16 +151,18 @@ def test_update_on_the_host_says_how_and_exits_2(movctl: ModuleType, config_file
     assert json.loads(capsys.readouterr().out)["exit_code"] == 2
 
 
-def test_unknown_services_are_refused_with_the_valid_ones(movctl: ModuleType, config_file: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_services_are_refused_with_the_valid_ones(
+    movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for command in ("start", "stop", "restart", "logs"):
         assert movctl.main(["--config", str(config_file), command, "mosquitto", "grafana"]) == 2
         err = capsys.readouterr().err
         assert "unknown service 'grafana'" in err and "mosquitto, analytics" in err
 
 
-def test_a_malformed_snapshot_id_is_a_usage_error(movctl: ModuleType, config_file: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_malformed_snapshot_id_is_a_usage_error(
+    movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert movctl.main(["--config", str(config_file), "restore", "yesterday"]) == 2
     assert "20250101T023000Z" in capsys.readouterr().err
 
@@ -160,8 +189,14 @@ def test_check_config(movctl: ModuleType, config_file: Path, capsys: pytest.Capt
 # --- state, rendering ------------------------------------------------------------------------------
 
 PS_ROWS = [
-    {"ID": "aaa111", "Service": "mosquitto", "State": "running", "Health": "healthy", "Name": "mov-mosquitto-1",
-     "Image": "mov/mosquitto:2.0.21"},
+    {
+        "ID": "aaa111",
+        "Service": "mosquitto",
+        "State": "running",
+        "Health": "healthy",
+        "Name": "mov-mosquitto-1",
+        "Image": "mov/mosquitto:2.0.21",
+    },
     {"ID": "bbb222", "Service": "debug", "State": "exited", "Health": "", "Name": "mov-debug-1", "Image": "x:1"},
 ]
 
@@ -179,7 +214,8 @@ def test_service_states_mark_missing_and_extra_services(movctl: ModuleType, cfg:
     assert [(s.service, s.state, s.health, s.uptime_s) for s in states] == [
         ("mosquitto", "running", "healthy", 3 * 3600 + 300),
         ("analytics", "missing", "", None),
-        ("debug", "exited", "", None)]
+        ("debug", "exited", "", None),
+    ]
     assert [s.ok for s in states] == [True, False, False]
 
 
@@ -192,7 +228,12 @@ def test_docker_times(movctl: ModuleType) -> None:
 
 def test_durations_and_tables(movctl: ModuleType) -> None:
     assert [movctl.format_duration(s) for s in (None, 5, 65, 3 * 3600 + 120, 2 * 86400 + 7200)] == [
-        "-", "5s", "1m 5s", "3h 2m", "2d 2h"]
+        "-",
+        "5s",
+        "1m 5s",
+        "3h 2m",
+        "2d 2h",
+    ]
     table = movctl.render_table(["SERVICE", "STATE"], [["mosquitto", "running"], ["analytics", "exited"]])
     assert table.splitlines() == ["SERVICE    STATE", "mosquitto  running", "analytics  exited"]
 
@@ -222,8 +263,9 @@ def test_certificate_and_disk_summaries(movctl: ModuleType, cfg: Any, tmp_path: 
 
 def test_status_document_and_rendering(movctl: ModuleType, cfg: Any) -> None:
     states = movctl.service_states(cfg, PS_ROWS[:1], {"aaa111": NOW - timedelta(minutes=7)}, NOW)
-    backup = movctl.backup_summary(cfg, {"time": NOW.isoformat(), "result": "ok", "snapshot": "S1",
-                                         "offsite": "disabled"}, True, NOW)
+    backup = movctl.backup_summary(
+        cfg, {"time": NOW.isoformat(), "result": "ok", "snapshot": "S1", "offsite": "disabled"}, True, NOW
+    )
     cert = movctl.certificate_summary(cfg, NOW + timedelta(days=90, hours=1), "", NOW)
     disk = [{"path": "/opt/mov", "free_bytes": 50 * 1024**3, "total_bytes": 100 * 1024**3, "free_percent": 50.0}]
     doc = movctl.status_document(cfg, states, backup, cert, disk)
@@ -242,42 +284,73 @@ def test_status_document_and_rendering(movctl: ModuleType, cfg: Any) -> None:
 def test_log_lines(movctl: ModuleType) -> None:
     line = "mosquitto-1  | 2026-11-26T12:00:00.000000001Z 1764158400: mosquitto version 2.0.21 running\n"
     assert movctl.parse_log_line(line, "mov") == {
-        "service": "mosquitto", "time": "2026-11-26T12:00:00.000000001Z",
-        "message": "1764158400: mosquitto version 2.0.21 running"}
+        "service": "mosquitto",
+        "time": "2026-11-26T12:00:00.000000001Z",
+        "message": "1764158400: mosquitto version 2.0.21 running",
+    }
     assert movctl.parse_log_line("mov-analytics-1 | hello", "mov")["service"] == "analytics"
-    assert movctl.parse_log_line("\x1b[2Kanalytics-1  | hi", "mov") == {"service": "analytics", "time": "",
-                                                                         "message": "hi"}
+    assert movctl.parse_log_line("\x1b[2Kanalytics-1  | hi", "mov") == {
+        "service": "analytics",
+        "time": "",
+        "message": "hi",
+    }
     assert movctl.parse_log_line("no prefix here", "mov") == {"service": "", "time": "", "message": "no prefix here"}
 
 
 # --- cleanup ---------------------------------------------------------------------------------------
 
+
 def release(rid: str, compose: str, **images: tuple[str, str]) -> dict[str, Any]:
-    return {"id": rid, "compose_sha256": compose,
-            "images": {svc: {"ref": ref, "id": iid, "repo_digests": []} for svc, (ref, iid) in images.items()}}
+    return {
+        "id": rid,
+        "compose_sha256": compose,
+        "images": {svc: {"ref": ref, "id": iid, "repo_digests": []} for svc, (ref, iid) in images.items()},
+    }
 
 
 RELEASES = [
-    release("20261101T000000Z-aaaa", "c1", mosquitto=("mov/mosquitto:2.0.18", "sha256:m18"),
-            analytics=("mov/analytics:0.0.8", "sha256:a08")),
-    release("20261110T000000Z-bbbb", "c2", mosquitto=("mov/mosquitto:2.0.20", "sha256:m20"),
-            analytics=("mov/analytics:0.0.9", "sha256:a09")),
-    release("20261120T000000Z-cccc", "c3", mosquitto=("mov/mosquitto:2.0.21", "sha256:m21"),
-            analytics=("mov/analytics:0.1.0", "sha256:a10")),
-    release("20261125T000000Z-dddd", "c4", mosquitto=("mov/mosquitto:2.0.21", "sha256:m21"),
-            analytics=("mov/analytics:0.1.1", "sha256:a11")),
+    release(
+        "20261101T000000Z-aaaa",
+        "c1",
+        mosquitto=("mov/mosquitto:2.0.18", "sha256:m18"),
+        analytics=("mov/analytics:0.0.8", "sha256:a08"),
+    ),
+    release(
+        "20261110T000000Z-bbbb",
+        "c2",
+        mosquitto=("mov/mosquitto:2.0.20", "sha256:m20"),
+        analytics=("mov/analytics:0.0.9", "sha256:a09"),
+    ),
+    release(
+        "20261120T000000Z-cccc",
+        "c3",
+        mosquitto=("mov/mosquitto:2.0.21", "sha256:m21"),
+        analytics=("mov/analytics:0.1.0", "sha256:a10"),
+    ),
+    release(
+        "20261125T000000Z-dddd",
+        "c4",
+        mosquitto=("mov/mosquitto:2.0.21", "sha256:m21"),
+        analytics=("mov/analytics:0.1.1", "sha256:a11"),
+    ),
 ]
 
 
 def images(movctl: ModuleType) -> list[Any]:
     image = movctl.Image
-    return [image("sha256:m18", "mov/mosquitto", "2.0.18"), image("sha256:m20", "mov/mosquitto", "2.0.20"),
-            image("sha256:m21", "mov/mosquitto", "2.0.21"), image("sha256:a08", "mov/analytics", "0.0.8"),
-            image("sha256:a09", "mov/analytics", "0.0.9"), image("sha256:a10", "mov/analytics", "0.1.0"),
-            image("sha256:a11", "mov/analytics", "0.1.1"),
-            image("sha256:brk", "mov/analytics", "0.1.0-broken-health"),
-            image("sha256:box", "mov/box", "trixie"), image("sha256:dng", "<none>", "<none>"),
-            image("sha256:use", "<none>", "<none>")]
+    return [
+        image("sha256:m18", "mov/mosquitto", "2.0.18"),
+        image("sha256:m20", "mov/mosquitto", "2.0.20"),
+        image("sha256:m21", "mov/mosquitto", "2.0.21"),
+        image("sha256:a08", "mov/analytics", "0.0.8"),
+        image("sha256:a09", "mov/analytics", "0.0.9"),
+        image("sha256:a10", "mov/analytics", "0.1.0"),
+        image("sha256:a11", "mov/analytics", "0.1.1"),
+        image("sha256:brk", "mov/analytics", "0.1.0-broken-health"),
+        image("sha256:box", "mov/box", "trixie"),
+        image("sha256:dng", "<none>", "<none>"),
+        image("sha256:use", "<none>", "<none>"),
+    ]
 
 
 SERVICES = ("mosquitto", "analytics")
@@ -285,10 +358,12 @@ SERVICES = ("mosquitto", "analytics")
 
 def containers(movctl: ModuleType) -> list[Any]:
     container = movctl.Container
-    return [container("c1", "mov-mosquitto-1", "running", "sha256:m21", "mov", "mosquitto"),
-            container("c2", "mov-analytics-1", "running", "sha256:a11", "mov", "analytics"),
-            container("c3", "mov-analytics-run-1", "exited", "sha256:a09", "mov", "analytics", oneoff=True),
-            container("c4", "other-thing", "exited", "sha256:use", "other", "mosquitto")]
+    return [
+        container("c1", "mov-mosquitto-1", "running", "sha256:m21", "mov", "mosquitto"),
+        container("c2", "mov-analytics-1", "running", "sha256:a11", "mov", "analytics"),
+        container("c3", "mov-analytics-run-1", "exited", "sha256:a09", "mov", "analytics", oneoff=True),
+        container("c4", "other-thing", "exited", "sha256:use", "other", "mosquitto"),
+    ]
 
 
 def test_cleanup_keeps_the_last_releases_and_removes_the_rest(movctl: ModuleType) -> None:
@@ -298,11 +373,17 @@ def test_cleanup_keeps_the_last_releases_and_removes_the_rest(movctl: ModuleType
     assert [c.name for c in plan.containers] == ["mov-analytics-run-1"]  # only the project's stopped ones
     # a09's only user is the stopped container removed with it; "use" is held by another project's container;
     # mov/box is no platform image.
-    assert sorted(i.ref for i in plan.images) == sorted([
-        "mov/mosquitto:2.0.18", "mov/mosquitto:2.0.20", "mov/analytics:0.0.8", "mov/analytics:0.0.9",
-        "mov/analytics:0.1.0-broken-health", "sha256:dng"])
-    assert {"mov/mosquitto:2.0.21", "mov/analytics:0.1.0", "mov/analytics:0.1.1", "sha256:use"} <= set(
-        plan.kept_images)
+    assert sorted(i.ref for i in plan.images) == sorted(
+        [
+            "mov/mosquitto:2.0.18",
+            "mov/mosquitto:2.0.20",
+            "mov/analytics:0.0.8",
+            "mov/analytics:0.0.9",
+            "mov/analytics:0.1.0-broken-health",
+            "sha256:dng",
+        ]
+    )
+    assert {"mov/mosquitto:2.0.21", "mov/analytics:0.1.0", "mov/analytics:0.1.1", "sha256:use"} <= set(plan.kept_images)
 
 
 def test_cleanup_never_removes_the_current_release_after_a_rollback(movctl: ModuleType) -> None:
@@ -312,7 +393,8 @@ def test_cleanup_never_removes_the_current_release_after_a_rollback(movctl: Modu
     assert plan.kept_releases == ["20261101T000000Z-aaaa", "20261125T000000Z-dddd"]
     removed = {i.ref for i in plan.images}
     assert {"mov/mosquitto:2.0.18", "mov/analytics:0.0.8", "mov/mosquitto:2.0.21", "mov/analytics:0.1.1"}.isdisjoint(
-        removed)
+        removed
+    )
     assert "mov/analytics:0.1.0" in removed
 
 
@@ -337,8 +419,11 @@ def test_cleanup_keeps_a_current_service_an_operator_stopped(movctl: ModuleType)
         container("s7", "other-1", "exited", "sha256:m18", "other", "telegraf"),
     ]
     plan = movctl.plan_cleanup(RELEASES, 1, "c4", images(movctl), found, "mov", SERVICES)
-    assert sorted(c.name for c in plan.containers) == ["mov-analytics-run-3c4d", "mov-mosquitto-run-1a2b",
-                                                       "mov-telegraf-1"]
+    assert sorted(c.name for c in plan.containers) == [
+        "mov-analytics-run-3c4d",
+        "mov-mosquitto-run-1a2b",
+        "mov-telegraf-1",
+    ]
     removed = {i.ref for i in plan.images}
     # m20 is no kept release's, but the kept stopped mosquitto uses it; m18 and brk are held by containers that stay.
     assert {"mov/mosquitto:2.0.20", "mov/mosquitto:2.0.18", "mov/analytics:0.1.0-broken-health"}.isdisjoint(removed)
@@ -367,30 +452,67 @@ def test_mqtt_probe_of_a_closed_port_fails_naming_it(movctl: ModuleType) -> None
 
 # --- the controller wrapper --------------------------------------------------------------------------
 
+
 def test_hosts_of_a_group_and_its_children(controller: ModuleType) -> None:
     inventory = {"mov": {"hosts": ["a"], "children": ["edge"]}, "edge": {"hosts": ["b", "a"]}}
     assert controller.hosts_of(inventory) == ["a", "b"]
 
 
 def test_ssh_target_with_a_templated_user_sudo_port_and_key(controller: ModuleType) -> None:
-    hostvars = {"ansible_host": "203.0.113.10", "ansible_user": "{{ mov_admin_user }}", "mov_admin_user": "mov",
-                "ansible_port": 2222, "ansible_become": True, "ansible_ssh_private_key_file": "/keys/id",
-                "ansible_ssh_common_args": "-o UserKnownHostsFile=/k/known_hosts"}
+    hostvars = {
+        "ansible_host": "203.0.113.10",
+        "ansible_user": "{{ mov_admin_user }}",
+        "mov_admin_user": "mov",
+        "ansible_port": 2222,
+        "ansible_become": True,
+        "ansible_ssh_private_key_file": "/keys/id",
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=/k/known_hosts",
+    }
     target = controller.target_from("prod-1", hostvars)
     argv = controller.remote_argv(target, ["logs", "mosquitto", "--tail", "5; rm -rf /"], tty=False)
-    assert argv == ["ssh", "-o", "UserKnownHostsFile=/k/known_hosts", "-o", "ConnectTimeout=20", "-l", "mov",
-                    "-p", "2222", "-i", "/keys/id", "--", "203.0.113.10",
-                    "sudo /usr/local/bin/movctl logs mosquitto --tail '5; rm -rf /'"]
+    assert argv == [
+        "ssh",
+        "-o",
+        "UserKnownHostsFile=/k/known_hosts",
+        "-o",
+        "ConnectTimeout=20",
+        "-l",
+        "mov",
+        "-p",
+        "2222",
+        "-i",
+        "/keys/id",
+        "--",
+        "203.0.113.10",
+        "sudo /usr/local/bin/movctl logs mosquitto --tail '5; rm -rf /'",
+    ]
     root = controller.target_from("h", {"ansible_user": "root", "ansible_become": True})
     assert controller.remote_argv(root, ["status"], tty=True) == [
-        "ssh", "-t", "-o", "ConnectTimeout=20", "-l", "root", "--", "h", "/usr/local/bin/movctl status"]
+        "ssh",
+        "-t",
+        "-o",
+        "ConnectTimeout=20",
+        "-l",
+        "root",
+        "--",
+        "h",
+        "/usr/local/bin/movctl status",
+    ]
 
 
 def test_docker_target(controller: ModuleType) -> None:
-    target = controller.target_from("mov-box", {"ansible_connection": "community.docker.docker",
-                                                "ansible_host": "mov-box", "ansible_user": "root"})
+    target = controller.target_from(
+        "mov-box", {"ansible_connection": "community.docker.docker", "ansible_host": "mov-box", "ansible_user": "root"}
+    )
     assert controller.remote_argv(target, ["status", "--json"], tty=False) == [
-        "docker", "exec", "-i", "mov-box", "/usr/local/bin/movctl", "status", "--json"]
+        "docker",
+        "exec",
+        "-i",
+        "mov-box",
+        "/usr/local/bin/movctl",
+        "status",
+        "--json",
+    ]
 
 
 def test_unsupported_inventory_values_are_refused(controller: ModuleType) -> None:
@@ -436,9 +558,28 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("needs openssl")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 

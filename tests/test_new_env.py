@@ -28,13 +28,40 @@ HOST = "192.168.50.10"
 
 
 def _flags(ws: Workspace, env: str = "prod-eu", *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "scripts" / "new_env.py"), "--non-interactive", "--root", str(ws.root),
-            "--env", env, "--host", HOST, "--domain", "mov.platform-test.net", "--domain", "mqtt.platform-test.net",
-            "--acme-email", "ops@platform-test.net", "--admin-ssh-key", KEY, "--alert-email", "ops@platform-test.net",
-            "--component", "grafana", "--backup-remote", "b2:mov-backups/prod-eu",
-            "--smtp-host", "smtp.platform-test.net", "--smtp-user", "mov-alerts",
-            "--smtp-password-file", str(_smtp_password_file(ws)),
-            "--vault-password-file", str(ws.password_file), *extra]
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "new_env.py"),
+        "--non-interactive",
+        "--root",
+        str(ws.root),
+        "--env",
+        env,
+        "--host",
+        HOST,
+        "--domain",
+        "mov.platform-test.net",
+        "--domain",
+        "mqtt.platform-test.net",
+        "--acme-email",
+        "ops@platform-test.net",
+        "--admin-ssh-key",
+        KEY,
+        "--alert-email",
+        "ops@platform-test.net",
+        "--component",
+        "grafana",
+        "--backup-remote",
+        "b2:mov-backups/prod-eu",
+        "--smtp-host",
+        "smtp.platform-test.net",
+        "--smtp-user",
+        "mov-alerts",
+        "--smtp-password-file",
+        str(_smtp_password_file(ws)),
+        "--vault-password-file",
+        str(ws.password_file),
+        *extra,
+    ]
 
 
 SMTP_PASSWORD = "relay-password-for-the-test"
@@ -82,13 +109,21 @@ def test_non_interactive_writes_the_env_like_staging(created: Created) -> None:
     assert edge["mov_acme_directory"] == new_env.ACME_DIRECTORIES["production"]
     services = _load(group / "services.yml")
     assert services["mov_alert_contacts"]["emails"] == ["ops@platform-test.net"]
-    assert services["mov_smtp"] == {"host": "smtp.platform-test.net", "port": 587, "user": "mov-alerts",
-                                    "from_address": "mov@{{ mov_domain }}"}
+    assert services["mov_smtp"] == {
+        "host": "smtp.platform-test.net",
+        "port": 587,
+        "user": "mov-alerts",
+        "from_address": "mov@{{ mov_domain }}",
+    }
     assert _load(group / "stack.yml")["mov_stack_services"] == ["mosquitto", "telegraf", "influxdb", "grafana"]
     assert _load(group / "backup.yml")["mov_backup_remote"] == "b2:mov-backups/prod-eu"
     plain_files = [str(p) for p in env_dir.rglob("*.yml") if p.name != "vault.yml"]
-    lint = subprocess.run(["yamllint", "--strict", "-c", str(REPO / ".yamllint"), *plain_files],
-                          capture_output=True, text=True, check=False)
+    lint = subprocess.run(
+        ["yamllint", "--strict", "-c", str(REPO / ".yamllint"), *plain_files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert lint.returncode == 0, lint.stdout
 
 
@@ -114,10 +149,21 @@ def test_vault_is_encrypted_private_and_holds_keys_and_secrets(
 def test_the_new_env_passes_preflight(created: tuple[Workspace, subprocess.CompletedProcess[str]]) -> None:
     """Inventory, vault and cross-checks of the new env hold; run on this machine (no DNS, no port check here)."""
     ws, _ = created
-    result = _run(["ansible-playbook", "playbooks/preflight.yml", "-i", "inventories/prod-eu",
-                   "--vault-password-file", str(ws.password_file),
-                   "-e", f"ansible_connection=local ansible_python_interpreter={sys.executable} ansible_become=false",
-                   "-e", '{"mov_preflight_ports": [], "mov_preflight_check_dns": false}'], ws)
+    result = _run(
+        [
+            "ansible-playbook",
+            "playbooks/preflight.yml",
+            "-i",
+            "inventories/prod-eu",
+            "--vault-password-file",
+            str(ws.password_file),
+            "-e",
+            f"ansible_connection=local ansible_python_interpreter={sys.executable} ansible_become=false",
+            "-e",
+            '{"mov_preflight_ports": [], "mov_preflight_check_dns": false}',
+        ],
+        ws,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
@@ -146,11 +192,22 @@ def test_a_missing_password_file_is_created_private(tmp_path: Path) -> None:
 
 
 GOOD_FLAGS: dict[str, str | None] = {
-    "env": "prod-eu", "host": HOST, "ssh_user": "mov", "domains": "mov.platform-test.net",
-    "acme_email": "ops@platform-test.net", "acme_ca": "production", "timezone": "Etc/UTC", "components": "grafana",
-    "alert_webhook": "", "alert_emails": "ops@platform-test.net", "smtp_host": "smtp.platform-test.net",
-    "smtp_port": "587", "smtp_user": "", "backup_remote": "",
-    "admin_ssh_keys": KEY, "vault_password_file": "/nonexistent/pw",
+    "env": "prod-eu",
+    "host": HOST,
+    "ssh_user": "mov",
+    "domains": "mov.platform-test.net",
+    "acme_email": "ops@platform-test.net",
+    "acme_ca": "production",
+    "timezone": "Etc/UTC",
+    "components": "grafana",
+    "alert_webhook": "",
+    "alert_emails": "ops@platform-test.net",
+    "smtp_host": "smtp.platform-test.net",
+    "smtp_port": "587",
+    "smtp_user": "",
+    "backup_remote": "",
+    "admin_ssh_keys": KEY,
+    "vault_password_file": "/nonexistent/pw",
 }
 
 
@@ -186,8 +243,9 @@ def test_a_bad_flag_fails_naming_it(key: str, value: str, expected: str) -> None
 
 def test_a_private_key_file_is_refused(tmp_path: Path) -> None:
     private = tmp_path / "id_ed25519"
-    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
-                       "-----END OPENSSH PRIVATE KEY-----\n")
+    private.write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
     with pytest.raises(new_env.InvalidAnswer, match="is it the private key"):
         new_env.ssh_public_keys(str(private))
 
@@ -227,18 +285,37 @@ def test_a_question_is_asked_again_until_the_answer_is_valid() -> None:
 
 # --- interactive, in a real terminal ------------------------------------------------------------------------
 
+
 class Terminal:
     """A tmux session of its own (own server socket), driven with send-keys and read with capture-pane."""
 
     def __init__(self, socket: str, command: list[str], env: dict[str, str]) -> None:
         self.tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
         exports = [f"-e{k}={v}" for k, v in env.items()]
-        subprocess.run([*self.tmux, "new-session", "-d", "-s", "new-env", "-x", "220", "-y", "60", *exports,
-                        " ".join(command) + "; echo EXIT=$?; sleep 60"], check=True)
+        subprocess.run(
+            [
+                *self.tmux,
+                "new-session",
+                "-d",
+                "-s",
+                "new-env",
+                "-x",
+                "220",
+                "-y",
+                "60",
+                *exports,
+                " ".join(command) + "; echo EXIT=$?; sleep 60",
+            ],
+            check=True,
+        )
 
     def screen(self) -> str:
-        return subprocess.run([*self.tmux, "capture-pane", "-p", "-J", "-S", "-200", "-t", "new-env"],
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [*self.tmux, "capture-pane", "-p", "-J", "-S", "-200", "-t", "new-env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
@@ -264,10 +341,16 @@ def test_interactive_under_tmux(tmp_path: Path) -> None:
         pytest.fail("tmux is not installed (apt-get install tmux; .ci/run installs it)")
     ws = new_workspace()
     password = tmp_path / "prod-eu.vault-password"  # missing: new-env creates it
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ws.root / "ansible.cfg"), "HOME": str(tmp_path)}
-    terminal = Terminal(f"mov-new-env-{os.getpid()}",
-                        [sys.executable, str(REPO / "scripts" / "new_env.py"), "--root", str(ws.root)], env)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ws.root / "ansible.cfg"),
+        "HOME": str(tmp_path),
+    }
+    terminal = Terminal(
+        f"mov-new-env-{os.getpid()}",
+        [sys.executable, str(REPO / "scripts" / "new_env.py"), "--root", str(ws.root)],
+        env,
+    )
     try:
         terminal.answer("Environment name:", "Prod EU")
         terminal.answer("Environment name:", "prod-eu", count=2)
@@ -297,7 +380,9 @@ def test_interactive_under_tmux(tmp_path: Path) -> None:
     assert _load(group / "main.yml")["mov_timezone"] == "America/Sao_Paulo"
     assert _load(group / "stack.yml")["mov_stack_services"] == ["mosquitto", "telegraf", "influxdb", "analytics"]
     assert _load(group / "services.yml")["mov_alert_contacts"] == {
-        "webhook_url": "https://hooks.platform-test.net/mov", "emails": ["ops@platform-test.net"]}
+        "webhook_url": "https://hooks.platform-test.net/mov",
+        "emails": ["ops@platform-test.net"],
+    }
     assert _load(group / "edge.yml")["mov_extra_domains"] == ["mqtt.platform-test.net"]
     assert password.stat().st_mode & 0o777 == 0o600
     assert (group / "vault.yml").read_bytes().startswith(b"$ANSIBLE_VAULT;")

@@ -56,40 +56,62 @@ def _good(tmp: Path, port: int) -> dict[str, Any]:
 
 def _cases(tmp: Path, port: int, own_name: str) -> dict[str, tuple[dict[str, Any], str | None]]:
     """host name -> (changes to the good host, expected message or None for a pass)."""
-    acme = {"mov_tls_mode": "acme", "mov_acme_email": "ops@mov-platform.net", "mov_domain": "localhost",
-            "mov_preflight_check_dns": False}
+    acme = {
+        "mov_tls_mode": "acme",
+        "mov_acme_email": "ops@mov-platform.net",
+        "mov_domain": "localhost",
+        "mov_preflight_check_dns": False,
+    }
     return {
         "good": ({}, None),
-        "port_held_by_the_platform": (
-            {"mov_preflight_ports": [port], "mov_preflight_port_owners": [own_name]}, None),
+        "port_held_by_the_platform": ({"mov_preflight_ports": [port], "mov_preflight_port_owners": [own_name]}, None),
         "env_mismatch": ({"mov_env": "prod"}, "mov_env (prod) does not match the inventory directory (staging)"),
-        "documentation_address": ({"ansible_host": "203.0.113.10"},
-                                  "ansible_host (203.0.113.10) of documentation_address is a documentation address"),
-        "acme_without_email": ({**acme, "mov_acme_email": ""},
-                               "mov_acme_email () is not an e-mail address"),
+        "documentation_address": (
+            {"ansible_host": "203.0.113.10"},
+            "ansible_host (203.0.113.10) of documentation_address is a documentation address",
+        ),
+        "acme_without_email": ({**acme, "mov_acme_email": ""}, "mov_acme_email () is not an e-mail address"),
         "acme_without_port_80": ({**acme, "mov_public_tcp_ports": [443, 8883]}, "must hold 80 and 443"),
-        "placeholder_domain": ({**acme, "mov_domain": "mov.example.com"},
-                               "mov.example.com (mov_domain / mov_extra_domains) is a reserved example name"),
-        "nobody_alerted": ({"mov_alert_contacts": {"webhook_url": "", "emails": []}},
-                           "mov_alert_contacts has neither a webhook_url nor emails"),
-        "vault_missing": ({"mov_preflight_vault_file": str(tmp / "no-such-vault.yml")},
-                          "no-such-vault.yml does not exist"),
-        "vault_in_plaintext": ({"mov_preflight_vault_file": str(tmp / "vault-plaintext.yml")},
-                               "vault-plaintext.yml is not encrypted"),
+        "placeholder_domain": (
+            {**acme, "mov_domain": "mov.example.com"},
+            "mov.example.com (mov_domain / mov_extra_domains) is a reserved example name",
+        ),
+        "nobody_alerted": (
+            {"mov_alert_contacts": {"webhook_url": "", "emails": []}},
+            "mov_alert_contacts has neither a webhook_url nor emails",
+        ),
+        "vault_missing": (
+            {"mov_preflight_vault_file": str(tmp / "no-such-vault.yml")},
+            "no-such-vault.yml does not exist",
+        ),
+        "vault_in_plaintext": (
+            {"mov_preflight_vault_file": str(tmp / "vault-plaintext.yml")},
+            "vault-plaintext.yml is not encrypted",
+        ),
         "vault_not_loaded": ({"vault_mov_secrets": None}, "vault_mov_secrets is not defined"),
         "no_admin_keys": ({"mov_admin_ssh_keys": []}, "mov_admin_ssh_keys is empty"),
         "clock_off": ({"mov_preflight_reference_epoch": 1000000000}, "off the controller's (at most 30 s"),
-        "unsupported_os": ({"mov_preflight_supported_os": {"Ubuntu": ["24.04"]}},
-                           "the platform supports Ubuntu 24.04 (mov_preflight_supported_os)"),
-        "too_little_memory": ({"mov_preflight_min_ram_mb": 100000000},
-                              "MB of memory; the platform needs 100000000 MB (mov_preflight_min_ram_mb)"),
-        "too_little_disk": ({"mov_preflight_min_disk_gb": 1000000},
-                            "GB free; the platform needs 1000000 GB (mov_preflight_min_disk_gb)"),
+        "unsupported_os": (
+            {"mov_preflight_supported_os": {"Ubuntu": ["24.04"]}},
+            "the platform supports Ubuntu 24.04 (mov_preflight_supported_os)",
+        ),
+        "too_little_memory": (
+            {"mov_preflight_min_ram_mb": 100000000},
+            "MB of memory; the platform needs 100000000 MB (mov_preflight_min_ram_mb)",
+        ),
+        "too_little_disk": (
+            {"mov_preflight_min_disk_gb": 1000000},
+            "GB free; the platform needs 1000000 GB (mov_preflight_min_disk_gb)",
+        ),
         "port_taken": ({"mov_preflight_ports": [port]}, "port {port} is held by {owner}"),
-        "domain_unresolved": ({"mov_domain": "mov-preflight-test.invalid"},
-                              "mov-preflight-test.invalid does not resolve, not to domain_unresolved's public address"),
-        "domain_elsewhere": ({"mov_public_address": "198.51.100.7"},
-                             "localhost resolves to 127.0.0.1, not to domain_elsewhere's public address 198.51.100.7"),
+        "domain_unresolved": (
+            {"mov_domain": "mov-preflight-test.invalid"},
+            "mov-preflight-test.invalid does not resolve, not to domain_unresolved's public address",
+        ),
+        "domain_elsewhere": (
+            {"mov_public_address": "198.51.100.7"},
+            "localhost resolves to 127.0.0.1, not to domain_elsewhere's public address 198.51.100.7",
+        ),
     }
 
 
@@ -119,12 +141,27 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, held_port: int) -> tuple[
     inventory = tmp / "staging"
     inventory.mkdir()
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"mov": {"hosts": hosts}}))
-    env = dict(ansible_env(), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-               ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json", ANSIBLE_FORKS="8", ANSIBLE_CACHE_PLUGIN="memory")
+    env = dict(
+        ansible_env(),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",
+        ANSIBLE_FORKS="8",
+        ANSIBLE_CACHE_PLUGIN="memory",
+    )
     result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/preflight.yml"),
-         "-e", "mov_preflight_all_or_nothing=false"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            "ansible-playbook",
+            "-i",
+            str(inventory),
+            str(REPO / "playbooks/preflight.yml"),
+            "-e",
+            "mov_preflight_all_or_nothing=false",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     try:
         report = json.loads(result.stdout)
@@ -138,8 +175,9 @@ def _expectations() -> list[tuple[str, str | None]]:
 
 
 @pytest.mark.parametrize(("host", "expected"), _expectations(), ids=[n for n, _ in _expectations()])
-def test_preflight_case(outcomes: tuple[dict[str, list[str]], str], held_port: int, host: str,
-                        expected: str | None) -> None:
+def test_preflight_case(
+    outcomes: tuple[dict[str, list[str]], str], held_port: int, host: str, expected: str | None
+) -> None:
     by_host, own_name = outcomes
     assert host in by_host, f"{host} never ran: {sorted(by_host)}"
     failures = by_host[host]

@@ -82,11 +82,22 @@ def test_local_secrets_are_generated_on_first_run_into_a_private_ignored_file() 
     path = workspace().inventory("local") / "group_vars" / "mov" / "secrets.yml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     store = _flat(workspace().secret_store("local"))
-    assert {"mqtt/industria_abc/sensor_001", "mqtt/industria_abc/sensor_002", "mqtt/telegraf",
-            "backup_password", "backup_salt"} <= set(store)
+    assert {
+        "mqtt/industria_abc/sensor_001",
+        "mqtt/industria_abc/sensor_002",
+        "mqtt/telegraf",
+        "backup_password",
+        "backup_salt",
+    } <= set(store)
     ignored = subprocess.run(
-        ["git", "-C", str(Path(__file__).parent.parent), "check-ignore", "-q",
-         "inventories/local/group_vars/mov/secrets.yml"],
+        [
+            "git",
+            "-C",
+            str(Path(__file__).parent.parent),
+            "check-ignore",
+            "-q",
+            "inventories/local/group_vars/mov/secrets.yml",
+        ],
         check=False,
     )
     assert ignored.returncode == 0
@@ -149,8 +160,17 @@ def test_rotating_an_unknown_secret_is_refused() -> None:
 
 def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:
     ws = new_workspace()
-    result = ws.run("python3", str(ws.root / "scripts/platform_secrets.py"), "--env", "prod", "--root", str(ws.root),
-                    "--tree-json", '{"mov_env": "prod"}', check=False)
+    result = ws.run(
+        "python3",
+        str(ws.root / "scripts/platform_secrets.py"),
+        "--env",
+        "prod",
+        "--root",
+        str(ws.root),
+        "--tree-json",
+        '{"mov_env": "prod"}',
+        check=False,
+    )
     assert result.returncode == 1
 
 
@@ -167,8 +187,12 @@ def test_only_the_local_env_renders_the_dev_override(env: str) -> None:
     anonymous = re.search(r"\[auth\.anonymous\]\nenabled = (\w+)", ini)
     assert anonymous and anonymous.group(1) == ("true" if dev else "false")
     # Whatever the override adds, only the MQTT TLS port is published beyond the host's loopback.
-    public = [port for service in services.values() for port in service.get("ports", [])
-              if not str(port).startswith("127.0.0.1:")]
+    public = [
+        port
+        for service in services.values()
+        for port in service.get("ports", [])
+        if not str(port).startswith("127.0.0.1:")
+    ]
     assert public == ["8883:8883"], public
 
 
@@ -186,24 +210,33 @@ def test_the_worker_writes_to_influxdb_only_where_it_is_deployed(env: str) -> No
 def test_the_tree_s_mail_relay_reaches_the_workers_email_alerts(tmp_path: Path) -> None:
     """mov_alert_contacts.emails and mov_smtp (with the vault's relay password) configure the worker's e-mail
     alerts: the relay and recipients in its config, the password only as a compose secret file."""
-    extra = json.dumps({"mov_alert_contacts": {"webhook_url": "", "emails": ["ops@example.com", "oncall@example.com"]},
-                        "mov_smtp": {"host": "smtp.example.com", "port": 587, "user": "mov",
-                                     "from_address": "mov@example.com"},
-                        "vault_mov_smtp_password": "test-only-relay-password"})
+    extra = json.dumps(
+        {
+            "mov_alert_contacts": {"webhook_url": "", "emails": ["ops@example.com", "oncall@example.com"]},
+            "mov_smtp": {"host": "smtp.example.com", "port": 587, "user": "mov", "from_address": "mov@example.com"},
+            "vault_mov_smtp_password": "test-only-relay-password",
+        }
+    )
     ws = workspace()
     ws.render("staging", tmp_path / "out", "-e", extra)
     [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
     assert worker["alerts"]["email"] == {
-        "password_file": "/run/secrets/analytics_smtp_password", "host": "smtp.example.com", "port": 587,
-        "starttls": True, "username": "mov", "sender": "mov@example.com",
-        "recipients": ["ops@example.com", "oncall@example.com"]}
+        "password_file": "/run/secrets/analytics_smtp_password",
+        "host": "smtp.example.com",
+        "port": 587,
+        "starttls": True,
+        "username": "mov",
+        "sender": "mov@example.com",
+        "recipients": ["ops@example.com", "oncall@example.com"],
+    }
     compose = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())
     assert "analytics_smtp_password" in compose["services"]["analytics"]["secrets"]
     assert compose["secrets"]["analytics_smtp_password"]["file"] == "/opt/mov/analytics/secrets/smtp.password"
     # The password stands only in private secret files (Grafana's env file, the report's), never in a config.
-    holders = [p for p in host_dir.rglob("*")
-               if p.is_file() and "test-only-relay-password" in p.read_text(errors="replace")]
+    holders = [
+        p for p in host_dir.rglob("*") if p.is_file() and "test-only-relay-password" in p.read_text(errors="replace")
+    ]
     assert holders, "Grafana's env file holds the relay password"
     for holder in holders:
         assert holder.parent.name == "secrets" and stat.S_IMODE(holder.stat().st_mode) & 0o077 == 0, holder

@@ -48,4 +48,6 @@ def test_a_digest_is_read_and_other_keys_are_left_alone() -> None:
     )
     matches = _matches(text)
     assert [(m["depName"], m["currentValue"], m["currentDigest"]) for m in matches] == [
-        ("telegraf", "1.32.3", digest), ("grafana/grafana-oss", "11.3.1", None)]
+        ("telegraf", "1.32.3", digest),
+        ("grafana/grafana-oss", "11.3.1", None),
+    ]

@@ -19,8 +19,9 @@ def test_backup_drill_and_report_are_the_cron_roles() -> None:
 def test_cleanup_inputs() -> None:
     assert resolved("cleanup_schedule") == "15 4 * * *"
     assert resolved("cleanup_enabled") is True
-    assert resolved("cleanup_old_files") == [{"path": "/opt/mov/report/out", "pattern": "report-*",
-                                              "max_age_days": 365}]
+    assert resolved("cleanup_old_files") == [
+        {"path": "/opt/mov/report/out", "pattern": "report-*", "max_age_days": 365}
+    ]
     protected = resolved("cleanup_protected_paths")
     assert {"/opt/mov/releases", "/var/lib/docker", "/var/backups/mov"} <= set(protected)
 

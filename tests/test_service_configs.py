@@ -23,8 +23,12 @@ from mov_render import ENVS, REPO, rendered, workspace
 
 PAYLOAD = {
     "timestamp": "2024-01-15T10:30:00Z",
-    "tags": {"dispositivo": "sensor_001", "localizacao": "sala_servidores", "tipo": "temperatura",
-             "cliente": "industria_abc"},
+    "tags": {
+        "dispositivo": "sensor_001",
+        "localizacao": "sala_servidores",
+        "tipo": "temperatura",
+        "cliente": "industria_abc",
+    },
     "fields": {"temperatura_c": 23.5, "umidade": 45.2, "pressao": 1013.25},
 }
 
@@ -51,6 +55,7 @@ def _env_file(text: str) -> dict[str, str]:
 
 # --- Mosquitto ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("env", ENVS)
 def test_mosquitto_listeners_auth_and_limits(env: str) -> None:
     conf = _file(env, "opt/mov/mosquitto/config/mosquitto.conf")
@@ -68,7 +73,7 @@ def test_mosquitto_listeners_auth_and_limits(env: str) -> None:
     assert "password_file /opt/mov/mosquitto/config/passwd" in lines
     listeners = [i for i, line in enumerate(lines) if line.startswith("listener ")]
     ends = [*listeners[1:], len(lines)]
-    blocks = {lines[i].split()[1]: lines[i + 1: j] for i, j in zip(listeners, ends, strict=True)}
+    blocks = {lines[i].split()[1]: lines[i + 1 : j] for i, j in zip(listeners, ends, strict=True)}
     assert set(blocks) == {"1883", "8883", "9001"}
     assert "certfile /opt/mov/tls/fullchain.pem" in blocks["8883"]
     assert "keyfile /opt/mov/tls/privkey.pem" in blocks["8883"]
@@ -96,11 +101,15 @@ def test_mosquitto_accounts_and_acl_follow_the_tree(env: str) -> None:
     rules = [line for line in acl.splitlines() if line and not line.startswith("#")]
     assert rules[0] == "pattern write mov/dados/%u/#"
     assert "topic read #" not in rules and "topic readwrite #" not in rules
-    assert rules[rules.index("user telegraf") + 1:][:2] == ["topic deny mov/dados/telegraf/#", "topic read mov/dados/#"]
-    assert "topic write mov/status/#" in rules[rules.index("user analytics"):]
+    assert rules[rules.index("user telegraf") + 1 :][:2] == [
+        "topic deny mov/dados/telegraf/#",
+        "topic read mov/dados/#",
+    ]
+    assert "topic write mov/status/#" in rules[rules.index("user analytics") :]
 
 
 # --- Telegraf -----------------------------------------------------------------------------------------------
+
 
 def expected_buffer(env: str) -> tuple[int, float]:
     """The buffer the tree asks for, and the metrics per second it must hold."""
@@ -216,8 +225,12 @@ def _stored_tags(env: str, topic: str, payload: dict[str, Any]) -> dict[str, str
 @pytest.mark.parametrize("env", ENVS)
 def test_a_devices_tags_in_stored_points_come_from_its_topic(env: str) -> None:
     own = _stored_tags(env, "mov/dados/industria_abc/sensor_001", PAYLOAD)
-    assert own == {"dispositivo": "sensor_001", "localizacao": "sala_servidores", "tipo": "temperatura",
-                   "cliente": "industria_abc"}
+    assert own == {
+        "dispositivo": "sensor_001",
+        "localizacao": "sala_servidores",
+        "tipo": "temperatura",
+        "cliente": "industria_abc",
+    }
     assert _stored_tags(env, "mov/dados/industria_abc/sensor_001/extra/levels", PAYLOAD) == own
     # industria_abc/sensor_001's account may only publish under its own topic (the ACL): a payload naming another
     # device or client there is dropped, as the analytics worker refuses it.
@@ -237,8 +250,12 @@ def test_the_documented_payload_becomes_the_expected_point() -> None:
     assert point == {
         "measurement": "mov_leituras",
         "time": datetime(2024, 1, 15, 10, 30, tzinfo=UTC),
-        "tags": {"dispositivo": "sensor_001", "localizacao": "sala_servidores", "tipo": "temperatura",
-                 "cliente": "industria_abc"},
+        "tags": {
+            "dispositivo": "sensor_001",
+            "localizacao": "sala_servidores",
+            "tipo": "temperatura",
+            "cliente": "industria_abc",
+        },
         "fields": {"temperatura_c": 23.5, "umidade": 45.2, "pressao": 1013.25},
     }
     assert all(isinstance(v, float) for v in point["fields"].values())
@@ -248,6 +265,7 @@ def test_the_documented_payload_becomes_the_expected_point() -> None:
 
 
 # --- InfluxDB -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("env", ENVS)
 def test_influxdb_setup_env_file(env: str) -> None:
@@ -280,22 +298,50 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
 def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:
     plugin = filter_plugin("influxdb", "influxdb_tokens")
     buckets = {"mov_dados": "b1", "mov_status": "b2"}
-    tokens = [{"name": "telegraf", "permissions": [{"action": "write", "bucket": "mov_dados"}]},
-              {"name": "grafana", "permissions": [{"action": "read", "bucket": "mov_dados"},
-                                                  {"action": "read", "bucket": "mov_status"}]}]
+    tokens = [
+        {"name": "telegraf", "permissions": [{"action": "write", "bucket": "mov_dados"}]},
+        {
+            "name": "grafana",
+            "permissions": [{"action": "read", "bucket": "mov_dados"}, {"action": "read", "bucket": "mov_status"}],
+        },
+    ]
     plan = plugin.influxdb_token_plan([], tokens, "o1", buckets)
     assert [c["name"] for c in plan["create"]] == ["telegraf", "grafana"] and not plan["keep"] and not plan["delete"]
     assert plan["create"][0]["body"] == {
-        "orgID": "o1", "description": "mov:telegraf", "status": "active",
+        "orgID": "o1",
+        "description": "mov:telegraf",
+        "status": "active",
         "permissions": [{"action": "write", "resource": {"type": "buckets", "id": "b1", "orgID": "o1"}}],
     }
     # As InfluxDB lists them: extra resource keys, permissions in another order.
     existing = [
-        {"id": "a1", "description": "mov:telegraf", "orgID": "o1", "status": "active", "token": "t1",
-         "permissions": [{"action": "write", "resource": {"type": "buckets", "id": "b1", "orgID": "o1",
-                                                          "name": "mov_dados", "org": "mov_industria"}}]},
-        {"id": "a2", "description": "mov:grafana", "orgID": "o1", "status": "active", "token": "t2",
-         "permissions": [{"action": "write", "resource": {"type": "buckets", "id": "b1", "orgID": "o1"}}]},
+        {
+            "id": "a1",
+            "description": "mov:telegraf",
+            "orgID": "o1",
+            "status": "active",
+            "token": "t1",
+            "permissions": [
+                {
+                    "action": "write",
+                    "resource": {
+                        "type": "buckets",
+                        "id": "b1",
+                        "orgID": "o1",
+                        "name": "mov_dados",
+                        "org": "mov_industria",
+                    },
+                }
+            ],
+        },
+        {
+            "id": "a2",
+            "description": "mov:grafana",
+            "orgID": "o1",
+            "status": "active",
+            "token": "t2",
+            "permissions": [{"action": "write", "resource": {"type": "buckets", "id": "b1", "orgID": "o1"}}],
+        },
         {"id": "a3", "description": "someone else's", "orgID": "o1", "status": "active", "permissions": []},
     ]
     plan = plugin.influxdb_token_plan(existing, tokens, "o1", buckets)
@@ -310,6 +356,7 @@ def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:
 
 
 # --- Grafana ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("env", ENVS)
 def test_grafana_ini_is_hardened_and_holds_no_password(env: str) -> None:

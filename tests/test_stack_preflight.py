@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 from conftest import PreflightRunner
 
-IMAGES = {"mosquitto": "eclipse-mosquitto:2.0.21", "telegraf": "telegraf:1.32.3", "influxdb": "influxdb:2.7.11",
-          "grafana": "grafana/grafana-oss:11.3.1", "analytics": "mov/analytics:0.1.0"}
+IMAGES = {
+    "mosquitto": "eclipse-mosquitto:2.0.21",
+    "telegraf": "telegraf:1.32.3",
+    "influxdb": "influxdb:2.7.11",
+    "grafana": "grafana/grafana-oss:11.3.1",
+    "analytics": "mov/analytics:0.1.0",
+}
 GOOD = {"stack_services": ["mosquitto", "analytics"], "stack_images": IMAGES}
 DIGEST = "sha256:" + "0" * 64  # well formed, and obviously not a real image's digest
 
@@ -24,8 +29,12 @@ def images(**changes: str) -> dict[str, object]:
         images(analytics="registry.example:5000/mov/analytics:0.1.0"),
         # Outside prod-like envs (local), a floating tag is the operator's choice.
         {**images(mosquitto="eclipse-mosquitto:latest"), "stack_strict_image_tags": False},
-        {**GOOD, "stack_image_source": "bundle", "stack_bundle_dir": "/srv/bundle",
-         "stack_bundle_build": ["mosquitto", "analytics"]},
+        {
+            **GOOD,
+            "stack_image_source": "bundle",
+            "stack_bundle_dir": "/srv/bundle",
+            "stack_bundle_build": ["mosquitto", "analytics"],
+        },
     ],
     ids=["subset", "full", "digest", "registry-port", "latest-local", "bundle"],
 )
@@ -37,10 +46,14 @@ def test_valid_stack_settings_pass(role_preflight: PreflightRunner, variables: d
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
-        (images(mosquitto="eclipse-mosquitto:latest"),
-         "stack_images.mosquitto (eclipse-mosquitto:latest) is not pinned"),
-        ({**images(influxdb="influxdb:2"), "stack_services": ["influxdb"]},
-         "stack_images.influxdb (influxdb:2) is not pinned"),
+        (
+            images(mosquitto="eclipse-mosquitto:latest"),
+            "stack_images.mosquitto (eclipse-mosquitto:latest) is not pinned",
+        ),
+        (
+            {**images(influxdb="influxdb:2"), "stack_services": ["influxdb"]},
+            "stack_images.influxdb (influxdb:2) is not pinned",
+        ),
         (images(analytics="mov/analytics:v1"), "stack_images.analytics (mov/analytics:v1) is not pinned"),
         (images(mosquitto="eclipse-mosquitto"), "stack_images.mosquitto (eclipse-mosquitto) is not pinned"),
         (images(analytics="registry.example:5000/mov/analytics"), "stack_images.analytics"),
@@ -49,8 +62,10 @@ def test_valid_stack_settings_pass(role_preflight: PreflightRunner, variables: d
         ({**GOOD, "stack_services": ["mosquitto", "influx"]}, "not known: influx"),
         ({**GOOD, "stack_services": []}, "stack_services () must be a non-empty list"),
         ({**GOOD, "stack_services": ["mosquitto", "mosquitto"]}, "without duplicates"),
-        ({**GOOD, "stack_services": ["grafana"], "stack_images": {"mosquitto": "eclipse-mosquitto:2.0.21"}},
-         "stack_images has no image for: grafana"),
+        (
+            {**GOOD, "stack_services": ["grafana"], "stack_images": {"mosquitto": "eclipse-mosquitto:2.0.21"}},
+            "stack_images has no image for: grafana",
+        ),
         ({**GOOD, "stack_mqtt_tls_port": 1884}, "stack_mqtt_tls_port (1884) is published to the world"),
         ({**GOOD, "stack_public_tcp_ports": [443]}, "must be one of stack_public_tcp_ports (443"),
         ({**GOOD, "stack_grafana_port": 8883}, "all must be distinct port numbers"),

@@ -33,29 +33,55 @@ def gen() -> ModuleType:
 
 
 def service(name: str, state: str = "running", health: str = "healthy") -> dict[str, Any]:
-    return {"service": name, "state": state, "health": health, "uptime_s": 7200, "container": f"mov-{name}-1",
-            "image": f"registry.internal.example:5000/mov/{name}:1.0"}
+    return {
+        "service": name,
+        "state": state,
+        "health": health,
+        "uptime_s": 7200,
+        "container": f"mov-{name}-1",
+        "image": f"registry.internal.example:5000/mov/{name}:1.0",
+    }
 
 
 def all_ok() -> dict[str, Any]:
     return {
         "now": NOW,
         "movctl": {
-            "env": "prod", "ok": True,
+            "env": "prod",
+            "ok": True,
             "services": [service(n) for n in ("mosquitto", "telegraf", "influxdb", "grafana", "analytics")],
             "backup": {"installed": True, "result": "ok"},
-            "certificate": {"file": "/opt/mov/tls/fullchain.pem", "domains": ["mov.example.com"],
-                            "not_after": "2027-02-20T10:00:00+00:00", "days_left": 85},
-            "disk": [{"path": "/var/lib/docker", "free_bytes": 50 * 1024**3, "total_bytes": 100 * 1024**3,
-                      "free_percent": 50.0}],
+            "certificate": {
+                "file": "/opt/mov/tls/fullchain.pem",
+                "domains": ["mov.example.com"],
+                "not_after": "2027-02-20T10:00:00+00:00",
+                "days_left": 85,
+            },
+            "disk": [
+                {
+                    "path": "/var/lib/docker",
+                    "free_bytes": 50 * 1024**3,
+                    "total_bytes": 100 * 1024**3,
+                    "free_percent": 50.0,
+                }
+            ],
             "attention": [],
         },
-        "backup": {"time": "2026-11-26T02:30:05+00:00", "result": "ok", "snapshot": "20261126T023000Z",
-                   "offsite": "ok"},
+        "backup": {
+            "time": "2026-11-26T02:30:05+00:00",
+            "result": "ok",
+            "snapshot": "20261126T023000Z",
+            "offsite": "ok",
+        },
         "drill": {"time": "2026-11-22T04:30:00+00:00", "result": "ok", "snapshot": "20261122T023000Z"},
-        "readings": {"available": True, "error": "",
-                     "sites": [{"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
-                               {"site": "caldeira", "time": "2026-11-26T11:58:00Z"}]},
+        "readings": {
+            "available": True,
+            "error": "",
+            "sites": [
+                {"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
+                {"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
+            ],
+        },
     }
 
 
@@ -69,6 +95,7 @@ def levels(page: Any, title: str) -> list[str]:
 
 
 # --- states ------------------------------------------------------------------------------------------
+
 
 def test_all_ok(gen: ModuleType) -> None:
     page, text = build(gen, all_ok())
@@ -92,12 +119,15 @@ def test_every_service_down_is_down(gen: ModuleType) -> None:
     assert build(gen, inputs)[0].state == "down"
 
 
-@pytest.mark.parametrize("part, change", [
-    ("backup", {"result": "failed", "error": "rclone: https://backup-user:hunter2@storage.internal/ refused"}),
-    ("backup", {"time": "2026-11-24T02:30:00+00:00"}),
-    ("drill", {"result": "failed", "error": "restored copy differs from production: influxdb"}),
-    ("drill", {"time": "2026-11-01T04:30:00+00:00"}),
-])
+@pytest.mark.parametrize(
+    "part, change",
+    [
+        ("backup", {"result": "failed", "error": "rclone: https://backup-user:hunter2@storage.internal/ refused"}),
+        ("backup", {"time": "2026-11-24T02:30:00+00:00"}),
+        ("drill", {"result": "failed", "error": "restored copy differs from production: influxdb"}),
+        ("drill", {"time": "2026-11-01T04:30:00+00:00"}),
+    ],
+)
 def test_backup_or_drill_failed_or_old_is_degraded(gen: ModuleType, part: str, change: dict[str, Any]) -> None:
     inputs = all_ok()
     inputs[part].update(change)
@@ -138,8 +168,11 @@ def test_no_influxdb_on_this_host(gen: ModuleType) -> None:
 
 
 def test_movctl_missing_says_so(gen: ModuleType, tmp_path: Path) -> None:
-    cfg = gen.Config(movctl=str(tmp_path / "no-movctl"), backup_status_file=str(tmp_path / "none.json"),
-                     drill_status_file=str(tmp_path / "none2.json"))
+    cfg = gen.Config(
+        movctl=str(tmp_path / "no-movctl"),
+        backup_status_file=str(tmp_path / "none.json"),
+        drill_status_file=str(tmp_path / "none2.json"),
+    )
     inputs = gen.gather(cfg)
     page = gen.build_page(cfg, inputs)
     text = gen.render_html(page)
@@ -149,13 +182,14 @@ def test_movctl_missing_says_so(gen: ModuleType, tmp_path: Path) -> None:
 
 def test_movctl_failing_says_so(gen: ModuleType, tmp_path: Path) -> None:
     fake = tmp_path / "movctl"
-    fake.write_text(f"#!/bin/sh\necho '{{\"ok\": false, \"error\": \"token {TOKEN}\", \"exit_code\": 3}}'\nexit 3\n")
+    fake.write_text(f'#!/bin/sh\necho \'{{"ok": false, "error": "token {TOKEN}", "exit_code": 3}}\'\nexit 3\n')
     fake.chmod(0o755)
     doc = gen.read_movctl(gen.Config(movctl=str(fake)))
     assert doc == {"error": "movctl status failed (exit 3)"}
 
 
 # --- no secrets, escaping ----------------------------------------------------------------------------
+
 
 def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_path: Path) -> None:
     inputs = all_ok()
@@ -164,7 +198,7 @@ def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_p
     inputs["movctl"]["attention"] = [f"token {TOKEN}"]
     inputs["movctl"]["env"] = "<b>prod</b>"
     inputs["movctl"]["certificate"]["file"] = f"/opt/mov/tls/{TOKEN}"
-    inputs["readings"]["sites"][0]["site"] = "a&b\"<i>"
+    inputs["readings"]["sites"][0]["site"] = 'a&b"<i>'
     inputs["backup"]["error"] = f"password={TOKEN}"
     inputs["backup"]["result"] = "failed"
     inputs["drill"]["error"] = f"Authorization: Token {TOKEN}"
@@ -172,9 +206,21 @@ def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_p
     source.write_text(json.dumps(inputs))
     out = tmp_path / "page"
     out.mkdir()
-    result = subprocess.run([sys.executable, str(GENERATOR), "--config", str(write_config(tmp_path)),
-                             "--from-json", str(source), "--out", str(out)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(GENERATOR),
+            "--config",
+            str(write_config(tmp_path)),
+            "--from-json",
+            str(source),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     text = (out / "index.html").read_text()
     status = (out / "status.json").read_text()
@@ -196,23 +242,30 @@ def write_config(tmp_path: Path) -> Path:
 
 
 def test_flux_csv_parsing(gen: ModuleType) -> None:
-    text = ("#group,false,false,true,false\r\n#datatype,string,long,string,dateTime:RFC3339\r\n"
-            ",result,table,localizacao,_time\r\n,_result,0,caldeira,2026-11-26T11:58:00Z\r\n"
-            ",_result,1,linha_1,2026-11-26T11:59:30Z\r\n\r\n")
-    assert gen.parse_flux_csv(text, "localizacao") == [{"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
-                                                       {"site": "linha_1", "time": "2026-11-26T11:59:30Z"}]
+    text = (
+        "#group,false,false,true,false\r\n#datatype,string,long,string,dateTime:RFC3339\r\n"
+        ",result,table,localizacao,_time\r\n,_result,0,caldeira,2026-11-26T11:58:00Z\r\n"
+        ",_result,1,linha_1,2026-11-26T11:59:30Z\r\n\r\n"
+    )
+    assert gen.parse_flux_csv(text, "localizacao") == [
+        {"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
+        {"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
+    ]
     query = gen.flux_last_per_site(gen.Config(influxdb_bucket="mov_dados"))
     assert 'from(bucket: "mov_dados")' in query and 'group(columns: ["localizacao"])' in query
     # last() right after the filter, where InfluxDB pushes it down to storage.
-    assert "|> filter(fn: (r) => exists r[\"localizacao\"]) |> last() |> keep(" in query
+    assert '|> filter(fn: (r) => exists r["localizacao"]) |> last() |> keep(' in query
     # Flux string literals: no \\u escapes (Flux refuses them), ${ not interpolated.
     assert gen.flux_string('sala_ç"${x}\\') == '"sala_ç\\"\\${x}\\\\"'
 
 
-
 def test_readings_token_missing(gen: ModuleType, tmp_path: Path) -> None:
-    cfg = gen.Config(influxdb_url="http://127.0.0.1:9", influxdb_org="o", influxdb_bucket="b",
-                     influxdb_token_file=str(tmp_path / "missing"))
+    cfg = gen.Config(
+        influxdb_url="http://127.0.0.1:9",
+        influxdb_org="o",
+        influxdb_bucket="b",
+        influxdb_token_file=str(tmp_path / "missing"),
+    )
     assert gen.read_readings(cfg)["error"].startswith("no read token yet")
 
 
@@ -229,8 +282,8 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
     pos, idat = 8, b""
     width = height = channels = 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
@@ -246,7 +299,7 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
     previous = bytearray(stride)
     for y in range(height):
         kind = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             left = line[i - channels] if i >= channels else 0
             up = previous[i]
@@ -262,7 +315,7 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
                 pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
                 line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
         previous = line
-        rows.append(bytes(b for x in range(width) for b in line[x * channels:x * channels + 3]))
+        rows.append(bytes(b for x in range(width) for b in line[x * channels : x * channels + 3]))
     return width, height, rows
 
 
@@ -271,7 +324,7 @@ def share(rows: list[bytes], width: int, top: int, bottom: int, colour: tuple[in
     hits = total = 0
     for row in rows[top:bottom]:
         for x in range(0, width, 2):
-            r, g, b = row[3 * x:3 * x + 3]
+            r, g, b = row[3 * x : 3 * x + 3]
             total += 1
             hits += abs(r - colour[0]) + abs(g - colour[1]) + abs(b - colour[2]) <= 24
     return hits / total
@@ -281,8 +334,10 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    pytest.fail("headless Chromium is needed for the status page's screenshot test: apt-get install -y chromium "
-                "(.ci/run installs it)")
+    pytest.fail(
+        "headless Chromium is needed for the status page's screenshot test: apt-get install -y chromium "
+        "(.ci/run installs it)"
+    )
 
 
 def screenshot(gen: ModuleType, inputs: dict[str, Any], tmp_path: Path, name: str) -> tuple[int, int, list[bytes]]:
@@ -292,10 +347,23 @@ def screenshot(gen: ModuleType, inputs: dict[str, Any], tmp_path: Path, name: st
     source.write_text(json.dumps(inputs))
     assert gen.main(["--config", str(write_config(tmp_path)), "--from-json", str(source), "--out", str(out)]) == 0
     shot = tmp_path / f"{name}.png"
-    result = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                             f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                             "--window-size=1000,800", (out / "index.html").as_uri()],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1000,800",
+            (out / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert shot.is_file(), f"chromium wrote no screenshot (exit {result.returncode}): {result.stderr[-2000:]}"
     return decode_png(shot.read_bytes())
 
@@ -313,9 +381,13 @@ def test_screenshot_shows_the_state(gen: ModuleType, tmp_path: Path) -> None:
     _, _, down_rows = screenshot(gen, down, tmp_path, "down")
 
     # The banner is the page's top 60 px: mostly its state's colour, none of another state's.
-    banner = {name: {colour: share(rows, width, 5, 60, rgb)
-                     for colour, rgb in (("green", GREEN), ("yellow", YELLOW), ("red", RED))}
-              for name, rows in (("ok", ok_rows), ("degraded", degraded_rows), ("down", down_rows))}
+    banner = {
+        name: {
+            colour: share(rows, width, 5, 60, rgb)
+            for colour, rgb in (("green", GREEN), ("yellow", YELLOW), ("red", RED))
+        }
+        for name, rows in (("ok", ok_rows), ("degraded", degraded_rows), ("down", down_rows))
+    }
     print(f"banner colour shares: {banner}")
     assert banner["ok"]["green"] > 0.5 and banner["ok"]["red"] < 0.01, banner
     assert banner["degraded"]["yellow"] > 0.5 and banner["degraded"]["green"] < 0.01, banner
@@ -326,6 +398,7 @@ def test_screenshot_shows_the_state(gen: ModuleType, tmp_path: Path) -> None:
 
 
 # --- the config tree: the minute job and the role's place -----------------------------------------------
+
 
 def test_the_page_is_written_every_minute_and_can_be_switched_off() -> None:
     # The role owns its job (roles/status_page/tasks/run.yml, through the cron role's jobs entry point), so the
@@ -338,13 +411,18 @@ def test_the_page_is_written_every_minute_and_can_be_switched_off() -> None:
 
 def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
     seen: dict[str, str] = {}
-    answer = (",result,table,localizacao,_time\r\n,_result,0,linha_1,2026-11-26T11:59:30Z\r\n"
-              ",_result,1,caldeira,2026-11-26T11:58:00Z\r\n\r\n")
+    answer = (
+        ",result,table,localizacao,_time\r\n,_result,0,linha_1,2026-11-26T11:59:30Z\r\n"
+        ",_result,1,caldeira,2026-11-26T11:58:00Z\r\n\r\n"
+    )
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            seen.update(path=self.path, auth=self.headers.get("Authorization", ""),
-                        body=self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
+            seen.update(
+                path=self.path,
+                auth=self.headers.get("Authorization", ""),
+                body=self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode(),
+            )
             self.send_response(200)
             self.send_header("Content-Type", "text/csv")
             self.end_headers()
@@ -358,14 +436,23 @@ def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
     token = tmp_path / "influxdb.token"
     token.write_text(TOKEN + "\n")
     try:
-        cfg = gen.Config(influxdb_url=f"http://127.0.0.1:{server.server_port}", influxdb_org="mov_industria",
-                         influxdb_bucket="mov_dados", influxdb_token_file=str(token))
+        cfg = gen.Config(
+            influxdb_url=f"http://127.0.0.1:{server.server_port}",
+            influxdb_org="mov_industria",
+            influxdb_bucket="mov_dados",
+            influxdb_token_file=str(token),
+        )
         readings = gen.read_readings(cfg)
     finally:
         server.shutdown()
-    assert readings == {"available": True, "error": "",
-                        "sites": [{"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
-                                  {"site": "linha_1", "time": "2026-11-26T11:59:30Z"}]}
+    assert readings == {
+        "available": True,
+        "error": "",
+        "sites": [
+            {"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
+            {"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
+        ],
+    }
     assert seen["path"] == "/api/v2/query?org=mov_industria" and seen["auth"] == f"Token {TOKEN}"
     assert 'from(bucket: "mov_dados")' in seen["body"]
     text = gen.render_html(gen.build_page(cfg, {**all_ok(), "readings": readings}))

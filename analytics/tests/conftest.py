@@ -33,8 +33,7 @@ topic write mov/dados/#
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto", users={WORKER_USER: WORKER_PASSWORD, SENSOR_USER: SENSOR_PASSWORD},
-                  acl=ACL)
+    m = Mosquitto(tmp_path / "mosquitto", users={WORKER_USER: WORKER_PASSWORD, SENSOR_USER: SENSOR_PASSWORD}, acl=ACL)
     m.start()
     yield m
     m.stop()
@@ -72,8 +71,16 @@ def reading(value: float, t: float, device: str = "sensor_001", seq: int | None 
     fields: dict[str, float] = {"temperatura_c": value, "umidade": 45.2}
     if seq is not None:
         fields["seq"] = seq
-    return {"timestamp": t, "tags": {"dispositivo": device, "localizacao": "sala_servidores",
-                                     "tipo": "temperatura", "cliente": "industria_abc"}, "fields": fields}
+    return {
+        "timestamp": t,
+        "tags": {
+            "dispositivo": device,
+            "localizacao": "sala_servidores",
+            "tipo": "temperatura",
+            "cliente": "industria_abc",
+        },
+        "fields": fields,
+    }
 
 
 class WorkerProcess:
@@ -82,12 +89,25 @@ class WorkerProcess:
     def __init__(self, tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, **overrides: Any) -> None:
         self.metrics_port = free_port()
         cfg: dict[str, Any] = {
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"mov-analytics-test-{broker.port}",
-                     "username": WORKER_USER, "password_file": str(tmp_path / "mqtt_password"),
-                     "reconnect_min_delay_s": 1, "reconnect_max_delay_s": 2, "keepalive_s": 5},
-            "influxdb": {"url": double.url, "token_file": str(tmp_path / "influx_token"), "batch_size": 200,
-                         "flush_interval_ms": 50, "retry_initial_ms": 100, "retry_max_ms": 500,
-                         "write_readings": True},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker.port,
+                "client_id": f"mov-analytics-test-{broker.port}",
+                "username": WORKER_USER,
+                "password_file": str(tmp_path / "mqtt_password"),
+                "reconnect_min_delay_s": 1,
+                "reconnect_max_delay_s": 2,
+                "keepalive_s": 5,
+            },
+            "influxdb": {
+                "url": double.url,
+                "token_file": str(tmp_path / "influx_token"),
+                "batch_size": 200,
+                "flush_interval_ms": 50,
+                "retry_initial_ms": 100,
+                "retry_max_ms": 500,
+                "write_readings": True,
+            },
             "validation": {"max_past_s": 3600},
             "heartbeat_interval_s": 0,
             "http": {"host": "127.0.0.1", "port": self.metrics_port},
@@ -106,8 +126,9 @@ class WorkerProcess:
 
     def start(self, wait_healthy: bool = True) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "mov_analytics", "--config", str(self.config)],
-                                         stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mov_analytics", "--config", str(self.config)], stdout=log, stderr=log
+            )
         if wait_healthy:
             assert self.wait_health(200, 20), f"worker never became healthy:\n{self.log.read_text()[-3000:]}"
 

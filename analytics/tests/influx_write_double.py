@@ -43,7 +43,7 @@ def _split_unescaped(text: str, separator: str, quotes: bool = False) -> list[st
     while i < len(text):
         char = text[i]
         if char == "\\" and i + 1 < len(text):
-            current.append(text[i:i + 2])
+            current.append(text[i : i + 2])
             i += 2
             continue
         if quotes and char == '"':
@@ -103,8 +103,15 @@ def parse_line(line: str, arrived: float = 0.0) -> Point:
 
 
 class InfluxWriteDouble:
-    def __init__(self, token: str = "test-token", org: str = "mov_industria", bucket: str = "mov_dados",
-                 host: str = "127.0.0.1", port: int = 0, parse: bool = True) -> None:
+    def __init__(
+        self,
+        token: str = "test-token",
+        org: str = "mov_industria",
+        bucket: str = "mov_dados",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        parse: bool = True,
+    ) -> None:
         self.token, self.org, self.bucket, self.host = token, org, bucket, host
         self.parse = parse
         self.mode = "ok"
@@ -148,8 +155,9 @@ class InfluxWriteDouble:
                 # Answer while holding the lock: go_away() cannot cut a connection between recording a
                 # batch and acknowledging it, so "recorded" always means "acknowledged".
                 with double._lock:
-                    status = double._handle(self.path, self.headers.get("Authorization", ""),
-                                            self.headers.get("Content-Encoding", ""), body)
+                    status = double._handle(
+                        self.path, self.headers.get("Authorization", ""), self.headers.get("Content-Encoding", ""), body
+                    )
                     self.send_response(status)
                     payload = b"" if status == 204 else b'{"code":"error","message":"double says no"}'
                     self.send_header("Content-Length", str(len(payload)))
@@ -165,8 +173,7 @@ class InfluxWriteDouble:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        kwargs={"poll_interval": 0.05})
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05})
         self._thread.start()
 
     def go_away(self) -> None:

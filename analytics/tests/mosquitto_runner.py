@@ -32,8 +32,14 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 class Mosquitto:
     """``users`` maps user -> password; ``acl`` is the ACL file text. Without users the broker is anonymous."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None, acl: str | None = None,
-                 port: int | None = None, persistence: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
+        port: int | None = None,
+        persistence: bool = True,
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()

@@ -39,9 +39,28 @@ class _State:
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (openssl), returned as (cert, key)."""
     cert, key = directory / "relay.crt", directory / "relay.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -125,8 +144,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class SmtpRelay:
-    def __init__(self, cert: Path | None = None, key: Path | None = None,
-                 users: dict[str, str] | None = None) -> None:
+    def __init__(self, cert: Path | None = None, key: Path | None = None, users: dict[str, str] | None = None) -> None:
         context = None
         if cert is not None and key is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -34,8 +34,10 @@ class Inbox:
         return "250 OK"
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (RELAY_USER.encode(),
-                                                                                  RELAY_PASSWORD.encode())
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            RELAY_USER.encode(),
+            RELAY_PASSWORD.encode(),
+        )
         if ok:
             self.logins.append(RELAY_USER)
         return AuthResult(success=ok)
@@ -48,8 +50,15 @@ def relay(tmp_path: Path) -> Iterator[tuple[Inbox, int, Path]]:
     context.load_cert_chain(str(cert), str(key))
     inbox = Inbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            authenticator=inbox.authenticate, auth_require_tls=True)
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=inbox.authenticate,
+        auth_require_tls=True,
+    )
     controller.start()
     try:
         yield inbox, port, cert
@@ -57,15 +66,25 @@ def relay(tmp_path: Path) -> Iterator[tuple[Inbox, int, Path]]:
         controller.stop()
 
 
-def test_a_critical_reading_is_mailed_through_the_relay(tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble,
-                                                       relay: tuple[Inbox, int, Path],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_critical_reading_is_mailed_through_the_relay(
+    tmp_path: Path,
+    broker: Mosquitto,
+    double: InfluxWriteDouble,
+    relay: tuple[Inbox, int, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     inbox, port, cert = relay
     (tmp_path / "smtp_password").write_text(RELAY_PASSWORD + "\n")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the worker trusts the relay's certificate as a system CA
-    email = {"host": "127.0.0.1", "port": port, "starttls": True, "username": RELAY_USER,
-             "password_file": str(tmp_path / "smtp_password"), "sender": "mov@example.com",
-             "recipients": ["ops@example.com", "oncall@example.com"]}
+    email = {
+        "host": "127.0.0.1",
+        "port": port,
+        "starttls": True,
+        "username": RELAY_USER,
+        "password_file": str(tmp_path / "smtp_password"),
+        "sender": "mov@example.com",
+        "recipients": ["ops@example.com", "oncall@example.com"],
+    }
     w = WorkerProcess(tmp_path, broker, double, alerts={"email": email})
     w.start()
     publisher = Publisher(broker.port)
@@ -80,7 +99,11 @@ def test_a_critical_reading_is_mailed_through_the_relay(tmp_path: Path, broker: 
     assert len(inbox.messages) == 1, w.log.read_text()[-2000:]
     sender, recipients, message, tls = inbox.messages[0]
     assert (sender, recipients, tls, inbox.logins) == (
-        "mov@example.com", ["ops@example.com", "oncall@example.com"], True, [RELAY_USER])
+        "mov@example.com",
+        ["ops@example.com", "oncall@example.com"],
+        True,
+        [RELAY_USER],
+    )
     assert message["Subject"] == "[MOV critico] industria_abc/sensor_001"
     body = message.get_content()
     assert "36.5" in body and '"kind": "critico"' in body

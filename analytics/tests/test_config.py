@@ -44,26 +44,29 @@ def test_secret_from_file(tmp_path: Path) -> None:
     assert cfg.influxdb.token == "s3cr3t"
 
 
-@pytest.mark.parametrize(("raw", "key"), [
-    ({"mqtt": {"port": "abc"}}, "mqtt.port"),
-    ({"mqtt": {"port": 70000}}, "mqtt.port"),
-    ({"mqtt": {"qos": 0}}, "mqtt.qos"),
-    ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.pem"}}}, "mqtt.tls.ca_file"),
-    ({"mqtt": {"prot": 1883}}, "mqtt.prot"),
-    ({"influxdb": {"url": "localhost:8086"}}, "influxdb.url"),
-    ({"influxdb": {"batch_size": 0}}, "influxdb.batch_size"),
-    ({"influxdb": {"batch_size": 100, "buffer_max_points": 50}}, "influxdb.buffer_max_points"),
-    ({"influxdb": {"token": "a", "token_file": "/x"}}, "influxdb.token"),
-    ({"influxdb": {"token_file": "/nonexistent/token"}}, "influxdb.token_file"),
-    ({"rules": [{"field": "temperatura_c", "alerta": 35, "critico": 30}]}, "rules[0].critico"),
-    ({"rules": [{"field": "temperatura_c", "alerta": 30}]}, "rules[0].critico"),
-    ({"rules": [{"alerta": 30, "critico": 35}]}, "rules[0].field"),
-    ({"rules": [{"field": "t", "alerta": 30, "critico": 35, "direction": "up"}]}, "rules[0].direction"),
-    ({"validation": {"extra_keys": "maybe"}}, "validation.extra_keys"),
-    ({"alerts": {"email": {"host": "smtp.example", "sender": "a@b"}}}, "alerts.email.recipients"),
-    ({"log_level": "LOUD"}, "log_level"),
-    ({"heartbeat_interval_s": "often"}, "heartbeat_interval_s"),
-])
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"mqtt": {"port": "abc"}}, "mqtt.port"),
+        ({"mqtt": {"port": 70000}}, "mqtt.port"),
+        ({"mqtt": {"qos": 0}}, "mqtt.qos"),
+        ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.pem"}}}, "mqtt.tls.ca_file"),
+        ({"mqtt": {"prot": 1883}}, "mqtt.prot"),
+        ({"influxdb": {"url": "localhost:8086"}}, "influxdb.url"),
+        ({"influxdb": {"batch_size": 0}}, "influxdb.batch_size"),
+        ({"influxdb": {"batch_size": 100, "buffer_max_points": 50}}, "influxdb.buffer_max_points"),
+        ({"influxdb": {"token": "a", "token_file": "/x"}}, "influxdb.token"),
+        ({"influxdb": {"token_file": "/nonexistent/token"}}, "influxdb.token_file"),
+        ({"rules": [{"field": "temperatura_c", "alerta": 35, "critico": 30}]}, "rules[0].critico"),
+        ({"rules": [{"field": "temperatura_c", "alerta": 30}]}, "rules[0].critico"),
+        ({"rules": [{"alerta": 30, "critico": 35}]}, "rules[0].field"),
+        ({"rules": [{"field": "t", "alerta": 30, "critico": 35, "direction": "up"}]}, "rules[0].direction"),
+        ({"validation": {"extra_keys": "maybe"}}, "validation.extra_keys"),
+        ({"alerts": {"email": {"host": "smtp.example", "sender": "a@b"}}}, "alerts.email.recipients"),
+        ({"log_level": "LOUD"}, "log_level"),
+        ({"heartbeat_interval_s": "often"}, "heartbeat_interval_s"),
+    ],
+)
 def test_errors_name_the_key(raw: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         from_mapping(raw)
@@ -74,8 +77,13 @@ def test_errors_name_the_key(raw: dict[str, object], key: str) -> None:
 def test_cli_exits_2_with_the_key_on_stderr(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("influxdb:\n  batch_size: -1\n")
-    result = subprocess.run([sys.executable, "-m", "mov_analytics", "--config", str(path)],
-                            check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mov_analytics", "--config", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "influxdb.batch_size" in result.stderr and "expected an integer" in result.stderr
 

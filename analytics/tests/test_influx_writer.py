@@ -31,9 +31,20 @@ def double() -> Iterator[InfluxWriteDouble]:
 
 
 def make_writer(double: InfluxWriteDouble, **overrides: object) -> tuple[InfluxWriter, Metrics]:
-    cfg = replace(InfluxConfig(url=double.url, token="t0ken", batch_size=100, flush_interval_ms=50,
-                               buffer_max_points=10_000, retry_initial_ms=50, retry_max_ms=400,
-                               timeout_ms=2000, auth_retry_interval_s=60.0), **overrides)  # type: ignore[arg-type]
+    cfg = replace(
+        InfluxConfig(
+            url=double.url,
+            token="t0ken",
+            batch_size=100,
+            flush_interval_ms=50,
+            buffer_max_points=10_000,
+            retry_initial_ms=50,
+            retry_max_ms=400,
+            timeout_ms=2000,
+            auth_retry_interval_s=60.0,
+        ),
+        **overrides,  # type: ignore[arg-type]
+    )
     metrics = Metrics()
     writer = InfluxWriter(cfg, metrics, InfluxClientTransport(cfg))
     writer.start()
@@ -41,8 +52,12 @@ def make_writer(double: InfluxWriteDouble, **overrides: object) -> tuple[InfluxW
 
 
 def point(i: int) -> str:
-    return line("mov_leituras", {"cliente": "abc", "dispositivo": f"s{i % 7}"}, {"seq": i, "v": i / 10},
-                1_705_314_600_000_000_000 + i)
+    return line(
+        "mov_leituras",
+        {"cliente": "abc", "dispositivo": f"s{i % 7}"},
+        {"seq": i, "v": i / 10},
+        1_705_314_600_000_000_000 + i,
+    )
 
 
 def wait_until(predicate: object, timeout_s: float) -> bool:
@@ -59,8 +74,12 @@ def seqs(double: InfluxWriteDouble) -> list[int]:
 
 
 def test_line_protocol_escaping_round_trips() -> None:
-    text = line("my measurement", {"dispositivo": "a b,c=d", "localizacao": "sala\\x"},
-                {"status": 'say "hi"', "v": 1.5, "n": 3, "ok": True}, 42)
+    text = line(
+        "my measurement",
+        {"dispositivo": "a b,c=d", "localizacao": "sala\\x"},
+        {"status": 'say "hi"', "v": 1.5, "n": 3, "ok": True},
+        42,
+    )
     parsed = parse_line(text)
     assert parsed.measurement == "my measurement"
     assert dict(parsed.tags) == {"dispositivo": "a b,c=d", "localizacao": "sala\\x"}
@@ -131,8 +150,16 @@ def test_outage_every_accepted_point_written_after_it_none_twice(double: InfluxW
 def test_buffer_full_drops_oldest_counted_and_reported(double: InfluxWriteDouble) -> None:
     double.mode = "unavailable"
     overflow_calls: list[int] = []
-    cfg = InfluxConfig(url=double.url, token="t0ken", batch_size=10, flush_interval_ms=10, buffer_max_points=100,
-                       retry_initial_ms=20, retry_max_ms=50, timeout_ms=2000)
+    cfg = InfluxConfig(
+        url=double.url,
+        token="t0ken",
+        batch_size=10,
+        flush_interval_ms=10,
+        buffer_max_points=100,
+        retry_initial_ms=20,
+        retry_max_ms=50,
+        timeout_ms=2000,
+    )
     metrics = Metrics()
     writer = InfluxWriter(cfg, metrics, InfluxClientTransport(cfg), on_overflow=overflow_calls.append)
     writer.start()
@@ -156,9 +183,17 @@ def test_buffer_full_drops_oldest_counted_and_reported(double: InfluxWriteDouble
 def test_401_fails_loudly_without_a_retry_storm(double: InfluxWriteDouble) -> None:
     double.mode = "unauthorized"
     auth_errors: list[str] = []
-    cfg = InfluxConfig(url=double.url, token="t0ken", batch_size=10, flush_interval_ms=10,
-                       buffer_max_points=1000, retry_initial_ms=10, retry_max_ms=20, timeout_ms=2000,
-                       auth_retry_interval_s=1.0)
+    cfg = InfluxConfig(
+        url=double.url,
+        token="t0ken",
+        batch_size=10,
+        flush_interval_ms=10,
+        buffer_max_points=1000,
+        retry_initial_ms=10,
+        retry_max_ms=20,
+        timeout_ms=2000,
+        auth_retry_interval_s=1.0,
+    )
     metrics = Metrics()
     writer = InfluxWriter(cfg, metrics, InfluxClientTransport(cfg), on_auth_failure=auth_errors.append)
     writer.start()

@@ -15,8 +15,12 @@ NOW = 1_705_314_600.0  # 2024-01-15T10:30:00Z
 TOPIC = "mov/dados/industria_abc/sensor_001/telemetria"
 PLATFORM_PAYLOAD: dict[str, Any] = {
     "timestamp": "2024-01-15T10:30:00Z",
-    "tags": {"dispositivo": "sensor_001", "localizacao": "sala_servidores", "tipo": "temperatura",
-             "cliente": "industria_abc"},
+    "tags": {
+        "dispositivo": "sensor_001",
+        "localizacao": "sala_servidores",
+        "tipo": "temperatura",
+        "cliente": "industria_abc",
+    },
     "fields": {"temperatura_c": 23.5, "umidade": 45.2, "pressao": 1013.25},
 }
 
@@ -51,27 +55,33 @@ def test_platform_payload_is_accepted() -> None:
     assert not reading.had_unknown_keys
 
 
-@pytest.mark.parametrize(("stamp", "expected_ns"), [
-    (1_705_314_600, 1_705_314_600 * 10**9),                 # seconds
-    (1_705_314_600.25, 1_705_314_600_250_000_000),          # fractional seconds
-    (1_705_314_600_123, 1_705_314_600_123_000_000),         # milliseconds
-    (1_705_314_600_123_456, 1_705_314_600_123_456_000),     # microseconds
-    (1_705_314_600_123_456_789, 1_705_314_600_123_456_789),  # nanoseconds
-    ("2024-01-15T10:30:00.5+00:00", 1_705_314_600_500_000_000),
-    ("2024-01-15T07:30:00-03:00", 1_705_314_600 * 10**9),
-])
+@pytest.mark.parametrize(
+    ("stamp", "expected_ns"),
+    [
+        (1_705_314_600, 1_705_314_600 * 10**9),  # seconds
+        (1_705_314_600.25, 1_705_314_600_250_000_000),  # fractional seconds
+        (1_705_314_600_123, 1_705_314_600_123_000_000),  # milliseconds
+        (1_705_314_600_123_456, 1_705_314_600_123_456_000),  # microseconds
+        (1_705_314_600_123_456_789, 1_705_314_600_123_456_789),  # nanoseconds
+        ("2024-01-15T10:30:00.5+00:00", 1_705_314_600_500_000_000),
+        ("2024-01-15T07:30:00-03:00", 1_705_314_600 * 10**9),
+    ],
+)
 def test_timestamp_units(stamp: object, expected_ns: int) -> None:
     assert validator().parse(TOPIC, encode(payload(timestamp=stamp))).time_ns == expected_ns
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b'{"timestamp": ', "malformed_json"),
-    (b"\xff\xfe{}", "invalid_utf8"),
-    (b'{"tags": "\xc3\x28"}', "invalid_utf8"),
-    (b"[1, 2, 3]", "not_object"),
-    (b'"just a string"', "not_object"),
-    (b"42", "not_object"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"timestamp": ', "malformed_json"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b'{"tags": "\xc3\x28"}', "invalid_utf8"),
+        (b"[1, 2, 3]", "not_object"),
+        (b'"just a string"', "not_object"),
+        (b"42", "not_object"),
+    ],
+)
 def test_undecodable_payloads(raw: bytes, reason: str) -> None:
     assert reason_of(raw) == reason
 
@@ -112,29 +122,35 @@ def test_empty_fields_is_missing() -> None:
     assert reason_of(encode(payload(fields={}))) == "missing_field"
 
 
-@pytest.mark.parametrize("doc", [
-    payload(tags=["sensor_001"]),
-    payload(fields=[23.5]),
-    payload(fields={"temperatura_c": "23.5"}),
-    payload(fields={"temperatura_c": True}),
-    payload(fields={"temperatura_c": None}),
-    payload(timestamp=True),
-    payload(timestamp={"s": 1}),
-    payload(tags={**PLATFORM_PAYLOAD["tags"], "dispositivo": 7}),
-    payload(tags={**PLATFORM_PAYLOAD["tags"], "localizacao": "a\nb"}),
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        payload(tags=["sensor_001"]),
+        payload(fields=[23.5]),
+        payload(fields={"temperatura_c": "23.5"}),
+        payload(fields={"temperatura_c": True}),
+        payload(fields={"temperatura_c": None}),
+        payload(timestamp=True),
+        payload(timestamp={"s": 1}),
+        payload(tags={**PLATFORM_PAYLOAD["tags"], "dispositivo": 7}),
+        payload(tags={**PLATFORM_PAYLOAD["tags"], "localizacao": "a\nb"}),
+    ],
+)
 def test_wrong_types(doc: dict[str, Any]) -> None:
     assert reason_of(encode(doc)) == "wrong_type"
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"timestamp": 1705314600, "tags": {"dispositivo": "sensor_001", "localizacao": "s", "tipo": "t",'
-    b' "cliente": "industria_abc"}, "fields": {"temperatura_c": NaN}}',
-    b'{"timestamp": 1705314600, "tags": {"dispositivo": "sensor_001", "localizacao": "s", "tipo": "t",'
-    b' "cliente": "industria_abc"}, "fields": {"temperatura_c": -Infinity}}',
-    b'{"timestamp": 1705314600, "tags": {"dispositivo": "sensor_001", "localizacao": "s", "tipo": "t",'
-    b' "cliente": "industria_abc"}, "fields": {"temperatura_c": 1e400}}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"timestamp": 1705314600, "tags": {"dispositivo": "sensor_001", "localizacao": "s", "tipo": "t",'
+        b' "cliente": "industria_abc"}, "fields": {"temperatura_c": NaN}}',
+        b'{"timestamp": 1705314600, "tags": {"dispositivo": "sensor_001", "localizacao": "s", "tipo": "t",'
+        b' "cliente": "industria_abc"}, "fields": {"temperatura_c": -Infinity}}',
+        b'{"timestamp": 1705314600, "tags": {"dispositivo": "sensor_001", "localizacao": "s", "tipo": "t",'
+        b' "cliente": "industria_abc"}, "fields": {"temperatura_c": 1e400}}',
+    ],
+)
 def test_non_finite_numbers(raw: bytes) -> None:
     assert reason_of(raw) == "non_finite"
 
@@ -147,16 +163,19 @@ def test_out_of_range_numbers() -> None:
     assert validator(**ranged).parse(TOPIC, encode(payload(fields={"temperatura_c": 149.0})))
 
 
-@pytest.mark.parametrize(("stamp", "reason"), [
-    ("2024-01-15T11:30:00Z", "timestamp_future"),        # an hour ahead (limit 300 s)
-    ("2024-01-01T00:00:00Z", "timestamp_past"),          # two weeks back (limit 7 days)
-    (NOW + 3600, "timestamp_future"),
-    (NOW - 30 * 86_400, "timestamp_past"),
-    (17_053_146_000, "timestamp_unit"),                  # deciseconds read as seconds: year 2510
-    (1_705_314_600 // 1000, "timestamp_unit"),            # kiloseconds: 1970
-    ("2024-01-15T10:30:00", "bad_timestamp"),             # no timezone
-    ("yesterday", "bad_timestamp"),
-])
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("2024-01-15T11:30:00Z", "timestamp_future"),  # an hour ahead (limit 300 s)
+        ("2024-01-01T00:00:00Z", "timestamp_past"),  # two weeks back (limit 7 days)
+        (NOW + 3600, "timestamp_future"),
+        (NOW - 30 * 86_400, "timestamp_past"),
+        (17_053_146_000, "timestamp_unit"),  # deciseconds read as seconds: year 2510
+        (1_705_314_600 // 1000, "timestamp_unit"),  # kiloseconds: 1970
+        ("2024-01-15T10:30:00", "bad_timestamp"),  # no timezone
+        ("yesterday", "bad_timestamp"),
+    ],
+)
 def test_timestamps_out_of_window_or_unit(stamp: object, reason: str) -> None:
     assert reason_of(encode(payload(timestamp=stamp))) == reason
 
@@ -182,12 +201,15 @@ def test_extra_fields_are_kept() -> None:
     assert validator().parse(TOPIC, encode(doc)).fields["vibracao"] == 0.02
 
 
-@pytest.mark.parametrize(("topic", "reason"), [
-    ("mov/dados/industria_abc", "bad_topic"),
-    ("mov/outros/industria_abc/sensor_001", "bad_topic"),
-    ("mov/dados/outra_industria/sensor_001", "topic_mismatch"),
-    ("mov/dados/industria_abc/sensor_999/x", "topic_mismatch"),
-])
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("mov/dados/industria_abc", "bad_topic"),
+        ("mov/outros/industria_abc/sensor_001", "bad_topic"),
+        ("mov/dados/outra_industria/sensor_001", "topic_mismatch"),
+        ("mov/dados/industria_abc/sensor_999/x", "topic_mismatch"),
+    ],
+)
 def test_topic_layout(topic: str, reason: str) -> None:
     assert reason_of(encode(PLATFORM_PAYLOAD), topic=topic) == reason
 
@@ -195,18 +217,29 @@ def test_topic_layout(topic: str, reason: str) -> None:
 NS_NOW = int(NOW) * 10**9
 
 
-@pytest.mark.parametrize("raw", [
-    encode(PLATFORM_PAYLOAD),
-    encode(payload(timestamp=NS_NOW - 5)),                                   # epoch ns (the fast path's own)
-    encode(payload(timestamp=NOW - 1.5)),                                    # float seconds
-    encode(payload(fields={"temperatura_c": 23, "umidade": -1, "pressao": 0})),  # integers become floats
-    encode(payload(fields={"temperatura_c": 1e12, "umidade": -1e12})),       # on max_abs_value
-    encode(payload(fields={"temperatura_c": 23.5, "vibracao": 0.02})),
-    encode(payload(tags={"dispositivo": "sensor_001", "localizacao": "sala " + "é" * 200, "tipo": "t" * 256,
-                         "cliente": "industria_abc"})),
-    json.dumps(PLATFORM_PAYLOAD, indent=2, ensure_ascii=False).encode(),
-    b'{"timestamp":1,"timestamp":"2024-01-15T10:30:00Z",' + encode(PLATFORM_PAYLOAD)[1:].split(b',', 1)[1],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        encode(PLATFORM_PAYLOAD),
+        encode(payload(timestamp=NS_NOW - 5)),  # epoch ns (the fast path's own)
+        encode(payload(timestamp=NOW - 1.5)),  # float seconds
+        encode(payload(fields={"temperatura_c": 23, "umidade": -1, "pressao": 0})),  # integers become floats
+        encode(payload(fields={"temperatura_c": 1e12, "umidade": -1e12})),  # on max_abs_value
+        encode(payload(fields={"temperatura_c": 23.5, "vibracao": 0.02})),
+        encode(
+            payload(
+                tags={
+                    "dispositivo": "sensor_001",
+                    "localizacao": "sala " + "é" * 200,
+                    "tipo": "t" * 256,
+                    "cliente": "industria_abc",
+                }
+            )
+        ),
+        json.dumps(PLATFORM_PAYLOAD, indent=2, ensure_ascii=False).encode(),
+        b'{"timestamp":1,"timestamp":"2024-01-15T10:30:00Z",' + encode(PLATFORM_PAYLOAD)[1:].split(b",", 1)[1],
+    ],
+)
 def test_the_fast_path_reads_what_the_full_validation_reads(raw: bytes) -> None:
     # parse() first tries a typed decode (msgspec) and falls back to the full validation (_parse_doc) for
     # anything unusual; on an accepted reading the two must agree, value types included.
@@ -222,5 +255,6 @@ def test_the_fast_path_keeps_the_configured_field_ranges() -> None:
     assert reason_of(encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 150.5})), **ranged) == "out_of_range"
     reading = validator(**ranged).parse(TOPIC, encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 150})))
     assert reading.fields == {"temperatura_c": 150.0}
-    assert reason_of(encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 2.0})), max_abs_value=1.0) == \
-        "out_of_range"
+    assert (
+        reason_of(encode(payload(timestamp=NS_NOW, fields={"temperatura_c": 2.0})), max_abs_value=1.0) == "out_of_range"
+    )

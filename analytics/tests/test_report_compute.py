@@ -19,8 +19,15 @@ from mov_analytics.report.records import StatusPoint
 
 
 def _report() -> Report:
-    return build_report(data.samples(), data.statuses(), data.RULES, start_s=data.START, end_s=data.END,
-                        publish_interval_s=data.INTERVAL, gap_factor=data.GAP_FACTOR)
+    return build_report(
+        data.samples(),
+        data.statuses(),
+        data.RULES,
+        start_s=data.START,
+        end_s=data.END,
+        publish_interval_s=data.INTERVAL,
+        gap_factor=data.GAP_FACTOR,
+    )
 
 
 def _device(report: Report, name: str) -> DeviceReport:
@@ -70,14 +77,23 @@ def test_alerts_raised_are_counted_from_status_changes() -> None:
 def test_devices_grouped_by_site_in_order() -> None:
     report = _report()
     assert [(site, [d.device.dispositivo for d in devices]) for site, devices in report.sites()] == [
-        ("linha", ["sensor_002"]), ("sala", ["sensor_001"])]
+        ("linha", ["sensor_002"]),
+        ("sala", ["sensor_001"]),
+    ]
     assert _device(report, "sensor_001").readings == 1320
 
 
 def test_a_device_with_status_changes_only_is_one_whole_window_gap() -> None:
     point = StatusPoint(data.START + 10, data.A, "critico", None)
-    report = build_report([], [point], data.RULES, start_s=data.START, end_s=data.END,
-                          publish_interval_s=data.INTERVAL, gap_factor=data.GAP_FACTOR)
+    report = build_report(
+        [],
+        [point],
+        data.RULES,
+        start_s=data.START,
+        end_s=data.END,
+        publish_interval_s=data.INTERVAL,
+        gap_factor=data.GAP_FACTOR,
+    )
     (device,) = report.devices
     assert device.fields == ()
     assert device.gaps == (Gap(data.START, data.END),)
@@ -87,8 +103,10 @@ def test_a_device_with_status_changes_only_is_one_whole_window_gap() -> None:
 def test_seconds_beyond_below_direction_and_window_end() -> None:
     low = Threshold("alerta", 5.0, "below")
     # 4 at t=0 holds 10 s to t=10; 6 at 10 is not below; 3 at 20 holds until the window's end at 22.
-    assert seconds_beyond([0.0, 10.0, 20.0], [4.0, 6.0, 3.0], low, end_s=22.0, publish_interval_s=5.0,
-                          gap_limit_s=15.0) == 12.0
+    assert (
+        seconds_beyond([0.0, 10.0, 20.0], [4.0, 6.0, 3.0], low, end_s=22.0, publish_interval_s=5.0, gap_limit_s=15.0)
+        == 12.0
+    )
     # A value exactly on the threshold is not beyond it.
     assert seconds_beyond([0.0, 5.0], [5.0, 5.0], low, end_s=100.0, publish_interval_s=5.0, gap_limit_s=15.0) == 0.0
 
@@ -100,6 +118,10 @@ def test_find_gaps_limits_are_strict() -> None:
 
 
 def test_count_alerts_only_counts_escalations() -> None:
-    points = [StatusPoint(1.0, data.A, "critico", "alerta"), StatusPoint(2.0, data.A, "alerta", "critico"),
-              StatusPoint(3.0, data.A, "normal", "alerta"), StatusPoint(4.0, data.A, "alerta", None)]
+    points = [
+        StatusPoint(1.0, data.A, "critico", "alerta"),
+        StatusPoint(2.0, data.A, "alerta", "critico"),
+        StatusPoint(3.0, data.A, "normal", "alerta"),
+        StatusPoint(4.0, data.A, "alerta", None),
+    ]
     assert count_alerts(points) == {"alerta": 1, "critico": 1}

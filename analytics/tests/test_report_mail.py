@@ -31,10 +31,23 @@ def test_sent_over_starttls_with_login_and_both_attachments(tmp_path: Path) -> N
     cert, key = make_certificate(tmp_path)
     files = _files(tmp_path)
     with SmtpRelay(cert, key, users={"mov": "relay-pw"}) as relay:
-        cfg = EmailConfig(host="127.0.0.1", port=relay.port, starttls=True, username="mov", password="relay-pw",
-                          sender="mov@example.com", recipients=("ops@example.com",), timeout_s=5.0)
-        send_report(cfg, ("boss@example.com", "ops@example.com"), "MOV weekly report", files,
-                    tls_context=ssl.create_default_context(cafile=str(cert)))
+        cfg = EmailConfig(
+            host="127.0.0.1",
+            port=relay.port,
+            starttls=True,
+            username="mov",
+            password="relay-pw",
+            sender="mov@example.com",
+            recipients=("ops@example.com",),
+            timeout_s=5.0,
+        )
+        send_report(
+            cfg,
+            ("boss@example.com", "ops@example.com"),
+            "MOV weekly report",
+            files,
+            tls_context=ssl.create_default_context(cafile=str(cert)),
+        )
     (got,) = relay.received
     assert (got.tls, got.user, got.sender) == (True, "mov", "mov@example.com")
     assert got.recipients == ["boss@example.com", "ops@example.com"]
@@ -50,18 +63,22 @@ def test_sent_over_starttls_with_login_and_both_attachments(tmp_path: Path) -> N
 def test_an_untrusted_relay_certificate_is_refused(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     with SmtpRelay(cert, key) as relay:
-        cfg = EmailConfig(host="127.0.0.1", port=relay.port, sender="mov@example.com",
-                          recipients=("ops@example.com",), timeout_s=5.0)
+        cfg = EmailConfig(
+            host="127.0.0.1", port=relay.port, sender="mov@example.com", recipients=("ops@example.com",), timeout_s=5.0
+        )
         with pytest.raises(ssl.SSLError):
             send_report(cfg, (), "MOV weekly report", _files(tmp_path))
     assert relay.received == []
 
 
-@pytest.mark.parametrize(("cfg", "key"), [
-    (EmailConfig(), "alerts.email.host"),
-    (EmailConfig(host="relay", recipients=("a@b.c",)), "alerts.email.sender"),
-    (EmailConfig(host="relay", sender="mov@b.c"), "report.recipients"),
-])
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        (EmailConfig(), "alerts.email.host"),
+        (EmailConfig(host="relay", recipients=("a@b.c",)), "alerts.email.sender"),
+        (EmailConfig(host="relay", sender="mov@b.c"), "report.recipients"),
+    ],
+)
 def test_missing_mail_settings_name_their_key(cfg: EmailConfig, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         recipients_for(cfg, ())
@@ -87,9 +104,16 @@ class _GeneratedSource:
 
 def _config(tmp_path: Path, email: dict[str, object]) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"influxdb": {"url": "http://127.0.0.1:9", "bucket": "mov_status"},
-                                    "alerts": {"email": email},
-                                    "report": {"recipients": ["boss@example.com"]}}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "influxdb": {"url": "http://127.0.0.1:9", "bucket": "mov_status"},
+                "alerts": {"email": email},
+                "report": {"recipients": ["boss@example.com"]},
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -97,8 +121,16 @@ def test_the_command_writes_both_files_and_sends_them(tmp_path: Path, monkeypatc
     monkeypatch.setattr(cli, "InfluxSource", _GeneratedSource)
     out = tmp_path / "kept" / "reports"
     with SmtpRelay() as relay:
-        config = _config(tmp_path, {"host": "127.0.0.1", "port": relay.port, "starttls": False,
-                                    "sender": "mov@example.com", "recipients": ["ops@example.com"]})
+        config = _config(
+            tmp_path,
+            {
+                "host": "127.0.0.1",
+                "port": relay.port,
+                "starttls": False,
+                "sender": "mov@example.com",
+                "recipients": ["ops@example.com"],
+            },
+        )
         code = cli.main(["--config", str(config), "--week-ending", "2026-11-22", "--out", str(out), "--send"])
     assert code == 0
     assert _GeneratedSource.windows[-1] == (datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC))
@@ -110,13 +142,16 @@ def test_the_command_writes_both_files_and_sends_them(tmp_path: Path, monkeypatc
     assert got.recipients == ["boss@example.com"]  # report.recipients wins over the alert recipients
     assert got.message["Subject"] == "MOV weekly report 2026-11-16 to 2026-11-22"
     assert sorted(p.get_filename() or "" for p in got.message.iter_attachments()) == [
-        "report-2026-11-22.html", "report-2026-11-22.pdf"]
+        "report-2026-11-22.html",
+        "report-2026-11-22.pdf",
+    ]
     attached_pdf = next(p for p in got.message.iter_attachments() if p.get_filename() == "report-2026-11-22.pdf")
     assert attached_pdf.get_content() == pdf.read_bytes()
 
 
-def test_send_without_a_relay_stops_before_querying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_send_without_a_relay_stops_before_querying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(cli, "InfluxSource", _GeneratedSource)
     before = len(_GeneratedSource.windows)
     code = cli.main(["--config", str(_config(tmp_path, {})), "--out", str(tmp_path / "out"), "--send"])

@@ -72,13 +72,30 @@ def _table(*rows: dict[str, Any]) -> FluxTable:
 def test_flux_table_records_map_to_samples() -> None:
     tags = {"cliente": "industria_abc", "dispositivo": "sensor_001", "localizacao": "sala", "tipo": "temperatura"}
     tables = [
-        _table({"result": "_result", "table": 0, "_time": START, "_field": "temperatura_c", "_value": 31.5, **tags},
-               {"result": "_result", "table": 0, "_time": START + timedelta(seconds=5), "_field": "temperatura_c",
-                "_value": 32, **tags}),
-        _table({"result": "_result", "table": 1, "_time": START, "_field": "umidade", "_value": None, **tags},
-               {"result": "_result", "table": 1, "_time": START, "_field": "umidade", "_value": "n/a", **tags},
-               {"result": "_result", "table": 1, "_time": START, "_field": "pressao", "_value": 1013.2,
-                "cliente": "c", "dispositivo": "d"}),
+        _table(
+            {"result": "_result", "table": 0, "_time": START, "_field": "temperatura_c", "_value": 31.5, **tags},
+            {
+                "result": "_result",
+                "table": 0,
+                "_time": START + timedelta(seconds=5),
+                "_field": "temperatura_c",
+                "_value": 32,
+                **tags,
+            },
+        ),
+        _table(
+            {"result": "_result", "table": 1, "_time": START, "_field": "umidade", "_value": None, **tags},
+            {"result": "_result", "table": 1, "_time": START, "_field": "umidade", "_value": "n/a", **tags},
+            {
+                "result": "_result",
+                "table": 1,
+                "_time": START,
+                "_field": "pressao",
+                "_value": 1013.2,
+                "cliente": "c",
+                "dispositivo": "d",
+            },
+        ),
     ]
     assert list(samples_from_records(records_of(tables))) == [
         Sample(START.timestamp(), SENSOR, "temperatura_c", 31.5),
@@ -89,10 +106,11 @@ def test_flux_table_records_map_to_samples() -> None:
 
 def test_flux_table_records_map_to_status_points() -> None:
     tags = {"cliente": "industria_abc", "dispositivo": "sensor_001", "localizacao": "sala", "tipo": "temperatura"}
-    table = _table({"_time": START, "status": "alerta", "previous": "normal", "change": True, **tags},
-                   {"_time": START + timedelta(minutes=1), "status": "critico", "previous": None, "change": True,
-                    **tags},
-                   {"_time": START, "status": None, "change": True, **tags})
+    table = _table(
+        {"_time": START, "status": "alerta", "previous": "normal", "change": True, **tags},
+        {"_time": START + timedelta(minutes=1), "status": "critico", "previous": None, "change": True, **tags},
+        {"_time": START, "status": None, "change": True, **tags},
+    )
     assert list(statuses_from_records(records_of([table]))) == [
         StatusPoint(START.timestamp(), SENSOR, "alerta", "normal"),
         StatusPoint(START.timestamp() + 60, SENSOR, "critico", None),
@@ -154,9 +172,16 @@ def influx() -> Iterator[_FakeInflux]:
 
 
 def _source(server: _FakeInflux) -> InfluxSource:
-    cfg = from_mapping({"influxdb": {"url": f"http://127.0.0.1:{server.server_address[1]}", "token": "report-tok",
-                                     "bucket": "mov_status"},
-                        "report": {"readings_bucket": "mov_dados", "fields": ["temperatura_c"]}})
+    cfg = from_mapping(
+        {
+            "influxdb": {
+                "url": f"http://127.0.0.1:{server.server_address[1]}",
+                "token": "report-tok",
+                "bucket": "mov_status",
+            },
+            "report": {"readings_bucket": "mov_dados", "fields": ["temperatura_c"]},
+        }
+    )
     return InfluxSource(cfg)
 
 
@@ -167,8 +192,10 @@ def test_source_streams_both_queries_with_the_workers_settings(influx: _FakeInfl
         statuses = list(source.statuses(START, STOP))
     finally:
         source.close()
-    assert samples == [Sample(START.timestamp(), SENSOR, "temperatura_c", 25.5),
-                       Sample(START.timestamp() + 5, SENSOR, "temperatura_c", 31.0)]
+    assert samples == [
+        Sample(START.timestamp(), SENSOR, "temperatura_c", 25.5),
+        Sample(START.timestamp() + 5, SENSOR, "temperatura_c", 31.0),
+    ]
     assert statuses == [StatusPoint(START.timestamp() + 5, SENSOR, "alerta", "normal")]
     first, second = influx.queries
     assert first["path"].startswith("/api/v2/query?org=mov_industria")

@@ -11,23 +11,39 @@ from mov_analytics.report.compute import Report, build_report
 from mov_analytics.report.records import Device, Sample
 from mov_analytics.report.render import duration, render_html, render_pdf
 
-HOSTILE = Device(localizacao='<img src=x onerror="alert(1)">', cliente="acme & co",
-                 dispositivo="<script>alert('x')</script>", tipo='"quoted"')
+HOSTILE = Device(
+    localizacao='<img src=x onerror="alert(1)">',
+    cliente="acme & co",
+    dispositivo="<script>alert('x')</script>",
+    tipo='"quoted"',
+)
 UNICODE = Device(localizacao="sala", cliente="cliente_é", dispositivo="sensor_→_1", tipo="temperatura")
 
 
 def _report(*extra: Sample) -> Report:
-    return build_report([*data.samples(), *extra], data.statuses(), data.RULES, start_s=data.START,
-                        end_s=data.END, publish_interval_s=data.INTERVAL, gap_factor=data.GAP_FACTOR)
+    return build_report(
+        [*data.samples(), *extra],
+        data.statuses(),
+        data.RULES,
+        start_s=data.START,
+        end_s=data.END,
+        publish_interval_s=data.INTERVAL,
+        gap_factor=data.GAP_FACTOR,
+    )
 
 
 def test_html_names_each_site_and_device_with_its_numbers() -> None:
     html = render_html(_report())
-    for text in ("Site sala", "Site linha", "industria_abc / sensor_001", "industria_abc / sensor_002",
-                 "<td>temperatura_c</td><td>1320</td><td>20.00</td><td>23.20</td><td>36.00</td>",
-                 "<td>00:14:15 (&gt; 30)</td><td>00:05:55 (&gt; 35)</td>",
-                 "alerta 1, critico 2",
-                 "2026-11-16 00:29:55 UTC to 2026-11-16 00:40:00 UTC (00:10:05)"):
+    for text in (
+        "Site sala",
+        "Site linha",
+        "industria_abc / sensor_001",
+        "industria_abc / sensor_002",
+        "<td>temperatura_c</td><td>1320</td><td>20.00</td><td>23.20</td><td>36.00</td>",
+        "<td>00:14:15 (&gt; 30)</td><td>00:05:55 (&gt; 35)</td>",
+        "alerta 1, critico 2",
+        "2026-11-16 00:29:55 UTC to 2026-11-16 00:40:00 UTC (00:10:05)",
+    ):
         assert text in html, text
     assert html.startswith("<!DOCTYPE html>")
 
@@ -41,21 +57,32 @@ def test_html_escapes_hostile_tag_values() -> None:
 
 
 def test_pdf_is_a_valid_pdf_with_the_devices() -> None:
-    pdf = render_pdf(_report(Sample(data.START + 30, UNICODE, "temperatura_c", 40.0),
-                             Sample(data.START + 30, HOSTILE, "temperatura_c", 40.0)))
+    pdf = render_pdf(
+        _report(
+            Sample(data.START + 30, UNICODE, "temperatura_c", 40.0),
+            Sample(data.START + 30, HOSTILE, "temperatura_c", 40.0),
+        )
+    )
     assert pdf.startswith(b"%PDF-")
     assert pdf.rstrip().endswith(b"%%EOF")
     reader = pypdf.PdfReader(io.BytesIO(pdf), strict=True)
     assert len(reader.pages) >= 1
     text = "\n".join(page.extract_text() for page in reader.pages)
-    for name in ("Site sala", "Site linha", "sensor_001", "sensor_002", "cliente_é / sensor_?_1",
-                 "<script>alert('x')</script>"):
+    for name in (
+        "Site sala",
+        "Site linha",
+        "sensor_001",
+        "sensor_002",
+        "cliente_é / sensor_?_1",
+        "<script>alert('x')</script>",
+    ):
         assert name in text, name
 
 
 def test_an_empty_week_still_renders() -> None:
-    report = build_report([], [], data.RULES, start_s=data.START, end_s=data.END, publish_interval_s=5.0,
-                          gap_factor=3.0)
+    report = build_report(
+        [], [], data.RULES, start_s=data.START, end_s=data.END, publish_interval_s=5.0, gap_factor=3.0
+    )
     assert "No device sent a reading" in render_html(report)
     assert len(pypdf.PdfReader(io.BytesIO(render_pdf(report))).pages) == 1
 

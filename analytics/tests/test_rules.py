@@ -11,10 +11,22 @@ from mov_analytics.rules import ALERTA, CRITICO, NORMAL, RulesEngine, next_level
 T0 = 1_705_314_600 * 10**9
 
 
-def reading(value: float, step: int, device: str = "sensor_001", localizacao: str = "sala_servidores",
-            tipo: str = "temperatura", field: str = "temperatura_c") -> Reading:
-    return Reading(time_ns=T0 + step * 10**9, cliente="industria_abc", dispositivo=device,
-                   localizacao=localizacao, tipo=tipo, fields={field: value})
+def reading(
+    value: float,
+    step: int,
+    device: str = "sensor_001",
+    localizacao: str = "sala_servidores",
+    tipo: str = "temperatura",
+    field: str = "temperatura_c",
+) -> Reading:
+    return Reading(
+        time_ns=T0 + step * 10**9,
+        cliente="industria_abc",
+        dispositivo=device,
+        localizacao=localizacao,
+        tipo=tipo,
+        fields={field: value},
+    )
 
 
 def statuses(engine: RulesEngine, values: list[float], **kw: str) -> list[str | None]:
@@ -37,7 +49,14 @@ def test_default_thresholds() -> None:
 def test_first_reading_reports_initial_status_then_only_changes() -> None:
     engine = RulesEngine(DEFAULT_RULES)
     assert statuses(engine, [25.0, 26.0, 31.0, 32.0, 36.0, 36.5, 20.0]) == [
-        "normal", None, "alerta", None, "critico", None, "normal"]
+        "normal",
+        None,
+        "alerta",
+        None,
+        "critico",
+        None,
+        "normal",
+    ]
 
 
 def test_hysteresis_stops_flapping_on_a_threshold() -> None:
@@ -61,8 +80,9 @@ def test_direction_below() -> None:
 def test_most_specific_rule_wins() -> None:
     generic = RuleConfig(field="temperatura_c", alerta=30.0, critico=35.0)
     site = RuleConfig(field="temperatura_c", alerta=20.0, critico=25.0, localizacao="camara_fria")
-    site_and_type = RuleConfig(field="temperatura_c", alerta=5.0, critico=8.0, localizacao="camara_fria",
-                               tipo="congelador")
+    site_and_type = RuleConfig(
+        field="temperatura_c", alerta=5.0, critico=8.0, localizacao="camara_fria", tipo="congelador"
+    )
     engine = RulesEngine([site_and_type, generic, site])
     assert engine.rule_for("temperatura_c", "sala_servidores", "temperatura") is generic
     assert engine.rule_for("temperatura_c", "camara_fria", "temperatura") is site
@@ -76,8 +96,12 @@ def test_a_device_that_moves_gets_the_rules_of_its_new_place() -> None:
     cold = RuleConfig(field="temperatura_c", alerta=5.0, critico=8.0, localizacao="camara_fria")
     only_freezers = RuleConfig(field="umidade", alerta=80.0, critico=90.0, tipo="congelador")
     engine = RulesEngine([generic, cold, only_freezers])
-    moves = [(21.0, "sala_servidores", "temperatura", None), (21.0, "camara_fria", "temperatura", "critico"),
-             (21.0, "sala_servidores", "temperatura", "normal"), (36.0, "sala_servidores", "temperatura", "critico")]
+    moves = [
+        (21.0, "sala_servidores", "temperatura", None),
+        (21.0, "camara_fria", "temperatura", "critico"),
+        (21.0, "sala_servidores", "temperatura", "normal"),
+        (36.0, "sala_servidores", "temperatura", "critico"),
+    ]
     for step, (value, place, tipo, expected) in enumerate(moves):
         change = engine.evaluate(reading(value, step + 1, localizacao=place, tipo=tipo)).change
         assert (change.status if change else None) == (expected if step else "normal")
@@ -102,17 +126,24 @@ def test_recovery_flag_only_after_critico() -> None:
     engine = RulesEngine(DEFAULT_RULES)
     changes = [engine.evaluate(reading(v, i)).change for i, v in enumerate([31.0, 20.0, 36.0, 31.0, 20.0])]
     flags = [(c.status, c.recovered) for c in changes if c is not None]
-    assert flags == [("alerta", False), ("normal", False), ("critico", False), ("alerta", False),
-                     ("normal", True)]
+    assert flags == [("alerta", False), ("normal", False), ("critico", False), ("alerta", False), ("normal", True)]
 
 
 def test_worst_field_drives_device_status() -> None:
-    rules = [RuleConfig(field="temperatura_c", alerta=30.0, critico=35.0),
-             RuleConfig(field="umidade", alerta=70.0, critico=90.0)]
+    rules = [
+        RuleConfig(field="temperatura_c", alerta=30.0, critico=35.0),
+        RuleConfig(field="umidade", alerta=70.0, critico=90.0),
+    ]
     engine = RulesEngine(rules)
     base = reading(25.0, 0)
-    both = Reading(time_ns=base.time_ns, cliente=base.cliente, dispositivo=base.dispositivo,
-                   localizacao=base.localizacao, tipo=base.tipo, fields={"temperatura_c": 31.0, "umidade": 95.0})
+    both = Reading(
+        time_ns=base.time_ns,
+        cliente=base.cliente,
+        dispositivo=base.dispositivo,
+        localizacao=base.localizacao,
+        tipo=base.tipo,
+        fields={"temperatura_c": 31.0, "umidade": 95.0},
+    )
     change = engine.evaluate(both).change
     assert change is not None
     assert (change.status, change.driver_field, change.driver_value) == ("critico", "umidade", 95.0)
@@ -125,6 +156,7 @@ def test_level_is_monotonic_in_value(value: float) -> None:
 
 
 # -- late readings, duplicates, and readings too late to matter (issue 22, item 8) ---------------------------
+
 
 def test_late_critical_reading_within_the_window_is_an_excursion_with_its_own_time() -> None:
     engine = RulesEngine(DEFAULT_RULES)  # late_window_s 300 by default

@@ -36,8 +36,7 @@ def publisher(broker: Mosquitto) -> Iterator[Publisher]:
     p.close()
 
 
-def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publisher,
-                                       double: InfluxWriteDouble) -> None:
+def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publisher, double: InfluxWriteDouble) -> None:
     t0 = int(time.time()) - 60
     values = [25.0, 31.0, 31.5, 36.0, 34.8, 34.0, 20.0]
     for i, value in enumerate(values):
@@ -50,8 +49,12 @@ def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publish
     assert [s for s, _ in statuses] == ['"normal"', '"alerta"', '"critico"', '"alerta"', '"normal"']
     assert statuses[2][1] == (t0 + 3) * 10**9
     status = double.snapshot("mov_status")[0]
-    assert dict(status.tags) == {"cliente": "industria_abc", "dispositivo": "sensor_001",
-                                 "localizacao": "sala_servidores", "tipo": "temperatura"}
+    assert dict(status.tags) == {
+        "cliente": "industria_abc",
+        "dispositivo": "sensor_001",
+        "localizacao": "sala_servidores",
+        "tipo": "temperatura",
+    }
     assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 8, 5)
     assert double.duplicates("mov_leituras") == 1  # the redelivered reading: same series+time, idempotent
     assert worker.metric("mov_analytics_readings_received_total") == 10
@@ -65,7 +68,8 @@ def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publish
 
 
 def test_readings_published_while_the_worker_is_down_are_processed(
-        worker: WorkerProcess, publisher: Publisher, double: InfluxWriteDouble) -> None:
+    worker: WorkerProcess, publisher: Publisher, double: InfluxWriteDouble
+) -> None:
     publisher.publish(reading(25.0, time.time() - 600, seq=-1))
     assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 1, 10)
     worker.kill()  # SIGKILL: no goodbye; the broker keeps the persistent session
@@ -80,8 +84,9 @@ def test_readings_published_while_the_worker_is_down_are_processed(
     assert worker.metric("mov_analytics_readings_processed_total") == 500
 
 
-def test_broker_restart_reconnects_and_resumes(worker: WorkerProcess, publisher: Publisher,
-                                               broker: Mosquitto, double: InfluxWriteDouble) -> None:
+def test_broker_restart_reconnects_and_resumes(
+    worker: WorkerProcess, publisher: Publisher, broker: Mosquitto, double: InfluxWriteDouble
+) -> None:
     publisher.publish(reading(25.0, time.time() - 30, seq=1))
     assert wait_until(lambda: len(double.snapshot("mov_leituras")) == 1, 10)
     publisher.close()
@@ -98,8 +103,9 @@ def test_broker_restart_reconnects_and_resumes(worker: WorkerProcess, publisher:
     assert worker.metric("mov_analytics_mqtt_connected") == 1
 
 
-def test_influx_auth_failure_turns_health_red(worker: WorkerProcess, publisher: Publisher,
-                                              double: InfluxWriteDouble) -> None:
+def test_influx_auth_failure_turns_health_red(
+    worker: WorkerProcess, publisher: Publisher, double: InfluxWriteDouble
+) -> None:
     double.mode = "unauthorized"
     publisher.publish(reading(25.0, time.time() - 5, seq=1))
     assert worker.wait_health(503, 10)
@@ -109,8 +115,9 @@ def test_influx_auth_failure_turns_health_red(worker: WorkerProcess, publisher: 
     assert double.requests - requests <= 1  # no retry storm (auth_retry_interval_s defaults to 60 s)
 
 
-def test_sigterm_flushes_buffered_points_and_exits_0(tmp_path: Path, broker: Mosquitto,
-                                                     double: InfluxWriteDouble, publisher: Publisher) -> None:
+def test_sigterm_flushes_buffered_points_and_exits_0(
+    tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, publisher: Publisher
+) -> None:
     w = WorkerProcess(tmp_path, broker, double, influxdb={"batch_size": 10_000, "flush_interval_ms": 600_000})
     w.start()
     try:
@@ -128,8 +135,7 @@ def test_sigterm_flushes_buffered_points_and_exits_0(tmp_path: Path, broker: Mos
         w.stop()
 
 
-def test_wrong_mqtt_password_keeps_health_red(tmp_path: Path, broker: Mosquitto,
-                                              double: InfluxWriteDouble) -> None:
+def test_wrong_mqtt_password_keeps_health_red(tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble) -> None:
     w = WorkerProcess(tmp_path, broker, double)
     (tmp_path / "mqtt_password").write_text("wrong\n")
     w.start(wait_healthy=False)
@@ -147,7 +153,8 @@ def test_wrong_mqtt_password_keeps_health_red(tmp_path: Path, broker: Mosquitto,
 
 
 def test_without_influxdb_the_worker_logs_status_changes_and_stays_healthy(
-        tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, publisher: Publisher) -> None:
+    tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, publisher: Publisher
+) -> None:
     """A platform without InfluxDB (the local box without a registry): the worker's InfluxDB is switched off, so a
     status change neither turns its health red (it would keep retrying a host that is not deployed) nor is lost
     unnoticed: it is logged, with one line at start saying why nothing is stored."""
@@ -158,6 +165,7 @@ def test_without_influxdb_the_worker_logs_status_changes_and_stays_healthy(
         t0 = int(time.time()) - 30
         for i, value in enumerate((25.0, 31.0, 36.0)):
             publisher.publish(reading(value, t0 + i))
+
         def critico_seen() -> bool:
             try:
                 return w.metric("mov_analytics_status_changes_total", 'status="critico"') == 1

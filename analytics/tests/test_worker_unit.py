@@ -39,8 +39,13 @@ class RecordingSender:
 
 @pytest.fixture
 def worker() -> Iterator[tuple[Worker, MemoryTransport, RecordingSender]]:
-    cfg = from_mapping({"influxdb": {"write_readings": True, "batch_size": 10, "flush_interval_ms": 10},
-                        "http": {"host": "127.0.0.1", "port": 0}, "alerts": {"dedup_s": 3600}})
+    cfg = from_mapping(
+        {
+            "influxdb": {"write_readings": True, "batch_size": 10, "flush_interval_ms": 10},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "alerts": {"dedup_s": 3600},
+        }
+    )
     transport = MemoryTransport()
     w = Worker(cfg, transport=transport)
     sender = RecordingSender()
@@ -54,9 +59,16 @@ def worker() -> Iterator[tuple[Worker, MemoryTransport, RecordingSender]]:
 
 
 def publish(w: Worker, value: float, t: int, device: str = "sensor_001") -> None:
-    doc = {"timestamp": t, "tags": {"dispositivo": device, "localizacao": "sala servidores, 2",
-                                    "tipo": "temperatura", "cliente": "industria_abc"},
-           "fields": {"temperatura_c": value}}
+    doc = {
+        "timestamp": t,
+        "tags": {
+            "dispositivo": device,
+            "localizacao": "sala servidores, 2",
+            "tipo": "temperatura",
+            "cliente": "industria_abc",
+        },
+        "fields": {"temperatura_c": value},
+    }
     w.handle(f"mov/dados/industria_abc/{device}/x", json.dumps(doc).encode())
 
 
@@ -101,27 +113,40 @@ def test_health_needs_broker_and_good_writes(worker: tuple[Worker, MemoryTranspo
     assert w.healthy()[0] is False
 
 
-@pytest.mark.parametrize("tags", [
-    ("industria_abc", "sensor_001", "sala_servidores", "temperatura"),
-    ("a,b", "c d", "e=f", "g\\h"),  # every character line protocol escapes in a tag
-])
+@pytest.mark.parametrize(
+    "tags",
+    [
+        ("industria_abc", "sensor_001", "sala_servidores", "temperatura"),
+        ("a,b", "c d", "e=f", "g\\h"),  # every character line protocol escapes in a tag
+    ],
+)
 def test_status_line_is_line_protocol_as_influx_line_writes_it(
-        worker: tuple[Worker, MemoryTransport, RecordingSender], tags: tuple[str, str, str, str]) -> None:
+    worker: tuple[Worker, MemoryTransport, RecordingSender], tags: tuple[str, str, str, str]
+) -> None:
     # _status_line builds the text itself (cached series); it must stay what influx.line() makes of the point.
     w, _, _ = worker
     device = DeviceState(*tags)
     tag_map = dict(zip(("cliente", "dispositivo", "localizacao", "tipo"), tags, strict=True))
-    for status, change, previous, field, value in [("alerta", True, "normal", "temperatura_c", 30.5),
-                                                   ("normal", False, None, 'we"ird\\', 7),
-                                                   ("critico", True, None, None, None)]:
+    for status, change, previous, field, value in [
+        ("alerta", True, "normal", "temperatura_c", 30.5),
+        ("normal", False, None, 'we"ird\\', 7),
+        ("critico", True, None, None, None),
+    ]:
         fields: dict[str, float | int | bool | str] = {"status": status, "change": change}
         if previous is not None:
             fields["previous"] = previous
         if field is not None and value is not None:
             fields["field"], fields["value"] = field, float(value)
         for _ in range(2):  # the second time from the cache
-            text = w._status_line(device, status, level_change=change, time_ns=123, previous=previous,
-                                  driver_field=field, driver_value=value)
+            text = w._status_line(
+                device,
+                status,
+                level_change=change,
+                time_ns=123,
+                previous=previous,
+                driver_field=field,
+                driver_value=value,
+            )
             assert text == line("mov_status", tag_map, fields, 123)
             assert parse_line(text).tags == tuple(sorted(tag_map.items()))
 
@@ -138,13 +163,19 @@ def test_late_critico_alerts_duplicate_does_not(worker: tuple[Worker, MemoryTran
     wait(lambda: w.writer.pending() == 0 and len(sender.alerts) >= 1)
     time.sleep(0.05)
     assert [(a.kind, a.details["time_ns"], a.details["late"]) for a in sender.alerts] == [
-        ("critico", (t0 + 12) * 10**9, True)]
+        ("critico", (t0 + 12) * 10**9, True)
+    ]
     hot = w.metrics.hot
     assert (hot.late, hot.duplicate, hot.stale, hot.processed) == (1, 1, 1, 8)
     points = [parse_line(x) for x in lines(transport)]
-    status = [(p.time_ns, dict(p.fields)["status"], dict(p.fields).get("previous"), dict(p.fields).get("late"))
-              for p in points if p.measurement == "mov_status"]
+    status = [
+        (p.time_ns, dict(p.fields)["status"], dict(p.fields).get("previous"), dict(p.fields).get("late"))
+        for p in points
+        if p.measurement == "mov_status"
+    ]
     # The initial status, then the excursion at the late reading's own time and the return one ns after it.
-    assert status == [(t0 * 10**9, '"normal"', None, None),
-                      ((t0 + 12) * 10**9, '"critico"', '"normal"', "true"),
-                      ((t0 + 12) * 10**9 + 1, '"normal"', '"critico"', "true")]
+    assert status == [
+        (t0 * 10**9, '"normal"', None, None),
+        ((t0 + 12) * 10**9, '"critico"', '"normal"', "true"),
+        ((t0 + 12) * 10**9 + 1, '"normal"', '"critico"', "true"),
+    ]

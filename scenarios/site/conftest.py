@@ -58,8 +58,11 @@ class H(BaseHTTPRequestHandler):
 HTTPServer(("0.0.0.0", 8080), H).serve_forever()
 """
 LOGS = REPO / ".cache" / "test-logs" / "site"
-RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-                   r"\s+failed=(?P<failed>\d+)", re.M)
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.M,
+)
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,23 @@ class Site:
     def play_killed(self, playbook: str, when: re.Pattern[str], after_s: float = 0, timeout: float = 1800) -> Run:
         """Start a playbook and kill it (SIGKILL, its whole process group) after_s seconds after a line of its output
         matches: a controller that dies, or an operator's ^C^C, while the task runs."""
-        cmd = ("ansible-playbook", playbook, "-i", str(self.inventory), "--vault-password-file",
-               str(self.vault_password))
-        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        cmd = (
+            "ansible-playbook",
+            playbook,
+            "-i",
+            str(self.inventory),
+            "--vault-password-file",
+            str(self.vault_password),
+        )
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         assert proc.stdout is not None
         lines: list[str] = []
         deadline = time.monotonic() + timeout
@@ -161,19 +177,50 @@ class Site:
         self.runs.append(run)
         return run
 
-    def ssh(self, host: Host, command: str, user: str = ADMIN, key: Path | None = None,
-            timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self,
+        host: Host,
+        command: str,
+        user: str = ADMIN,
+        key: Path | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """A command over SSH, as a person logs in (the admin by default). One connection, reused (as Ansible's): the
         firewall rate-limits new SSH connections (ufw limit: 6 in 30 s)."""
         return subprocess.run(
-            ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-             "-o", "ControlMaster=auto", "-o", f"ControlPath={self.work / 'cp'}/site-%C", "-o", "ControlPersist=60s",
-             "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "-i", str(key or self.admin_key),
-             f"{user}@{host.address}", command],
-            input=stdin, capture_output=True, text=True, timeout=timeout)
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                f"UserKnownHostsFile={self.known_hosts}",
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                f"ControlPath={self.work / 'cp'}/site-%C",
+                "-o",
+                "ControlPersist=60s",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-i",
+                str(key or self.admin_key),
+                f"{user}@{host.address}",
+                command,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
-    def sudo(self, host: Host, command: str, timeout: float = 300,
-             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def sudo(
+        self, host: Host, command: str, timeout: float = 300, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return self.ssh(host, f"sudo -n sh -c {_quote(command)}", timeout=timeout, stdin=stdin)
 
     def hooks(self) -> list[dict[str, str]]:
@@ -182,9 +229,20 @@ class Site:
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def vault(self) -> dict[str, object]:
-        out = subprocess.run(["ansible-vault", "view", "--vault-password-file", str(self.vault_password),
-                              str(self.inventory / "group_vars" / "mov" / "vault.yml")],
-                             cwd=REPO, env=self.env(), capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                "ansible-vault",
+                "view",
+                "--vault-password-file",
+                str(self.vault_password),
+                str(self.inventory / "group_vars" / "mov" / "vault.yml"),
+            ],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         data: dict[str, object] = yaml.safe_load(out.stdout)
         return data
 
@@ -206,17 +264,38 @@ def start_box(host: Host, provider_pub: Path) -> None:
     docker("rm", "-f", "-v", host.container, check=False)
     apt_cache = Path(os.environ.get("MOV_APT_CACHE", "/var/cache/mov-ci/apt"))
     apt_cache.mkdir(parents=True, exist_ok=True)
-    docker("run", "-d", "--name", host.container, "--hostname", host.name, *box.RUN_FLAGS,
-           # The Molecule scenarios' shared cache of downloaded .debs: the same packages, fetched once per lane.
-           "-v", f"{apt_cache}:/var/cache/apt/archives",
-           "--network", LAN, "--ip", host.address, box.image_for(host.suite), "/lib/systemd/systemd")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        host.container,
+        "--hostname",
+        host.name,
+        *box.RUN_FLAGS,
+        # The Molecule scenarios' shared cache of downloaded .debs: the same packages, fetched once per lane.
+        "-v",
+        f"{apt_cache}:/var/cache/apt/archives",
+        "--network",
+        LAN,
+        "--ip",
+        host.address,
+        box.image_for(host.suite),
+        "/lib/systemd/systemd",
+    )
     box.wait_for_systemd(host.container)
     # What a provider's image (cloud-init) does: the customer's key for root, packages kept for the next box.
-    setup = ("install -d -m 0700 /root/.ssh && cat > /root/.ssh/authorized_keys"
-             " && chmod 0600 /root/.ssh/authorized_keys"
-             " && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/01mov-keep-cache")
-    subprocess.run(["docker", "exec", "-i", host.container, "sh", "-c", setup], input=provider_pub.read_text(),
-                   text=True, check=True, capture_output=True)
+    setup = (
+        "install -d -m 0700 /root/.ssh && cat > /root/.ssh/authorized_keys"
+        " && chmod 0600 /root/.ssh/authorized_keys"
+        " && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/01mov-keep-cache"
+    )
+    subprocess.run(
+        ["docker", "exec", "-i", host.container, "sh", "-c", setup],
+        input=provider_pub.read_text(),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
 
 
 def scan_host_keys(hosts: Sequence[Host], known_hosts: Path) -> None:
@@ -224,8 +303,9 @@ def scan_host_keys(hosts: Sequence[Host], known_hosts: Path) -> None:
     lines: list[str] = []
     for host in hosts:
         while True:
-            out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", host.address],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                ["ssh-keyscan", "-T", "5", "-t", "ed25519", host.address], capture_output=True, text=True
+            )
             if out.stdout.strip():
                 lines.append(out.stdout.strip())
                 break
@@ -238,48 +318,106 @@ def scan_host_keys(hosts: Sequence[Host], known_hosts: Path) -> None:
 def make_env(hosts: Sequence[Host], admin_key: Path, known_hosts: Path, vault_password: Path) -> None:
     """`scripts/new-env --non-interactive`, then this CI environment's edits."""
     subprocess.run(
-        [sys.executable, "scripts/new_env.py", "--non-interactive", "--force", "--env", ENV,
-         "--host", hosts[0].address, "--ssh-user", ADMIN, "--domains", DOMAIN, "--acme-email", "ops@example.net",
-         "--acme-ca", "staging", "--timezone", "UTC", "--components", "analytics", "--alert-webhook", HOOKS_URL,
-         "--alert-emails", "", "--smtp-host", "", "--smtp-port", "587", "--smtp-user", "", "--backup-remote", "",
-         "--admin-ssh-keys", str(admin_key.with_suffix(".pub")), "--vault-password-file", str(vault_password)],
-        cwd=REPO, check=True, capture_output=True, text=True)
+        [
+            sys.executable,
+            "scripts/new_env.py",
+            "--non-interactive",
+            "--force",
+            "--env",
+            ENV,
+            "--host",
+            hosts[0].address,
+            "--ssh-user",
+            ADMIN,
+            "--domains",
+            DOMAIN,
+            "--acme-email",
+            "ops@example.net",
+            "--acme-ca",
+            "staging",
+            "--timezone",
+            "UTC",
+            "--components",
+            "analytics",
+            "--alert-webhook",
+            HOOKS_URL,
+            "--alert-emails",
+            "",
+            "--smtp-host",
+            "",
+            "--smtp-port",
+            "587",
+            "--smtp-user",
+            "",
+            "--backup-remote",
+            "",
+            "--admin-ssh-keys",
+            str(admin_key.with_suffix(".pub")),
+            "--vault-password-file",
+            str(vault_password),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     inventory = REPO / "inventories" / ENV
     hosts_yml = yaml.safe_load((inventory / "hosts.yml").read_text())
     template = next(iter(hosts_yml["mov"]["hosts"].values()))
     # The admin's key and this run's known hosts, as a user's ~/.ssh would hold them (scripts/movctl reads them too).
     hosts_yml["mov"]["hosts"] = {
-        h.name: dict(template, ansible_host=h.address, ansible_ssh_private_key_file=str(admin_key),
-                     ansible_ssh_common_args=f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes")
-        for h in hosts}
+        h.name: dict(
+            template,
+            ansible_host=h.address,
+            ansible_ssh_private_key_file=str(admin_key),
+            ansible_ssh_common_args=f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes",
+        )
+        for h in hosts
+    }
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yml, sort_keys=False))
     group_vars = inventory / "group_vars" / "mov"
     (group_vars / "stack.yml").write_text(
         "---\n# No registry here: the offline bundle of images built on the controller, and a TEST DOUBLE of\n"
         "# InfluxDB's v2 API and CLI (molecule/_shared/influx-api-double) as the `influxdb` service.\n"
-        + yaml.safe_dump({
-            "mov_stack_services": ["mosquitto", "influxdb", "analytics"],
-            "mov_image_source": "bundle",
-            "mov_image_builds": ["mosquitto", "analytics"],
-            "mov_image_overrides": {"mosquitto": "mov/mosquitto:2.0.21", "influxdb": DOUBLE_IMAGE},
-        }, sort_keys=False))
+        + yaml.safe_dump(
+            {
+                "mov_stack_services": ["mosquitto", "influxdb", "analytics"],
+                "mov_image_source": "bundle",
+                "mov_image_builds": ["mosquitto", "analytics"],
+                "mov_image_overrides": {"mosquitto": "mov/mosquitto:2.0.21", "influxdb": DOUBLE_IMAGE},
+            },
+            sort_keys=False,
+        )
+    )
     (group_vars / "box.yml").write_text(
         "---\n# The box is a container on a CI machine: no public name (a self-signed CA), the machine's disk and\n"
         "# memory shared, no NTP daemon, and Docker inside it needs IPv6 on IPv4 interfaces allowed.\n"
-        + yaml.safe_dump({
-            "mov_tls_mode": "selfsigned",
-            "mov_preflight_min_disk_gb": 5,
-            "mov_preflight_min_ram_mb": 1024,
-            "mov_preflight_check_ntp_sync": False,
-            "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
-        }, sort_keys=False))
+        + yaml.safe_dump(
+            {
+                "mov_tls_mode": "selfsigned",
+                "mov_preflight_min_disk_gb": 5,
+                "mov_preflight_min_ram_mb": 1024,
+                "mov_preflight_check_ntp_sync": False,
+                "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
+            },
+            sort_keys=False,
+        )
+    )
 
 
 def build_images(suites: Sequence[str]) -> None:
     for suite in suites:
         box.build(suite=suite)
-    docker("build", "-q", "-t", DOUBLE_IMAGE, "--build-arg", f"BASE={box.image_for('trixie')}",
-           str(REPO / "molecule" / "_shared" / "influx-api-double"), timeout=600)
+    docker(
+        "build",
+        "-q",
+        "-t",
+        DOUBLE_IMAGE,
+        "--build-arg",
+        f"BASE={box.image_for('trixie')}",
+        str(REPO / "molecule" / "_shared" / "influx-api-double"),
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -288,13 +426,22 @@ def site() -> Iterator[Site]:
     unknown = set(suites) - set(box.SUITES)
     assert not unknown, f"MOV_SITE_RELEASES: unknown releases {sorted(unknown)} (known: {box.SUITES})"
     build_images(suites)
-    hosts = [Host(f"mov-{ENV}-{suite}", f"mov-{ENV}-{suite}", f"{LAN_PREFIX}.{10 + i}", suite)
-             for i, suite in enumerate(suites)]
+    hosts = [
+        Host(f"mov-{ENV}-{suite}", f"mov-{ENV}-{suite}", f"{LAN_PREFIX}.{10 + i}", suite)
+        for i, suite in enumerate(suites)
+    ]
     if reuse := os.environ.get("MOV_SITE_REUSE"):
         # A developer's shortcut: the boxes and env an earlier run kept (MOV_SITE_KEEP=1 printed the directory).
         work = Path(reuse)
-        yield Site(hosts, work, work / "vault-password", work / "provider", work / "admin", work / "known_hosts",
-                   work / "facts")
+        yield Site(
+            hosts,
+            work,
+            work / "vault-password",
+            work / "provider",
+            work / "admin",
+            work / "known_hosts",
+            work / "facts",
+        )
         return
     work = Path(tempfile.mkdtemp(prefix="mov-site-"))
     (work / "cp").mkdir()
@@ -305,8 +452,20 @@ def site() -> Iterator[Site]:
         provider = keygen(work / "provider", "provider-root")
         admin = keygen(work / "admin", "site-admin")
         docker("rm", "-f", HOOKS, check=False)
-        docker("run", "-d", "--name", HOOKS, "--network", LAN, "--ip", HOOKS_URL.split("/")[2].split(":")[0],
-               box.image_for("trixie"), "python3", "-c", HOOKS_SCRIPT)
+        docker(
+            "run",
+            "-d",
+            "--name",
+            HOOKS,
+            "--network",
+            LAN,
+            "--ip",
+            HOOKS_URL.split("/")[2].split(":")[0],
+            box.image_for("trixie"),
+            "python3",
+            "-c",
+            HOOKS_SCRIPT,
+        )
         for host in hosts:
             start_box(host, provider.with_suffix(".pub"))
         site = Site(hosts, work, work / "vault-password", provider, admin, work / "known_hosts", work / "facts")
@@ -325,8 +484,10 @@ def site() -> Iterator[Site]:
 @pytest.fixture(scope="session")
 def prober(site: Site) -> Iterator[list[Prober]]:
     """A non-private network with each box on it: what the internet sees."""
-    probers = [Prober(f"mov-site-public-{i}", f"198.18.{10 + i}.0/24", f"198.18.{10 + i}.10", h.container)
-               for i, h in enumerate(site.hosts)]
+    probers = [
+        Prober(f"mov-site-public-{i}", f"198.18.{10 + i}.0/24", f"198.18.{10 + i}.10", h.container)
+        for i, h in enumerate(site.hosts)
+    ]
     with ExitStack() as stack:
         for p in probers:
             stack.enter_context(p.attached())

@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 # --- helpers -------------------------------------------------------------------------------------------------------
 
+
 def running_image(site: Site, host: Host, service: str) -> str:
     out = site.sudo(host, f"docker inspect -f '{{{{.Config.Image}}}}' mov-{service}-1")
     assert out.returncode == 0, out.stderr
@@ -61,8 +62,9 @@ def double_state(site: Site, host: Host) -> dict[str, object]:
     return state
 
 
-def publish_as_device(site: Site, host: Host, device: str, payloads: list[dict[str, object]],
-                      topic: str = "", password: str | None = None) -> list[subprocess.CompletedProcess[str]]:
+def publish_as_device(
+    site: Site, host: Host, device: str, payloads: list[dict[str, object]], topic: str = "", password: str | None = None
+) -> list[subprocess.CompletedProcess[str]]:
     """A device on the plant's network publishes over 8883 (MQTT 5, QoS 1), checking the broker's certificate against
     the platform's name; its password (the vault's unless given) goes in mosquitto_pub's options file, never on a
     command line. Returns each mosquitto_pub's result."""
@@ -81,11 +83,39 @@ def publish_as_device(site: Site, host: Host, device: str, payloads: list[dict[s
         Path(tmp).chmod(0o755)
         options.chmod(0o644)
         for payload in payloads:
-            results.append(docker(
-                "run", "--rm", "--network", LAN, "--add-host", f"{DOMAIN}:{host.address}", "-v", f"{tmp}:/cfg:ro",
-                "-e", "XDG_CONFIG_HOME=/cfg", "--entrypoint", "mosquitto_pub", MOSQUITTO_IMAGE, "-h", DOMAIN,
-                "-p", "8883", "--cafile", "/cfg/ca.pem", "-q", "1", "-V", "mqttv5",
-                "-t", topic or f"mov/dados/{device}", "-m", json.dumps(payload), check=False, timeout=60))
+            results.append(
+                docker(
+                    "run",
+                    "--rm",
+                    "--network",
+                    LAN,
+                    "--add-host",
+                    f"{DOMAIN}:{host.address}",
+                    "-v",
+                    f"{tmp}:/cfg:ro",
+                    "-e",
+                    "XDG_CONFIG_HOME=/cfg",
+                    "--entrypoint",
+                    "mosquitto_pub",
+                    MOSQUITTO_IMAGE,
+                    "-h",
+                    DOMAIN,
+                    "-p",
+                    "8883",
+                    "--cafile",
+                    "/cfg/ca.pem",
+                    "-q",
+                    "1",
+                    "-V",
+                    "mqttv5",
+                    "-t",
+                    topic or f"mov/dados/{device}",
+                    "-m",
+                    json.dumps(payload),
+                    check=False,
+                    timeout=60,
+                )
+            )
     return results
 
 
@@ -96,9 +126,11 @@ def publish_ok(site: Site, host: Host, device: str, payloads: list[dict[str, obj
 
 def reading(device: str, temperature: float, site_name: str = "sala_servidores") -> dict[str, object]:
     client, name = device.split("/", 1)
-    return {"timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "tags": {"dispositivo": name, "cliente": client, "localizacao": site_name, "tipo": "temperatura"},
-            "fields": {"temperatura_c": temperature}}
+    return {
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tags": {"dispositivo": name, "cliente": client, "localizacao": site_name, "tipo": "temperatura"},
+        "fields": {"temperatura_c": temperature},
+    }
 
 
 def wait_for(what: str, check: Callable[..., list[T]], *args: object, timeout: float = 60) -> list[T]:
@@ -162,6 +194,7 @@ def process_snapshots(site: Site) -> Iterator[set[str]]:
 
 # --- the steps -----------------------------------------------------------------------------------------------------
 
+
 def test_first_deploy_as_root(site: Site) -> None:
     run = site.play("site.yml", root=True)
     assert run.code == 0, run.explain()
@@ -196,8 +229,9 @@ def test_a_device_reading_over_8883_stores_its_status_and_alerts(site: Site) -> 
 
     for count, host in enumerate(site.hosts, start=1):
         publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 36.5)])
-        points = wait_for("a status point of sensor_001 in the InfluxDB double",
-                          points_of, site, host, "dispositivo=sensor_001")
+        points = wait_for(
+            "a status point of sensor_001 in the InfluxDB double", points_of, site, host, "dispositivo=sensor_001"
+        )
         assert 'status="critico"' in str(points), points
         # Every box's worker posts to the one receiver: one critical alert of sensor_001 per box so far.
         alerts = wait_for(f"{count} critical alert(s) at the webhook", critical_alerts, count)
@@ -220,11 +254,16 @@ def write_readings_as_telegraf(site: Site, host: Host, count: int) -> None:
     data bucket through the InfluxDB double's write API, as Telegraf's output does. The backup, the restore and the
     drill then have data to carry and compare."""
     start = time.time_ns() - 1_200 * 10**9
-    lines = "\n".join(f"mov_leituras,cliente=industria_abc,dispositivo=sensor_001,localizacao=sala_servidores,"
-                      f"tipo=temperatura temperatura_c={20 + i / 10} {start + i * 10**9}" for i in range(count))
-    write = ("import os, urllib.request, sys; urllib.request.urlopen(urllib.request.Request("
-             "'http://127.0.0.1:8086/api/v2/write?org=mov_industria&bucket=mov_dados', data=sys.stdin.buffer.read(),"
-             " headers={'Authorization': 'Token ' + os.environ['DOCKER_INFLUXDB_INIT_ADMIN_TOKEN']}), timeout=10)")
+    lines = "\n".join(
+        f"mov_leituras,cliente=industria_abc,dispositivo=sensor_001,localizacao=sala_servidores,"
+        f"tipo=temperatura temperatura_c={20 + i / 10} {start + i * 10**9}"
+        for i in range(count)
+    )
+    write = (
+        "import os, urllib.request, sys; urllib.request.urlopen(urllib.request.Request("
+        "'http://127.0.0.1:8086/api/v2/write?org=mov_industria&bucket=mov_dados', data=sys.stdin.buffer.read(),"
+        " headers={'Authorization': 'Token ' + os.environ['DOCKER_INFLUXDB_INIT_ADMIN_TOKEN']}), timeout=10)"
+    )
     out = site.sudo(host, f'docker exec -i mov-influxdb-1 python3 -c "{write}"', stdin=lines)
     assert out.returncode == 0, out.stderr
 
@@ -309,17 +348,30 @@ def test_update_to_a_broken_image_rolls_back_by_itself(site: Site) -> None:
 
 def test_rollback_to_a_named_release(site: Site) -> None:
     host = site.hosts[0]
-    target = next(r for r in reversed(releases(site, host))
-                  if release_image(site, host, r, "analytics") == f"{ANALYTICS}:0.1.0")
+    target = next(
+        r for r in reversed(releases(site, host)) if release_image(site, host, r, "analytics") == f"{ANALYTICS}:0.1.0"
+    )
     run = site.play("playbooks/rollback.yml", "-e", f"stack_rollback_to={target}", "--limit", host.name)
     assert run.code == 0, run.explain()
     assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.0"
 
 
 def test_movctl_status_over_ssh(site: Site) -> None:
-    out = subprocess.run([str(REPO / "scripts" / "movctl"), "-i", str(site.inventory), "--vault-password-file",
-                          str(site.vault_password), "status"], cwd=REPO, env=site.env(), capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [
+            str(REPO / "scripts" / "movctl"),
+            "-i",
+            str(site.inventory),
+            "--vault-password-file",
+            str(site.vault_password),
+            "status",
+        ],
+        cwd=REPO,
+        env=site.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     for service in ("mosquitto", "influxdb", "analytics"):
         assert service in out.stdout, out.stdout
@@ -332,9 +384,25 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
     device = "industria_abc/sensor_001"
     old = site.vault()["vault_mov_secrets"]
     assert isinstance(old, dict)
-    rotate = subprocess.run([sys.executable, "scripts/platform_secrets.py", "--env", ENV, "--vault-password-file",
-                             str(site.vault_password), "--rotate", f"mqtt/{device}", "--rotate", "mqtt/verify"],
-                            cwd=REPO, env=site.env(), capture_output=True, text=True, timeout=300)
+    rotate = subprocess.run(
+        [
+            sys.executable,
+            "scripts/platform_secrets.py",
+            "--env",
+            ENV,
+            "--vault-password-file",
+            str(site.vault_password),
+            "--rotate",
+            f"mqtt/{device}",
+            "--rotate",
+            "mqtt/verify",
+        ],
+        cwd=REPO,
+        env=site.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rotate.returncode == 0, rotate.stdout + rotate.stderr
     new = site.vault()["vault_mov_secrets"]
     assert isinstance(new, dict)
@@ -347,8 +415,9 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
         assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.1"
         assert release_image(site, host, releases(site, host)[-1], "analytics") == f"{ANALYTICS}:0.1.1"
         refused = publish_as_device(site, host, device, [reading(device, 22.0)], password=str(old["mqtt"][device]))
-        assert refused[0].returncode != 0 and "not authori" in (refused[0].stdout + refused[0].stderr).lower(), \
-            refused[0]
+        assert refused[0].returncode != 0 and "not authori" in (refused[0].stdout + refused[0].stderr).lower(), refused[
+            0
+        ]
         publish_ok(site, host, device, [reading(device, 22.5)])
 
 
@@ -372,10 +441,12 @@ def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) ->
     leaks: list[str] = []
     patterns = "\n".join(sorted(secrets)) + "\n"
     for host in site.hosts:
-        search = ("f=$(mktemp) && cat > $f && { journalctl --no-pager -o cat | grep -F -c -f $f; "
-                  "grep -r -F -l -f $f /var/log; "
-                  "for c in $(docker ps -aq); do docker logs $c 2>&1 | grep -F -q -f $f && echo container:$c; done; "
-                  "rm -f $f; true; }")
+        search = (
+            "f=$(mktemp) && cat > $f && { journalctl --no-pager -o cat | grep -F -c -f $f; "
+            "grep -r -F -l -f $f /var/log; "
+            "for c in $(docker ps -aq); do docker logs $c 2>&1 | grep -F -q -f $f && echo container:$c; done; "
+            "rm -f $f; true; }"
+        )
         out = site.sudo(host, search, stdin=patterns)
         lines = out.stdout.split()
         assert lines and lines[0] == "0", f"{host.name}: the journal holds a secret ({lines[:1]} lines)"

@@ -38,8 +38,14 @@ def up() -> Iterator[str]:
     if box.container_running():
         pytest.fail(f"{box.CONTAINER} already runs: this test brings up a fresh one (python3 scripts/box.py destroy)")
     try:
-        out = subprocess.run([sys.executable, "scripts/dev.py", "up"], cwd=REPO, capture_output=True, text=True,
-                             timeout=1800, env=dict(os.environ, MOV_IMAGE_SOURCE="bundle"))
+        out = subprocess.run(
+            [sys.executable, "scripts/dev.py", "up"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env=dict(os.environ, MOV_IMAGE_SOURCE="bundle"),
+        )
         assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
         yield out.stdout
     finally:
@@ -48,8 +54,9 @@ def up() -> Iterator[str]:
 
 
 def in_box(*cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", "exec", "-i", box.CONTAINER, *cmd], input=stdin, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["docker", "exec", "-i", box.CONTAINER, *cmd], input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
 def address(output: str) -> str:
@@ -61,8 +68,10 @@ def address(output: str) -> str:
 def tls_get(addr: str, ca: Path, path: str) -> tuple[int, str]:
     """GET https://mov.localhost<path> from addr, the certificate checked against the platform's name."""
     context = ssl.create_default_context(cafile=str(ca))
-    with socket.create_connection((addr, 443), timeout=10) as raw, \
-            context.wrap_socket(raw, server_hostname=DOMAIN) as tls:
+    with (
+        socket.create_connection((addr, 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+    ):
         tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := tls.recv(65536):
@@ -73,7 +82,7 @@ def tls_get(addr: str, ca: Path, path: str) -> tuple[int, str]:
 
 def test_up_says_which_services_run_before_deploying(up: str) -> None:
     deploying = up.index("deploying: mosquitto, analytics")
-    assert "left out: telegraf, influxdb, grafana" in up[deploying:deploying + 300]
+    assert "left out: telegraf, influxdb, grafana" in up[deploying : deploying + 300]
     assert deploying < up.index("PLAY [")
 
 
@@ -94,15 +103,47 @@ def test_every_printed_url_answers_and_the_worker_stays_healthy_after_readings(u
             (Path(tmp) / name).chmod(0o644)
         now = int(time.time())
         for i, value in enumerate((25.0, 31.0, 36.0)):
-            payload = {"timestamp": datetime.fromtimestamp(now - 10 + i, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                       "tags": {"dispositivo": "sensor_001", "cliente": "industria_abc",
-                                "localizacao": "sala_servidores", "tipo": "temperatura"},
-                       "fields": {"temperatura_c": value}}
+            payload = {
+                "timestamp": datetime.fromtimestamp(now - 10 + i, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "tags": {
+                    "dispositivo": "sensor_001",
+                    "cliente": "industria_abc",
+                    "localizacao": "sala_servidores",
+                    "tipo": "temperatura",
+                },
+                "fields": {"temperatura_c": value},
+            }
             pub = subprocess.run(
-                ["docker", "run", "--rm", "--add-host", f"{DOMAIN}:{addr}", "-v", f"{tmp}:/cfg:ro",
-                 "-e", "XDG_CONFIG_HOME=/cfg", "--entrypoint", "mosquitto_pub", MOSQUITTO_IMAGE, "-h", DOMAIN,
-                 "-p", "8883", "--cafile", "/cfg/ca.pem", "-q", "1", "-t", f"mov/dados/{DEVICE}",
-                 "-m", json.dumps(payload)], capture_output=True, text=True, timeout=60)
+                [
+                    "docker",
+                    "run",
+                    "--rm",
+                    "--add-host",
+                    f"{DOMAIN}:{addr}",
+                    "-v",
+                    f"{tmp}:/cfg:ro",
+                    "-e",
+                    "XDG_CONFIG_HOME=/cfg",
+                    "--entrypoint",
+                    "mosquitto_pub",
+                    MOSQUITTO_IMAGE,
+                    "-h",
+                    DOMAIN,
+                    "-p",
+                    "8883",
+                    "--cafile",
+                    "/cfg/ca.pem",
+                    "-q",
+                    "1",
+                    "-t",
+                    f"mov/dados/{DEVICE}",
+                    "-m",
+                    json.dumps(payload),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert pub.returncode == 0, pub.stdout + pub.stderr
         # The HTTPS URL nginx serves: no Grafana location; the root says so instead of a 502.
         status, body = tls_get(addr, ca, "/")
@@ -116,6 +157,9 @@ def test_every_printed_url_answers_and_the_worker_stays_healthy_after_readings(u
         time.sleep(1)
     assert log.count('"status change"') >= 3, log[-3000:]
     assert "no InfluxDB (influxdb.enabled is false)" in log
-    health = in_box("python3", "-c", "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9108/healthz', "
-                                     "timeout=5).status)")
+    health = in_box(
+        "python3",
+        "-c",
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9108/healthz', timeout=5).status)",
+    )
     assert health.stdout.strip() == "200", health.stdout + health.stderr

@@ -45,8 +45,12 @@ SECRETS = REPO / "inventories" / "local" / "group_vars" / "mov" / "secrets.yml"
 COMPOSE = "/opt/mov/compose.yaml"
 CA_FILE = "/opt/mov/tls/ca.pem"
 # The infrastructure rules roles/grafana provisions when mov_infra_metrics_enabled (the default) is on.
-INFRA_ALERT_RULES = ("mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso",
-                     "mov-mensagens-descartadas")
+INFRA_ALERT_RULES = (
+    "mov-disco-cheio",
+    "mov-container-reiniciando",
+    "mov-dispositivo-silencioso",
+    "mov-mensagens-descartadas",
+)
 
 # Run inside the box: one HTTP request described as JSON on stdin; prints {"status", "body"}.
 _BOX_HTTP = """
@@ -63,6 +67,7 @@ except urllib.error.HTTPError as exc:
 
 
 # --- pure helpers (unit-tested in tests/test_e2e_checks.py) ----------------------------------------------------
+
 
 def flux_column(csv_text: str, column: str = "_value") -> list[str]:
     """The values of one column of InfluxDB's annotated CSV (every table; annotations and blank lines skipped)."""
@@ -106,8 +111,11 @@ def grafana_alerts(lines: Iterable[str], alertname: str, device: str) -> list[di
             continue
         for alert in body["alerts"]:
             labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
-            if (alert.get("status") == "firing" and labels.get("alertname") == alertname
-                    and labels.get("dispositivo") == device):
+            if (
+                alert.get("status") == "firing"
+                and labels.get("alertname") == alertname
+                and labels.get("dispositivo") == device
+            ):
                 found.append(alert)
     return found
 
@@ -122,8 +130,10 @@ def rule_health(answer: dict[str, Any]) -> dict[str, tuple[str, str]]:
     for group in answer.get("data", {}).get("groups", []):
         for rule in group.get("rules", []):
             evaluated = str(rule.get("lastEvaluation") or NEVER_EVALUATED) != NEVER_EVALUATED
-            health[str(rule.get("name"))] = (str(rule.get("health")) if evaluated else "not evaluated",
-                                             str(rule.get("lastError") or ""))
+            health[str(rule.get("name"))] = (
+                str(rule.get("health")) if evaluated else "not evaluated",
+                str(rule.get("lastError") or ""),
+            )
     return health
 
 
@@ -161,16 +171,31 @@ def loki_lines(body: str) -> list[str]:
     if not isinstance(answer, dict) or answer.get("status") != "success":
         return []
     result = answer.get("data", {}).get("result", [])
-    return [str(value[1]) for stream in result if isinstance(stream, dict)
-            for value in stream.get("values", []) if isinstance(value, list) and len(value) == 2]
+    return [
+        str(value[1])
+        for stream in result
+        if isinstance(stream, dict)
+        for value in stream.get("values", [])
+        if isinstance(value, list) and len(value) == 2
+    ]
 
 
 def readings(device: dict[str, str], start: datetime, count: int, critical_at: Sequence[int]) -> list[dict[str, Any]]:
     """`count` readings one second apart from `start`: 22 °C, except at the indexes in `critical_at` (36.5 °C)."""
-    tags = {"dispositivo": device["name"], "cliente": device["client"], "localizacao": device["site"],
-            "tipo": device["type"]}
-    return [{"timestamp": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ"), "tags": tags,
-             "fields": {"temperatura_c": 36.5 if i in critical_at else 22.0 + i / 10}} for i in range(count)]
+    tags = {
+        "dispositivo": device["name"],
+        "cliente": device["client"],
+        "localizacao": device["site"],
+        "tipo": device["type"],
+    }
+    return [
+        {
+            "timestamp": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tags": tags,
+            "fields": {"temperatura_c": 36.5 if i in critical_at else 22.0 + i / 10},
+        }
+        for i in range(count)
+    ]
 
 
 @dataclass
@@ -206,19 +231,27 @@ def wait_until(probe: Callable[[], tuple[bool, str]], timeout: float, interval: 
 
 # --- the box -------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Box:
     name: str
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", "exec", "-i", self.name, *args], input=stdin, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            ["docker", "exec", "-i", self.name, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run("docker", "compose", "-f", COMPOSE, *args, timeout=timeout)
 
-    def http(self, method: str, url: str, headers: dict[str, str] | None = None,
-             body: str | None = None) -> tuple[int, str]:
+    def http(
+        self, method: str, url: str, headers: dict[str, str] | None = None, body: str | None = None
+    ) -> tuple[int, str]:
         request = {"method": method, "url": url, "headers": headers or {}, "body": body}
         out = self.run("python3", "-c", _BOX_HTTP, stdin=json.dumps(request))
         if out.returncode != 0:
@@ -235,9 +268,16 @@ class Influx:
     url: str = "http://127.0.0.1:8086"
 
     def query(self, flux: str) -> tuple[int, str]:
-        return self.box.http("POST", f"{self.url}/api/v2/query?org={self.org}",
-                             {"Authorization": f"Token {self.token}", "Content-Type": "application/vnd.flux",
-                              "Accept": "application/csv"}, flux)
+        return self.box.http(
+            "POST",
+            f"{self.url}/api/v2/query?org={self.org}",
+            {
+                "Authorization": f"Token {self.token}",
+                "Content-Type": "application/vnd.flux",
+                "Accept": "application/csv",
+            },
+            flux,
+        )
 
     def values(self, flux: str) -> list[str]:
         status, body = self.query(flux)
@@ -246,9 +286,11 @@ class Influx:
         return flux_column(body)
 
     def count(self, bucket: str, measurement: str) -> int:
-        values = self.values(f'from(bucket: "{bucket}") |> range(start: 0) '
-                             f'|> filter(fn: (r) => r._measurement == "{measurement}") '
-                             '|> group() |> count()')
+        values = self.values(
+            f'from(bucket: "{bucket}") |> range(start: 0) '
+            f'|> filter(fn: (r) => r._measurement == "{measurement}") '
+            "|> group() |> count()"
+        )
         return sum(int(v) for v in values)
 
 
@@ -261,8 +303,10 @@ def load_secrets(path: Path) -> dict[str, Any]:
 
 # --- MQTT --------------------------------------------------------------------------------------------------------
 
-def publish(host: str, port: int, ca_file: Path, username: str, password: str, topic: str,
-            payloads: Sequence[dict[str, Any]]) -> None:
+
+def publish(
+    host: str, port: int, ca_file: Path, username: str, password: str, topic: str, payloads: Sequence[dict[str, Any]]
+) -> None:
     """Publish each payload with QoS 1 over TLS (the broker's certificate checked against `host`), as a device.
 
     MQTT 5, so a refusal (bad password, or the ACL denying the topic) comes back as a reason code and fails here.
@@ -282,8 +326,9 @@ def publish(host: str, port: int, ca_file: Path, username: str, password: str, t
         if reason.is_failure:
             refused[mid] = str(reason)
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"e2e-{username.replace('/', '-')}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"e2e-{username.replace('/', '-')}", protocol=mqtt.MQTTv5
+    )
     client.username_pw_set(username, password)
     client.tls_set_context(ssl.create_default_context(cafile=str(ca_file)))
     client.on_connect = on_connect
@@ -307,6 +352,7 @@ def publish(host: str, port: int, ca_file: Path, username: str, password: str, t
 
 # --- the checks --------------------------------------------------------------------------------------------------
 
+
 def check(args: argparse.Namespace) -> int:
     report = Report()
     box = Box(args.box)
@@ -323,8 +369,15 @@ def check(args: argparse.Namespace) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
         handle.write(ca.stdout)
     try:
-        publish(args.mqtt_host, args.mqtt_port, Path(handle.name), args.device, secrets["mqtt"][args.device],
-                f"mov/dados/{args.device}", readings(device, start, args.readings, critical_at=(5, 6)))
+        publish(
+            args.mqtt_host,
+            args.mqtt_port,
+            Path(handle.name),
+            args.device,
+            secrets["mqtt"][args.device],
+            f"mov/dados/{args.device}",
+            readings(device, start, args.readings, critical_at=(5, 6)),
+        )
         report.check(f"{args.readings} readings published over MQTT/TLS as {args.device}", True)
     except Exception as exc:  # any failure to publish is the finding
         report.check(f"readings published over MQTT/TLS as {args.device}", False, repr(exc))
@@ -336,7 +389,8 @@ def check(args: argparse.Namespace) -> int:
             values = influx.values(
                 f'from(bucket: "{args.bucket}") |> range(start: {since}) '
                 f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{name}" '
-                'and r._field == "temperatura_c") |> group() |> count()')
+                'and r._field == "temperatura_c") |> group() |> count()'
+            )
         except RuntimeError as exc:
             return False, str(exc)
         got = sum(int(v) for v in values)
@@ -346,50 +400,63 @@ def check(args: argparse.Namespace) -> int:
 
     logs = box.compose("logs", "--no-color", "telegraf")
     errors = telegraf_parse_errors(logs.stdout + logs.stderr)
-    report.check("Telegraf reports no parse errors", logs.returncode == 0 and not errors,
-                 "; ".join(errors[:5]) or logs.stderr.strip()[-300:])
+    report.check(
+        "Telegraf reports no parse errors",
+        logs.returncode == 0 and not errors,
+        "; ".join(errors[:5]) or logs.stderr.strip()[-300:],
+    )
 
     # `config check` loads the file and initialises every plugin without starting one (telegraf v1.32.3
     # cmd/telegraf/cmd_config.go). Not `--test`: it starts service inputs, and the MQTT consumer would take over
     # the live consumer's client id and persistent session.
-    test = box.compose("exec", "-T", "telegraf", "telegraf", "config", "check", "--config",
-                       "/etc/telegraf/telegraf.conf", timeout=180)
-    report.check("telegraf config check accepts the rendered config", test.returncode == 0,
-                 (test.stderr or test.stdout).strip()[-500:])
+    test = box.compose(
+        "exec", "-T", "telegraf", "telegraf", "config", "check", "--config", "/etc/telegraf/telegraf.conf", timeout=180
+    )
+    report.check(
+        "telegraf config check accepts the rendered config",
+        test.returncode == 0,
+        (test.stderr or test.stdout).strip()[-500:],
+    )
 
     # Infrastructure metrics: Telegraf's host inputs reach their own bucket (cpu every mov_infra_metrics_interval_s).
     def infra_cpu() -> tuple[bool, str]:
         try:
             values = influx.values(
                 f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
-                '|> filter(fn: (r) => r._measurement == "cpu" and r._field == "usage_active") |> group() |> count()')
+                '|> filter(fn: (r) => r._measurement == "cpu" and r._field == "usage_active") |> group() |> count()'
+            )
         except RuntimeError as exc:
             return False, str(exc)
         got = sum(int(v) for v in values)
         return got > 0, f"{got} cpu points in {args.infra_bucket} in the last 5 minutes"
 
-    report.check("host cpu points landed in the infrastructure bucket (Flux query)",
-                 *wait_until(infra_cpu, args.timeout))
+    report.check(
+        "host cpu points landed in the infrastructure bucket (Flux query)", *wait_until(infra_cpu, args.timeout)
+    )
 
     def infra_docker() -> tuple[bool, str]:
         try:
             values = influx.values(
                 f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
                 '|> filter(fn: (r) => r._measurement == "docker_container_status" and r._field == "restart_count") '
-                '|> keep(columns: ["container_name"]) |> group() |> distinct(column: "container_name")')
+                '|> keep(columns: ["container_name"]) |> group() |> distinct(column: "container_name")'
+            )
         except RuntimeError as exc:
             return False, str(exc)
         return any(name.endswith("-telegraf-1") for name in values), f"containers seen: {sorted(set(values))}"
 
-    report.check("Docker's containers are read through the socket (docker_container_status)",
-                 *wait_until(infra_docker, args.timeout))
+    report.check(
+        "Docker's containers are read through the socket (docker_container_status)",
+        *wait_until(infra_docker, args.timeout),
+    )
 
     def statuses() -> tuple[bool, str]:
         try:
             values = influx.values(
                 f'from(bucket: "{args.status_bucket}") |> range(start: {since}) '
                 f'|> filter(fn: (r) => r._measurement == "mov_status" and r.dispositivo == "{name}" '
-                'and r._field == "status")')
+                'and r._field == "status")'
+            )
         except RuntimeError as exc:
             return False, str(exc)
         return "critico" in values, f"statuses written: {values[-10:]}"
@@ -432,12 +499,16 @@ def grafana_rules(args: argparse.Namespace) -> int:
         if status != 200:
             return False, f"{status} {body[:200]}"
         health = rule_health(json.loads(body))
-        bad = {title: health.get(title, ("not evaluated", "")) for title in titles.values()
-               if health.get(title, ("", ""))[0] != "ok"}
+        bad = {
+            title: health.get(title, ("not evaluated", ""))
+            for title in titles.values()
+            if health.get(title, ("", ""))[0] != "ok"
+        }
         return not bad and bool(titles), f"not ok: {bad}" if bad else f"{len(titles)} rules ok"
 
-    report.check("every alert rule evaluates without error (health ok in the rules API)",
-                 *wait_until(evaluated, args.timeout))
+    report.check(
+        "every alert rule evaluates without error (health ok in the rules API)", *wait_until(evaluated, args.timeout)
+    )
 
     client, name = args.device.split("/", 1)
     device = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
@@ -447,8 +518,15 @@ def grafana_rules(args: argparse.Namespace) -> int:
     try:
         while time.monotonic() < deadline:
             now = datetime.now(UTC).replace(microsecond=0)
-            publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device],
-                    f"mov/dados/{args.device}", readings(device, now, 1, critical_at=(0,)))
+            publish(
+                args.mqtt_host,
+                args.mqtt_port,
+                ca,
+                args.device,
+                secrets["mqtt"][args.device],
+                f"mov/dados/{args.device}",
+                readings(device, now, 1, critical_at=(0,)),
+            )
             sent += 1
             time.sleep(args.every)
         report.check(f"{sent} readings above 35 °C published over {args.hot_for:.0f} s", sent > 0)
@@ -482,10 +560,24 @@ def identity(args: argparse.Namespace) -> int:
         # The forged readings first, then genuine ones: once the genuine ones are stored, the forged ones have been
         # through Telegraf too (one consumer, in order).
         topic = f"mov/dados/{args.device}"
-        publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device], topic,
-                readings(forged, start, 5, critical_at=()))
-        publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device], topic,
-                readings(own, start + timedelta(seconds=5), 5, critical_at=()))
+        publish(
+            args.mqtt_host,
+            args.mqtt_port,
+            ca,
+            args.device,
+            secrets["mqtt"][args.device],
+            topic,
+            readings(forged, start, 5, critical_at=()),
+        )
+        publish(
+            args.mqtt_host,
+            args.mqtt_port,
+            ca,
+            args.device,
+            secrets["mqtt"][args.device],
+            topic,
+            readings(own, start + timedelta(seconds=5), 5, critical_at=()),
+        )
         report.check(f"5 readings tagged {args.victim} and 5 of its own published as {args.device}", True)
     except Exception as exc:
         report.check("readings published", False, repr(exc))
@@ -493,11 +585,15 @@ def identity(args: argparse.Namespace) -> int:
         ca.unlink(missing_ok=True)
 
     def points_of(device: str, begin: datetime, end: datetime) -> int:
-        return sum(int(v) for v in influx.values(
-            f'from(bucket: "{args.bucket}") |> range(start: {begin.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
-            f'stop: {end.strftime("%Y-%m-%dT%H:%M:%SZ")}) '
-            f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{device}" '
-            'and r._field == "temperatura_c") |> group() |> count()'))
+        return sum(
+            int(v)
+            for v in influx.values(
+                f'from(bucket: "{args.bucket}") |> range(start: {begin.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
+                f"stop: {end.strftime('%Y-%m-%dT%H:%M:%SZ')}) "
+                f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{device}" '
+                'and r._field == "temperatura_c") |> group() |> count()'
+            )
+        )
 
     forged_span = (start, start + timedelta(seconds=5))  # the forged readings' seconds
     genuine_span = (start + timedelta(seconds=5), start + timedelta(seconds=10))
@@ -524,8 +620,11 @@ def telegraf_health(args: argparse.Namespace) -> int:
     secrets = load_secrets(args.secrets)
     headers = {"Authorization": f"Token {secrets['influxdb_admin_token']}", "Content-Type": "application/json"}
     status, body = box.http("GET", f"{args.influxdb}/api/v2/authorizations?org={args.org}", headers)
-    ids = [a["id"] for a in json.loads(body).get("authorizations", [])
-           if a.get("description") == "mov:telegraf"] if status == 200 else []
+    ids = (
+        [a["id"] for a in json.loads(body).get("authorizations", []) if a.get("description") == "mov:telegraf"]
+        if status == 200
+        else []
+    )
     if not report.check("Telegraf's token is found", len(ids) == 1, f"{status} {body[:200]}"):
         return report.summary()
 
@@ -534,12 +633,14 @@ def telegraf_health(args: argparse.Namespace) -> int:
             out = box.run("docker", "inspect", "--format", "{{.State.Health.Status}}", args.container)
             got = out.stdout.strip()
             return got == wanted, f"health {got or out.stderr.strip()}"
+
         return probe
 
     report.check("Telegraf is healthy before", *wait_until(health_is("healthy"), args.timeout))
     for state, wanted in (("inactive", "unhealthy"), ("active", "healthy")):
-        status, body = box.http("PATCH", f"{args.influxdb}/api/v2/authorizations/{ids[0]}", headers,
-                                json.dumps({"status": state}))
+        status, body = box.http(
+            "PATCH", f"{args.influxdb}/api/v2/authorizations/{ids[0]}", headers, json.dumps({"status": state})
+        )
         report.check(f"the token is made {state}", status == 200, f"{status} {body[:200]}")
         report.check(f"Telegraf turns {wanted}", *wait_until(health_is(wanted), args.timeout))
     return report.summary()
@@ -551,23 +652,36 @@ def recreate(args: argparse.Namespace) -> int:
     report = Report()
     box = Box(args.box)
     secrets = load_secrets(args.secrets)
-    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"]),
-            "Content-Type": "application/json"}
+    auth = {
+        "Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"]),
+        "Content-Type": "application/json",
+    }
     login = "e2e-viewer"
-    status, body = box.http("POST", f"{args.grafana}/api/admin/users", auth,
-                            json.dumps({"name": "e2e", "login": login, "password": secrets_token(24)}))
+    status, body = box.http(
+        "POST",
+        f"{args.grafana}/api/admin/users",
+        auth,
+        json.dumps({"name": "e2e", "login": login, "password": secrets_token(24)}),
+    )
     report.check("a user is created", status == 200, f"{status} {body[:200]}")
-    status, body = box.http("POST", f"{args.grafana}/api/annotations", auth,
-                            json.dumps({"text": "e2e marker", "tags": ["e2e-recreate"]}))
+    status, body = box.http(
+        "POST", f"{args.grafana}/api/annotations", auth, json.dumps({"text": "e2e marker", "tags": ["e2e-recreate"]})
+    )
     report.check("an annotation is stored", status == 200, f"{status} {body[:200]}")
     before = box.compose("ps", "-q", "grafana").stdout.strip()
     up = box.compose("up", "-d", "--force-recreate", "--no-deps", "--wait", "grafana", timeout=300)
     after = box.compose("ps", "-q", "grafana").stdout.strip()
-    report.check("grafana is recreated (a new container) and healthy", up.returncode == 0 and before != after,
-                 (up.stderr or up.stdout).strip()[-300:])
+    report.check(
+        "grafana is recreated (a new container) and healthy",
+        up.returncode == 0 and before != after,
+        (up.stderr or up.stdout).strip()[-300:],
+    )
     db = box.run("stat", "-c", "%s", args.grafana_db)
-    report.check(f"grafana.db is on the host at {args.grafana_db}", db.returncode == 0 and int(db.stdout or 0) > 0,
-                 db.stderr.strip())
+    report.check(
+        f"grafana.db is on the host at {args.grafana_db}",
+        db.returncode == 0 and int(db.stdout or 0) > 0,
+        db.stderr.strip(),
+    )
     status, body = box.http("GET", f"{args.grafana}/api/users/lookup?loginOrEmail={login}", auth)
     report.check("the user is still there", status == 200, f"{status} {body[:200]}")
     status, body = box.http("GET", f"{args.grafana}/api/annotations?tags=e2e-recreate", auth)
@@ -596,8 +710,15 @@ def weekly_report(args: argparse.Namespace) -> int:
     expected_max = max(v["fields"]["temperatura_c"] for v in values)
     ca = _ca_file(box)
     try:
-        publish(args.mqtt_host, args.mqtt_port, ca, args.device, secrets["mqtt"][args.device],
-                f"mov/dados/{args.device}", values)
+        publish(
+            args.mqtt_host,
+            args.mqtt_port,
+            ca,
+            args.device,
+            secrets["mqtt"][args.device],
+            f"mov/dados/{args.device}",
+            values,
+        )
         report.check(f"10 readings of yesterday published as {args.device}", True)
     except Exception as exc:
         report.check("readings of yesterday published", False, repr(exc))
@@ -605,11 +726,15 @@ def weekly_report(args: argparse.Namespace) -> int:
         ca.unlink(missing_ok=True)
 
     def landed() -> tuple[bool, str]:
-        got = sum(int(v) for v in influx.values(
-            f'from(bucket: "{args.bucket}") |> range(start: {yesterday.strftime("%Y-%m-%dT00:00:00Z")}, '
-            f'stop: {datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")}) '
-            f'|> filter(fn: (r) => r.dispositivo == "{name}" and r._field == "temperatura_c") '
-            '|> group() |> count()'))
+        got = sum(
+            int(v)
+            for v in influx.values(
+                f'from(bucket: "{args.bucket}") |> range(start: {yesterday.strftime("%Y-%m-%dT00:00:00Z")}, '
+                f"stop: {datetime.now(UTC).strftime('%Y-%m-%dT00:00:00Z')}) "
+                f'|> filter(fn: (r) => r.dispositivo == "{name}" and r._field == "temperatura_c") '
+                "|> group() |> count()"
+            )
+        )
         return got == 10, f"{got} of 10 stored"
 
     report.check("yesterday's readings are stored", *wait_until(landed, args.timeout))
@@ -621,8 +746,11 @@ def weekly_report(args: argparse.Namespace) -> int:
     command = lines[0].split(None, 5)[5].replace("\\%", "%")
     run = box.run("sh", "-c", command, timeout=600)
     job_log = box.run("tail", "-n", "30", f"/var/log/mov-cron/{args.job}.log").stdout if run.returncode else ""
-    report.check(f"the {args.job} job runs as cron runs it", run.returncode == 0,
-                 ((run.stderr or run.stdout) + job_log).strip()[-800:])
+    report.check(
+        f"the {args.job} job runs as cron runs it",
+        run.returncode == 0,
+        ((run.stderr or run.stdout) + job_log).strip()[-800:],
+    )
     week_ending = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     pdf = box.run("base64", "-w0", f"{args.report_dir}/report-{week_ending}.pdf")
     if not report.check(f"report-{week_ending}.pdf was written", pdf.returncode == 0, pdf.stderr.strip()):
@@ -644,16 +772,22 @@ def hardening(args: argparse.Namespace) -> int:
     box = Box(args.box)
     ids = box.compose("ps", "--all", "-q").stdout.split()
     services = box.compose("config", "--services").stdout.split()
-    report.check("one container for every service of the stack", bool(ids) and len(ids) == len(services),
-                 f"{len(ids)} containers, services {services}")
+    report.check(
+        "one container for every service of the stack",
+        bool(ids) and len(ids) == len(services),
+        f"{len(ids)} containers, services {services}",
+    )
     for container_id in ids:
         out = box.run("docker", "inspect", container_id)
         if not report.check(f"docker inspect {container_id[:12]}", out.returncode == 0, out.stderr.strip()):
             continue
         info = json.loads(out.stdout)[0]
         name, config = info["Name"].lstrip("/"), info["HostConfig"]
-        report.check(f"{name}: every capability dropped", config.get("CapDrop") == ["ALL"]
-                     and not config.get("CapAdd"), f"{config.get('CapDrop')} {config.get('CapAdd')}")
+        report.check(
+            f"{name}: every capability dropped",
+            config.get("CapDrop") == ["ALL"] and not config.get("CapAdd"),
+            f"{config.get('CapDrop')} {config.get('CapAdd')}",
+        )
         report.check(f"{name}: no-new-privileges", "no-new-privileges:true" in (config.get("SecurityOpt") or []))
         report.check(f"{name}: a process limit", (config.get("PidsLimit") or 0) > 0, str(config.get("PidsLimit")))
         user = str(info["Config"].get("User") or "")
@@ -675,8 +809,11 @@ def retention(args: argparse.Namespace) -> int:
     rules = [r for b in buckets for r in b.get("retentionRules", []) if r.get("type") == "expire"]
     seconds = int(rules[0].get("everySeconds", 0)) if rules else 0
     wanted = duration_seconds(args.expect)
-    report.check(f"{args.bucket} keeps data {args.expect}", len(buckets) == 1 and seconds == wanted,
-                 f"{status}: everySeconds {seconds}, wanted {wanted}")
+    report.check(
+        f"{args.bucket} keeps data {args.expect}",
+        len(buckets) == 1 and seconds == wanted,
+        f"{status}: everySeconds {seconds}, wanted {wanted}",
+    )
     return report.summary()
 
 
@@ -718,13 +855,18 @@ def logs(args: argparse.Namespace) -> int:
             status, body = box.http("GET", f"{args.loki}/loki/api/v1/query_range?{query}")
             found = loki_lines(body)
             return bool(found), f"{status}: {len(found)} line(s); {found[:2] or body[:200]}"
+
         return probe
 
     for service in args.services:
-        report.check(f"Loki returns lines of the {service} container (Alloy, Docker socket)",
-                     *wait_until(lines_of(f'{{source="docker", service="{service}"}}'), args.timeout))
-    report.check("Loki returns lines of the host's journal (Alloy, systemd journal)",
-                 *wait_until(lines_of('{source="journal"}'), args.timeout))
+        report.check(
+            f"Loki returns lines of the {service} container (Alloy, Docker socket)",
+            *wait_until(lines_of(f'{{source="docker", service="{service}"}}'), args.timeout),
+        )
+    report.check(
+        "Loki returns lines of the host's journal (Alloy, systemd journal)",
+        *wait_until(lines_of('{source="journal"}'), args.timeout),
+    )
 
     auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
     status, body = box.http("GET", f"{args.grafana}/api/datasources/uid/mov-loki/health", auth)
@@ -748,8 +890,10 @@ def _basic(user: str, password: str) -> str:
 def counts(args: argparse.Namespace) -> int:
     secrets = load_secrets(args.secrets)
     influx = Influx(Box(args.box), secrets["influxdb_admin_token"], args.org)
-    now = {"readings": influx.count(args.bucket, "mov_leituras"),
-           "statuses": influx.count(args.status_bucket, "mov_status")}
+    now = {
+        "readings": influx.count(args.bucket, "mov_leituras"),
+        "statuses": influx.count(args.status_bucket, "mov_status"),
+    }
     if args.out:
         args.out.write_text(json.dumps(now))
         print(f"counts: {now}")
@@ -757,15 +901,18 @@ def counts(args: argparse.Namespace) -> int:
     before = json.loads(args.compare.read_text())
     report = Report()
     for key, value in now.items():
-        report.check(f"{key} after the restore equal those before the backup", value == before.get(key),
-                     f"before {before.get(key)}, after {value}")
+        report.check(
+            f"{key} after the restore equal those before the backup",
+            value == before.get(key),
+            f"before {before.get(key)}, after {value}",
+        )
     return report.summary()
 
 
 # --- the webhook receiver ------------------------------------------------------------------------------------------
 
-def serve(port: int, out: Path, ready: threading.Event | None = None,
-          stop_after: float | None = None) -> None:
+
+def serve(port: int, out: Path, ready: threading.Event | None = None, stop_after: float | None = None) -> None:
     """Append every POSTed body to `out`, one line each; answer 200. Runs until killed (or stop_after seconds)."""
     lock = threading.Lock()
 
@@ -823,45 +970,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     device.add_argument("--grafana", default="http://127.0.0.1:3000")
     device.add_argument("--influxdb", default="http://127.0.0.1:8086")
     device.add_argument("--timeout", type=float, default=240, help="seconds to wait for each outcome")
-    p_rules = sub.add_parser("grafana-rules", parents=[common, device],
-                             help="every alert rule evaluates; > 35 °C fires Grafana's alert")
+    p_rules = sub.add_parser(
+        "grafana-rules", parents=[common, device], help="every alert rule evaluates; > 35 °C fires Grafana's alert"
+    )
     p_rules.add_argument("--alerts", type=Path, required=True, help="the receiver's output")
     p_rules.add_argument("--hot-for", type=float, default=150, help="seconds of readings above 35 °C")
     p_rules.add_argument("--every", type=float, default=5, help="seconds between two of them")
-    p_identity = sub.add_parser("identity", parents=[common, device],
-                                help="a payload naming another device stores nothing under it")
+    p_identity = sub.add_parser(
+        "identity", parents=[common, device], help="a payload naming another device stores nothing under it"
+    )
     p_identity.add_argument("--victim", default="sensor_forged", help="the device name the payload claims")
-    p_health = sub.add_parser("telegraf-health", parents=[common, device],
-                              help="Telegraf unhealthy with its token inactive, healthy again once active")
+    p_health = sub.add_parser(
+        "telegraf-health",
+        parents=[common, device],
+        help="Telegraf unhealthy with its token inactive, healthy again once active",
+    )
     p_health.add_argument("--container", default="mov-telegraf-1")
-    p_recreate = sub.add_parser("recreate", parents=[common, device],
-                                help="Grafana's users, data and dashboards survive a forced recreate")
+    p_recreate = sub.add_parser(
+        "recreate", parents=[common, device], help="Grafana's users, data and dashboards survive a forced recreate"
+    )
     p_recreate.add_argument("--grafana-db", default="/opt/mov/grafana/data/grafana.db")
-    p_report = sub.add_parser("report", parents=[common, device],
-                              help="the weekly report's cron job on yesterday's readings; its PDF's figures")
+    p_report = sub.add_parser(
+        "report",
+        parents=[common, device],
+        help="the weekly report's cron job on yesterday's readings; its PDF's figures",
+    )
     # A device the other checks do not publish as: their readings of today become "yesterday" after midnight UTC.
     p_report.set_defaults(device="industria_abc/sensor_002", site="linha_producao")
     p_report.add_argument("--job", default="weekly-report")
     p_report.add_argument("--report-dir", default="/opt/mov/report/out")
     p_hardening = sub.add_parser("hardening", parents=[common], help="the running containers hold no privilege")
-    p_hardening.add_argument("--read-only", nargs="*", default=["mosquitto", "analytics", "telegraf", "grafana"],
-                             help="services whose root filesystem must be read-only")
+    p_hardening.add_argument(
+        "--read-only",
+        nargs="*",
+        default=["mosquitto", "analytics", "telegraf", "grafana"],
+        help="services whose root filesystem must be read-only",
+    )
     p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")
     p_retention.add_argument("--expect", required=True, help="an InfluxDB duration, e.g. 30d (0: forever)")
     p_logs = sub.add_parser("logs", parents=[common], help="the logs part: Loki holds the platform's lines")
     p_logs.add_argument("--loki", default="http://127.0.0.1:3100")
     p_logs.add_argument("--grafana", default="http://127.0.0.1:3000")
-    p_logs.add_argument("--services", nargs="+", default=["mosquitto", "analytics"],
-                        help="compose services whose lines Loki must return")
+    p_logs.add_argument(
+        "--services",
+        nargs="+",
+        default=["mosquitto", "analytics"],
+        help="compose services whose lines Loki must return",
+    )
     p_logs.add_argument("--timeout", type=float, default=120, help="seconds to wait for each outcome")
     args = parser.parse_args(argv)
     if args.command == "receive":
         serve(args.port, args.out)
         return 0
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "check": check, "logs": logs, "grafana-rules": grafana_rules, "identity": identity,
-        "telegraf-health": telegraf_health, "recreate": recreate, "report": weekly_report,
-        "retention": retention, "hardening": hardening, "counts": counts}
+        "check": check,
+        "logs": logs,
+        "grafana-rules": grafana_rules,
+        "identity": identity,
+        "telegraf-health": telegraf_health,
+        "recreate": recreate,
+        "report": weekly_report,
+        "retention": retention,
+        "hardening": hardening,
+        "counts": counts,
+    }
     return commands[args.command](args)
 
 

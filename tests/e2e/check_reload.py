@@ -54,12 +54,18 @@ def reloaded(args: argparse.Namespace) -> int:
     before = json.loads(args.started.read_text())
     now = containers(box)
     for service in SERVICES:
-        report.check(f"{service}'s container was neither recreated nor restarted", now[service] == before[service],
-                     f"before {before[service]}, now {now[service]}")
+        report.check(
+            f"{service}'s container was neither recreated nor restarted",
+            now[service] == before[service],
+            f"before {before[service]}, now {now[service]}",
+        )
 
     conf = box.compose("exec", "-T", "telegraf", "cat", "/etc/telegraf/telegraf.conf")
-    report.check("the running Telegraf sees the new telegraf.conf", f'interval = "{args.interval}"' in conf.stdout,
-                 (conf.stderr or conf.stdout).strip()[-300:])
+    report.check(
+        "the running Telegraf sees the new telegraf.conf",
+        f'interval = "{args.interval}"' in conf.stdout,
+        (conf.stderr or conf.stdout).strip()[-300:],
+    )
 
     def telegraf_log() -> tuple[bool, str]:
         logs = box.compose("logs", "--no-color", "telegraf")

@@ -94,9 +94,14 @@ def senders_from_config(cfg: AlertsConfig) -> list[Sender]:
 
 
 class Alerter:
-    def __init__(self, cfg: AlertsConfig, metrics: Metrics, senders: Sequence[Sender],
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AlertsConfig,
+        metrics: Metrics,
+        senders: Sequence[Sender],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self._cfg = cfg
         self._metrics = metrics
         self._senders = list(senders)
@@ -143,15 +148,23 @@ class Alerter:
                 except Exception as exc:
                     if attempt == self._cfg.max_attempts or self._stop.is_set():
                         self._metrics.alerts_failed.labels(sender.channel).inc()
-                        log.error("alert not delivered", extra={"channel": sender.channel, "kind": alert.kind,
-                                                                "subject": alert.subject, "error": str(exc)})
+                        log.error(
+                            "alert not delivered",
+                            extra={
+                                "channel": sender.channel,
+                                "kind": alert.kind,
+                                "subject": alert.subject,
+                                "error": str(exc),
+                            },
+                        )
                         break
                     self._sleep(delay)
                     delay *= 2
                 else:
                     self._metrics.alerts_sent.labels(sender.channel).inc()
-                    log.info("alert sent", extra={"channel": sender.channel, "kind": alert.kind,
-                                                  "subject": alert.subject})
+                    log.info(
+                        "alert sent", extra={"channel": sender.channel, "kind": alert.kind, "subject": alert.subject}
+                    )
                     break
 
     def _run(self) -> None:

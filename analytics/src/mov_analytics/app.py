@@ -48,8 +48,9 @@ class Worker:
         self.alerter = Alerter(cfg.alerts, self.metrics, senders_from_config(cfg.alerts))
         if transport is None:
             transport = InfluxClientTransport(cfg.influxdb) if cfg.influxdb.enabled else DiscardTransport()
-        self.writer = InfluxWriter(cfg.influxdb, self.metrics, transport,
-                                   on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure)
+        self.writer = InfluxWriter(
+            cfg.influxdb, self.metrics, transport, on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure
+        )
         self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy)
         self.connected = False
         self._stop = threading.Event()
@@ -68,13 +69,21 @@ class Worker:
         m = self.cfg.mqtt
         # A fixed client id with clean_session=False keeps the session (subscription and queued QoS 1
         # readings) on the broker while the worker is down.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
-                             protocol=MQTTProtocolVersion.MQTTv311)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=m.client_id,
+            clean_session=False,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
         if m.username:
             client.username_pw_set(m.username, m.password or None)
         if m.tls.enabled:
-            client.tls_set(ca_certs=m.tls.ca_file or None, certfile=m.tls.cert_file or None,
-                           keyfile=m.tls.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(
+                ca_certs=m.tls.ca_file or None,
+                certfile=m.tls.cert_file or None,
+                keyfile=m.tls.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
             client.tls_insecure_set(m.tls.insecure)
         client.reconnect_delay_set(m.reconnect_min_delay_s, m.reconnect_max_delay_s)
         client.on_connect = self._on_connect
@@ -82,19 +91,23 @@ class Worker:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                    reason_code: ReasonCode, properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode, properties: Any
+    ) -> None:
         if reason_code.is_failure:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})
             return
         client.subscribe(self.cfg.mqtt.topic, qos=self.cfg.mqtt.qos)
         self.connected = True
         self.metrics.mqtt_connected.set(1)
-        log.info("mqtt connected", extra={"session_present": flags.session_present,
-                                          "host": self.cfg.mqtt.host, "port": self.cfg.mqtt.port})
+        log.info(
+            "mqtt connected",
+            extra={"session_present": flags.session_present, "host": self.cfg.mqtt.host, "port": self.cfg.mqtt.port},
+        )
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
-                       reason_code: ReasonCode, properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode, properties: Any
+    ) -> None:
         self.connected = False
         self.metrics.mqtt_connected.set(0)
         if not self._stop.is_set():
@@ -120,8 +133,15 @@ class Worker:
             metrics.rejected.labels(rejected.reason).inc()
             held = self._log_limit.allow(rejected.reason)
             if held is not None:
-                log.warning("reading rejected", extra={"reason": rejected.reason, "detail": rejected.detail,
-                                                       "topic": topic[:200], "similar_suppressed": held})
+                log.warning(
+                    "reading rejected",
+                    extra={
+                        "reason": rejected.reason,
+                        "detail": rejected.detail,
+                        "topic": topic[:200],
+                        "similar_suppressed": held,
+                    },
+                )
             return
         if reading.had_unknown_keys:
             hot.unknown_keys += 1
@@ -159,9 +179,18 @@ class Worker:
             parts.append(key + repr(value))
         return f"{prefix}{','.join(parts)} {r.time_ns}"
 
-    def _status_line(self, device: DeviceState, status: str, *, level_change: bool, time_ns: int,
-                     previous: str | None, driver_field: str | None, driver_value: float | None,
-                     late: bool = False) -> str:
+    def _status_line(
+        self,
+        device: DeviceState,
+        status: str,
+        *,
+        level_change: bool,
+        time_ns: int,
+        previous: str | None,
+        driver_field: str | None,
+        driver_value: float | None,
+        late: bool = False,
+    ) -> str:
         # The same text as influx.line() with these tags and fields (a test holds the two together), with the
         # escaped series cached: a heartbeat writes one per known device at once, in the main thread.
         series = (device.cliente, device.dispositivo, device.localizacao, device.tipo)
@@ -180,22 +209,42 @@ class Worker:
     def _status_changed(self, change: StatusChange) -> None:
         d = change.device
         self.metrics.status_changes.labels(change.status).inc()
-        self.writer.add(self._status_line(d, change.status, level_change=True, time_ns=change.time_ns,
-                                          previous=change.previous, driver_field=change.driver_field,
-                                          driver_value=change.driver_value))
+        self.writer.add(
+            self._status_line(
+                d,
+                change.status,
+                level_change=True,
+                time_ns=change.time_ns,
+                previous=change.previous,
+                driver_field=change.driver_field,
+                driver_value=change.driver_value,
+            )
+        )
         subject = f"{d.cliente}/{d.dispositivo}"
-        details: dict[str, object] = {"cliente": d.cliente, "dispositivo": d.dispositivo,
-                                      "localizacao": d.localizacao, "tipo": d.tipo, "status": change.status,
-                                      "previous": change.previous, "field": change.driver_field,
-                                      "value": change.driver_value, "time_ns": change.time_ns, "late": False}
+        details: dict[str, object] = {
+            "cliente": d.cliente,
+            "dispositivo": d.dispositivo,
+            "localizacao": d.localizacao,
+            "tipo": d.tipo,
+            "status": change.status,
+            "previous": change.previous,
+            "field": change.driver_field,
+            "value": change.driver_value,
+            "time_ns": change.time_ns,
+            "late": False,
+        }
         log.info("status change", extra=details)
         if change.status == "critico":
-            self.alerter.submit(Alert("critico", subject,
-                                      f"{subject} ({d.localizacao}) is critico: {change.driver_field}="
-                                      f"{change.driver_value}", details))
+            self.alerter.submit(
+                Alert(
+                    "critico",
+                    subject,
+                    f"{subject} ({d.localizacao}) is critico: {change.driver_field}={change.driver_value}",
+                    details,
+                )
+            )
         elif change.recovered:
-            self.alerter.submit(Alert("recovery", subject, f"{subject} ({d.localizacao}) is back to normal",
-                                      details))
+            self.alerter.submit(Alert("recovery", subject, f"{subject} ({d.localizacao}) is back to normal", details))
 
     def _late_excursion(self, change: StatusChange) -> None:
         """A late reading worse than the status its device had at its time (rules.py): two points, maybe an alert.
@@ -204,45 +253,92 @@ class Worker:
         later, so a query for the status at any later moment still finds what the fresh readings said.
         """
         d = change.device
-        self.writer.add(self._status_line(d, change.status, level_change=True, time_ns=change.time_ns,
-                                          previous=change.previous, driver_field=change.driver_field,
-                                          driver_value=change.driver_value, late=True))
+        self.writer.add(
+            self._status_line(
+                d,
+                change.status,
+                level_change=True,
+                time_ns=change.time_ns,
+                previous=change.previous,
+                driver_field=change.driver_field,
+                driver_value=change.driver_value,
+                late=True,
+            )
+        )
         if change.previous is not None:
-            self.writer.add(self._status_line(d, change.previous, level_change=True, time_ns=change.time_ns + 1,
-                                              previous=change.status, driver_field=None, driver_value=None,
-                                              late=True))
+            self.writer.add(
+                self._status_line(
+                    d,
+                    change.previous,
+                    level_change=True,
+                    time_ns=change.time_ns + 1,
+                    previous=change.status,
+                    driver_field=None,
+                    driver_value=None,
+                    late=True,
+                )
+            )
         subject = f"{d.cliente}/{d.dispositivo}"
         current = LEVELS[d.level]
-        details: dict[str, object] = {"cliente": d.cliente, "dispositivo": d.dispositivo,
-                                      "localizacao": d.localizacao, "tipo": d.tipo, "status": change.status,
-                                      "previous": change.previous, "field": change.driver_field,
-                                      "value": change.driver_value, "time_ns": change.time_ns, "late": True,
-                                      "current": current}
+        details: dict[str, object] = {
+            "cliente": d.cliente,
+            "dispositivo": d.dispositivo,
+            "localizacao": d.localizacao,
+            "tipo": d.tipo,
+            "status": change.status,
+            "previous": change.previous,
+            "field": change.driver_field,
+            "value": change.driver_value,
+            "time_ns": change.time_ns,
+            "late": True,
+            "current": current,
+        }
         log.info("late reading excursion", extra=details)
         if change.status == "critico":
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(change.time_ns // 10**9))
-            self.alerter.submit(Alert("critico", subject,
-                                      f"{subject} ({d.localizacao}) was critico at {when} (reading arrived late): "
-                                      f"{change.driver_field}={change.driver_value}; now {current}", details))
+            self.alerter.submit(
+                Alert(
+                    "critico",
+                    subject,
+                    f"{subject} ({d.localizacao}) was critico at {when} (reading arrived late): "
+                    f"{change.driver_field}={change.driver_value}; now {current}",
+                    details,
+                )
+            )
 
     def heartbeat(self) -> None:
         now_ns = time.time_ns()
         for d in self.rules.devices():
             status = LEVELS[d.level]
-            self.writer.add(self._status_line(d, status, level_change=False, time_ns=now_ns, previous=None,
-                                            driver_field=d.driver_field, driver_value=d.driver_value))
+            self.writer.add(
+                self._status_line(
+                    d,
+                    status,
+                    level_change=False,
+                    time_ns=now_ns,
+                    previous=None,
+                    driver_field=d.driver_field,
+                    driver_value=d.driver_value,
+                )
+            )
 
     def _on_overflow(self, dropped: int) -> None:
         if self._log_limit.allow("buffer_full") is not None:
-            log.error("write buffer full, dropping oldest points",
-                      extra={"dropped": dropped, "buffer_max_points": self.cfg.influxdb.buffer_max_points})
-        self.alerter.submit(Alert("buffer_overflow", "worker",
-                                  "InfluxDB write buffer full: oldest points are being dropped",
-                                  {"buffer_max_points": self.cfg.influxdb.buffer_max_points}))
+            log.error(
+                "write buffer full, dropping oldest points",
+                extra={"dropped": dropped, "buffer_max_points": self.cfg.influxdb.buffer_max_points},
+            )
+        self.alerter.submit(
+            Alert(
+                "buffer_overflow",
+                "worker",
+                "InfluxDB write buffer full: oldest points are being dropped",
+                {"buffer_max_points": self.cfg.influxdb.buffer_max_points},
+            )
+        )
 
     def _on_auth_failure(self, error: str) -> None:
-        self.alerter.submit(Alert("influx_auth", "worker", "InfluxDB refuses the worker's token",
-                                  {"error": error}))
+        self.alerter.submit(Alert("influx_auth", "worker", "InfluxDB refuses the worker's token", {"error": error}))
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -265,11 +361,14 @@ class Worker:
         # QoS 1 PUBACK; this measured ~2x slower than the same loop run directly (bench/results.md).
         self._mqtt_thread = threading.Thread(target=self._mqtt_loop, name="mqtt", daemon=True)
         self._mqtt_thread.start()
-        log.info("worker started", extra={"metrics_port": self.health.port, "topic": m.topic,
-                                          "bucket": self.cfg.influxdb.bucket})
+        log.info(
+            "worker started",
+            extra={"metrics_port": self.health.port, "topic": m.topic, "bucket": self.cfg.influxdb.bucket},
+        )
         if not self.cfg.influxdb.enabled:
-            log.warning("no InfluxDB (influxdb.enabled is false): status points are not stored; status changes "
-                        "are only logged")
+            log.warning(
+                "no InfluxDB (influxdb.enabled is false): status points are not stored; status changes are only logged"
+            )
 
     def _mqtt_loop(self) -> None:
         # retry_first_connection: keep trying while the broker is not up yet; later drops reconnect too.
@@ -305,12 +404,14 @@ class Worker:
         return lost
 
 
-def _series_prefix(measurement: str, series: tuple[str, str, str, str], cache: dict[tuple[str, str, str, str], str]
-                   ) -> str:
+def _series_prefix(
+    measurement: str, series: tuple[str, str, str, str], cache: dict[tuple[str, str, str, str], str]
+) -> str:
     """``measurement,cliente=..,dispositivo=..,localizacao=..,tipo=.. `` as influx.line() writes it (tags in
     sorted order, empty ones left out), remembered in ``cache`` (bounded)."""
-    tags = "".join(f",{name}={escape_key(value)}" for name, value in zip(_SERIES_TAGS, series, strict=True)
-                   if value != "")
+    tags = "".join(
+        f",{name}={escape_key(value)}" for name, value in zip(_SERIES_TAGS, series, strict=True) if value != ""
+    )
     if len(cache) >= 100_000:
         cache.clear()
     cache[series] = prefix = f"{measurement}{tags} "
@@ -322,8 +423,11 @@ _SERIES_TAGS = ("cliente", "dispositivo", "localizacao", "tipo")  # sorted, as i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mov-analytics", description=__doc__)
-    parser.add_argument("--config", default=os.environ.get("MOV_ANALYTICS_CONFIG") or None,
-                        help="YAML config file (default: $MOV_ANALYTICS_CONFIG); MOV_ANALYTICS_* env overrides it")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("MOV_ANALYTICS_CONFIG") or None,
+        help="YAML config file (default: $MOV_ANALYTICS_CONFIG); MOV_ANALYTICS_* env overrides it",
+    )
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     args = parser.parse_args(argv)
     try:

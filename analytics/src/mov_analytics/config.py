@@ -346,8 +346,7 @@ def _read_influx(s: _Section) -> InfluxConfig:
         write_readings=s.bool_("write_readings", False),
     )
     if cfg.buffer_max_points <= cfg.batch_size:
-        raise ConfigError(s.key("buffer_max_points"), f"more than batch_size ({cfg.batch_size})",
-                          cfg.buffer_max_points)
+        raise ConfigError(s.key("buffer_max_points"), f"more than batch_size ({cfg.batch_size})", cfg.buffer_max_points)
     for name in ("org", "bucket", "status_measurement", "readings_measurement"):
         if not getattr(cfg, name):
             raise ConfigError(s.key(name), "a non-empty string")
@@ -407,8 +406,9 @@ def _read_rules(raw: object) -> tuple[RuleConfig, ...]:
         ordered = rule.alerta < rule.critico if rule.direction == "above" else rule.alerta > rule.critico
         if not ordered:
             relation = "<" if rule.direction == "above" else ">"
-            raise ConfigError(s.key("critico"), f"alerta {relation} critico for direction {rule.direction}",
-                              rule.critico)
+            raise ConfigError(
+                s.key("critico"), f"alerta {relation} critico for direction {rule.direction}", rule.critico
+            )
         s.finish()
         rules.append(rule)
     return tuple(rules)
@@ -452,8 +452,9 @@ def _read_alerts(s: _Section) -> AlertsConfig:
     url = w.str_("url", "")
     if url:
         url = _url(w, "url", url)
-    webhook = WebhookConfig(url=url, timeout_s=w.float_("timeout_s", 5.0, 0.1),
-                            headers={str(k): str(v) for k, v in headers.items()})
+    webhook = WebhookConfig(
+        url=url, timeout_s=w.float_("timeout_s", 5.0, 0.1), headers={str(k): str(v) for k, v in headers.items()}
+    )
     w.finish()
     e = s.section("email")
     recipients = _email_list(e, "recipients")
@@ -469,8 +470,9 @@ def _read_alerts(s: _Section) -> AlertsConfig:
     )
     e.finish()
     if email.host and (not email.sender or not email.recipients):
-        raise ConfigError(e.key("sender" if not email.sender else "recipients"),
-                          "a value when alerts.email.host is set")
+        raise ConfigError(
+            e.key("sender" if not email.sender else "recipients"), "a value when alerts.email.host is set"
+        )
     cfg = AlertsConfig(
         dedup_s=s.float_("dedup_s", 900.0, 0.0),
         max_attempts=s.int_("max_attempts", 5, 1, 100),
@@ -493,22 +495,33 @@ def from_mapping(raw: object) -> Config:
     late_window = root.float_("late_window_s", 300.0, 0.0)
     alerts = _read_alerts(root.section("alerts"))
     http_s = root.section("http")
-    http = HttpConfig(host=http_s.str_("host", "0.0.0.0"),  # noqa: S104 - scraped from outside the container
-                      port=http_s.int_("port", 9108, 0, 65535))
+    http = HttpConfig(
+        host=http_s.str_("host", "0.0.0.0"),  # noqa: S104 - scraped from outside the container
+        port=http_s.int_("port", 9108, 0, 65535),
+    )
     http_s.finish()
     level = root.choice("log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
     report = _read_report(root.section("report"))
     root.finish()
-    return Config(mqtt=mqtt, influxdb=influx, validation=validation, rules=rules,
-                  heartbeat_interval_s=heartbeat, late_window_s=late_window, alerts=alerts, http=http,
-                  log_level=level, report=report)
+    return Config(
+        mqtt=mqtt,
+        influxdb=influx,
+        validation=validation,
+        rules=rules,
+        heartbeat_interval_s=heartbeat,
+        late_window_s=late_window,
+        alerts=alerts,
+        http=http,
+        log_level=level,
+        report=report,
+    )
 
 
 def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
         target = raw
         for part in parts[:-1]:
             child = target.setdefault(part, {})

@@ -47,8 +47,9 @@ def string_field(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str],
-         time_ns: int) -> str:
+def line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str], time_ns: int
+) -> str:
     """One line of line protocol; tags sorted (InfluxDB's preferred order), floats as floats, ints with ``i``."""
     tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
     rendered = []
@@ -108,14 +109,22 @@ class InfluxClientTransport:
     def __init__(self, cfg: InfluxConfig) -> None:
         self._cfg = cfg
         self._precision: WritePrecision = WritePrecision.NS  # type: ignore[assignment]  # a str constant there
-        self._client = InfluxDBClient(url=cfg.url, token=cfg.token, org=cfg.org, timeout=cfg.timeout_ms,
-                                      enable_gzip=cfg.gzip, ssl_ca_cert=cfg.ca_file or None, retries=False)
+        self._client = InfluxDBClient(
+            url=cfg.url,
+            token=cfg.token,
+            org=cfg.org,
+            timeout=cfg.timeout_ms,
+            enable_gzip=cfg.gzip,
+            ssl_ca_cert=cfg.ca_file or None,
+            retries=False,
+        )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def send(self, body: bytes) -> None:
         try:
-            self._write_api.write(bucket=self._cfg.bucket, org=self._cfg.org, record=body,
-                                  write_precision=self._precision)
+            self._write_api.write(
+                bucket=self._cfg.bucket, org=self._cfg.org, record=body, write_precision=self._precision
+            )
         except ApiException as exc:
             status = int(exc.status) if exc.status is not None else None
             body_text = exc.body.decode("utf-8", "replace")[:200] if isinstance(exc.body, bytes) else ""
@@ -136,9 +145,14 @@ class InfluxWriter:
     written twice by this process; 401/403 stop the retrying for ``auth_retry_interval_s`` at a time.
     """
 
-    def __init__(self, cfg: InfluxConfig, metrics: Metrics, transport: Transport,
-                 on_overflow: Callable[[int], None] | None = None,
-                 on_auth_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: InfluxConfig,
+        metrics: Metrics,
+        transport: Transport,
+        on_overflow: Callable[[int], None] | None = None,
+        on_auth_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self._cfg = cfg
         self._metrics = metrics
         self._transport = transport
@@ -192,8 +206,11 @@ class InfluxWriter:
         with self._cond:
             while True:
                 queue = self._queue
-                if queue and (len(queue) >= self._cfg.batch_size or self._stopping
-                              or time.monotonic() - self._oldest_at >= interval):
+                if queue and (
+                    len(queue) >= self._cfg.batch_size
+                    or self._stopping
+                    or time.monotonic() - self._oldest_at >= interval
+                ):
                     break
                 if self._stopping and not queue:
                     return None
@@ -236,26 +253,27 @@ class InfluxWriter:
                 self.last_error = str(exc)
                 if exc.kind == "rejected":
                     # The server refused the data itself; resending the same bytes cannot succeed.
-                    log.error("influxdb rejected a batch, dropping it", extra={"points": len(batch),
-                                                                             "error": str(exc)})
+                    log.error("influxdb rejected a batch, dropping it", extra={"points": len(batch), "error": str(exc)})
                     self._metrics.points_dropped.labels("rejected_by_server").inc(len(batch))
                     self._finish_batch()
                     continue
                 self._set_ok(False)
                 if exc.kind == "auth":
                     if not self.auth_failed:
-                        log.error("influxdb refused the token; holding points and retrying rarely",
-                                  extra={"error": str(exc),
-                                         "retry_in_s": self._cfg.auth_retry_interval_s})
+                        log.error(
+                            "influxdb refused the token; holding points and retrying rarely",
+                            extra={"error": str(exc), "retry_in_s": self._cfg.auth_retry_interval_s},
+                        )
                         if self._on_auth_failure is not None:
                             self._on_auth_failure(str(exc))
                     self.auth_failed = True
                     self._metrics.auth_failed.set(1)
                     self._sleep(self._cfg.auth_retry_interval_s)
                 else:
-                    log.warning("influxdb write failed, retrying",
-                                extra={"error": str(exc), "retry_in_s": round(backoff, 3),
-                                       "pending": self.pending()})
+                    log.warning(
+                        "influxdb write failed, retrying",
+                        extra={"error": str(exc), "retry_in_s": round(backoff, 3), "pending": self.pending()},
+                    )
                     self._sleep(backoff * random.uniform(0.8, 1.0))  # noqa: S311 - jitter, not crypto
                     backoff = min(backoff * 2, max_backoff)
                 continue

@@ -28,38 +28,41 @@ class Metrics:
         r = self.registry
         self.hot = HotCounters()
         r.register(self.hot)
-        self.rejected = Counter(f"{PREFIX}_readings_rejected", "Readings skipped, by reason", ["reason"],
-                                registry=r)
+        self.rejected = Counter(f"{PREFIX}_readings_rejected", "Readings skipped, by reason", ["reason"], registry=r)
         for reason in (*REASONS, "internal_error"):
             self.rejected.labels(reason)
-        self.status_changes = Counter(f"{PREFIX}_status_changes", "Device status changes, by new status",
-                                      ["status"], registry=r)
+        self.status_changes = Counter(
+            f"{PREFIX}_status_changes", "Device status changes, by new status", ["status"], registry=r
+        )
         self.points_written = Counter(f"{PREFIX}_points_written", "Points acknowledged by InfluxDB", registry=r)
-        self.points_dropped = Counter(f"{PREFIX}_points_dropped", "Points given up, by reason", ["reason"],
-                                      registry=r)
+        self.points_dropped = Counter(f"{PREFIX}_points_dropped", "Points given up, by reason", ["reason"], registry=r)
         for reason in ("buffer_full", "rejected_by_server", "shutdown"):
             self.points_dropped.labels(reason)
-        self.write_failures = Counter(f"{PREFIX}_write_failures", "Failed write requests, by kind", ["kind"],
-                                      registry=r)
+        self.write_failures = Counter(
+            f"{PREFIX}_write_failures", "Failed write requests, by kind", ["kind"], registry=r
+        )
         for kind in ("retryable", "auth", "rejected"):
             self.write_failures.labels(kind)
         self.write_latency = Histogram(
-            f"{PREFIX}_write_latency_seconds", "Duration of one write request to InfluxDB",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r)
-        self.buffer_depth = Gauge(f"{PREFIX}_buffer_points", "Points waiting to be written (incl. in flight)",
-                                  registry=r)
+            f"{PREFIX}_write_latency_seconds",
+            "Duration of one write request to InfluxDB",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.buffer_depth = Gauge(
+            f"{PREFIX}_buffer_points", "Points waiting to be written (incl. in flight)", registry=r
+        )
         self.mqtt_connected = Gauge(f"{PREFIX}_mqtt_connected", "1 while connected to the broker", registry=r)
-        self.write_ok = Gauge(f"{PREFIX}_influx_last_write_ok", "1 if the last write request succeeded",
-                              registry=r)
+        self.write_ok = Gauge(f"{PREFIX}_influx_last_write_ok", "1 if the last write request succeeded", registry=r)
         self.auth_failed = Gauge(f"{PREFIX}_influx_auth_failed", "1 while InfluxDB answers 401/403", registry=r)
-        self.alerts_sent = Counter(f"{PREFIX}_alerts_sent", "Alerts delivered, by channel", ["channel"],
-                                   registry=r)
-        self.alerts_failed = Counter(f"{PREFIX}_alerts_failed", "Alerts given up after retries, by channel",
-                                     ["channel"], registry=r)
-        self.alerts_suppressed = Counter(f"{PREFIX}_alerts_suppressed", "Alerts de-duplicated away",
-                                         registry=r)
-        self.alerts_dropped = Counter(f"{PREFIX}_alerts_dropped", "Alerts dropped because the queue was full",
-                                      registry=r)
+        self.alerts_sent = Counter(f"{PREFIX}_alerts_sent", "Alerts delivered, by channel", ["channel"], registry=r)
+        self.alerts_failed = Counter(
+            f"{PREFIX}_alerts_failed", "Alerts given up after retries, by channel", ["channel"], registry=r
+        )
+        self.alerts_suppressed = Counter(f"{PREFIX}_alerts_suppressed", "Alerts de-duplicated away", registry=r)
+        self.alerts_dropped = Counter(
+            f"{PREFIX}_alerts_dropped", "Alerts dropped because the queue was full", registry=r
+        )
         self.write_ok.set(1)
 
 
@@ -83,12 +86,21 @@ class HotCounters(Collector):
             ("readings_received", "MQTT messages received", self.received),
             ("readings_processed", "Readings parsed and run through the rules", self.processed),
             ("readings_unknown_keys", "Accepted readings whose unknown keys were ignored", self.unknown_keys),
-            ("readings_late", "Readings out of order within late_window_s of the device's newest: evaluated",
-             self.late),
-            ("readings_duplicate", "Readings seen before (same device, time and values; QoS 1 redelivery): skipped",
-             self.duplicate),
-            ("readings_stale", "Readings more than late_window_s behind the device's newest: skipped by the rules",
-             self.stale),
+            (
+                "readings_late",
+                "Readings out of order within late_window_s of the device's newest: evaluated",
+                self.late,
+            ),
+            (
+                "readings_duplicate",
+                "Readings seen before (same device, time and values; QoS 1 redelivery): skipped",
+                self.duplicate,
+            ),
+            (
+                "readings_stale",
+                "Readings more than late_window_s behind the device's newest: skipped by the rules",
+                self.stale,
+            ),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 

@@ -128,9 +128,15 @@ def _shape_decoder(max_abs_value: float) -> msgspec.json.Decoder[Any]:
     limit = max_abs_value if math.isfinite(max_abs_value) else sys.float_info.max
     value = Annotated[float, msgspec.Meta(ge=-limit, le=limit)]
     name = Annotated[str, msgspec.Meta(min_length=1)]
-    shape = msgspec.defstruct("_Shape", [("timestamp", int | str), ("tags", _Tags),
-                                         ("fields", Annotated[dict[name, value], msgspec.Meta(min_length=1)])],
-                              forbid_unknown_fields=True)
+    shape = msgspec.defstruct(
+        "_Shape",
+        [
+            ("timestamp", int | str),
+            ("tags", _Tags),
+            ("fields", Annotated[dict[name, value], msgspec.Meta(min_length=1)]),
+        ],
+        forbid_unknown_fields=True,
+    )
     return msgspec.json.Decoder(shape)
 
 
@@ -180,22 +186,31 @@ class Validator:
         cliente = tags.cliente
         dispositivo = tags.dispositivo
         parts = topic.split("/", 4)
-        if (cliente.isprintable() and dispositivo.isprintable() and tags.localizacao.isprintable()
-                and tags.tipo.isprintable()
-                and len(parts) >= 4 and parts[0] == "mov" and parts[1] == "dados"
-                and parts[2] == cliente and parts[3] == dispositivo
-                and (not self._cfg.field_ranges or self._in_ranges(shape.fields))):
+        if (
+            cliente.isprintable()
+            and dispositivo.isprintable()
+            and tags.localizacao.isprintable()
+            and tags.tipo.isprintable()
+            and len(parts) >= 4
+            and parts[0] == "mov"
+            and parts[1] == "dados"
+            and parts[2] == cliente
+            and parts[3] == dispositivo
+            and (not self._cfg.field_ranges or self._in_ranges(shape.fields))
+        ):
             stamp = shape.timestamp
             if type(stamp) is int and stamp >= _EPOCH_NS_MIN:
                 now = self._clock()
                 seconds = stamp / _NS
-                if (abs(seconds - now) <= _YEAR_S and seconds <= now + self._max_future_s
-                        and seconds >= now - self._max_past_s):
+                if (
+                    abs(seconds - now) <= _YEAR_S
+                    and seconds <= now + self._max_future_s
+                    and seconds >= now - self._max_past_s
+                ):
                     return Reading(stamp, cliente, dispositivo, tags.localizacao, tags.tipo, shape.fields)
             else:
                 # Its rejections are the full path's too: everything it checks before the time passed.
-                return Reading(self._timestamp(stamp), cliente, dispositivo, tags.localizacao, tags.tipo,
-                               shape.fields)
+                return Reading(self._timestamp(stamp), cliente, dispositivo, tags.localizacao, tags.tipo, shape.fields)
         return self._parse_doc(topic, self._load(payload))
 
     def _load(self, payload: bytes) -> object:
@@ -238,13 +253,23 @@ class Validator:
             extra = sorted(set(tags) - set(REQUIRED_TAGS))[0]
             raise Rejected("unknown_key", f"unknown tag {extra!r}")
         cliente, dispositivo, localizacao, tipo = (
-            tag_values["cliente"], tag_values["dispositivo"], tag_values["localizacao"], tag_values["tipo"],
+            tag_values["cliente"],
+            tag_values["dispositivo"],
+            tag_values["localizacao"],
+            tag_values["tipo"],
         )
         self._check_topic(topic, cliente, dispositivo)
         fields = self._fields(doc, values)
         time_ns = self._timestamp(doc["timestamp"])
-        return Reading(time_ns=time_ns, cliente=cliente, dispositivo=dispositivo, localizacao=localizacao,
-                       tipo=tipo, fields=fields, had_unknown_keys=bool(unknown) or extra_tags)
+        return Reading(
+            time_ns=time_ns,
+            cliente=cliente,
+            dispositivo=dispositivo,
+            localizacao=localizacao,
+            tipo=tipo,
+            fields=fields,
+            had_unknown_keys=bool(unknown) or extra_tags,
+        )
 
     def _tags(self, doc: object, tags: dict[str, Any]) -> dict[str, str]:
         out = {}

@@ -275,8 +275,15 @@ class RulesEngine:
         then = self.level_at(state, time_ns)
         if level <= then:
             return _LATE
-        change = StatusChange(device=state, time_ns=time_ns, previous=LEVELS[then], status=LEVELS[level],
-                              driver_field=driver_field, driver_value=driver_value, late=True)
+        change = StatusChange(
+            device=state,
+            time_ns=time_ns,
+            previous=LEVELS[then],
+            status=LEVELS[level],
+            driver_field=driver_field,
+            driver_value=driver_value,
+            late=True,
+        )
         return Outcome(change=change, kind=LATE)
 
     @staticmethod

@@ -37,13 +37,30 @@ def load() -> dict[str, Any]:
         state: dict[str, Any] = json.loads(STATE.read_text())
         return state
     org = {"id": "0000000000000001", "name": os.environ["DOCKER_INFLUXDB_INIT_ORG"]}
-    state = {"org": org, "next": 100,
-             "buckets": [{"id": "b000000000000001", "name": os.environ["DOCKER_INFLUXDB_INIT_BUCKET"],
-                          "orgID": org["id"], "retentionRules": []}],
-              "points": [],
-             "auths": [{"id": "a000000000000001", "token": os.environ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"],
-                        "status": "active", "description": "admin's Token", "orgID": org["id"], "admin": True,
-                        "permissions": []}]}
+    state = {
+        "org": org,
+        "next": 100,
+        "buckets": [
+            {
+                "id": "b000000000000001",
+                "name": os.environ["DOCKER_INFLUXDB_INIT_BUCKET"],
+                "orgID": org["id"],
+                "retentionRules": [],
+            }
+        ],
+        "points": [],
+        "auths": [
+            {
+                "id": "a000000000000001",
+                "token": os.environ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"],
+                "status": "active",
+                "description": "admin's Token",
+                "orgID": org["id"],
+                "admin": True,
+                "permissions": [],
+            }
+        ],
+    }
     save(state)
     return state
 
@@ -62,7 +79,8 @@ def new_id(state: dict[str, Any], prefix: str) -> str:
 def allowed(auth: dict[str, Any], action: str, bucket_id: str) -> bool:
     return bool(auth.get("admin")) or any(
         p["action"] == action and p["resource"].get("type") == "buckets" and p["resource"].get("id") == bucket_id
-        for p in auth["permissions"])
+        for p in auth["permissions"]
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -96,8 +114,9 @@ class Handler(BaseHTTPRequestHandler):
             auth = self._auth(state)
             say({"request": f"{self.command} {url.path}", "auth": (auth or {}).get("description", "")})
             if url.path in ("/health", "/ping"):
-                return self._reply(200 if url.path == "/health" else 204,
-                                   {"status": "pass"} if url.path == "/health" else None)
+                return self._reply(
+                    200 if url.path == "/health" else 204, {"status": "pass"} if url.path == "/health" else None
+                )
             if auth is None:
                 return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
             parts = url.path.strip("/").split("/")
@@ -115,13 +134,21 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(200, {"buckets": [b for b in buckets if allowed(auth, "read", b["id"])]})
             if url.path == "/api/v2/buckets" and self.command == "POST" and auth.get("admin"):
                 body = json.loads(raw)
-                bucket = {"id": new_id(state, "b"), "name": body["name"], "orgID": body["orgID"],
-                          "retentionRules": body.get("retentionRules", [])}
+                bucket = {
+                    "id": new_id(state, "b"),
+                    "name": body["name"],
+                    "orgID": body["orgID"],
+                    "retentionRules": body.get("retentionRules", []),
+                }
                 state["buckets"].append(bucket)
                 save(state)
                 return self._reply(201, bucket)
-            if parts[:3] == ["api", "v2", "buckets"] and len(parts) == 4 and self.command == "PATCH" \
-                    and auth.get("admin"):
+            if (
+                parts[:3] == ["api", "v2", "buckets"]
+                and len(parts) == 4
+                and self.command == "PATCH"
+                and auth.get("admin")
+            ):
                 body = json.loads(raw)
                 for bucket in state["buckets"]:
                     if bucket["id"] == parts[3]:
@@ -135,9 +162,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(200, {"authorizations": listed})
             if url.path == "/api/v2/authorizations" and self.command == "POST" and auth.get("admin"):
                 body = json.loads(raw)
-                created = {"id": new_id(state, "a"), "token": random_tokens.token_urlsafe(32), "status": "active",
-                           "description": body.get("description", ""), "orgID": body["orgID"],
-                           "permissions": body["permissions"]}
+                created = {
+                    "id": new_id(state, "a"),
+                    "token": random_tokens.token_urlsafe(32),
+                    "status": "active",
+                    "description": body.get("description", ""),
+                    "orgID": body["orgID"],
+                    "permissions": body["permissions"],
+                }
                 state["auths"].append(created)
                 save(state)
                 return self._reply(201, created)

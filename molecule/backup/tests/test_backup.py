@@ -32,8 +32,16 @@ FILES = [
     "/opt/mov/grafana/provisioning/datasources/influxdb.yaml",
     "/opt/mov/releases/20260102T000000Z-bbbbbbbb/release.json",
 ]
-CANARIES = ["CANARY-MQTT-PERSIST", "CANARY-PASSWD", "CANARY-ACL", "CANARY-CONF", "CANARY-DASH",
-            "CANARY-DATASOURCE", "CANARY-RELEASE", VARS["backup_crypt_password"]]
+CANARIES = [
+    "CANARY-MQTT-PERSIST",
+    "CANARY-PASSWD",
+    "CANARY-ACL",
+    "CANARY-CONF",
+    "CANARY-DASH",
+    "CANARY-DATASOURCE",
+    "CANARY-RELEASE",
+    VARS["backup_crypt_password"],
+]
 MANIFEST = "manifest.json"
 PLAIN_NAMES = ["mosquitto", "grafana", "passwd", "manifest", "provisioning", "release", "data", "2026"]
 
@@ -52,8 +60,10 @@ def _sums(host) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def _rows(host) -> int:  # type: ignore[no-untyped-def]
-    return int(host.check_output(f"""python3 -c 'import sqlite3; print(sqlite3.connect("{GRAFANA_DB}")
-.execute("SELECT count(*) FROM dashboard WHERE title LIKE \\"CANARY-DASH-%\\"").fetchone()[0])'"""))
+    return int(
+        host.check_output(f"""python3 -c 'import sqlite3; print(sqlite3.connect("{GRAFANA_DB}")
+.execute("SELECT count(*) FROM dashboard WHERE title LIKE \\"CANARY-DASH-%\\"").fetchone()[0])'""")
+    )
 
 
 def _manifest(host, snapshot: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -135,8 +145,10 @@ def test_the_second_snapshot_links_unchanged_files(host, runs) -> None:  # type:
         a = host.file(f"{BACKUPS}/{first}/{old[rel]['stored']}")
         b = host.file(f"{BACKUPS}/{second}/{new[rel]['stored']}")
         assert a.inode == b.inode, rel
-    assert host.file(f"{BACKUPS}/{first}/{old['passwd']['stored']}").inode != \
-        host.file(f"{BACKUPS}/{second}/{new['passwd']['stored']}").inode
+    assert (
+        host.file(f"{BACKUPS}/{first}/{old['passwd']['stored']}").inode
+        != host.file(f"{BACKUPS}/{second}/{new['passwd']['stored']}").inode
+    )
     status = json.loads(host.file(STATUS).content_string)
     assert status["new_bytes"] < 1000 < status["size_bytes"]
 
@@ -157,8 +169,9 @@ def test_the_remote_holds_no_plaintext(host, runs) -> None:  # type: ignore[no-u
 def test_wipe_then_restore_from_the_remote_gives_the_same_files(host, runs) -> None:  # type: ignore[no-untyped-def]
     sums, rows = _sums(host), _rows(host)
     assert rows == 1000
-    host.check_output(f"rm -rf /opt/mov/mosquitto/data/* {GRAFANA_DB} {GRAFANA_DB}-wal {GRAFANA_DB}-shm "
-                      f"{' '.join(FILES[1:])}")
+    host.check_output(
+        f"rm -rf /opt/mov/mosquitto/data/* {GRAFANA_DB} {GRAFANA_DB}-wal {GRAFANA_DB}-shm {' '.join(FILES[1:])}"
+    )
     restored = _run(host, "restore --from remote")
     assert restored.rc == 0, restored.stdout + restored.stderr
     assert _sums(host) == sums
@@ -185,8 +198,10 @@ def test_a_flipped_byte_off_site_fails_the_restore_naming_the_object(host, runs)
     plain = f"objects/{digest[:2]}/{digest}"
     victim = host.check_output(f"{RCLONE} cryptdecode --reverse mov-offsite: {plain}").split("\t")[-1].strip()
     assert host.file(f"{OFFSITE}/{victim}").size > 300_000
-    flip = ("python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,\"rb\").read()); b[len(b)//2]^=1; "
-            f"open(p,\"wb\").write(b)' {OFFSITE}/{victim}")
+    flip = (
+        'python3 -c \'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=1; '
+        f'open(p,"wb").write(b)\' {OFFSITE}/{victim}'
+    )
     before = _sums(host)
     host.check_output(flip)
     try:
@@ -208,9 +223,9 @@ def test_an_unreachable_remote_fails_the_run_and_keeps_the_last_good_snapshot(ho
         "python3 -c 'import http.server\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_POST(self):\n"
-        "        body = self.rfile.read(int(self.headers[\"Content-Length\"]))\n"
-        "        open(\"/tmp/webhook.json\", \"wb\").write(body); self.send_response(204); self.end_headers()\n"
-        "s = http.server.HTTPServer((\"127.0.0.1\", 8099), H); s.timeout = 60; s.handle_request()'"
+        '        body = self.rfile.read(int(self.headers["Content-Length"]))\n'
+        '        open("/tmp/webhook.json", "wb").write(body); self.send_response(204); self.end_headers()\n'
+        's = http.server.HTTPServer(("127.0.0.1", 8099), H); s.timeout = 60; s.handle_request()\''
     )
     host.check_output(f"rm -f /tmp/webhook.json; ({listener} >/dev/null 2>&1 &); sleep 1")
     host.check_output(f"mv {OFFSITE} {OFFSITE}.away && echo not-a-directory > {OFFSITE}")
@@ -243,8 +258,18 @@ def test_a_failed_snapshot_is_never_marked_good(host, runs) -> None:  # type: ig
 
 
 # Dates picked so each rule matters: daily 3, weekly 2 (ISO weeks start on Monday), monthly 2.
-FAKE_IDS = ["20261126T023000Z", "20261126T010000Z", "20261125T023000Z", "20261124T023000Z", "20261123T023000Z",
-            "20261122T023000Z", "20261115T023000Z", "20261101T023000Z", "20261015T023000Z", "20260915T023000Z"]
+FAKE_IDS = [
+    "20261126T023000Z",
+    "20261126T010000Z",
+    "20261125T023000Z",
+    "20261124T023000Z",
+    "20261123T023000Z",
+    "20261122T023000Z",
+    "20261115T023000Z",
+    "20261101T023000Z",
+    "20261015T023000Z",
+    "20260915T023000Z",
+]
 KEPT = ["20261015T023000Z", "20261122T023000Z", "20261124T023000Z", "20261125T023000Z", "20261126T023000Z"]
 
 
@@ -275,10 +300,13 @@ def test_off_site_retention_removes_exactly_the_expired_snapshots(host) -> None:
     # Each fake snapshot refers to one object of its own, and the newest also to a shared one.
     for snapshot in FAKE_IDS:
         files = [{"stored_sha256": f"{snapshot[:8]}{'0' * 56}"}, {"stored_sha256": "ab" * 32}]
-        host.check_output(f"echo {shlex.quote(json.dumps({'files': files}))} > /tmp/fake.json && "
-                          f"{RCLONE} copyto /tmp/fake.json mov-offsite:prune-remote/snapshots/{snapshot}.json")
-        host.check_output(f"{RCLONE} copyto /tmp/fake.json mov-offsite:prune-remote/objects/{snapshot[:2]}/"
-                          f"{snapshot[:8]}{'0' * 56}")
+        host.check_output(
+            f"echo {shlex.quote(json.dumps({'files': files}))} > /tmp/fake.json && "
+            f"{RCLONE} copyto /tmp/fake.json mov-offsite:prune-remote/snapshots/{snapshot}.json"
+        )
+        host.check_output(
+            f"{RCLONE} copyto /tmp/fake.json mov-offsite:prune-remote/objects/{snapshot[:2]}/{snapshot[:8]}{'0' * 56}"
+        )
     host.check_output(f"{RCLONE} copyto /tmp/fake.json mov-offsite:prune-remote/objects/ab/{'ab' * 32}")
     # Objects of an upload that never finished (no manifest refers to them) go too.
     host.check_output(f"{RCLONE} copyto /tmp/fake.json mov-offsite:prune-remote/objects/cd/{'cd' * 32}")

@@ -11,16 +11,20 @@ CONFIG = "/etc/mov-backup/config.json"
 BACKUPS = "/var/backups/mov"
 DRILL = "/var/lib/mov-backup/drill.json"
 GRAFANA_DB = "/opt/mov/grafana/data/grafana.db"
-PRODUCTION = ["/opt/mov/mosquitto/data/mosquitto.db", "/opt/mov/mosquitto/config/passwd", GRAFANA_DB,
-              "/opt/mov/grafana/provisioning/datasources/influxdb.yaml"]
+PRODUCTION = [
+    "/opt/mov/mosquitto/data/mosquitto.db",
+    "/opt/mov/mosquitto/config/passwd",
+    GRAFANA_DB,
+    "/opt/mov/grafana/provisioning/datasources/influxdb.yaml",
+]
 PARTS = {"mosquitto-data", "mosquitto-config", "grafana-db", "grafana-provisioning", "release"}
 WEBHOOK = (
     "python3 -c 'import http.server\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
     "    def do_POST(self):\n"
-    "        body = self.rfile.read(int(self.headers[\"Content-Length\"]))\n"
-    "        open(\"/tmp/drill-webhook.json\", \"wb\").write(body); self.send_response(204); self.end_headers()\n"
-    "s = http.server.HTTPServer((\"127.0.0.1\", 8099), H); s.timeout = 60; s.handle_request()'"
+    '        body = self.rfile.read(int(self.headers["Content-Length"]))\n'
+    '        open("/tmp/drill-webhook.json", "wb").write(body); self.send_response(204); self.end_headers()\n'
+    's = http.server.HTTPServer(("127.0.0.1", 8099), H); s.timeout = 60; s.handle_request()\''
 )
 
 
@@ -38,8 +42,9 @@ def _drill(host) -> tuple[Any, dict[str, Any]]:  # type: ignore[no-untyped-def]
 
 
 def _sql(host, statement: str) -> None:  # type: ignore[no-untyped-def]
-    host.check_output(f"python3 -c 'import sqlite3; db = sqlite3.connect(\"{GRAFANA_DB}\"); "
-                      f"db.execute(\"{statement}\"); db.commit()'")
+    host.check_output(
+        f'python3 -c \'import sqlite3; db = sqlite3.connect("{GRAFANA_DB}"); db.execute("{statement}"); db.commit()\''
+    )
 
 
 def test_the_drill_restores_the_latest_off_site_snapshot_and_matches_production(host) -> None:  # type: ignore[no-untyped-def]
@@ -60,12 +65,12 @@ def test_the_drill_restores_the_latest_off_site_snapshot_and_matches_production(
 
 def test_a_drill_that_finds_a_difference_fails_records_it_and_alerts(host) -> None:  # type: ignore[no-untyped-def]
     # A dashboard created after the snapshot: the restored set no longer matches production's.
-    _sql(host, "INSERT INTO dashboard (title, data) VALUES (\\\"CANARY-DASH-NEW\\\", \\\"x\\\")")
+    _sql(host, 'INSERT INTO dashboard (title, data) VALUES (\\"CANARY-DASH-NEW\\", \\"x\\")')
     host.check_output(f"rm -f /tmp/drill-webhook.json; ({WEBHOOK} >/dev/null 2>&1 &); sleep 1")
     try:
         result, status = _drill(host)
     finally:
-        _sql(host, "DELETE FROM dashboard WHERE title = \\\"CANARY-DASH-NEW\\\"")
+        _sql(host, 'DELETE FROM dashboard WHERE title = \\"CANARY-DASH-NEW\\"')
     assert result.rc == 1
     assert status["result"] == "failed" and "grafana-db" in status["error"]
     checks = {check["part"]: check for check in status["checks"]}

@@ -29,10 +29,14 @@ def small_disk(host) -> Any:  # type: ignore[no-untyped-def]
     config["remote"]["target"] = "mov-offsite:space"
     host.check_output(f"echo {shlex.quote(json.dumps(config))} > {SPACE_CONFIG}")
     port = VARS["backup_smtp"]["port"]
-    host.check_output(f"rm -rf {MAILDIR}; (nohup python3 -m aiosmtpd -n -l 127.0.0.1:{port} "
-                      f"-c aiosmtpd.handlers.Mailbox {MAILDIR} >/tmp/aiosmtpd.log 2>&1 & echo $! > /tmp/aiosmtpd.pid)")
-    host.check_output(f"for i in $(seq 50); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", "
-                      f"{port}), 1)' 2>/dev/null && exit 0; sleep 0.2; done; exit 1")
+    host.check_output(
+        f"rm -rf {MAILDIR}; (nohup python3 -m aiosmtpd -n -l 127.0.0.1:{port} "
+        f"-c aiosmtpd.handlers.Mailbox {MAILDIR} >/tmp/aiosmtpd.log 2>&1 & echo $! > /tmp/aiosmtpd.pid)"
+    )
+    host.check_output(
+        f'for i in $(seq 50); do python3 -c \'import socket; socket.create_connection(("127.0.0.1", '
+        f"{port}), 1)' 2>/dev/null && exit 0; sleep 0.2; done; exit 1"
+    )
     try:
         yield SMALL
     finally:

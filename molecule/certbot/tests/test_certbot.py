@@ -18,8 +18,12 @@ ACME_ENV = "REQUESTS_CA_BUNDLE=/etc/pebble/ca.pem"
 
 
 def served_serial(host, port: int) -> str:  # type: ignore[no-untyped-def]
-    return str(host.check_output(f"openssl s_client -connect 127.0.0.1:{port} -servername mov.test </dev/null "
-                                 "2>/dev/null | openssl x509 -noout -serial"))
+    return str(
+        host.check_output(
+            f"openssl s_client -connect 127.0.0.1:{port} -servername mov.test </dev/null "
+            "2>/dev/null | openssl x509 -noout -serial"
+        )
+    )
 
 
 def issued_serial(host) -> str:  # type: ignore[no-untyped-def]
@@ -74,9 +78,20 @@ def test_renewal_reaches_nginx_and_mosquitto_without_restart(host) -> None:  # t
 def test_a_name_not_pointing_here_fails_clearly_and_nginx_keeps_its_certificate(host) -> None:  # type: ignore[no-untyped-def]
     serial = served_serial(host, 443)
     result = subprocess.run(
-        ["ansible-playbook", str(SCENARIO / "converge.yml"), "-i", f"{BOX},", "-c", "community.docker.docker",
-         "-e", json.dumps({"certbot_domains": ["mov.test", "elsewhere.test"]})],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            "ansible-playbook",
+            str(SCENARIO / "converge.yml"),
+            "-i",
+            f"{BOX},",
+            "-c",
+            "community.docker.docker",
+            "-e",
+            json.dumps({"certbot_domains": ["mov.test", "elsewhere.test"]}),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1"),
     )
     output = result.stdout + result.stderr
@@ -91,6 +106,8 @@ def test_a_name_not_pointing_here_fails_clearly_and_nginx_keeps_its_certificate(
 def test_served_chain_verifies_against_pebble_root(host, port: int) -> None:  # type: ignore[no-untyped-def]
     """The full chain is served: it verifies against pebble's (per-run) root."""
     host.check_output("curl -sk https://127.0.0.1:15000/roots/0 > /tmp/pebble-root.pem")
-    result = host.run(f"openssl s_client -connect 127.0.0.1:{port} -servername mov.test -verify_return_error "
-                      "-CAfile /tmp/pebble-root.pem </dev/null")
+    result = host.run(
+        f"openssl s_client -connect 127.0.0.1:{port} -servername mov.test -verify_return_error "
+        "-CAfile /tmp/pebble-root.pem </dev/null"
+    )
     assert result.rc == 0, result.stdout[-2000:]

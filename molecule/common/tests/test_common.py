@@ -61,8 +61,13 @@ def test_root_is_refused_even_with_an_authorized_key(host, key_on_box) -> None: 
 
 
 def test_password_login_is_not_even_offered(host, key_on_box) -> None:  # type: ignore[no-untyped-def]
-    result = ssh(host, ADMIN, key_on_box, "-o PreferredAuthentications=password,keyboard-interactive",
-                 "-o PubkeyAuthentication=no")
+    result = ssh(
+        host,
+        ADMIN,
+        key_on_box,
+        "-o PreferredAuthentications=password,keyboard-interactive",
+        "-o PubkeyAuthentication=no",
+    )
     assert result.rc != 0
     assert "Permission denied (publickey)" in result.stderr
 
@@ -142,8 +147,10 @@ def test_fail2ban_bans_nginx_login_failures(host) -> None:  # type: ignore[no-un
 
 def test_fail2ban_bans_refused_mqtt_logins_before_dockers_dnat(host) -> None:  # type: ignore[no-untyped-def]
     ip = "198.51.100.7"
-    refused = [("mosquitto", f"2026-12-06T01:10:10: New connection from {ip}:56242 on port 8883."),
-               ("mosquitto", "2026-12-06T01:10:10: Client sensor-7 disconnected, not authorised.")]
+    refused = [
+        ("mosquitto", f"2026-12-06T01:10:10: New connection from {ip}:56242 on port 8883."),
+        ("mosquitto", "2026-12-06T01:10:10: Client sensor-7 disconnected, not authorised."),
+    ]
     try:
         assert ip in _banned_after(host, "mov-mosquitto-auth", ip, refused * 5)
         chain = host.check_output("nft list chain inet f2b-table f2b-mov-prerouting")
@@ -157,6 +164,8 @@ def test_fail2ban_bans_refused_mqtt_logins_before_dockers_dnat(host) -> None:  #
 
 def test_fail2ban_counts_no_mqtt_failure_on_the_internal_listener(host) -> None:  # type: ignore[no-untyped-def]
     ip = "198.51.100.17"
-    internal = [("mosquitto", f"2026-12-06T01:10:10: New connection from {ip}:4000 on port 1883."),
-                ("mosquitto", "2026-12-06T01:10:10: Client telegraf disconnected, not authorised.")]
+    internal = [
+        ("mosquitto", f"2026-12-06T01:10:10: New connection from {ip}:4000 on port 1883."),
+        ("mosquitto", "2026-12-06T01:10:10: Client telegraf disconnected, not authorised."),
+    ]
     assert ip not in _banned_after(host, "mov-mosquitto-auth", ip, internal * 6)

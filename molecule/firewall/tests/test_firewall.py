@@ -19,8 +19,8 @@ PROBER = Prober(network="mov-probe", subnet="198.18.0.0/24", box_address="198.18
 
 # Host services the prepare of this test starts on the box: open and closed ports alike.
 HOST_LISTENERS = (22, 80, 443, 9100)  # 22 stands in for sshd, not installed in this scenario
-PRIVATE_CONTAINER_PORT = 8080   # published by a container, not in the public list
-PUBLIC_CONTAINER_PORT = 8883    # published by a container, in firewall_docker_public_tcp_ports
+PRIVATE_CONTAINER_PORT = 8080  # published by a container, not in the public list
+PUBLIC_CONTAINER_PORT = 8883  # published by a container, in firewall_docker_public_tcp_ports
 
 LISTENER_SCRIPT = """
 import socket, sys, threading
@@ -52,7 +52,8 @@ def services(host, busybox_image: str) -> Iterator[None]:  # type: ignore[no-unt
     """Listeners on the host and two published containers, one private, one public."""
     ports = " ".join(map(str, HOST_LISTENERS))
     host.check_output(
-        f"systemd-run --unit mov-probe-listeners --collect python3 -c {shlex.quote(LISTENER_SCRIPT)} {ports}")
+        f"systemd-run --unit mov-probe-listeners --collect python3 -c {shlex.quote(LISTENER_SCRIPT)} {ports}"
+    )
     host.run("docker rm -f mov-canary-private mov-canary-public")
     canaries = (("mov-canary-private", PRIVATE_CONTAINER_PORT), ("mov-canary-public", PUBLIC_CONTAINER_PORT))
     for name, port in canaries:
@@ -113,9 +114,12 @@ def test_still_closed_after_docker_restarts(host) -> None:  # type: ignore[no-un
 def test_containers_still_reach_each_other_and_out(host, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
     """The fix must not break the platform: container-to-container traffic passes."""
     addr = host.check_output(
-        "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' mov-canary-private")
-    result = host.run(f"docker run --rm {busybox_image} sh -c "
-        f"'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 {addr} {PRIVATE_CONTAINER_PORT}'")
+        "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' mov-canary-private"
+    )
+    result = host.run(
+        f"docker run --rm {busybox_image} sh -c "
+        f"'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 {addr} {PRIVATE_CONTAINER_PORT}'"
+    )
     assert result.rc == 0 and "canary" in result.stdout, result.stderr
 
 

@@ -13,8 +13,9 @@ def test_files_belong_to_grafana_and_secrets_are_private(host) -> None:  # type:
     assert host.file(f"{DIR}/grafana.ini").uid == 472 and host.file(f"{DIR}/grafana.ini").mode == 0o640
     env = host.file(f"{DIR}/secrets/grafana.env")
     assert env.uid == 472 and env.mode == 0o600
-    assert env.content_string == ("GF_SECURITY_ADMIN_PASSWORD=test-only-grafana-password\n"
-                                  "GF_SMTP_PASSWORD=test-only-smtp-password\n")
+    assert env.content_string == (
+        "GF_SECURITY_ADMIN_PASSWORD=test-only-grafana-password\nGF_SMTP_PASSWORD=test-only-smtp-password\n"
+    )
     assert host.file(f"{DIR}/secrets").mode == 0o700
 
 

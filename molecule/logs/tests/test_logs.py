@@ -13,8 +13,13 @@ ALLOY = f"{DIR}/alloy/config.alloy"
 
 def test_files_belong_to_the_services_users_and_are_not_world_readable(host) -> None:  # type: ignore[no-untyped-def]
     assert host.file(DIR).is_directory and host.file(DIR).user == "root" and host.file(DIR).mode == 0o755
-    for path, uid, mode in ((f"{DIR}/loki", 10001, 0o750), (LOKI, 10001, 0o640),
-                            (f"{DIR}/alloy", 473, 0o750), (ALLOY, 473, 0o640), (f"{DIR}/alloy/data", 473, 0o750)):
+    for path, uid, mode in (
+        (f"{DIR}/loki", 10001, 0o750),
+        (LOKI, 10001, 0o640),
+        (f"{DIR}/alloy", 473, 0o750),
+        (ALLOY, 473, 0o640),
+        (f"{DIR}/alloy/data", 473, 0o750),
+    ):
         item = host.file(path)
         assert item.exists, path
         assert (item.uid, item.gid, item.mode) == (uid, uid, mode), path
@@ -22,8 +27,9 @@ def test_files_belong_to_the_services_users_and_are_not_world_readable(host) -> 
 
 def test_loki_config_parses_with_the_retention_it_was_given(host) -> None:  # type: ignore[no-untyped-def]
     # The host's own parser (python3-yaml, installed by the role for the validate: step).
-    config = json.loads(host.check_output(
-        f"python3 -c 'import json, yaml; print(json.dumps(yaml.safe_load(open(\"{LOKI}\"))))'"))
+    config = json.loads(
+        host.check_output(f"python3 -c 'import json, yaml; print(json.dumps(yaml.safe_load(open(\"{LOKI}\"))))'")
+    )
     assert config["limits_config"]["retention_period"] == "504h"
     assert config["compactor"]["retention_enabled"] is True
     assert config["compactor"]["delete_request_store"] == "filesystem"
@@ -35,9 +41,14 @@ def test_loki_config_parses_with_the_retention_it_was_given(host) -> None:  # ty
 def test_alloy_reads_docker_and_the_journal_and_writes_to_loki_inside(host) -> None:  # type: ignore[no-untyped-def]
     text = host.file(ALLOY).content_string
     blocks = set(re.findall(r'^([a-z_]+(?:\.[a-z_]+)+) "([a-z_]+)" \{$', text, re.M))
-    assert blocks == {("discovery.docker", "containers"), ("loki.relabel", "containers"),
-                      ("loki.source.docker", "containers"), ("loki.relabel", "journal"),
-                      ("loki.source.journal", "host"), ("loki.write", "loki")}
+    assert blocks == {
+        ("discovery.docker", "containers"),
+        ("loki.relabel", "containers"),
+        ("loki.source.docker", "containers"),
+        ("loki.relabel", "journal"),
+        ("loki.source.journal", "host"),
+        ("loki.write", "loki"),
+    }
     assert 'url = "http://loki:3100/loki/api/v1/push"' in text
     assert 'host = "unix:///var/run/docker.sock"' in text
     assert 'max_age       = "6h"' in text and 'host = "mov-logs-box"' in text

@@ -43,9 +43,7 @@ def test_broker_runs_the_rendered_config(host) -> None:  # type: ignore[no-untyp
         assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
-@pytest.mark.parametrize(
-    ("name", "mode"), [("mosquitto.conf", 0o640), ("acl", 0o640), ("passwd", 0o600)]
-)
+@pytest.mark.parametrize(("name", "mode"), [("mosquitto.conf", 0o640), ("acl", 0o640), ("passwd", 0o600)])
 def test_files_belong_to_the_broker(host, name: str, mode: int) -> None:  # type: ignore[no-untyped-def]
     f = host.file(f"{CONF}/{name}")
     assert f.user == "mosquitto"
@@ -74,31 +72,46 @@ def test_wrong_password_is_refused(host) -> None:  # type: ignore[no-untyped-def
 
 def test_a_device_publishes_only_under_its_own_topic(host) -> None:  # type: ignore[no-untyped-def]
     me = "industria_abc/sensor_001"
-    seen = _watch(host, "telegraf", "mov/dados/#", [
-        _pub(me, "mov/dados/industria_abc/sensor_001/leitura", "mine"),
-        _pub(me, "mov/dados/industria_abc/sensor_002/leitura", "spoof-sibling"),
-        _pub(me, "mov/dados/industria_xyz/sensor_001/leitura", "spoof-other-client"),
-        _pub(me, "mov/status/industria_abc", "spoof-status"),
-    ])
+    seen = _watch(
+        host,
+        "telegraf",
+        "mov/dados/#",
+        [
+            _pub(me, "mov/dados/industria_abc/sensor_001/leitura", "mine"),
+            _pub(me, "mov/dados/industria_abc/sensor_002/leitura", "spoof-sibling"),
+            _pub(me, "mov/dados/industria_xyz/sensor_001/leitura", "spoof-other-client"),
+            _pub(me, "mov/status/industria_abc", "spoof-status"),
+        ],
+    )
     assert "mov/dados/industria_abc/sensor_001/leitura mine" in seen
     assert "spoof" not in seen
 
 
 def test_a_device_subscribed_to_everything_receives_nothing(host) -> None:  # type: ignore[no-untyped-def]
-    seen = _watch(host, "industria_abc/sensor_001", "#", [
-        _pub("industria_abc/sensor_002", "mov/dados/industria_abc/sensor_002/leitura", "neighbour"),
-        _pub("analytics", "mov/status/industria_abc", "status"),
-    ])
+    seen = _watch(
+        host,
+        "industria_abc/sensor_001",
+        "#",
+        [
+            _pub("industria_abc/sensor_002", "mov/dados/industria_abc/sensor_002/leitura", "neighbour"),
+            _pub("analytics", "mov/status/industria_abc", "status"),
+        ],
+    )
     assert "neighbour" not in seen
     assert "status" not in seen
 
 
 def test_telegraf_cannot_publish(host) -> None:  # type: ignore[no-untyped-def]
-    seen = _watch(host, "analytics", "mov/dados/#", [
-        _pub("telegraf", "mov/dados/industria_abc/sensor_001/leitura", "forged"),
-        _pub("telegraf", "mov/dados/telegraf/x/leitura", "forged-own-name"),
-        _pub("industria_abc/sensor_002", "mov/dados/industria_abc/sensor_002/leitura", "control"),
-    ])
+    seen = _watch(
+        host,
+        "analytics",
+        "mov/dados/#",
+        [
+            _pub("telegraf", "mov/dados/industria_abc/sensor_001/leitura", "forged"),
+            _pub("telegraf", "mov/dados/telegraf/x/leitura", "forged-own-name"),
+            _pub("industria_abc/sensor_002", "mov/dados/industria_abc/sensor_002/leitura", "control"),
+        ],
+    )
     assert "control" in seen
     assert "forged" not in seen
 
@@ -126,9 +139,7 @@ def test_the_acl_refusals_are_explicit_in_mqtt5(host) -> None:  # type: ignore[n
 
 
 def test_tls_listener_works_with_the_ca(host) -> None:  # type: ignore[no-untyped-def]
-    result = host.run(
-        f"mosquitto_pub -h localhost -p 8883 --cafile {CA} {_auth('verify')} -t mov/verify/tls -m x"
-    )
+    result = host.run(f"mosquitto_pub -h localhost -p 8883 --cafile {CA} {_auth('verify')} -t mov/verify/tls -m x")
     assert result.rc == 0, result.stderr
 
 
@@ -154,9 +165,14 @@ def test_a_new_device_gets_in_after_sighup_without_restart(host) -> None:  # typ
     now = host.check_output("systemctl show -p MainPID --value mov-mosquitto").strip()
     assert before == now and now != "0"
     assert "industria_abc/sensor_new:$7$" in host.file(f"{CONF}/passwd").content_string
-    seen = _watch(host, "telegraf", "mov/dados/#", [
-        _pub("industria_abc/sensor_new", "mov/dados/industria_abc/sensor_new/leitura", "hello"),
-    ])
+    seen = _watch(
+        host,
+        "telegraf",
+        "mov/dados/#",
+        [
+            _pub("industria_abc/sensor_new", "mov/dados/industria_abc/sensor_new/leitura", "hello"),
+        ],
+    )
     assert "mov/dados/industria_abc/sensor_new/leitura hello" in seen
     assert "Reloading config" in host.check_output("journalctl --no-pager -u mov-mosquitto")
 
@@ -179,9 +195,20 @@ CHANGED_USERS = [
 def rerun_role(extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
     """The converge playbook again, against this box, with extra variables on top."""
     return subprocess.run(
-        ["ansible-playbook", str(SCENARIO / "converge.yml"), "-i", f"{BOX},", "-c", "community.docker.docker",
-         "-e", json.dumps(extra)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            "ansible-playbook",
+            str(SCENARIO / "converge.yml"),
+            "-i",
+            f"{BOX},",
+            "-c",
+            "community.docker.docker",
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1"),
     )
 

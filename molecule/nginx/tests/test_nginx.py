@@ -67,8 +67,9 @@ def upstreams(host) -> Iterator[None]:  # type: ignore[no-untyped-def]
     for port in (3000, 9001):
         host.run(f"systemctl stop echo-{port}")
         host.check_output(f"systemd-run --unit echo-{port} python3 /tmp/echo.py {port}")
-    host.check_output("for i in $(seq 50); do curl -s 127.0.0.1:3000 && curl -s 127.0.0.1:9001 && exit 0; "
-                      "sleep 0.1; done; exit 1")
+    host.check_output(
+        "for i in $(seq 50); do curl -s 127.0.0.1:3000 && curl -s 127.0.0.1:9001 && exit 0; sleep 0.1; done; exit 1"
+    )
     yield
     for port in (3000, 9001):
         host.run(f"systemctl stop echo-{port}")
@@ -77,9 +78,22 @@ def upstreams(host) -> Iterator[None]:  # type: ignore[no-untyped-def]
 def rerun_role(extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
     """The converge playbook again, against this box, with extra variables on top."""
     return subprocess.run(
-        ["ansible-playbook", str(SCENARIO / "converge.yml"), "-i", f"{BOX},", "-c", "community.docker.docker",
-         "--skip-tags", "nginx_install", "-e", json.dumps(extra)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            "ansible-playbook",
+            str(SCENARIO / "converge.yml"),
+            "-i",
+            f"{BOX},",
+            "-c",
+            "community.docker.docker",
+            "--skip-tags",
+            "nginx_install",
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1"),
     )
 
@@ -92,22 +106,27 @@ def test_nginx_runs_with_only_our_site(host) -> None:  # type: ignore[no-untyped
 
 
 def test_http_redirects_to_https(host) -> None:  # type: ignore[no-untyped-def]
-    out = curl(host, "-o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: mov.test' "
-                     "'http://127.0.0.1/d/abc?orgId=1'")
+    out = curl(
+        host, "-o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: mov.test' 'http://127.0.0.1/d/abc?orgId=1'"
+    )
     assert out == "301 https://mov.test/d/abc?orgId=1"
 
 
 def test_http_serves_the_acme_challenge(host) -> None:  # type: ignore[no-untyped-def]
-    host.check_output("install -d /var/www/mov-acme/.well-known/acme-challenge && "
-                      "echo token-content > /var/www/mov-acme/.well-known/acme-challenge/token-1")
+    host.check_output(
+        "install -d /var/www/mov-acme/.well-known/acme-challenge && "
+        "echo token-content > /var/www/mov-acme/.well-known/acme-challenge/token-1"
+    )
     url = "-H 'Host: mov.test' http://127.0.0.1/.well-known/acme-challenge"
     assert curl(host, f"-w ' %{{http_code}}' {url}/token-1") == "token-content\n 200"
     assert curl(host, f"-o /dev/null -w '%{{http_code}}' {url}/missing") == "404"
 
 
 def test_placeholder_certificate_until_one_is_issued(host) -> None:  # type: ignore[no-untyped-def]
-    subject = host.check_output("openssl s_client -connect 127.0.0.1:443 -servername mov.test </dev/null "
-                                "2>/dev/null | openssl x509 -noout -subject -ext subjectAltName")
+    subject = host.check_output(
+        "openssl s_client -connect 127.0.0.1:443 -servername mov.test </dev/null "
+        "2>/dev/null | openssl x509 -noout -subject -ext subjectAltName"
+    )
     assert "MOV placeholder" in subject
     assert "DNS:mov.test" in subject and "DNS:www.mov.test" in subject
     key = host.file("/opt/mov/tls/privkey.pem")
@@ -117,8 +136,9 @@ def test_placeholder_certificate_until_one_is_issued(host) -> None:  # type: ign
 @pytest.mark.parametrize(("version", "accepted"), [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
 def test_tls_versions(host, version: str, accepted: bool) -> None:  # type: ignore[no-untyped-def]
     # SECLEVEL=0 so that the client itself is willing to speak TLS 1.1: the refusal must come from nginx.
-    result = host.run(f"openssl s_client -connect 127.0.0.1:443 -servername mov.test {version} "
-                      "-cipher DEFAULT@SECLEVEL=0 </dev/null")
+    result = host.run(
+        f"openssl s_client -connect 127.0.0.1:443 -servername mov.test {version} -cipher DEFAULT@SECLEVEL=0 </dev/null"
+    )
     assert (result.rc == 0) is accepted, result.stdout + result.stderr
     if not accepted:
         assert "alert protocol version" in result.stdout + result.stderr
@@ -149,8 +169,9 @@ def test_websocket_upgrades_pass_through(host, path: str, port: int) -> None:  #
 
 
 def test_grafana_login_is_rate_limited(host) -> None:  # type: ignore[no-untyped-def]
-    codes = host.check_output(f"for i in $(seq 15); do curl -sk -o /dev/null -w '%{{http_code}} ' {HTTPS}/login; "
-                              "done").split()
+    codes = host.check_output(
+        f"for i in $(seq 15); do curl -sk -o /dev/null -w '%{{http_code}} ' {HTTPS}/login; done"
+    ).split()
     assert codes[0] == "200"
     assert "429" in codes, codes
 
@@ -194,8 +215,14 @@ def test_internal_endpoints_are_not_served(host, path: str) -> None:  # type: ig
     assert code(host, f"{HTTPS}{path}") == "404"
 
 
-@pytest.mark.parametrize(("source", "path"), [("127.0.0.3", "/login/generic_oauth"), ("127.0.0.4", "/login/"),
-                                              ("127.0.0.5", "/api/user/password/send-reset-email")])
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [
+        ("127.0.0.3", "/login/generic_oauth"),
+        ("127.0.0.4", "/login/"),
+        ("127.0.0.5", "/api/user/password/send-reset-email"),
+    ],
+)
 def test_every_login_path_is_rate_limited(host, source: str, path: str) -> None:  # type: ignore[no-untyped-def]
     # A source address of its own per test: each has its own bucket. Burst 5 at 10r/m: the 7th is refused.
     got = codes(host, f"--interface {source} {RESOLVE} '{SITE}{path}?try=[1-8]'")
@@ -218,7 +245,8 @@ def test_mqtt_websockets_connections_are_limited(host) -> None:  # type: ignore[
     # 25 connections held open at once from one address: 20 pass, the rest are refused.
     got = host.check_output(
         f"for i in $(seq 25); do curl -sk --max-time 10 --interface 127.0.0.8 -o /dev/null -w '%{{http_code}}\\n' "
-        f"-H 'Upgrade: websocket' -H 'Connection: Upgrade' {RESOLVE} '{SITE}/mqtt?hold=3' & done; wait").split()
+        f"-H 'Upgrade: websocket' -H 'Connection: Upgrade' {RESOLVE} '{SITE}/mqtt?hold=3' & done; wait"
+    ).split()
     assert got.count("200") == 20 and got.count("429") == 5, got
 
 
@@ -232,13 +260,18 @@ def test_failed_logins_reach_the_journal_for_fail2ban(host) -> None:  # type: ig
     assert code(host, f"{me} -u admin:guess {RESOLVE} '{SITE}/api/org?fail401'") == "401"
     assert code(host, f"{me} -X POST {RESOLVE} '{SITE}/login?fail401'") == "401"
     assert code(host, f"{me} {RESOLVE} '{SITE}/api/dashboards?fail401'") == "401"  # an expired session: not a login
-    expected = ['client=127.0.0.10 status=401 method=GET user="viewer" uri="/status/"',
-                'client=127.0.0.10 status=401 method=GET user="admin" uri="/api/org"',
-                'client=127.0.0.10 status=401 method=POST user="-" uri="/login"']
+    expected = [
+        'client=127.0.0.10 status=401 method=GET user="viewer" uri="/status/"',
+        'client=127.0.0.10 status=401 method=GET user="admin" uri="/api/org"',
+        'client=127.0.0.10 status=401 method=POST user="-" uri="/login"',
+    ]
     lines: list[str] = []
     for _ in range(20):
-        lines = [line for line in host.check_output("journalctl -q -o cat SYSLOG_IDENTIFIER=mov_nginx_auth")
-                 .splitlines() if line.startswith("client=127.0.0.10 ")]
+        lines = [
+            line
+            for line in host.check_output("journalctl -q -o cat SYSLOG_IDENTIFIER=mov_nginx_auth").splitlines()
+            if line.startswith("client=127.0.0.10 ")
+        ]
         if len(lines) >= len(expected):
             break
         host.run("sleep 0.5")
@@ -273,8 +306,10 @@ def test_a_good_change_reloads_without_restart(host) -> None:  # type: ignore[no
 
 
 def test_public_mode_shows_the_counts_and_keeps_the_full_page_private(host) -> None:  # type: ignore[no-untyped-def]
-    host.check_output("cd /opt/mov/status-page && echo full-page > index.html && echo counts-page > public.html "
-                      "&& echo '{\"state\": \"ok\"}' > public.json")
+    host.check_output(
+        "cd /opt/mov/status-page && echo full-page > index.html && echo counts-page > public.html "
+        '&& echo \'{"state": "ok"}\' > public.json'
+    )
     assert code(host, f"{HTTPS}/status/public.json") == "401"  # not public until asked
     result = rerun_role({"nginx_status_page_public": True})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -67,7 +67,10 @@ def test_status_before_any_backup(host) -> None:  # type: ignore[no-untyped-def]
     doc = as_json(movctl(host, "status", "--json"))
     assert doc["attention"] == ["no backup has run yet (movctl backup)"]
     assert {s["service"]: (s["state"], s["health"]) for s in doc["services"]} == {
-        "mosquitto": ("running", "healthy"), "influxdb": ("running", "healthy"), "analytics": ("running", "healthy")}
+        "mosquitto": ("running", "healthy"),
+        "influxdb": ("running", "healthy"),
+        "analytics": ("running", "healthy"),
+    }
     assert all(s["uptime_s"] >= 0 for s in doc["services"])
     assert doc["certificate"]["days_left"] > 300
     assert {d["path"] for d in doc["disk"]} == {"/opt/mov", "/var/lib/docker"}
@@ -91,7 +94,8 @@ def test_stop_start_restart(host) -> None:  # type: ignore[no-untyped-def]
     started = movctl(host, "start", "analytics", "--json")
     assert started.rc == 0, started.stderr
     assert [(s["service"], s["state"], s["health"]) for s in as_json(started)["services"]] == [
-        ("analytics", "running", "healthy")]
+        ("analytics", "running", "healthy")
+    ]
 
     before = started_at(host, "mov-mosquitto-1")
     restarted = movctl(host, "restart", "mosquitto")
@@ -148,7 +152,10 @@ def test_backup_then_restore_refuses_then_forces(host) -> None:  # type: ignore[
     doc = as_json(forced)
     assert doc["ok"] and doc["snapshot"] == snapshot
     assert {s["service"]: s["health"] for s in doc["services"]} == {
-        "mosquitto": "healthy", "influxdb": "healthy", "analytics": "healthy"}
+        "mosquitto": "healthy",
+        "influxdb": "healthy",
+        "analytics": "healthy",
+    }
     assert host.file(MARKER).content_string == "before"
     host.check_output(f"rm -f {MARKER}")
 
@@ -172,10 +179,14 @@ def test_cleanup(host) -> None:  # type: ignore[no-untyped-def]
     strays = ("movctl-oneoff", "movctl-oldservice", "movctl-stopped", "movctl-other")
     host.run(f"docker rm -f {' '.join(strays)}")
     project = "--label com.docker.compose.project=mov"
-    host.check_output(f"docker create --name movctl-oneoff {project} --label com.docker.compose.service=mosquitto "
-                      "--label com.docker.compose.oneoff=True mov/mosquitto:2.0.21 true")
-    host.check_output(f"docker create --name movctl-oldservice {project} --label com.docker.compose.service=telegraf "
-                      "--label com.docker.compose.oneoff=False mov/mosquitto:2.0.21 true")
+    host.check_output(
+        f"docker create --name movctl-oneoff {project} --label com.docker.compose.service=mosquitto "
+        "--label com.docker.compose.oneoff=True mov/mosquitto:2.0.21 true"
+    )
+    host.check_output(
+        f"docker create --name movctl-oldservice {project} --label com.docker.compose.service=telegraf "
+        "--label com.docker.compose.oneoff=False mov/mosquitto:2.0.21 true"
+    )
     host.check_output(f"docker create --name movctl-stopped {project} mov/mosquitto:2.0.21 true")
     host.check_output("docker create --name movctl-other mov/mosquitto:2.0.21 true")
     stopped = movctl(host, "stop", "mosquitto")
@@ -213,11 +224,17 @@ def test_scripts_movctl_reaches_the_box_with_docker_exec(tmp_path: Path) -> None
     inventory.mkdir()
     (inventory / "hosts.yml").write_text(
         f"mov:\n  hosts:\n    {BOX}:\n      ansible_connection: community.docker.docker\n"
-        f"      ansible_host: {BOX}\n      ansible_user: root\n")
+        f"      ansible_host: {BOX}\n      ansible_user: root\n"
+    )
 
     def controller(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(REPO / "scripts" / "movctl"), "-i", str(inventory), *args],
-                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [str(REPO / "scripts" / "movctl"), "-i", str(inventory), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
 
     status = controller("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr

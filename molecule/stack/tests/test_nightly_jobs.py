@@ -62,7 +62,8 @@ def test_each_role_owns_its_job_and_files(host) -> None:  # type: ignore[no-unty
         f = host.file(config)
         assert (f.user, f.mode) == ("root", 0o644), config
     assert json.loads(host.file("/etc/mov/cleanup.json").content_string)["old_files"] == [
-        {"path": REPORTS, "pattern": "report-*", "max_age_days": 365}]
+        {"path": REPORTS, "pattern": "report-*", "max_age_days": 365}
+    ]
     page_dir = host.file(PAGE)
     assert page_dir.is_directory and (page_dir.user, page_dir.mode) == ("root", 0o755)
 
@@ -71,15 +72,21 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
     # An image of a platform repository that no release names, used only by a stopped one-off container; a
     # stopped container of a service the compose file does not have; mosquitto stopped by the operator.
     host.run(f"docker rm -f nightly-base nightly-oneoff nightly-oldservice; docker image rm -f {OLD_IMAGE}")
-    host.check_output("docker create --name nightly-base mov/mosquitto:2.0.21 true && "
-                      f"docker commit --change 'LABEL mov.test=nightly-old' nightly-base {OLD_IMAGE} && "
-                      "docker rm nightly-base")
+    host.check_output(
+        "docker create --name nightly-base mov/mosquitto:2.0.21 true && "
+        f"docker commit --change 'LABEL mov.test=nightly-old' nightly-base {OLD_IMAGE} && "
+        "docker rm nightly-base"
+    )
     project = "--label com.docker.compose.project=mov"
-    host.check_output(f"docker create --name nightly-oneoff {project} --label com.docker.compose.service=analytics "
-                      f"--label com.docker.compose.oneoff=True {OLD_IMAGE} true")
-    host.check_output(f"docker create --name nightly-oldservice {project} "
-                      "--label com.docker.compose.service=grafana --label com.docker.compose.oneoff=False "
-                      "mov/mosquitto:2.0.21 true")
+    host.check_output(
+        f"docker create --name nightly-oneoff {project} --label com.docker.compose.service=analytics "
+        f"--label com.docker.compose.oneoff=True {OLD_IMAGE} true"
+    )
+    host.check_output(
+        f"docker create --name nightly-oldservice {project} "
+        "--label com.docker.compose.service=grafana --label com.docker.compose.oneoff=False "
+        "mov/mosquitto:2.0.21 true"
+    )
     assert host.run("movctl stop mosquitto").rc == 0
     mosquitto_id = host.check_output("docker inspect -f '{{.Id}}' mov-mosquitto-1")
     # Reports: old ones (one a level down), a recent one, an old file of another name, and an old symbolic link
@@ -88,7 +95,8 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
     host.check_output(
         f"find {REPORTS} -mindepth 1 -delete && mkdir {REPORTS}/2019 && cd {REPORTS} && "
         "touch -d '400 days ago' report-2019-01-06.html 2019/report-2019-01-13.pdf notes.txt && "
-        f"touch report-recent.html && ln -s {release} report-link.json && touch -h -d '400 days ago' report-link.json")
+        f"touch report-recent.html && ln -s {release} report-link.json && touch -h -d '400 days ago' report-link.json"
+    )
     release_before = host.file(release).content_string
     # The stack's named volumes and one no container uses: none may go.
     host.check_output("docker volume create nightly-orphan")
@@ -105,7 +113,8 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
     for gone in ("nightly-oneoff", "nightly-oldservice"):
         assert host.run(f"docker container inspect {gone}").rc != 0, gone
     assert host.check_output("docker inspect -f '{{.Id}} {{.State.Status}}' mov-mosquitto-1") == (
-        f"{mosquitto_id} exited")
+        f"{mosquitto_id} exited"
+    )
     for image in ("mov/analytics:0.1.0", "mov/mosquitto:2.0.21"):
         assert host.run(f"docker image inspect {image}").rc == 0, image
     assert host.check_output("docker volume ls -q") == volumes
@@ -121,8 +130,11 @@ def test_the_nightly_cleanup(host) -> None:  # type: ignore[no-untyped-def]
 
 def secrets_of_the_converge(host) -> list[str]:  # type: ignore[no-untyped-def]
     values = list(VARIABLES["mosquitto_passwords"].values())
-    values += [VARIABLES["stack_analytics_mqtt_password"], VARIABLES["stack_verify_mqtt_password"],
-               VARIABLES["report_smtp_password"]]
+    values += [
+        VARIABLES["stack_analytics_mqtt_password"],
+        VARIABLES["stack_verify_mqtt_password"],
+        VARIABLES["report_smtp_password"],
+    ]
     values.append(host.file("/opt/mov/analytics/secrets/influxdb.token").content_string.strip())
     return [v for v in values if v]
 
@@ -144,8 +156,15 @@ def test_the_status_page_job_writes_the_box_state(host) -> None:  # type: ignore
     services = next(s for s in page["sections"] if s["title"] == "Services")
     on_page = {row["label"]: row["value"].split(", ")[:2] for row in services["rows"]}
     real = {s["service"]: [s["state"], s["health"]] for s in movctl_json(host, "status")["services"]}
-    assert on_page == real == {"mosquitto": ["running", "healthy"], "influxdb": ["running", "healthy"],
-                               "analytics": ["running", "healthy"]}
+    assert (
+        on_page
+        == real
+        == {
+            "mosquitto": ["running", "healthy"],
+            "influxdb": ["running", "healthy"],
+            "analytics": ["running", "healthy"],
+        }
+    )
     html = host.file(f"{PAGE}/index.html").content_string
     assert "mosquitto" in html and "analytics" in html
 
@@ -166,8 +185,10 @@ def test_the_report_role_gives_the_images_user_its_directories_and_mail_secret(h
     # The image's own user reads the secret and writes a report, with the mounts the weekly job gives its container
     # (mov_report_command in group_vars/all/report.yml; the job itself needs InfluxDB, not in this subset).
     mounts = f"-v {REPORTS}:/reports -v {REPORT_DIR}/secrets:/run/report-secrets:ro"
-    probe = host.run(f"docker run --rm {mounts} --entrypoint sh mov/analytics:0.1.0 -c 'test \"$(id -u)\" = 10001 && "
-                     "cat /run/report-secrets/smtp.password >/dev/null && touch /reports/report-probe.html'")
+    probe = host.run(
+        f'docker run --rm {mounts} --entrypoint sh mov/analytics:0.1.0 -c \'test "$(id -u)" = 10001 && '
+        "cat /run/report-secrets/smtp.password >/dev/null && touch /reports/report-probe.html'"
+    )
     assert probe.rc == 0, probe.stdout + probe.stderr
     assert host.file(f"{REPORTS}/report-probe.html").uid == 10001
     host.check_output(f"rm {REPORTS}/report-probe.html")

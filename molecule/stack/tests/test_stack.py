@@ -25,6 +25,7 @@ INFLUX = "mov-influxdb-1"  # the API double, as the compose service influxdb
 ADMIN_TOKEN = "test-only-influxdb-admin-token-0123456789"
 PROBER = Prober(network="mov-stack-probe", subnet="198.18.1.0/24", box_address="198.18.1.10", box=BOX)
 
+
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
 
@@ -49,7 +50,8 @@ def wait_healthy(host, service: str, timeout: float = 60) -> str:  # type: ignor
 def analytics_metric(host, name: str) -> float:  # type: ignore[no-untyped-def]
     text = host.check_output(
         "docker exec mov-analytics-1 python3 -c "
-        "\"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9108/metrics').read().decode())\"")
+        "\"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9108/metrics').read().decode())\""
+    )
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
@@ -114,8 +116,11 @@ def test_published_ports_are_exactly_the_allowed_ones(host) -> None:  # type: ig
         for inner, hosts in (bindings or {}).items():
             for binding in hosts:
                 published.add((binding["HostIp"] or "0.0.0.0", binding["HostPort"], inner))
-    assert published == {("0.0.0.0", "8883", "8883/tcp"), ("127.0.0.1", "9001", "9001/tcp"),
-                         ("127.0.0.1", "8086", "8086/tcp")}
+    assert published == {
+        ("0.0.0.0", "8883", "8883/tcp"),
+        ("127.0.0.1", "9001", "9001/tcp"),
+        ("127.0.0.1", "8086", "8086/tcp"),
+    }
 
 
 def test_compose_file_has_health_limits_rotation_and_no_secret(host) -> None:  # type: ignore[no-untyped-def]
@@ -135,8 +140,10 @@ def test_compose_file_has_health_limits_rotation_and_no_secret(host) -> None:  #
         else:
             assert service["logging"]["options"]["max-size"] == "10m", name
         assert ":" in service["image"] and not service["image"].endswith(":latest"), name
-    for path, owner, mode in (("/opt/mov/analytics/secrets/mqtt.password", "10001", 0o400),
-                              ("/opt/mov/bundle/images.tar", "root", 0o600)):
+    for path, owner, mode in (
+        ("/opt/mov/analytics/secrets/mqtt.password", "10001", 0o400),
+        ("/opt/mov/bundle/images.tar", "root", 0o600),
+    ):
         f = host.file(path)
         assert (str(f.uid) if owner.isdigit() else f.user) == owner and f.mode == mode, path
 
@@ -150,13 +157,23 @@ def written_points(host, measurement: str) -> list[str]:  # type: ignore[no-unty
 def test_a_reading_over_8883_reaches_the_analytics_worker(host) -> None:  # type: ignore[no-untyped-def]
     before = analytics_metric(host, "mov_analytics_readings_processed_total")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    reading = json.dumps({"timestamp": stamp, "fields": {"temperatura_c": 31.0},
-                          "tags": {"dispositivo": "sensor_001", "localizacao": "sala_servidores",
-                                   "tipo": "temperatura", "cliente": "industria_abc"}})
+    reading = json.dumps(
+        {
+            "timestamp": stamp,
+            "fields": {"temperatura_c": 31.0},
+            "tags": {
+                "dispositivo": "sensor_001",
+                "localizacao": "sala_servidores",
+                "tipo": "temperatura",
+                "cliente": "industria_abc",
+            },
+        }
+    )
     host.check_output(
         f"docker run --rm --network host -v /opt/mov/tls/ca.pem:/ca.pem:ro {MOSQUITTO_IMAGE} "
         "mosquitto_pub -h localhost -p 8883 --cafile /ca.pem -u industria_abc/sensor_001 -P test-abc-001-pw "
-        f"-q 1 -t mov/dados/industria_abc/sensor_001 -m '{reading}'")
+        f"-q 1 -t mov/dados/industria_abc/sensor_001 -m '{reading}'"
+    )
     deadline = time.monotonic() + 20
     points: list[str] = []
     while time.monotonic() < deadline:
@@ -174,14 +191,21 @@ def test_a_wrong_password_is_refused_over_8883(host) -> None:  # type: ignore[no
     result = host.run(
         f"docker run --rm --network host -v /opt/mov/tls/ca.pem:/ca.pem:ro {MOSQUITTO_IMAGE} "
         "mosquitto_pub -h localhost -p 8883 --cafile /ca.pem -u industria_abc/sensor_001 -P wrong "
-        "-q 1 -t mov/dados/industria_abc/sensor_001 -m x")
+        "-q 1 -t mov/dados/industria_abc/sensor_001 -m x"
+    )
     assert result.rc != 0
     assert "not authori" in (result.stdout + result.stderr)
 
 
 def test_the_outside_sees_only_mqtt_tls(host, probe_network: None) -> None:  # type: ignore[no-untyped-def]
     assert probe(8883, 1883, 9001, 9108, 3000, 8086) == {
-        8883: True, 1883: False, 9001: False, 9108: False, 3000: False, 8086: False}
+        8883: True,
+        1883: False,
+        9001: False,
+        9108: False,
+        3000: False,
+        8086: False,
+    }
     # The websocket listener answers on the box's loopback: closed outside is the binding, not a dead broker.
     assert host.run("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 9001), 3)\"").rc == 0
 

@@ -17,9 +17,9 @@ def test_files_are_owned_by_telegraf_with_private_secrets(host) -> None:  # type
 
 
 def test_config_parses_and_the_buffer_follows_the_device_count(host) -> None:  # type: ignore[no-untyped-def]
-    config = json.loads(host.check_output(
-        f"python3 -c 'import json,tomllib; print(json.dumps(tomllib.load(open(\"{CONF}\", \"rb\"))))'"
-    ))
+    config = json.loads(
+        host.check_output(f'python3 -c \'import json,tomllib; print(json.dumps(tomllib.load(open("{CONF}", "rb"))))\'')
+    )
     # 300 devices every 5 s + 20 internal metrics every 5 s = 64/s; x 900 s x 2 = 115200 -> 116000.
     assert config["agent"]["metric_buffer_limit"] == 116_000
     assert config["inputs"]["mqtt_consumer"][0]["qos"] == 1

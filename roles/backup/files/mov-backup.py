@@ -84,6 +84,7 @@ def log(message: str) -> None:
 
 # --- configuration ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Source:
     name: str
@@ -103,6 +104,7 @@ class Retention:
 @dataclass(frozen=True)
 class Email:
     """Where a failure's alert is e-mailed (no recipients or no host: not e-mailed)."""
+
     to: tuple[str, ...] = ()
     host: str = ""
     port: int = 587
@@ -167,10 +169,15 @@ def _email(raw: Any) -> Email:
         return Email()
     if not isinstance(raw, dict) or not isinstance(raw.get("to", []), list):
         raise BackupError("config email: expected {to: [addresses], host, port, user, from, starttls, password_file}")
-    mail = Email(to=tuple(str(a) for a in raw.get("to", []) if a), host=str(raw.get("host", "")),
-                 port=int(raw.get("port", 587)), user=str(raw.get("user", "")), sender=str(raw.get("from", "")),
-                 starttls=_flag(raw.get("starttls", True), "email.starttls"),
-                 password_file=str(raw.get("password_file", "")))
+    mail = Email(
+        to=tuple(str(a) for a in raw.get("to", []) if a),
+        host=str(raw.get("host", "")),
+        port=int(raw.get("port", 587)),
+        user=str(raw.get("user", "")),
+        sender=str(raw.get("from", "")),
+        starttls=_flag(raw.get("starttls", True), "email.starttls"),
+        password_file=str(raw.get("password_file", "")),
+    )
     if mail.enabled and not mail.sender:
         raise BackupError("config email.from: needed to e-mail alerts")
     if mail.enabled and not mail.starttls and mail.host not in LOOPBACK_HOSTS:
@@ -216,6 +223,7 @@ def load_config(path: str) -> Config:
 
 
 # --- small helpers ---------------------------------------------------------------------------------
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -271,6 +279,7 @@ def walk_files(root: Path) -> Iterator[Path]:
 
 def walk_tree(root: Path, prefix: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
     """(prefix + path relative to root, path, lstat) of each regular file under root, in name order."""
+
     def walk(directory: Path, prefix: str) -> Iterator[tuple[str, Path, os.stat_result]]:
         with os.scandir(directory) as scan:
             entries = sorted(scan, key=lambda e: e.name)
@@ -279,6 +288,7 @@ def walk_tree(root: Path, prefix: str = "") -> Iterator[tuple[str, Path, os.stat
                 yield from walk(Path(entry.path), f"{prefix}{entry.name}/")
             elif entry.is_file(follow_symlinks=False):
                 yield f"{prefix}{entry.name}", Path(entry.path), entry.stat(follow_symlinks=False)
+
     yield from walk(root, prefix)
 
 
@@ -311,6 +321,7 @@ def sync_filesystem(fd: int, path: Path) -> None:
 
 # --- snapshot --------------------------------------------------------------------------------------
 
+
 class SnapshotWriter:
     """Fills a partial snapshot directory; links files unchanged since the previous snapshot.
 
@@ -336,8 +347,16 @@ class SnapshotWriter:
             for entry in read_manifest(previous).get("files", []):
                 self._previous_entries[(entry["source"], entry["rel"])] = entry
 
-    def add(self, source: str, rel: str, path: Path, st: os.stat_result | None = None, quick_check: bool = True,
-            extra: dict[str, Any] | None = None, owned: bool = False) -> None:
+    def add(
+        self,
+        source: str,
+        rel: str,
+        path: Path,
+        st: os.stat_result | None = None,
+        quick_check: bool = True,
+        extra: dict[str, Any] | None = None,
+        owned: bool = False,
+    ) -> None:
         """Store one file; quick_check: size and mtime equal to the previous snapshot's mean unchanged.
 
         owned: the file is this run's own copy in the snapshot's scratch (SQLite copy, `influx backup` output),
@@ -345,10 +364,19 @@ class SnapshotWriter:
         """
         st = st or path.stat()
         prev = self._previous_entries.get((source, rel))
-        meta = {"source": source, "rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, **(extra or {})}
-        unchanged = (quick_check and prev is not None
-            and (prev["size"], prev["mtime_ns"]) == (st.st_size, st.st_mtime_ns))
+        meta = {
+            "source": source,
+            "rel": rel,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "mode": st.st_mode & 0o7777,
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            **(extra or {}),
+        }
+        unchanged = (
+            quick_check and prev is not None and (prev["size"], prev["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+        )
         if prev is not None and unchanged and self._link(prev):
             self._pending.append(({**meta, **{k: prev[k] for k in LINKED_KEYS}, "sha256": prev["sha256"]}, 0))
             return
@@ -379,15 +407,17 @@ class SnapshotWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
 
-    def _store_new(self, meta: dict[str, Any], path: Path, prev: dict[str, Any] | None,
-                   owned: bool) -> tuple[dict[str, Any], int]:
+    def _store_new(
+        self, meta: dict[str, Any], path: Path, prev: dict[str, Any] | None, owned: bool
+    ) -> tuple[dict[str, Any], int]:
         if prev is not None and prev["size"] == meta["size"]:
             # Same size under a new mtime (or a fresh SQLite copy): hashing first is cheaper than storing it again.
             content_sha = sha256_file(path)
             if prev["sha256"] == content_sha and self._link(prev):
                 return {**meta, **{k: prev[k] for k in LINKED_KEYS}, "sha256": content_sha}, 0
-        stored, compressed, content_sha, stored_sha, stored_size = self._store(meta["source"], meta["rel"], path,
-                                                                               meta["size"], owned)
+        stored, compressed, content_sha, stored_sha, stored_size = self._store(
+            meta["source"], meta["rel"], path, meta["size"], owned
+        )
         entry = {**meta, "stored": stored, "zstd": compressed, "sha256": content_sha, "stored_sha256": stored_sha}
         return entry, stored_size
 
@@ -478,8 +508,14 @@ class SnapshotWriter:
 
     def write_manifest(self, snapshot_id: str, sources: list[dict[str, Any]], skipped: list[str]) -> None:
         """The manifest (the caller makes the snapshot durable)."""
-        manifest = {"id": snapshot_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "host": socket.gethostname(), "sources": sources, "skipped": skipped, "files": self.entries}
+        manifest = {
+            "id": snapshot_id,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+            "sources": sources,
+            "skipped": skipped,
+            "files": self.entries,
+        }
         # Compact: json's C encoder (indent= takes the pure-Python one, ten times slower on big manifests).
         (self.root / MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n", encoding="utf-8")
 
@@ -579,10 +615,26 @@ def influxdb_backup(cfg: Config, staging: Path) -> None:
     if owner is not None:
         os.chown(staging, *owner)
     # The admin token stays in the container's environment; it never passes through this process.
-    backup = (f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup --host http://{service}:8086 '
-              f'{INFLUX_STAGE}')
-    run_command(compose(cfg, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh",
-                        "--volume", f"{staging}:{INFLUX_STAGE}", service, "-c", backup), "influx backup")
+    backup = (
+        f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup --host http://{service}:8086 {INFLUX_STAGE}'
+    )
+    run_command(
+        compose(
+            cfg,
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "sh",
+            "--volume",
+            f"{staging}:{INFLUX_STAGE}",
+            service,
+            "-c",
+            backup,
+        ),
+        "influx backup",
+    )
 
 
 def remove_partials(cfg: Config) -> None:
@@ -692,10 +744,11 @@ def _add_sources(cfg: Config, writer: SnapshotWriter) -> tuple[list[dict[str, An
 
 # --- retention -------------------------------------------------------------------------------------
 
+
 def keep_set(ids: Sequence[str], retention: Retention) -> set[str]:
     """The newest snapshot of each of the last N days, ISO weeks and months that have one, and the `last` newest."""
     ordered = sorted(ids, reverse=True)
-    keep: set[str] = set(ordered[:retention.last])
+    keep: set[str] = set(ordered[: retention.last])
     for count, period in ((retention.daily, "%Y-%m-%d"), (retention.weekly, "%G-W%V"), (retention.monthly, "%Y-%m")):
         seen: set[str] = set()
         for snapshot_id in ordered:
@@ -737,6 +790,7 @@ MANIFEST_BYTES_PER_FILE = 512
 @dataclass(frozen=True)
 class SpaceNeed:
     """What a run may write on the backup filesystem (an upper bound from sizes, nothing read)."""
+
     bytes: int
     inodes: int
 
@@ -796,8 +850,9 @@ def influxdb_included(cfg: Config) -> bool:
 def influxdb_live_bytes(cfg: Config) -> int:
     """The size of InfluxDB's data directory: more than its backup (gzipped shards), for the first run's estimate."""
     try:
-        out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "du", "-sk", "/var/lib/influxdb2"),
-                          "du (InfluxDB's data)")
+        out = run_command(
+            compose(cfg, "exec", "-T", cfg.influxdb_service, "du", "-sk", "/var/lib/influxdb2"), "du (InfluxDB's data)"
+        )
         return int(out.split()[0]) * 1024
     except (BackupError, IndexError, ValueError) as exc:
         log(f"space: InfluxDB's size unknown ({exc}); the estimate leaves it out")
@@ -818,8 +873,10 @@ def shortfall(cfg: Config, need: SpaceNeed) -> str:
     """Why the run does not fit on the backup filesystem now, or "" when it does."""
     free, inodes = free_space(cfg.backup_dir)
     if free < need.bytes + cfg.min_free_bytes:
-        return (f"this run needs up to {_mib(need.bytes)} and {_mib(cfg.min_free_bytes)} must stay free "
-                f"(min_free_bytes), {_mib(free)} free")
+        return (
+            f"this run needs up to {_mib(need.bytes)} and {_mib(cfg.min_free_bytes)} must stay free "
+            f"(min_free_bytes), {_mib(free)} free"
+        )
     if inodes is not None and inodes < need.inodes:
         return f"this run needs up to {need.inodes} inodes, {inodes} free"
     return ""
@@ -840,12 +897,18 @@ def make_room(cfg: Config) -> dict[str, Any]:
             short = shortfall(cfg, need)
     if short:
         gone = f" after removing {len(pruned)} expired snapshot(s)" if pruned else " (no snapshot has expired)"
-        raise BackupError(f"not enough space on {cfg.backup_dir}: {short}{gone}. Nothing was written; free space "
-                          "there (or give backup_dir a bigger disk) and the next run goes ahead.")
+        raise BackupError(
+            f"not enough space on {cfg.backup_dir}: {short}{gone}. Nothing was written; free space "
+            "there (or give backup_dir a bigger disk) and the next run goes ahead."
+        )
     free, _ = free_space(cfg.backup_dir)
     log(f"space: this run needs up to {_mib(need.bytes)}, {_mib(free)} free")
-    return {"needed_bytes": need.bytes, "free_bytes": free, "min_free_bytes": cfg.min_free_bytes,
-            "pruned_before": pruned}
+    return {
+        "needed_bytes": need.bytes,
+        "free_bytes": free,
+        "min_free_bytes": cfg.min_free_bytes,
+        "pruned_before": pruned,
+    }
 
 
 # --- off-site (rclone crypt) -----------------------------------------------------------------------
@@ -877,8 +940,9 @@ def object_name(entry: dict[str, Any]) -> str:
 
 def remote_ids(cfg: Config) -> list[str]:
     """Complete off-site snapshots (their manifest is there), oldest first."""
-    result = subprocess.run(rclone(cfg, "lsf", "--files-only", remote_path(cfg, SNAPSHOTS)), capture_output=True,
-                            check=False)
+    result = subprocess.run(
+        rclone(cfg, "lsf", "--files-only", remote_path(cfg, SNAPSHOTS)), capture_output=True, check=False
+    )
     err = result.stderr.decode(errors="replace")
     if result.returncode != 0 and "directory not found" not in err:
         raise BackupError(f"rclone lsf (off-site list) failed (exit {result.returncode}): {err.strip()}")
@@ -890,6 +954,7 @@ def remote_ids(cfg: Config) -> list[str]:
 class RemoteState:
     """What the remote holds: complete snapshots (ids, oldest first), object names (<sha[:2]>/<sha>) and the
     manifests left pending by interrupted uploads."""
+
     ids: list[str]
     objects: set[str]
     pending: list[str]
@@ -906,8 +971,9 @@ class RemoteListing:
         # Files, not pipes: nobody reads while the snapshot is taken. Both are closed by close().
         self._out = tempfile.TemporaryFile()  # noqa: SIM115
         self._err = tempfile.TemporaryFile()  # noqa: SIM115
-        self._proc = subprocess.Popen(rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg)),
-                                      stdout=self._out, stderr=self._err)
+        self._proc = subprocess.Popen(
+            rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg)), stdout=self._out, stderr=self._err
+        )
 
     def result(self) -> RemoteState:
         try:
@@ -920,11 +986,15 @@ class RemoteListing:
             self.close()
         if code != 0 and "directory not found" not in err:
             raise BackupError(f"rclone lsf (off-site list) failed (exit {code}): {err.strip()}")
-        manifests = [n.removeprefix(f"{SNAPSHOTS}/").removesuffix(".json") for n in names
-                     if n.startswith(f"{SNAPSHOTS}/") and n.endswith(".json")]
+        manifests = [
+            n.removeprefix(f"{SNAPSHOTS}/").removesuffix(".json")
+            for n in names
+            if n.startswith(f"{SNAPSHOTS}/") and n.endswith(".json")
+        ]
         objects = {n.removeprefix(f"{OBJECTS}/") for n in names if n.startswith(f"{OBJECTS}/")}
-        pending = [n.removeprefix(f"{SNAPSHOTS}/") for n in names
-                   if n.startswith(f"{SNAPSHOTS}/") and n.endswith(PENDING)]
+        pending = [
+            n.removeprefix(f"{SNAPSHOTS}/") for n in names if n.startswith(f"{SNAPSHOTS}/") and n.endswith(PENDING)
+        ]
         return RemoteState(sorted(i for i in manifests if _is_id(i)), objects, pending)
 
     def close(self) -> None:
@@ -965,29 +1035,39 @@ def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
         (staged / SNAPSHOTS).mkdir()
         os.link(snapshot / MANIFEST, staged / SNAPSHOTS / name)
         try:
-            run_command(rclone(cfg, "copy", "--no-traverse", str(staged), remote_path(cfg)),
-                        "rclone copy (off-site upload)")
-            run_command(rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg)),
-                        "rclone cryptcheck (off-site upload)")
+            run_command(
+                rclone(cfg, "copy", "--no-traverse", str(staged), remote_path(cfg)), "rclone copy (off-site upload)"
+            )
+            run_command(
+                rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg)),
+                "rclone cryptcheck (off-site upload)",
+            )
             if missing:
-                run_command(rclone(cfg, "moveto", remote_path(cfg, SNAPSHOTS, name),
-                                   remote_path(cfg, SNAPSHOTS, final)), "rclone moveto (off-site manifest)")
+                run_command(
+                    rclone(cfg, "moveto", remote_path(cfg, SNAPSHOTS, name), remote_path(cfg, SNAPSHOTS, final)),
+                    "rclone moveto (off-site manifest)",
+                )
         except BackupError:
             # Never leave an off-site snapshot that looks complete when its upload or check failed.
-            subprocess.run(rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, name)), capture_output=True,
-                           check=False)
+            subprocess.run(
+                rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, name)), capture_output=True, check=False
+            )
             raise
     remote.ids = sorted({*remote.ids, snapshot_id})
     remote.objects |= new_objects
-    log(f"off-site: {snapshot_id} in {cfg.remote}: {len(new_objects)} new objects, {len(manifest['files'])} files, "
-        "checked (rclone cryptcheck)")
+    log(
+        f"off-site: {snapshot_id} in {cfg.remote}: {len(new_objects)} new objects, {len(manifest['files'])} files, "
+        "checked (rclone cryptcheck)"
+    )
     return len(new_objects)
 
 
 def remote_manifest(cfg: Config, snapshot_id: str, into: Path) -> dict[str, Any]:
     into.mkdir(parents=True, exist_ok=True)
-    run_command(rclone(cfg, "copyto", remote_path(cfg, SNAPSHOTS, f"{snapshot_id}.json"), str(into / MANIFEST)),
-                f"rclone copyto (manifest of {snapshot_id})")
+    run_command(
+        rclone(cfg, "copyto", remote_path(cfg, SNAPSHOTS, f"{snapshot_id}.json"), str(into / MANIFEST)),
+        f"rclone copyto (manifest of {snapshot_id})",
+    )
     return read_manifest(into)
 
 
@@ -1006,10 +1086,13 @@ def prune_remote(cfg: Config, remote: RemoteState | None = None) -> list[str]:
         if dropped or remote.pending:
             # Expired manifests, and those an interrupted upload left pending (never a snapshot).
             listing = Path(scratch) / "dropped"
-            listing.write_text("".join(f"{n}\n" for n in [*(f"{i}.json" for i in dropped), *remote.pending]),
-                               encoding="utf-8")
-            run_command(rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, SNAPSHOTS)),
-                        "rclone delete (expired off-site snapshots)")
+            listing.write_text(
+                "".join(f"{n}\n" for n in [*(f"{i}.json" for i in dropped), *remote.pending]), encoding="utf-8"
+            )
+            run_command(
+                rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, SNAPSHOTS)),
+                "rclone delete (expired off-site snapshots)",
+            )
             for snapshot_id in dropped:
                 log(f"retention: removed off-site snapshot {snapshot_id}")
             remote.pending = []
@@ -1023,8 +1106,12 @@ def prune_remote(cfg: Config, remote: RemoteState | None = None) -> list[str]:
             wanted = Path(scratch) / "wanted"
             wanted.write_text("".join(f"{i}.json\n" for i in absent), encoding="utf-8")
             fetched = Path(scratch) / "manifests"
-            run_command(rclone(cfg, "copy", "--files-from", str(wanted), "--no-traverse",
-                               remote_path(cfg, SNAPSHOTS), str(fetched)), "rclone copy (off-site manifests)")
+            run_command(
+                rclone(
+                    cfg, "copy", "--files-from", str(wanted), "--no-traverse", remote_path(cfg, SNAPSHOTS), str(fetched)
+                ),
+                "rclone copy (off-site manifests)",
+            )
             for snapshot_id in absent:
                 manifests[snapshot_id] = read_manifest_file(fetched / f"{snapshot_id}.json", snapshot_id)
         referenced = {object_name(e) for manifest in manifests.values() for e in manifest.get("files", [])}
@@ -1032,8 +1119,10 @@ def prune_remote(cfg: Config, remote: RemoteState | None = None) -> list[str]:
         if unused:
             listing = Path(scratch) / "unused"
             listing.write_text("\n".join(unused) + "\n", encoding="utf-8")
-            run_command(rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, OBJECTS)),
-                        "rclone delete (unused objects)")
+            run_command(
+                rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, OBJECTS)),
+                "rclone delete (unused objects)",
+            )
             log(f"retention: removed {len(unused)} off-site objects no snapshot refers to")
     remote.ids = sorted(keep)
     remote.objects -= set(unused)
@@ -1044,8 +1133,9 @@ def encrypted_name(cfg: Config, path: str) -> str:
     """Where an object lies on the backend (its encrypted path), for the operator to look at."""
     remote, _, base = cfg.remote.partition(":")
     full = "/".join(p for p in (base.strip("/"), path) if p)
-    result = subprocess.run(rclone(cfg, "cryptdecode", "--reverse", f"{remote}:", full), capture_output=True,
-                            check=False)
+    result = subprocess.run(
+        rclone(cfg, "cryptdecode", "--reverse", f"{remote}:", full), capture_output=True, check=False
+    )
     fields = result.stdout.decode(errors="replace").strip().split("\t")
     return fields[-1].strip() if result.returncode == 0 and len(fields) > 1 else "?"
 
@@ -1056,18 +1146,32 @@ def download(cfg: Config, snapshot_id: str, into: Path) -> dict[str, Any]:
     objects = into.parent / f"{into.name}.objects"
     listing = into.parent / f"{into.name}.list"
     listing.write_text("".join(sorted({object_name(e) + "\n" for e in manifest["files"]})), encoding="utf-8")
-    result = subprocess.run(rclone(cfg, "copy", "--files-from", str(listing), "--no-traverse",
-                                   remote_path(cfg, OBJECTS), str(objects)), capture_output=True, check=False)
+    result = subprocess.run(
+        rclone(cfg, "copy", "--files-from", str(listing), "--no-traverse", remote_path(cfg, OBJECTS), str(objects)),
+        capture_output=True,
+        check=False,
+    )
     if result.returncode != 0:
         err = result.stderr.decode(errors="replace")
         # rclone names each object it could not copy: "ERROR : <path>: Failed to copy: <why>".
-        damaged = sorted({line.split("ERROR : ", 1)[1].split(": Failed to copy", 1)[0]
-                          for line in err.splitlines() if "ERROR : " in line and ": Failed to copy" in line})
+        damaged = sorted(
+            {
+                line.split("ERROR : ", 1)[1].split(": Failed to copy", 1)[0]
+                for line in err.splitlines()
+                if "ERROR : " in line and ": Failed to copy" in line
+            }
+        )
         files = {object_name(e): e["stored"] for e in manifest["files"]}
-        names = ", ".join(f"{OBJECTS}/{d} ({files.get(d, '?')}, stored as {encrypted_name(cfg, f'{OBJECTS}/{d}')})"
-                          for d in damaged) or "(see rclone's output)"
-        raise BackupError(f"off-site snapshot {snapshot_id}: download failed; damaged or unreadable object(s): "
-                          f"{names}\n{err.strip()}")
+        names = (
+            ", ".join(
+                f"{OBJECTS}/{d} ({files.get(d, '?')}, stored as {encrypted_name(cfg, f'{OBJECTS}/{d}')})"
+                for d in damaged
+            )
+            or "(see rclone's output)"
+        )
+        raise BackupError(
+            f"off-site snapshot {snapshot_id}: download failed; damaged or unreadable object(s): {names}\n{err.strip()}"
+        )
     for entry in manifest["files"]:
         target = into / entry["stored"]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -1076,6 +1180,7 @@ def download(cfg: Config, snapshot_id: str, into: Path) -> dict[str, Any]:
 
 
 # --- restore ---------------------------------------------------------------------------------------
+
 
 def check_snapshot(snapshot: Path) -> dict[str, Any]:
     """The manifest, after every stored file's sha256 matched it; raises naming each file that does not."""
@@ -1095,9 +1200,18 @@ def check_snapshot(snapshot: Path) -> dict[str, Any]:
 def influxdb_has_data(cfg: Config) -> bool:
     """Whether the running InfluxDB holds any point in the platform's bucket."""
     query = f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: 0) |> limit(n: 1)'
-    out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c",
-                              f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx query --raw \'{query}\''),
-                      "influx query (is InfluxDB empty?)")
+    out = run_command(
+        compose(
+            cfg,
+            "exec",
+            "-T",
+            cfg.influxdb_service,
+            "sh",
+            "-c",
+            f"INFLUX_TOKEN=\"$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN\" influx query --raw '{query}'",
+        ),
+        "influx query (is InfluxDB empty?)",
+    )
     return any(line.startswith(",_result,") for line in out.splitlines())
 
 
@@ -1122,8 +1236,11 @@ def non_empty_targets(cfg: Config, manifest: dict[str, Any]) -> list[str]:
 def refuse_non_empty(cfg: Config, manifest: dict[str, Any], force: bool) -> None:
     occupied = non_empty_targets(cfg, manifest)
     if occupied and not force:
-        raise BackupError("refusing to overwrite data that is not empty: " + ", ".join(occupied)
-                          + ". Run again with restore_force=true (mov-backup restore --force) to replace it.")
+        raise BackupError(
+            "refusing to overwrite data that is not empty: "
+            + ", ".join(occupied)
+            + ". Run again with restore_force=true (mov-backup restore --force) to replace it."
+        )
     if occupied:
         log("restore_force: replacing " + ", ".join(occupied))
 
@@ -1157,8 +1274,12 @@ def write_restored(entry: dict[str, Any], stored: Path, target: Path) -> None:
 
 def relocate(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
     """The manifest with every file part's target moved under root (the restore drill's scratch copy)."""
-    return manifest | {"sources": [s if s["kind"] == "influxdb" else s | {"path": str(root / s["path"].lstrip("/"))}
-                                   for s in manifest["sources"]]}
+    return manifest | {
+        "sources": [
+            s if s["kind"] == "influxdb" else s | {"path": str(root / s["path"].lstrip("/"))}
+            for s in manifest["sources"]
+        ]
+    }
 
 
 def restore_snapshot(cfg: Config, snapshot: Path, force: bool, dry_run: bool, root: Path | None = None) -> None:
@@ -1216,14 +1337,32 @@ def restore_influxdb(cfg: Config, snapshot: Path, entries: list[dict[str, Any]])
         if owner is not None:
             for path in [staging, *staging.rglob("*")]:
                 os.chown(path, *owner)
-        restore = (f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full '
-                   f'--host http://{service}:8086 {INFLUX_STAGE}')
-        run_command(compose(cfg, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh",
-                            "--volume", f"{staging}:{INFLUX_STAGE}:ro", service, "-c", restore), "influx restore")
+        restore = (
+            f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full '
+            f"--host http://{service}:8086 {INFLUX_STAGE}"
+        )
+        run_command(
+            compose(
+                cfg,
+                "run",
+                "--rm",
+                "--no-deps",
+                "-T",
+                "--entrypoint",
+                "sh",
+                "--volume",
+                f"{staging}:{INFLUX_STAGE}:ro",
+                service,
+                "-c",
+                restore,
+            ),
+            "influx restore",
+        )
     log("influxdb: restored (influx restore --full)")
 
 
 # --- status, alerts, locking -----------------------------------------------------------------------
+
 
 def write_status(cfg: Config, status: dict[str, Any]) -> None:
     cfg.status_file.parent.mkdir(parents=True, exist_ok=True)
@@ -1245,10 +1384,12 @@ def alert(cfg: Config, message: str, kind: str = "backup_failed") -> None:
 
 
 def post_webhook(cfg: Config, message: str, kind: str) -> None:
-    body = json.dumps({"kind": kind, "subject": f"mov/{cfg.env}", "host": socket.gethostname(),
-                       "message": message}).encode()
-    request = urllib.request.Request(cfg.webhook_url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"kind": kind, "subject": f"mov/{cfg.env}", "host": socket.gethostname(), "message": message}
+    ).encode()
+    request = urllib.request.Request(
+        cfg.webhook_url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             log(f"alert posted to the webhook (HTTP {response.status})")
@@ -1263,8 +1404,10 @@ def alert_email(cfg: Config, message: str, kind: str) -> EmailMessage:
     mail["To"] = ", ".join(cfg.email.to)
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = make_msgid(domain=socket.gethostname())
-    mail.set_content(f"{message}\n\nStatus: {cfg.status_file} (backup), {drill_status_file(cfg)} (restore drill)."
-                     "\nLog: the cron runner's log of the job (mov-cron-run).\n")
+    mail.set_content(
+        f"{message}\n\nStatus: {cfg.status_file} (backup), {drill_status_file(cfg)} (restore drill)."
+        "\nLog: the cron runner's log of the job (mov-cron-run).\n"
+    )
     return mail
 
 
@@ -1332,10 +1475,14 @@ def sqlite_summary(path: Path) -> dict[str, Any]:
         if "dashboard" in tables:
             columns = {r[1] for r in db.execute("PRAGMA table_info(dashboard)")}
             key = "uid" if "uid" in columns else "title"
-            return {"integrity": integrity, "dashboards": sorted(str(r[0]) for r in db.execute(
-                f"SELECT {key} FROM dashboard"))}  # key: one of two literal names
-        return {"integrity": integrity,
-                "rows": {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}}
+            return {
+                "integrity": integrity,
+                "dashboards": sorted(str(r[0]) for r in db.execute(f"SELECT {key} FROM dashboard")),
+            }  # key: one of two literal names
+        return {
+            "integrity": integrity,
+            "rows": {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables},
+        }
     finally:
         db.close()
 
@@ -1343,11 +1490,22 @@ def sqlite_summary(path: Path) -> dict[str, Any]:
 def influx_counts(cfg: Config, stop: datetime) -> dict[str, int]:
     """Field values per measurement in the bucket over the drill's window before stop."""
     start = datetime.fromtimestamp(stop.timestamp() - DRILL_WINDOW_S, UTC)
-    query = (f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: {start.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
-             f'stop: {stop.strftime("%Y-%m-%dT%H:%M:%SZ")}) |> group(columns: ["_measurement"]) |> count()')
-    out = run_command(compose(cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c",
-                              f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx query --raw \'{query}\''),
-                      f"influx query ({cfg.stack_project})")
+    query = (
+        f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: {start.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
+        f'stop: {stop.strftime("%Y-%m-%dT%H:%M:%SZ")}) |> group(columns: ["_measurement"]) |> count()'
+    )
+    out = run_command(
+        compose(
+            cfg,
+            "exec",
+            "-T",
+            cfg.influxdb_service,
+            "sh",
+            "-c",
+            f"INFLUX_TOKEN=\"$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN\" influx query --raw '{query}'",
+        ),
+        f"influx query ({cfg.stack_project})",
+    )
     counts: dict[str, int] = {}
     header: list[str] = []
     for row in csv.reader(io.StringIO(out)):
@@ -1371,8 +1529,17 @@ def start_drill_influxdb(cfg: Config, drill: Config) -> None:
     scratch |= {"volumes": ["drill-influxdb:/var/lib/influxdb2"], "healthcheck": service.get("healthcheck", {})}
     Path(drill.stack_dir).mkdir(parents=True, exist_ok=True)
     compose_file = Path(drill.stack_dir) / "compose.yaml"
-    compose_file.write_text(json.dumps({"name": drill.stack_project, "services": {cfg.influxdb_service: scratch},
-                                        "volumes": {"drill-influxdb": {}}}, indent=2), encoding="utf-8")
+    compose_file.write_text(
+        json.dumps(
+            {
+                "name": drill.stack_project,
+                "services": {cfg.influxdb_service: scratch},
+                "volumes": {"drill-influxdb": {}},
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     compose_file.chmod(0o600)
     run_command(compose(drill, "up", "-d", "--wait", cfg.influxdb_service), "start the drill's InfluxDB")
 
@@ -1394,9 +1561,15 @@ def drill_checks(cfg: Config, drill: Config, manifest: dict[str, Any], root: Pat
             settled = taken - timedelta(seconds=DRILL_SETTLE_S)
             restored, live = influx_counts(drill, settled), influx_counts(cfg, settled)
             ok = restored == live and sum(live.values()) > 0
-            checks.append({"part": name, "ok": ok, "restored": restored, "production": live,
-                           "detail": f"point counts per measurement, the day before the snapshot less "
-                                     f"{DRILL_SETTLE_S} s"})
+            checks.append(
+                {
+                    "part": name,
+                    "ok": ok,
+                    "restored": restored,
+                    "production": live,
+                    "detail": f"point counts per measurement, the day before the snapshot less {DRILL_SETTLE_S} s",
+                }
+            )
             continue
         target = root / source["path"].lstrip("/")
         if kind == "sqlite":
@@ -1405,16 +1578,31 @@ def drill_checks(cfg: Config, drill: Config, manifest: dict[str, Any], root: Pat
             live_copy.parent.mkdir(parents=True, exist_ok=True)
             sqlite_copy(Path(source["path"]), live_copy)
             restored_db, live_db = sqlite_summary(target), sqlite_summary(live_copy)
-            ok = restored_db["integrity"] == "ok" and {k: v for k, v in restored_db.items() if k != "integrity"} \
-                == {k: v for k, v in live_db.items() if k != "integrity"}
-            checks.append({"part": name, "ok": ok, "detail": "integrity_check and the dashboard set (or row counts)",
-                           "restored": _brief(restored_db), "production": _brief(live_db)})
+            ok = restored_db["integrity"] == "ok" and {k: v for k, v in restored_db.items() if k != "integrity"} == {
+                k: v for k, v in live_db.items() if k != "integrity"
+            }
+            checks.append(
+                {
+                    "part": name,
+                    "ok": ok,
+                    "detail": "integrity_check and the dashboard set (or row counts)",
+                    "restored": _brief(restored_db),
+                    "production": _brief(live_db),
+                }
+            )
         else:
             found = sum(1 for _ in walk_files(target)) if target.is_dir() else int(target.is_file())
             # Live files move on after the snapshot: the restored copy answers to the manifest (every file back,
             # each write checked against its sha256).
-            checks.append({"part": name, "ok": found == per_source.get(name, 0), "restored": found,
-                           "snapshot": per_source.get(name, 0), "detail": "files restored with their sha256"})
+            checks.append(
+                {
+                    "part": name,
+                    "ok": found == per_source.get(name, 0),
+                    "restored": found,
+                    "snapshot": per_source.get(name, 0),
+                    "detail": "files restored with their sha256",
+                }
+            )
     return checks
 
 
@@ -1427,13 +1615,22 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
     started = time.monotonic()
     origin = args.origin or ("remote" if cfg.remote else "local")
-    status: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "result": "failed",
-                              "origin": origin, "snapshot": None, "checks": []}
+    status: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "result": "failed",
+        "origin": origin,
+        "snapshot": None,
+        "checks": [],
+    }
     cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     scratch = Path(tempfile.mkdtemp(prefix="mov-drill-", dir=cfg.backup_dir))
     with_influx = cfg.influxdb_service in cfg.stack_services
-    drill = replace(cfg, stack_dir=str(scratch / "stack"), stack_project=f"{cfg.stack_project}-drill",
-                    stack_services=(cfg.influxdb_service,) if with_influx else ())
+    drill = replace(
+        cfg,
+        stack_dir=str(scratch / "stack"),
+        stack_project=f"{cfg.stack_project}-drill",
+        stack_services=(cfg.influxdb_service,) if with_influx else (),
+    )
     try:
         chosen = status["snapshot"] = choose_snapshot(cfg, origin, args.snapshot)
         snapshot = cfg.backup_dir / chosen
@@ -1464,18 +1661,23 @@ def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
         log(f"restore drill FAILED: {status['error']}")
         alert(cfg, f"restore drill on {socket.gethostname()} failed: {status['error']}", kind="restore_drill_failed")
         return 1
-    log(f"restore drill ok: {status['snapshot']} ({origin}) restored and matches production, "
-        f"{status['duration_s']}s")
+    log(f"restore drill ok: {status['snapshot']} ({origin}) restored and matches production, {status['duration_s']}s")
     return 0
 
 
 # --- commands --------------------------------------------------------------------------------------
 
+
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    status: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "result": "failed",
-                              "snapshot": None, "size_bytes": 0, "new_bytes": 0,
-                              "offsite": "disabled" if not cfg.remote else "failed"}
+    status: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "result": "failed",
+        "snapshot": None,
+        "size_bytes": 0,
+        "new_bytes": 0,
+        "offsite": "disabled" if not cfg.remote else "failed",
+    }
     listing: RemoteListing | None = None
     try:
         cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -1547,7 +1749,7 @@ def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
-    for snapshot_id in (remote_ids(cfg) if args.remote else snapshot_ids(cfg.backup_dir)):
+    for snapshot_id in remote_ids(cfg) if args.remote else snapshot_ids(cfg.backup_dir):
         print(snapshot_id)
     return 0
 
@@ -1562,8 +1764,10 @@ def cmd_verify(cfg: Config, args: argparse.Namespace) -> int:
         snapshot = cfg.backup_dir / chosen
         with tempfile.TemporaryDirectory(prefix="mov-verify-", dir=cfg.backup_dir) as scratch:
             _stage_objects(snapshot, check_snapshot(snapshot)["files"], Path(scratch))
-            run_command(rclone(cfg, "cryptcheck", "--one-way", scratch, remote_path(cfg, OBJECTS)),
-                        f"rclone cryptcheck {chosen}")
+            run_command(
+                rclone(cfg, "cryptcheck", "--one-way", scratch, remote_path(cfg, OBJECTS)),
+                f"rclone cryptcheck {chosen}",
+            )
     else:
         check_snapshot(cfg.backup_dir / chosen)
     log(f"snapshot {chosen}: ok")
@@ -1602,14 +1806,25 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p_prune.add_argument("--remote", action="store_true")
     p_drill = sub.add_parser("drill", help="restore a snapshot into a scratch copy and compare it with production")
     p_drill.add_argument("--snapshot", default="latest")
-    p_drill.add_argument("--from", dest="origin", choices=["local", "remote"],
-                         help="where the snapshot comes from (default: off-site when a remote is configured)")
+    p_drill.add_argument(
+        "--from",
+        dest="origin",
+        choices=["local", "remote"],
+        help="where the snapshot comes from (default: off-site when a remote is configured)",
+    )
     sub.add_parser("check-config", help="parse the configuration file")
     return parser.parse_args(list(argv))
 
 
-COMMANDS = {"run": cmd_run, "restore": cmd_restore, "list": cmd_list, "verify": cmd_verify,
-            "prune": cmd_prune, "check-config": cmd_check_config, "drill": cmd_drill}
+COMMANDS = {
+    "run": cmd_run,
+    "restore": cmd_restore,
+    "list": cmd_list,
+    "verify": cmd_verify,
+    "prune": cmd_prune,
+    "check-config": cmd_check_config,
+    "drill": cmd_drill,
+}
 
 
 def main(argv: Sequence[str]) -> int:

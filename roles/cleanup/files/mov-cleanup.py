@@ -96,6 +96,7 @@ def log(message: str) -> None:
 
 # --- 1. images and containers: movctl's ------------------------------------------------------------
 
+
 def movctl_cleanup(cfg: Config, dry_run: bool) -> bool:
     argv = [cfg.movctl, "cleanup", "--json", *(["--dry-run"] if dry_run else [])]
     try:
@@ -115,19 +116,24 @@ def movctl_cleanup(cfg: Config, dry_run: bool) -> bool:
     verb = "would remove" if dry_run else "removed"
     containers = doc["containers"] if dry_run else doc.get("removed_containers", [])
     images = doc["images"] if dry_run else doc.get("removed_images", [])
-    log(f"images and containers: releases kept {', '.join(doc.get('kept_releases', [])) or 'none recorded'} "
-        f"(current {doc.get('current_release') or '-'})")
+    log(
+        f"images and containers: releases kept {', '.join(doc.get('kept_releases', [])) or 'none recorded'} "
+        f"(current {doc.get('current_release') or '-'})"
+    )
     log(f"images and containers: containers {verb}: {', '.join(containers) or 'none'}")
     log(f"images and containers: images {verb}: {', '.join(images) or 'none'}")
     for failure in doc.get("failures", []):
         log(f"images and containers: FAILED: {failure}")
     if result.returncode != 0 and not doc.get("failures"):
-        log(f"images and containers: FAILED: movctl cleanup exited {result.returncode}: "
-            f"{doc.get('error') or result.stderr.strip()[-800:]}")
+        log(
+            f"images and containers: FAILED: movctl cleanup exited {result.returncode}: "
+            f"{doc.get('error') or result.stderr.strip()[-800:]}"
+        )
     return result.returncode == 0
 
 
 # --- 2. files past their age ---------------------------------------------------------------------
+
 
 def old_files(rule: AgeRule, now: float) -> Iterator[Path]:
     """The regular files under the rule's directory whose name matches and whose mtime is older than the rule's
@@ -161,8 +167,10 @@ def remove_old_files(rule: AgeRule, now: float, dry_run: bool) -> bool:
                 failures.append(f"{path}: {exc.strerror or exc}")
                 continue
         removed.append(str(path.relative_to(rule.path)))
-    log(f"{what}: {'would remove' if dry_run else 'removed'} {len(removed)}"
-        f"{': ' + ', '.join(removed) if removed else ''}")
+    log(
+        f"{what}: {'would remove' if dry_run else 'removed'} {len(removed)}"
+        f"{': ' + ', '.join(removed) if removed else ''}"
+    )
     for failure in failures:
         log(f"{what}: FAILED: {failure}")
     return not failures

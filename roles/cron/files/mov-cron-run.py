@@ -75,14 +75,17 @@ def main(argv: list[str]) -> int:
         ).returncode
         log.write(f"=== {now()} end, exit code {code}\n")
     duration = round(time.monotonic() - started, 3)
-    write_state(state_path, {
-        "name": args.name,
-        "started_at": started_at,
-        "finished_at": now(),
-        "duration_s": duration,
-        "exit_code": code,
-        "result": "ok" if code == 0 else "failed",
-    })
+    write_state(
+        state_path,
+        {
+            "name": args.name,
+            "started_at": started_at,
+            "finished_at": now(),
+            "duration_s": duration,
+            "exit_code": code,
+            "result": "ok" if code == 0 else "failed",
+        },
+    )
     if code == 0:
         syslog.syslog(syslog.LOG_INFO, f"ok in {duration}s")
     else:

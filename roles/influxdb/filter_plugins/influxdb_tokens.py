@@ -68,17 +68,20 @@ def influxdb_token_plan(
         wanted = influxdb_permissions(token, org_id, bucket_ids)
         matches = [a for a in existing if a.get("description") == description and a.get("orgID") == org_id]
         good = [
-            a for a in matches
+            a
+            for a in matches
             if a.get("status") == "active" and _normalise(a.get("permissions", [])) == _normalise(wanted)
         ]
         if good:
             plan["keep"].append({"name": token["name"], "id": good[0]["id"]})
             stale = [a for a in matches if a is not good[0]]
         else:
-            plan["create"].append({
-                "name": token["name"],
-                "body": {"orgID": org_id, "description": description, "status": "active", "permissions": wanted},
-            })
+            plan["create"].append(
+                {
+                    "name": token["name"],
+                    "body": {"orgID": org_id, "description": description, "status": "active", "permissions": wanted},
+                }
+            )
             stale = matches
         plan["delete"].extend({"name": token["name"], "id": a["id"]} for a in stale)
     return plan

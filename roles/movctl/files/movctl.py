@@ -66,6 +66,7 @@ class MovctlError(Exception):
 
 # --- configuration ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Config:
     env: str
@@ -141,9 +142,11 @@ def load_config(path: str) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise MovctlError(f"the platform is not installed here: no configuration at {path} (the Ansible role "
-                          "movctl writes it: ansible-playbook site.yml -i inventories/<env>)",
-                          EXIT_NOT_INSTALLED) from exc
+        raise MovctlError(
+            f"the platform is not installed here: no configuration at {path} (the Ansible role "
+            "movctl writes it: ansible-playbook site.yml -i inventories/<env>)",
+            EXIT_NOT_INSTALLED,
+        ) from exc
     except OSError as exc:
         raise MovctlError(f"config {path}: {exc}") from exc
     try:
@@ -153,6 +156,7 @@ def load_config(path: str) -> Config:
 
 
 # --- running commands ------------------------------------------------------------------------------
+
 
 def run(argv: Sequence[str], timeout: float | None = 120, capture: bool = True) -> subprocess.CompletedProcess[str]:
     try:
@@ -164,23 +168,27 @@ def run(argv: Sequence[str], timeout: float | None = 120, capture: bool = True) 
 
 
 def compose_argv(cfg: Config, *args: str) -> list[str]:
-    return ["docker", "compose", "--project-directory", cfg.stack_dir, "-f", cfg.compose_file, "-p", cfg.project,
-            *args]
+    return ["docker", "compose", "--project-directory", cfg.stack_dir, "-f", cfg.compose_file, "-p", cfg.project, *args]
 
 
 def require_stack(cfg: Config) -> None:
     if shutil.which("docker") is None:
         raise MovctlError("the platform is not installed here: docker is missing", EXIT_NOT_INSTALLED)
     if not Path(cfg.compose_file).is_file():
-        raise MovctlError(f"the platform is not installed here: no compose file at {cfg.compose_file} (deploy it: "
-                          f"ansible-playbook site.yml -i inventories/{cfg.env or '<env>'})", EXIT_NOT_INSTALLED)
+        raise MovctlError(
+            f"the platform is not installed here: no compose file at {cfg.compose_file} (deploy it: "
+            f"ansible-playbook site.yml -i inventories/{cfg.env or '<env>'})",
+            EXIT_NOT_INSTALLED,
+        )
 
 
 def compose(cfg: Config, *args: str, timeout: float | None = 120, what: str = "") -> str:
     result = run(compose_argv(cfg, *args), timeout=timeout)
     if result.returncode != 0:
-        raise MovctlError(f"{what or 'docker compose ' + args[0]} failed (exit {result.returncode}): "
-                          f"{(result.stderr or result.stdout).strip()[-800:]}")
+        raise MovctlError(
+            f"{what or 'docker compose ' + args[0]} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-800:]}"
+        )
     return result.stdout
 
 
@@ -188,12 +196,16 @@ def check_services(cfg: Config, names: Iterable[str]) -> list[str]:
     chosen = list(dict.fromkeys(names))
     unknown = [n for n in chosen if n not in cfg.services]
     if unknown:
-        raise MovctlError(f"unknown service {', '.join(repr(n) for n in unknown)}; the services of this platform: "
-                          f"{', '.join(cfg.services)}", EXIT_USAGE)
+        raise MovctlError(
+            f"unknown service {', '.join(repr(n) for n in unknown)}; the services of this platform: "
+            f"{', '.join(cfg.services)}",
+            EXIT_USAGE,
+        )
     return chosen
 
 
 # --- service state ---------------------------------------------------------------------------------
+
 
 @dataclass
 class ServiceState:
@@ -233,8 +245,9 @@ def parse_docker_time(value: str) -> datetime | None:
     return datetime.fromisoformat(f"{base}.{micro}{'+00:00' if zone == 'Z' else zone}")
 
 
-def service_states(cfg: Config, rows: list[dict[str, Any]], started: dict[str, datetime | None],
-                   now: datetime) -> list[ServiceState]:
+def service_states(
+    cfg: Config, rows: list[dict[str, Any]], started: dict[str, datetime | None], now: datetime
+) -> list[ServiceState]:
     """One row per configured service (missing when it has no container), then any other service of the project."""
     by_service: dict[str, dict[str, Any]] = {}
     for item in rows:
@@ -248,8 +261,16 @@ def service_states(cfg: Config, rows: list[dict[str, Any]], started: dict[str, d
         state = str(row.get("State", "")).lower()
         since = started.get(str(row.get("ID", "")))
         uptime = int((now - since).total_seconds()) if since and state == "running" else None
-        states.append(ServiceState(name, state, str(row.get("Health", "") or ""), uptime,
-                                   str(row.get("Name", "")), str(row.get("Image", ""))))
+        states.append(
+            ServiceState(
+                name,
+                state,
+                str(row.get("Health", "") or ""),
+                uptime,
+                str(row.get("Name", "")),
+                str(row.get("Image", "")),
+            )
+        )
     return states
 
 
@@ -275,13 +296,16 @@ def wait_healthy(cfg: Config, names: Sequence[str], timeout: float) -> list[Serv
             return states
         if time.monotonic() >= deadline:
             bad = ", ".join(f"{s.service} {s.state}{' ' + s.health if s.health else ''}" for s in states if not s.ok)
-            raise MovctlError(f"not healthy after {timeout:.0f}s: {bad}; look at: movctl logs "
-                              f"{' '.join(s.service for s in states if not s.ok)}",
-                              details={"services": [asdict(s) for s in states]})
+            raise MovctlError(
+                f"not healthy after {timeout:.0f}s: {bad}; look at: movctl logs "
+                f"{' '.join(s.service for s in states if not s.ok)}",
+                details={"services": [asdict(s) for s in states]},
+            )
         time.sleep(2)
 
 
 # --- rendering -------------------------------------------------------------------------------------
+
 
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
@@ -301,8 +325,10 @@ def format_duration(seconds: float | None) -> str:
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [list(headers), *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [list(headers), *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -311,6 +337,7 @@ def emit_json(document: Any) -> None:
 
 
 # --- status: backup, certificate, disk -------------------------------------------------------------
+
 
 def backup_summary(cfg: Config, status: dict[str, Any] | None, tool_present: bool, now: datetime) -> dict[str, Any]:
     """The last backup as status shows it, with `problem` set when it needs attention."""
@@ -322,15 +349,23 @@ def backup_summary(cfg: Config, status: dict[str, Any] | None, tool_present: boo
     with contextlib.suppress(ValueError):
         when = datetime.fromisoformat(str(status.get("time", "")))
     age = int((now - when).total_seconds()) if when else None
-    summary: dict[str, Any] = {"installed": True, "result": status.get("result"), "time": status.get("time"),
-                               "age_s": age, "snapshot": status.get("snapshot"), "offsite": status.get("offsite")}
+    summary: dict[str, Any] = {
+        "installed": True,
+        "result": status.get("result"),
+        "time": status.get("time"),
+        "age_s": age,
+        "snapshot": status.get("snapshot"),
+        "offsite": status.get("offsite"),
+    }
     if status.get("result") != "ok":
         summary["problem"] = f"the last backup failed: {status.get('error', 'no error recorded')}"
     elif age is None:
         summary["problem"] = "the last backup's time is unreadable"
     elif age > cfg.backup_max_age_h * 3600:
-        summary["problem"] = (f"the last backup is {format_duration(age)} old (more than "
-                              f"{cfg.backup_max_age_h:g} h): is the nightly job running?")
+        summary["problem"] = (
+            f"the last backup is {format_duration(age)} old (more than "
+            f"{cfg.backup_max_age_h:g} h): is the nightly job running?"
+        )
     return summary
 
 
@@ -386,35 +421,56 @@ def disk_summary(cfg: Config, usage: Callable[[str], tuple[int, int, int]] = shu
         if not Path(path).exists():
             continue
         total, _, free = usage(path)
-        row: dict[str, Any] = {"path": path, "free_bytes": free, "total_bytes": total,
-                               "free_percent": round(100 * free / total, 1) if total else 0.0}
+        row: dict[str, Any] = {
+            "path": path,
+            "free_bytes": free,
+            "total_bytes": total,
+            "free_percent": round(100 * free / total, 1) if total else 0.0,
+        }
         if free < cfg.disk_min_free_gb * 1024**3:
             row["problem"] = f"{path}: {free / 1024**3:.1f} GB free, below {cfg.disk_min_free_gb:g} GB"
         rows.append(row)
     return rows
 
 
-def status_document(cfg: Config, states: list[ServiceState], backup: dict[str, Any], cert: dict[str, Any],
-                    disk: list[dict[str, Any]]) -> dict[str, Any]:
-    attention = [f"{s.service} is {s.state}{', ' + s.health if s.health and s.health != 'healthy' else ''}"
-                 for s in states if not s.ok]
+def status_document(
+    cfg: Config, states: list[ServiceState], backup: dict[str, Any], cert: dict[str, Any], disk: list[dict[str, Any]]
+) -> dict[str, Any]:
+    attention = [
+        f"{s.service} is {s.state}{', ' + s.health if s.health and s.health != 'healthy' else ''}"
+        for s in states
+        if not s.ok
+    ]
     attention += [item["problem"] for item in (backup, cert, *disk) if item.get("problem")]
-    return {"env": cfg.env, "ok": not attention, "services": [asdict(s) for s in states], "backup": backup,
-            "certificate": cert, "disk": disk, "attention": attention}
+    return {
+        "env": cfg.env,
+        "ok": not attention,
+        "services": [asdict(s) for s in states],
+        "backup": backup,
+        "certificate": cert,
+        "disk": disk,
+        "attention": attention,
+    }
 
 
 def render_status(doc: dict[str, Any]) -> str:
     rows = [[s["service"], s["state"], s["health"] or "-", format_duration(s["uptime_s"])] for s in doc["services"]]
-    lines = [f"MOV platform{' (' + doc['env'] + ')' if doc['env'] else ''}", "",
-             render_table(["SERVICE", "STATE", "HEALTH", "UPTIME"], rows), ""]
+    lines = [
+        f"MOV platform{' (' + doc['env'] + ')' if doc['env'] else ''}",
+        "",
+        render_table(["SERVICE", "STATE", "HEALTH", "UPTIME"], rows),
+        "",
+    ]
     backup = doc["backup"]
     if not backup.get("installed"):
         lines.append("backup       not installed")
     elif backup.get("result") is None:
         lines.append("backup       none yet")
     else:
-        lines.append(f"backup       {backup['result']}, {format_duration(backup.get('age_s'))} ago"
-                     f" (snapshot {backup.get('snapshot') or '-'}, off-site {backup.get('offsite') or '-'})")
+        lines.append(
+            f"backup       {backup['result']}, {format_duration(backup.get('age_s'))} ago"
+            f" (snapshot {backup.get('snapshot') or '-'}, off-site {backup.get('offsite') or '-'})"
+        )
     cert = doc["certificate"]
     names = ", ".join(cert["domains"]) or cert["file"]
     if "days_left" in cert:
@@ -430,6 +486,7 @@ def render_status(doc: dict[str, Any]) -> str:
 
 
 # --- cleanup: what the kept releases do not use --------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Image:
@@ -470,8 +527,15 @@ def repository_of(ref: str) -> str:
     return name[: len(name) - len(last)] + last.split(":", 1)[0]
 
 
-def plan_cleanup(releases: Sequence[dict[str, Any]], keep: int, compose_sha256: str, images: Sequence[Image],
-                 containers: Sequence[Container], project: str, services: Iterable[str]) -> CleanupPlan:
+def plan_cleanup(
+    releases: Sequence[dict[str, Any]],
+    keep: int,
+    compose_sha256: str,
+    images: Sequence[Image],
+    containers: Sequence[Container],
+    project: str,
+    services: Iterable[str],
+) -> CleanupPlan:
     """Which images and containers cleanup removes.
 
     Containers: the project's stopped ones that are one-off (`compose run`) or belong to a service the current
@@ -484,8 +548,9 @@ def plan_cleanup(releases: Sequence[dict[str, Any]], keep: int, compose_sha256: 
     """
     current_services = set(services)
     ordered = sorted(releases, key=lambda r: str(r.get("id", "")))
-    current = next((r for r in reversed(ordered) if r.get("compose_sha256") == compose_sha256),
-                   ordered[-1] if ordered else None)
+    current = next(
+        (r for r in reversed(ordered) if r.get("compose_sha256") == compose_sha256), ordered[-1] if ordered else None
+    )
     kept = ordered[-keep:] if keep > 0 else []
     if current is not None and current not in kept:
         kept = [current, *kept]
@@ -500,8 +565,13 @@ def plan_cleanup(releases: Sequence[dict[str, Any]], keep: int, compose_sha256: 
             keep_ids.add(str(image.get("id", "")))
             keep_refs.add(str(image.get("ref", "")))
     keep_ids.discard("")
-    removable = [c for c in containers if c.project == project and c.state in ("exited", "created", "dead")
-                 and (c.oneoff or c.service not in current_services)]
+    removable = [
+        c
+        for c in containers
+        if c.project == project
+        and c.state in ("exited", "created", "dead")
+        and (c.oneoff or c.service not in current_services)
+    ]
     in_use = {c.image_id for c in containers if c not in removable}
     plan = CleanupPlan([str(r.get("id")) for r in kept], str(current.get("id")) if current else "", removable)
     for image in images:
@@ -535,8 +605,9 @@ def read_images() -> list[Image]:
     for line in result.stdout.splitlines():
         if line.strip():
             row = json.loads(line)
-            images.append(Image(str(row.get("ID", "")), str(row.get("Repository", "<none>")),
-                                str(row.get("Tag", "<none>"))))
+            images.append(
+                Image(str(row.get("ID", "")), str(row.get("Repository", "<none>")), str(row.get("Tag", "<none>")))
+            )
     return images
 
 
@@ -550,11 +621,17 @@ def read_containers() -> list[Container]:
     containers = []
     for item in json.loads(result.stdout or "[]"):
         labels = (item.get("Config") or {}).get("Labels") or {}
-        containers.append(Container(str(item.get("Id", "")), str(item.get("Name", "")).lstrip("/"),
-                                    str((item.get("State") or {}).get("Status", "")), str(item.get("Image", "")),
-                                    str(labels.get("com.docker.compose.project", "")),
-                                    str(labels.get("com.docker.compose.service", "")),
-                                    str(labels.get("com.docker.compose.oneoff", "")).lower() == "true"))
+        containers.append(
+            Container(
+                str(item.get("Id", "")),
+                str(item.get("Name", "")).lstrip("/"),
+                str((item.get("State") or {}).get("Status", "")),
+                str(item.get("Image", "")),
+                str(labels.get("com.docker.compose.project", "")),
+                str(labels.get("com.docker.compose.service", "")),
+                str(labels.get("com.docker.compose.oneoff", "")).lower() == "true",
+            )
+        )
     return containers
 
 
@@ -576,8 +653,14 @@ def sha256_of(path: str) -> str:
 # --- MQTT and nginx probes -------------------------------------------------------------------------
 
 MQTT_CONNECT = bytes([0x10, 0x16, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x0A, 0x00, 0x0A]) + b"movctl-tst"
-CONNACK_CODES = {0: "accepted", 1: "bad protocol", 2: "client id refused", 3: "unavailable",
-                 4: "bad credentials", 5: "not authorised"}
+CONNACK_CODES = {
+    0: "accepted",
+    1: "bad protocol",
+    2: "client id refused",
+    3: "unavailable",
+    4: "bad credentials",
+    5: "not authorised",
+}
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -591,8 +674,10 @@ def _tls_context() -> ssl.SSLContext:
 def probe_mqtt_tls(host: str, port: int, server_name: str, timeout: float = 5) -> tuple[bool, str]:
     """A TLS handshake, then an anonymous MQTT CONNECT: any CONNACK proves the broker behind the TLS answers."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                _tls_context().wrap_socket(raw, server_hostname=server_name) as tls:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            _tls_context().wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
             version = tls.version()
             tls.sendall(MQTT_CONNECT)
             answer = tls.recv(4)
@@ -607,7 +692,7 @@ def probe_http(host: str, port: int, server_name: str, use_tls: bool, timeout: f
     request = f"HEAD / HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n".encode()
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
-            conn: socket.socket = (_tls_context().wrap_socket(raw, server_hostname=server_name) if use_tls else raw)
+            conn: socket.socket = _tls_context().wrap_socket(raw, server_hostname=server_name) if use_tls else raw
             conn.sendall(request)
             first = conn.recv(256).split(b"\r\n", 1)[0].decode(errors="replace")
     except (OSError, ssl.SSLError) as exc:
@@ -622,6 +707,7 @@ def nginx_present() -> bool:
 
 
 # --- commands --------------------------------------------------------------------------------------
+
 
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     require_stack(cfg)
@@ -675,7 +761,7 @@ def parse_log_line(line: str, project: str) -> dict[str, str]:
     if not match:
         return {"service": "", "time": "", "message": line}
     name = match.group("name")
-    name = name[len(project) + 1:] if name.startswith(project + "-") else name
+    name = name[len(project) + 1 :] if name.startswith(project + "-") else name
     name = re.sub(r"-\d+$", "", name)
     return {"service": name, "time": match.group("time") or "", "message": match.group("message")}
 
@@ -703,8 +789,11 @@ def cmd_logs(cfg: Config, args: argparse.Namespace) -> int:
             return EXIT_OK
         code = proc.wait()
         if code != 0:
-            raise MovctlError(f"docker compose logs failed (exit {code}): {proc.stderr.read().strip()[-800:]}"
-                              if proc.stderr else f"docker compose logs failed (exit {code})")
+            raise MovctlError(
+                f"docker compose logs failed (exit {code}): {proc.stderr.read().strip()[-800:]}"
+                if proc.stderr
+                else f"docker compose logs failed (exit {code})"
+            )
     return EXIT_OK
 
 
@@ -714,8 +803,10 @@ def backup_argv(cfg: Config, *args: str) -> list[str]:
 
 def require_backup_tool(cfg: Config) -> None:
     if not Path(cfg.backup_tool).exists():
-        raise MovctlError(f"the backup tool is not installed: no {cfg.backup_tool} (the Ansible role backup "
-                          "installs it)", EXIT_NOT_INSTALLED)
+        raise MovctlError(
+            f"the backup tool is not installed: no {cfg.backup_tool} (the Ansible role backup installs it)",
+            EXIT_NOT_INSTALLED,
+        )
 
 
 def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
@@ -724,24 +815,34 @@ def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
     status = read_backup_status(cfg)
     ok = result.returncode == 0
     if args.json:
-        emit_json({"ok": ok, "exit_code": result.returncode, "status": status,
-                   "output": (result.stdout + result.stderr).splitlines()})
+        emit_json(
+            {
+                "ok": ok,
+                "exit_code": result.returncode,
+                "status": status,
+                "output": (result.stdout + result.stderr).splitlines(),
+            }
+        )
     elif ok:
         print(f"backup ok: snapshot {(status or {}).get('snapshot', '?')}")
     else:
-        print(f"movctl backup: FAILED (mov-backup exit {result.returncode}); status in {cfg.backup_status_file}",
-              file=sys.stderr)
+        print(
+            f"movctl backup: FAILED (mov-backup exit {result.returncode}); status in {cfg.backup_status_file}",
+            file=sys.stderr,
+        )
     return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
     if args.snapshot != "latest" and not SNAPSHOT_ID.match(args.snapshot):
-        raise MovctlError(f"snapshot {args.snapshot!r}: expected latest or an id like 20250101T023000Z "
-                          "(mov-backup list)", EXIT_USAGE)
+        raise MovctlError(
+            f"snapshot {args.snapshot!r}: expected latest or an id like 20250101T023000Z (mov-backup list)", EXIT_USAGE
+        )
     require_backup_tool(cfg)
     managed = Path(cfg.compose_file).is_file() and shutil.which("docker") is not None
-    restore = backup_argv(cfg, "restore", "--snapshot", args.snapshot, "--from", args.origin,
-                          *(["--force"] if args.force else []))
+    restore = backup_argv(
+        cfg, "restore", "--snapshot", args.snapshot, "--from", args.origin, *(["--force"] if args.force else [])
+    )
     steps: list[str] = []
     output: list[str] = []
 
@@ -760,10 +861,13 @@ def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
     if check.returncode != 0:
         message = (check.stderr or check.stdout).strip()
         if "refusing to overwrite" in message:
-            raise MovctlError(f"refused: the snapshot would replace data that is not empty "
-                              f"({message.split('not empty:', 1)[-1].split('. Run again', 1)[0].strip()}); "
-                              "nothing was changed. Run movctl restore --force to replace it.", EXIT_REFUSED,
-                              details={"output": output})
+            raise MovctlError(
+                f"refused: the snapshot would replace data that is not empty "
+                f"({message.split('not empty:', 1)[-1].split('. Run again', 1)[0].strip()}); "
+                "nothing was changed. Run movctl restore --force to replace it.",
+                EXIT_REFUSED,
+                details={"output": output},
+            )
         raise MovctlError(f"the snapshot cannot be restored: {message[-800:]}", details={"output": output})
     say(f"snapshot {args.snapshot} ({args.origin}): checked")
     writers = [s for s in cfg.services if s != "influxdb"]
@@ -775,18 +879,29 @@ def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
     if not args.json:
         print(result.stdout, end="", flush=True)
     if result.returncode != 0:
-        raise MovctlError("the restore failed" + (", the writers are left stopped rather than run on half-restored"
-                                                  " data" if managed else "")
-                          + f": {result.stderr.strip()[-800:]} Fix the cause and run movctl restore again "
-                          "(with --force where data was written).", details={"output": output})
+        raise MovctlError(
+            "the restore failed"
+            + (", the writers are left stopped rather than run on half-restored data" if managed else "")
+            + f": {result.stderr.strip()[-800:]} Fix the cause and run movctl restore again "
+            "(with --force where data was written).",
+            details={"output": output},
+        )
     states: list[ServiceState] = []
     if managed:
         compose(cfg, "up", "--detach", "--no-recreate", "--no-build", timeout=cfg.wait_timeout_s + 60)
         states = wait_healthy(cfg, list(cfg.services), cfg.wait_timeout_s)
         say(f"started: {', '.join(cfg.services)}")
     if args.json:
-        emit_json({"ok": True, "snapshot": args.snapshot, "from": args.origin, "steps": steps, "output": output,
-                   "services": [asdict(s) for s in states]})
+        emit_json(
+            {
+                "ok": True,
+                "snapshot": args.snapshot,
+                "from": args.origin,
+                "steps": steps,
+                "output": output,
+                "services": [asdict(s) for s in states],
+            }
+        )
     else:
         print("restore done")
     return EXIT_OK
@@ -794,17 +909,26 @@ def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_update(cfg: Config | None, args: argparse.Namespace) -> int:
     env = cfg.env if cfg and cfg.env else "<env>"
-    message = (f"updates are applied from the controller, where the pinned versions table (mov_images) lives: "
-               f"in the repository, run `scripts/movctl -i inventories/{env} update` "
-               f"(ansible-playbook playbooks/update.yml -i inventories/{env}): it backs up, deploys the new images, "
-               "verifies and rolls back on failure")
+    message = (
+        f"updates are applied from the controller, where the pinned versions table (mov_images) lives: "
+        f"in the repository, run `scripts/movctl -i inventories/{env} update` "
+        f"(ansible-playbook playbooks/update.yml -i inventories/{env}): it backs up, deploys the new images, "
+        "verifies and rolls back on failure"
+    )
     raise MovctlError(message, EXIT_USAGE)
 
 
 def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
     require_stack(cfg)
-    plan = plan_cleanup(read_releases(cfg), cfg.cleanup_keep_releases, sha256_of(cfg.compose_file),
-                        read_images(), read_containers(), cfg.project, read_compose_services(cfg))
+    plan = plan_cleanup(
+        read_releases(cfg),
+        cfg.cleanup_keep_releases,
+        sha256_of(cfg.compose_file),
+        read_images(),
+        read_containers(),
+        cfg.project,
+        read_compose_services(cfg),
+    )
     failures: list[str] = []
     removed_containers: list[str] = []
     removed_images: list[str] = []
@@ -812,22 +936,32 @@ def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
         for container in plan.containers:
             result = run(["docker", "rm", container.id])
             (removed_containers if result.returncode == 0 else failures).append(
-                container.name if result.returncode == 0 else f"container {container.name}: {result.stderr.strip()}")
+                container.name if result.returncode == 0 else f"container {container.name}: {result.stderr.strip()}"
+            )
         for image in plan.images:
             result = run(["docker", "image", "rm", image.ref])
             (removed_images if result.returncode == 0 else failures).append(
-                image.ref if result.returncode == 0 else f"image {image.ref}: {result.stderr.strip()}")
-    doc = {"ok": not failures, "dry_run": args.dry_run, "kept_releases": plan.kept_releases,
-           "current_release": plan.current_release,
-           "containers": [c.name for c in plan.containers], "images": [i.ref for i in plan.images],
-           "kept_images": plan.kept_images, "removed_containers": removed_containers,
-           "removed_images": removed_images, "failures": failures}
+                image.ref if result.returncode == 0 else f"image {image.ref}: {result.stderr.strip()}"
+            )
+    doc = {
+        "ok": not failures,
+        "dry_run": args.dry_run,
+        "kept_releases": plan.kept_releases,
+        "current_release": plan.current_release,
+        "containers": [c.name for c in plan.containers],
+        "images": [i.ref for i in plan.images],
+        "kept_images": plan.kept_images,
+        "removed_containers": removed_containers,
+        "removed_images": removed_images,
+        "failures": failures,
+    }
     if args.json:
         emit_json(doc)
     else:
         verb = "would remove" if args.dry_run else "removed"
-        print(f"releases kept: {', '.join(plan.kept_releases) or 'none recorded'}"
-              f" (current {plan.current_release or '-'})")
+        print(
+            f"releases kept: {', '.join(plan.kept_releases) or 'none recorded'} (current {plan.current_release or '-'})"
+        )
         print(f"containers {verb}: {', '.join(doc['containers'] if args.dry_run else removed_containers) or 'none'}")
         print(f"images {verb}: {', '.join(doc['images'] if args.dry_run else removed_images) or 'none'}")
         for failure in failures:
@@ -847,8 +981,10 @@ def run_checks(cfg: Config) -> list[dict[str, Any]]:
         checks.append({"name": "mqtt-tls", "ok": ok, "detail": detail})
     if nginx_present():
         server_name = cfg.domains[0] if cfg.domains else "localhost"
-        for name, port, tls in (("nginx-http", cfg.nginx_http_port, False),
-                                ("nginx-https", cfg.nginx_https_port, True)):
+        for name, port, tls in (
+            ("nginx-http", cfg.nginx_http_port, False),
+            ("nginx-https", cfg.nginx_https_port, True),
+        ):
             ok, detail = probe_http("127.0.0.1", port, server_name, tls)
             checks.append({"name": name, "ok": ok, "detail": detail})
     else:
@@ -863,8 +999,11 @@ def cmd_test(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"ok": not failed, "failed": failed, "checks": checks})
     else:
-        print(render_table(["CHECK", "RESULT", "DETAIL"],
-                           [[c["name"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in checks]))
+        print(
+            render_table(
+                ["CHECK", "RESULT", "DETAIL"], [[c["name"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in checks]
+            )
+        )
         if failed:
             print(f"movctl test: FAILED: {', '.join(failed)}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
@@ -880,21 +1019,29 @@ def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
 
 # --- arguments -------------------------------------------------------------------------------------
 
-EPILOG = ("exit codes: 0 ok, 1 a check or an operation failed, 2 usage error or not supported here, "
-          "3 the platform is not installed, 4 refused (restore over data without --force)")
+EPILOG = (
+    "exit codes: 0 ok, 1 a check or an operation failed, 2 usage error or not supported here, "
+    "3 the platform is not installed, 4 refused (restore over data without --force)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     # --json and --config are accepted before and after the command: the command's own copies default to
     # SUPPRESS, so they only override what was given before it when given themselves.
     def common(target: argparse.ArgumentParser, top: bool) -> None:
-        target.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
-                            help="print one JSON document on stdout (logs: one object a line)")
-        target.add_argument("--config", default=os.environ.get("MOVCTL_CONFIG", DEFAULT_CONFIG) if top
-                            else argparse.SUPPRESS, help=f"configuration file (default {DEFAULT_CONFIG})")
+        target.add_argument(
+            "--json",
+            action="store_true",
+            default=False if top else argparse.SUPPRESS,
+            help="print one JSON document on stdout (logs: one object a line)",
+        )
+        target.add_argument(
+            "--config",
+            default=os.environ.get("MOVCTL_CONFIG", DEFAULT_CONFIG) if top else argparse.SUPPRESS,
+            help=f"configuration file (default {DEFAULT_CONFIG})",
+        )
 
-    parser = argparse.ArgumentParser(prog="movctl", description="Operate the MOV platform on this host.",
-                                     epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="movctl", description="Operate the MOV platform on this host.", epilog=EPILOG)
     common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -903,30 +1050,47 @@ def build_parser() -> argparse.ArgumentParser:
         common(p, top=False)
         return p
 
-    command("status", "services (state, health, uptime), last backup, certificate expiry, disk; "
-                      "exit 1 when something needs attention")
-    for name, text in (("start", "start services (all when none is named) and wait until they are healthy"),
-                       ("stop", "stop services (all when none is named)"),
-                       ("restart", "restart services (all when none is named) and wait until they are healthy")):
+    command(
+        "status",
+        "services (state, health, uptime), last backup, certificate expiry, disk; "
+        "exit 1 when something needs attention",
+    )
+    for name, text in (
+        ("start", "start services (all when none is named) and wait until they are healthy"),
+        ("stop", "stop services (all when none is named)"),
+        ("restart", "restart services (all when none is named) and wait until they are healthy"),
+    ):
         command(name, text).add_argument("services", nargs="*", metavar="SERVICE")
     p_logs = command("logs", "show the services' logs (all when none is named)")
     p_logs.add_argument("services", nargs="*", metavar="SERVICE")
     p_logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p_logs.add_argument("--tail", default="100", type=_tail,
-                        help="lines from the end of each log, or all (default 100)")
+    p_logs.add_argument(
+        "--tail", default="100", type=_tail, help="lines from the end of each log, or all (default 100)"
+    )
     command("backup", "take a snapshot now (mov-backup run: retention and the off-site copy included)")
     p_restore = command("restore", "restore a snapshot: checks it, stops the writers, restores, starts the stack")
     p_restore.add_argument("snapshot", nargs="?", default="latest", help="snapshot id (mov-backup list) or latest")
     p_restore.add_argument("--force", action="store_true", help="replace data that is not empty")
-    p_restore.add_argument("--from", dest="origin", choices=["local", "remote"], default="local",
-                           help="the local snapshots or the off-site copy (default local)")
+    p_restore.add_argument(
+        "--from",
+        dest="origin",
+        choices=["local", "remote"],
+        default="local",
+        help="the local snapshots or the off-site copy (default local)",
+    )
     command("update", "not on the host: prints how to update from the controller (exit 2)")
-    p_cleanup = command("cleanup", "remove images no kept release uses and the project's stopped one-off "
-                                   "containers and those of services the compose file no longer has (a stopped "
-                                   "current service stays; never a volume, never the current release's images)")
+    p_cleanup = command(
+        "cleanup",
+        "remove images no kept release uses and the project's stopped one-off "
+        "containers and those of services the compose file no longer has (a stopped "
+        "current service stays; never a volume, never the current release's images)",
+    )
     p_cleanup.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    command("test", "the checks that run on the host: every service running and healthy, MQTT answers TLS, "
-                    "nginx answers (when installed); exit 1 naming what failed")
+    command(
+        "test",
+        "the checks that run on the host: every service running and healthy, MQTT answers TLS, "
+        "nginx answers (when installed); exit 1 naming what failed",
+    )
     command("check-config", "parse the configuration file (the role validates it with this)")
     return parser
 
@@ -938,8 +1102,15 @@ def _tail(value: str) -> str:
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
-    "status": cmd_status, "start": cmd_lifecycle, "stop": cmd_lifecycle, "restart": cmd_lifecycle,
-    "logs": cmd_logs, "backup": cmd_backup, "restore": cmd_restore, "cleanup": cmd_cleanup, "test": cmd_test,
+    "status": cmd_status,
+    "start": cmd_lifecycle,
+    "stop": cmd_lifecycle,
+    "restart": cmd_lifecycle,
+    "logs": cmd_logs,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
+    "cleanup": cmd_cleanup,
+    "test": cmd_test,
     "check-config": cmd_check_config,
 }
 

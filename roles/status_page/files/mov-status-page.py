@@ -75,11 +75,13 @@ def load_config(path: str | None) -> Config:
 
 # --- inputs ----------------------------------------------------------------------------------------
 
+
 def read_movctl(cfg: Config) -> dict[str, Any]:
     """movctl's status document, or {"error": ...} when movctl is missing, fails or prints no document."""
     try:
-        result = subprocess.run([cfg.movctl, "status", "--json"], capture_output=True, text=True, timeout=90,
-                                check=False)
+        result = subprocess.run(
+            [cfg.movctl, "status", "--json"], capture_output=True, text=True, timeout=90, check=False
+        )
     except FileNotFoundError:
         return {"error": "movctl is not installed"}
     except (OSError, subprocess.TimeoutExpired):
@@ -117,9 +119,11 @@ def flux_last_per_site(cfg: Config) -> str:
     (influxdb v2.7.11 query/stdlib/influxdata/influxdb/rules.go, PushDownBareAggregateRule)."""
     bucket = flux_string(cfg.influxdb_bucket)
     tag = flux_string(cfg.influxdb_site_tag)
-    return (f"from(bucket: {bucket}) |> range(start: -{int(cfg.influxdb_lookback_hours)}h)"
-            f" |> filter(fn: (r) => exists r[{tag}]) |> last()"
-            f" |> keep(columns: [\"_time\", {tag}]) |> group(columns: [{tag}]) |> max(column: \"_time\")")
+    return (
+        f"from(bucket: {bucket}) |> range(start: -{int(cfg.influxdb_lookback_hours)}h)"
+        f" |> filter(fn: (r) => exists r[{tag}]) |> last()"
+        f' |> keep(columns: ["_time", {tag}]) |> group(columns: [{tag}]) |> max(column: "_time")'
+    )
 
 
 def parse_flux_csv(text: str, tag: str) -> list[dict[str, str]]:
@@ -151,9 +155,15 @@ def read_readings(cfg: Config) -> dict[str, Any]:
         return {"available": True, "sites": [], "error": "no read token yet (the stack deploy writes it)"}
     query = urllib.parse.urlencode({"org": cfg.influxdb_org})
     request = urllib.request.Request(
-        f"{cfg.influxdb_url.rstrip('/')}/api/v2/query?{query}", data=flux_last_per_site(cfg).encode(),
-        method="POST", headers={"Authorization": f"Token {token}", "Content-Type": "application/vnd.flux",
-                                "Accept": "application/csv"})
+        f"{cfg.influxdb_url.rstrip('/')}/api/v2/query?{query}",
+        data=flux_last_per_site(cfg).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Token {token}",
+            "Content-Type": "application/vnd.flux",
+            "Accept": "application/csv",
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
             text = response.read().decode("utf-8", "replace")
@@ -166,12 +176,17 @@ def read_readings(cfg: Config) -> dict[str, Any]:
 
 
 def gather(cfg: Config) -> dict[str, Any]:
-    return {"now": datetime.now(UTC).isoformat(timespec="seconds"), "movctl": read_movctl(cfg),
-            "backup": read_json_file(cfg.backup_status_file), "drill": read_json_file(cfg.drill_status_file),
-            "readings": read_readings(cfg)}
+    return {
+        "now": datetime.now(UTC).isoformat(timespec="seconds"),
+        "movctl": read_movctl(cfg),
+        "backup": read_json_file(cfg.backup_status_file),
+        "drill": read_json_file(cfg.drill_status_file),
+        "readings": read_readings(cfg),
+    }
 
 
 # --- the page's model: every value chosen here, from known fields only ------------------------------
+
 
 @dataclass
 class Row:
@@ -225,8 +240,9 @@ HEALTH_STATES = ("healthy", "unhealthy", "starting", "")
 def services_section(movctl: dict[str, Any]) -> Section:
     section = Section("Services")
     if "error" in movctl or not isinstance(movctl.get("services"), list):
-        reason = word(movctl.get("error"), ("movctl is not installed", "movctl status did not answer"),
-                      "movctl status failed")
+        reason = word(
+            movctl.get("error"), ("movctl is not installed", "movctl status did not answer"), "movctl status failed"
+        )
         section.note = f"Service status unavailable: {reason}"
         section.rows.append(Row("status", "unavailable", "bad"))
         return section
@@ -259,12 +275,21 @@ def result_section(title: str, data: dict[str, Any] | None, now: datetime, max_a
     if result == "ok" and (age is None or age > max_age_s):
         level = "warn"
     section.rows.append(Row("result", result, "ok" if result == "ok" else "warn"))
-    section.rows.append(Row("when", f"{age_text(age)} ago ({when.strftime('%Y-%m-%d %H:%M')} UTC)"
-                            if age is not None and when is not None else "unknown",
-                            "ok" if age is not None and age <= max_age_s else "warn"))
+    section.rows.append(
+        Row(
+            "when",
+            f"{age_text(age)} ago ({when.strftime('%Y-%m-%d %H:%M')} UTC)"
+            if age is not None and when is not None
+            else "unknown",
+            "ok" if age is not None and age <= max_age_s else "warn",
+        )
+    )
     if level != "ok":
-        section.note = ("the last run failed" if result != "ok"
-                        else f"older than {age_text(max_age_s)}: is the scheduled job running?")
+        section.note = (
+            "the last run failed"
+            if result != "ok"
+            else f"older than {age_text(max_age_s)}: is the scheduled job running?"
+        )
     return section
 
 
@@ -302,8 +327,10 @@ def readings_section(readings: dict[str, Any], now: datetime, max_age_s: float) 
         return section
     if readings.get("error"):
         section.note = "readings unavailable: " + word(
-            readings["error"], ("no read token yet (the stack deploy writes it)", "influxdb did not answer"),
-            "InfluxDB query failed")
+            readings["error"],
+            ("no read token yet (the stack deploy writes it)", "influxdb did not answer"),
+            "InfluxDB query failed",
+        )
         section.rows.append(Row("readings", "unavailable", "warn"))
         return section
     for site in readings.get("sites") or []:
@@ -311,8 +338,13 @@ def readings_section(readings: dict[str, Any], now: datetime, max_age_s: float) 
         if when is None:
             continue
         age = (now - when).total_seconds()
-        section.rows.append(Row(str(site.get("site", "?")), f"{age_text(age)} ago ({when.strftime('%H:%M:%S')} UTC)",
-                                "ok" if age <= max_age_s else "warn"))
+        section.rows.append(
+            Row(
+                str(site.get("site", "?")),
+                f"{age_text(age)} ago ({when.strftime('%H:%M:%S')} UTC)",
+                "ok" if age <= max_age_s else "warn",
+            )
+        )
     if not section.rows:
         section.rows.append(Row("readings", "none in the last days", "warn"))
     return section
@@ -333,8 +365,13 @@ class Page:
 def count_sites(readings: dict[str, Any], now: datetime, max_age_s: float) -> dict[str, int] | None:
     if not readings.get("available") or readings.get("error"):
         return None
-    ages = [(now - when).total_seconds() for site in readings.get("sites") or [] if isinstance(site, dict)
-            for when in [parse_time(site.get("time"))] if when is not None]
+    ages = [
+        (now - when).total_seconds()
+        for site in readings.get("sites") or []
+        if isinstance(site, dict)
+        for when in [parse_time(site.get("time"))]
+        if when is not None
+    ]
     return {"reporting": sum(age <= max_age_s for age in ages), "silent": sum(age > max_age_s for age in ages)}
 
 
@@ -343,13 +380,21 @@ def build_page(cfg: Config, inputs: dict[str, Any]) -> Page:
     raw_movctl = inputs.get("movctl")
     movctl: dict[str, Any] = raw_movctl if isinstance(raw_movctl, dict) else {"error": "no status"}
     services = services_section(movctl)
-    sections = [services,
-                readings_section(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
-                result_section("Last backup", inputs.get("backup"), now, cfg.backup_max_age_hours * 3600,
-                               "no backup has run yet"),
-                result_section("Last restore drill", inputs.get("drill"), now, cfg.drill_max_age_days * 86400,
-                               "no restore drill has run yet"),
-                certificate_section(movctl, now, cfg.cert_warn_days)]
+    sections = [
+        services,
+        readings_section(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+        result_section(
+            "Last backup", inputs.get("backup"), now, cfg.backup_max_age_hours * 3600, "no backup has run yet"
+        ),
+        result_section(
+            "Last restore drill",
+            inputs.get("drill"),
+            now,
+            cfg.drill_max_age_days * 86400,
+            "no restore drill has run yet",
+        ),
+        certificate_section(movctl, now, cfg.cert_warn_days),
+    ]
     disk = disk_section(movctl)
     if disk is not None:
         sections.append(disk)
@@ -364,9 +409,11 @@ def build_page(cfg: Config, inputs: dict[str, Any]) -> Page:
         state = "ok"
     env = word(movctl.get("env"), ("local", "staging", "prod"), "") if "env" in movctl else ""
     checks = [row.level for section in sections[2:] for row in section.rows]
-    counts = {"services": None if services.note else {"ok": service_levels.count("ok"), "total": len(service_levels)},
-              "sites": count_sites(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
-              "checks": {"ok": checks.count("ok"), "attention": len(checks) - checks.count("ok")}}
+    counts = {
+        "services": None if services.note else {"ok": service_levels.count("ok"), "total": len(service_levels)},
+        "sites": count_sites(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+        "checks": {"ok": checks.count("ok"), "attention": len(checks) - checks.count("ok")},
+    }
     return Page(cfg.title, env, now, state, sections, counts)
 
 
@@ -374,15 +421,29 @@ def public_page(page: Page) -> Page:
     """The page of counts: the same state, no names of sites or services, no environment."""
     counts = page.counts
     services, sites, checks = counts.get("services"), counts.get("sites"), counts.get("checks") or {}
-    rows = [Row("services running", f"{services['ok']} of {services['total']}" if services else "unknown",
-                "ok" if services and services["ok"] == services["total"] else "warn")]
+    rows = [
+        Row(
+            "services running",
+            f"{services['ok']} of {services['total']}" if services else "unknown",
+            "ok" if services and services["ok"] == services["total"] else "warn",
+        )
+    ]
     if sites is not None:
-        rows.append(Row("sites reporting", f"{sites['reporting']} of {sites['reporting'] + sites['silent']}",
-                        "ok" if sites["silent"] == 0 else "warn"))
-    rows.append(Row("checks needing attention (backup, restore drill, certificate, disk)",
-                    str(checks.get("attention", 0)), "ok" if not checks.get("attention") else "warn"))
-    return Page(page.title, "", page.generated_at, page.state, [Section("Platform", rows, full_page_link=True)],
-                counts)
+        rows.append(
+            Row(
+                "sites reporting",
+                f"{sites['reporting']} of {sites['reporting'] + sites['silent']}",
+                "ok" if sites["silent"] == 0 else "warn",
+            )
+        )
+    rows.append(
+        Row(
+            "checks needing attention (backup, restore drill, certificate, disk)",
+            str(checks.get("attention", 0)),
+            "ok" if not checks.get("attention") else "warn",
+        )
+    )
+    return Page(page.title, "", page.generated_at, page.state, [Section("Platform", rows, full_page_link=True)], counts)
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -407,35 +468,46 @@ td.label { width: 40%; }
 .note { color: #57606a; font-style: italic; margin: 6px 0; }
 """
 
-BANNER_TEXT = {"ok": "All systems operational", "degraded": "Degraded: something needs attention",
-               "down": "Down: the platform is not working"}
+BANNER_TEXT = {
+    "ok": "All systems operational",
+    "degraded": "Degraded: something needs attention",
+    "down": "Down: the platform is not working",
+}
 
 
 def render_html(page: Page) -> str:
     esc = html.escape
     title = page.title + (f" ({page.env})" if page.env else "")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             '<meta http-equiv="refresh" content="60">',
-             f"<title>{esc(title)}: {esc(page.state)}</title>", f"<style>{CSS}</style></head><body>",
-             f'<div class="banner {esc(page.state)}" id="state" data-state="{esc(page.state)}">'
-             f"{esc(BANNER_TEXT[page.state])}</div>", "<main>",
-             f'<p class="meta">{esc(title)} &middot; generated at '
-             f'<time datetime="{esc(page.generated_at.isoformat(timespec="seconds"))}">'
-             f"{esc(page.generated_at.strftime('%Y-%m-%d %H:%M:%S'))} UTC</time>, every minute</p>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta http-equiv="refresh" content="60">',
+        f"<title>{esc(title)}: {esc(page.state)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f'<div class="banner {esc(page.state)}" id="state" data-state="{esc(page.state)}">'
+        f"{esc(BANNER_TEXT[page.state])}</div>",
+        "<main>",
+        f'<p class="meta">{esc(title)} &middot; generated at '
+        f'<time datetime="{esc(page.generated_at.isoformat(timespec="seconds"))}">'
+        f"{esc(page.generated_at.strftime('%Y-%m-%d %H:%M:%S'))} UTC</time>, every minute</p>",
+    ]
     for section in page.sections:
         parts.append(f"<section><h2>{esc(section.title)}</h2>")
         if section.note:
             parts.append(f'<p class="note">{esc(section.note)}</p>')
         if section.full_page_link:
-            parts.append('<p class="note">Details for operators: <a href="index.html">the full page</a> '
-                         "(sign-in required).</p>")
+            parts.append(
+                '<p class="note">Details for operators: <a href="index.html">the full page</a> (sign-in required).</p>'
+            )
         if section.rows:
             parts.append("<table>")
             for row in section.rows:
                 level = row.level if row.level in LEVELS else "unknown"
-                parts.append(f'<tr class="{level}"><td class="label"><span class="dot {level}"></span>'
-                             f"{esc(row.label)}</td><td>{esc(row.value)}</td></tr>")
+                parts.append(
+                    f'<tr class="{level}"><td class="label"><span class="dot {level}"></span>'
+                    f"{esc(row.label)}</td><td>{esc(row.value)}</td></tr>"
+                )
             parts.append("</table>")
         parts.append("</section>")
     parts += ["</main></body></html>", ""]
@@ -443,10 +515,19 @@ def render_html(page: Page) -> str:
 
 
 def render_json(page: Page) -> str:
-    doc = {"state": page.state, "env": page.env, "generated_at": page.generated_at.isoformat(timespec="seconds"),
-           "sections": [{"title": s.title, "note": s.note,
-                         "rows": [{"label": r.label, "value": r.value, "level": r.level} for r in s.rows]}
-                        for s in page.sections]}
+    doc = {
+        "state": page.state,
+        "env": page.env,
+        "generated_at": page.generated_at.isoformat(timespec="seconds"),
+        "sections": [
+            {
+                "title": s.title,
+                "note": s.note,
+                "rows": [{"label": r.label, "value": r.value, "level": r.level} for r in s.rows],
+            }
+            for s in page.sections
+        ],
+    }
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -471,8 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mov-status-page", description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--config", help=f"configuration file (default {DEFAULT_CONFIG} when it exists)")
     parser.add_argument("--out", help="the page directory (default: the configuration's out_dir)")
-    parser.add_argument("--from-json", metavar="FILE",
-                        help="read the inputs (now, movctl, backup, drill, readings) from FILE instead of the host")
+    parser.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="read the inputs (now, movctl, backup, drill, readings) from FILE instead of the host",
+    )
     args = parser.parse_args(argv)
     try:
         config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)

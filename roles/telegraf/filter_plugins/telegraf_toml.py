@@ -44,9 +44,7 @@ def _emit(table: Mapping[str, object], path: list[str], lines: list[str]) -> Non
             lines.append(f"{_key(name)} = {_value(value)}")
     for name, value in table.items():
         if isinstance(value, Mapping):
-            has_values = not value or any(
-                not isinstance(v, Mapping) and not _is_table_array(v) for v in value.values()
-            )
+            has_values = not value or any(not isinstance(v, Mapping) and not _is_table_array(v) for v in value.values())
             if has_values:  # a table holding only sub-tables needs no header of its own
                 lines.append("")
                 lines.append(f"[{'.'.join(_key(p) for p in [*path, name])}]")

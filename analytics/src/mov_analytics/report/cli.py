@@ -58,17 +58,27 @@ def write_files(report: Report, out: Path, week_ending: date) -> list[Path]:
 
 def generate(cfg: Config, source: InfluxSource, week_ending: date) -> Report:
     start, stop = week_window(week_ending)
-    return build_report(source.readings(start, stop), source.statuses(start, stop), cfg.rules,
-                        start_s=start.timestamp(), end_s=stop.timestamp(),
-                        publish_interval_s=cfg.report.publish_interval_s, gap_factor=cfg.report.gap_factor)
+    return build_report(
+        source.readings(start, stop),
+        source.statuses(start, stop),
+        cfg.rules,
+        start_s=start.timestamp(),
+        end_s=stop.timestamp(),
+        publish_interval_s=cfg.report.publish_interval_s,
+        gap_factor=cfg.report.gap_factor,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mov-report", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.environ.get("MOV_ANALYTICS_CONFIG") or None,
-                        help="the worker's YAML config (default: $MOV_ANALYTICS_CONFIG); MOV_ANALYTICS_* env overrides")
-    parser.add_argument("--week-ending", type=_date, default=None,
-                        help="the last day of the week, YYYY-MM-DD (default: yesterday, UTC)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("MOV_ANALYTICS_CONFIG") or None,
+        help="the worker's YAML config (default: $MOV_ANALYTICS_CONFIG); MOV_ANALYTICS_* env overrides",
+    )
+    parser.add_argument(
+        "--week-ending", type=_date, default=None, help="the last day of the week, YYYY-MM-DD (default: yesterday, UTC)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory the HTML and PDF are written to (kept)")
     parser.add_argument("--send", action="store_true", help="e-mail both files through alerts.email's relay")
     args = parser.parse_args(argv)

@@ -94,8 +94,15 @@ def thresholds_for(rule: RuleConfig | None) -> tuple[Threshold, ...]:
     return (Threshold("alerta", rule.alerta, rule.direction), Threshold("critico", rule.critico, rule.direction))
 
 
-def seconds_beyond(times: Sequence[float], values: Sequence[float], threshold: Threshold, *, end_s: float,
-                   publish_interval_s: float, gap_limit_s: float) -> float:
+def seconds_beyond(
+    times: Sequence[float],
+    values: Sequence[float],
+    threshold: Threshold,
+    *,
+    end_s: float,
+    publish_interval_s: float,
+    gap_limit_s: float,
+) -> float:
     """Seconds the held value was strictly beyond ``threshold``; ``times`` ascending (see the module doc)."""
     total = 0.0
     n = len(times)
@@ -133,16 +140,45 @@ def count_alerts(points: Iterable[StatusPoint]) -> dict[str, int]:
     return counts
 
 
-def field_stats(name: str, times: Sequence[float], values: Sequence[float], thresholds: Sequence[Threshold], *,
-                end_s: float, publish_interval_s: float, gap_limit_s: float) -> FieldStats:
-    beyond = tuple((t, seconds_beyond(times, values, t, end_s=end_s, publish_interval_s=publish_interval_s,
-                                      gap_limit_s=gap_limit_s)) for t in thresholds)
-    return FieldStats(field=name, count=len(values), minimum=min(values), mean=sum(values) / len(values),
-                      maximum=max(values), beyond=beyond)
+def field_stats(
+    name: str,
+    times: Sequence[float],
+    values: Sequence[float],
+    thresholds: Sequence[Threshold],
+    *,
+    end_s: float,
+    publish_interval_s: float,
+    gap_limit_s: float,
+) -> FieldStats:
+    beyond = tuple(
+        (
+            t,
+            seconds_beyond(
+                times, values, t, end_s=end_s, publish_interval_s=publish_interval_s, gap_limit_s=gap_limit_s
+            ),
+        )
+        for t in thresholds
+    )
+    return FieldStats(
+        field=name,
+        count=len(values),
+        minimum=min(values),
+        mean=sum(values) / len(values),
+        maximum=max(values),
+        beyond=beyond,
+    )
 
 
-def build_report(samples: Iterable[Sample], statuses: Iterable[StatusPoint], rules: Sequence[RuleConfig], *,
-                 start_s: float, end_s: float, publish_interval_s: float, gap_factor: float) -> Report:
+def build_report(
+    samples: Iterable[Sample],
+    statuses: Iterable[StatusPoint],
+    rules: Sequence[RuleConfig],
+    *,
+    start_s: float,
+    end_s: float,
+    publish_interval_s: float,
+    gap_factor: float,
+) -> Report:
     """The whole report for the window [start_s, end_s); samples and statuses outside it are ignored."""
     gap_limit_s = gap_factor * publish_interval_s
     series: dict[Device, dict[str, _Series]] = {}
@@ -167,15 +203,31 @@ def build_report(samples: Iterable[Sample], statuses: Iterable[StatusPoint], rul
             values = [s.values[i] for i in order]
             all_times.update(times)
             rule = engine.rule_for(name, device.localizacao, device.tipo)
-            fields.append(field_stats(name, times, values, thresholds_for(rule), end_s=end_s,
-                                      publish_interval_s=publish_interval_s, gap_limit_s=gap_limit_s))
+            fields.append(
+                field_stats(
+                    name,
+                    times,
+                    values,
+                    thresholds_for(rule),
+                    end_s=end_s,
+                    publish_interval_s=publish_interval_s,
+                    gap_limit_s=gap_limit_s,
+                )
+            )
         points = sorted(by_device.get(device, []), key=lambda p: p.time_s)
-        reports.append(DeviceReport(
-            device=device,
-            readings=len(all_times),
-            fields=tuple(fields),
-            gaps=tuple(find_gaps(sorted(all_times), start_s=start_s, end_s=end_s, gap_limit_s=gap_limit_s)),
-            alerts=count_alerts(points),
-        ))
-    return Report(start_s=start_s, end_s=end_s, publish_interval_s=publish_interval_s, gap_limit_s=gap_limit_s,
-                  devices=tuple(reports))
+        reports.append(
+            DeviceReport(
+                device=device,
+                readings=len(all_times),
+                fields=tuple(fields),
+                gaps=tuple(find_gaps(sorted(all_times), start_s=start_s, end_s=end_s, gap_limit_s=gap_limit_s)),
+                alerts=count_alerts(points),
+            )
+        )
+    return Report(
+        start_s=start_s,
+        end_s=end_s,
+        publish_interval_s=publish_interval_s,
+        gap_limit_s=gap_limit_s,
+        devices=tuple(reports),
+    )

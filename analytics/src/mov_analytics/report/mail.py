@@ -23,8 +23,9 @@ def recipients_for(email: EmailConfig, report_recipients: Sequence[str]) -> tupl
     return recipients
 
 
-def build_message(subject: str, text: str, sender: str, recipients: Sequence[str],
-                  attachments: Sequence[Path]) -> EmailMessage:
+def build_message(
+    subject: str, text: str, sender: str, recipients: Sequence[str], attachments: Sequence[Path]
+) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = subject
     msg["From"] = sender
@@ -37,8 +38,13 @@ def build_message(subject: str, text: str, sender: str, recipients: Sequence[str
     return msg
 
 
-def send_report(email: EmailConfig, report_recipients: Sequence[str], subject: str, attachments: Sequence[Path],
-                tls_context: ssl.SSLContext | None = None) -> EmailMessage:
+def send_report(
+    email: EmailConfig,
+    report_recipients: Sequence[str],
+    subject: str,
+    attachments: Sequence[Path],
+    tls_context: ssl.SSLContext | None = None,
+) -> EmailMessage:
     recipients = recipients_for(email, report_recipients)
     names = ", ".join(p.name for p in attachments)
     msg = build_message(subject, f"{subject}\n\nAttached: {names}.\n", email.sender, recipients, attachments)

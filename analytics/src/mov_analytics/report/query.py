@@ -90,8 +90,12 @@ def statuses_from_records(records: Iterable[FluxRecord]) -> Iterator[StatusPoint
         if not isinstance(status, str):
             continue
         previous = values.get("previous")
-        yield StatusPoint(_seconds(values.get("_time")), _device(values), status,
-                          previous if isinstance(previous, str) and previous else None)
+        yield StatusPoint(
+            _seconds(values.get("_time")),
+            _device(values),
+            status,
+            previous if isinstance(previous, str) and previous else None,
+        )
 
 
 def records_of(tables: Iterable[FluxTable]) -> Iterator[FluxRecord]:
@@ -105,8 +109,13 @@ class InfluxSource:
     def __init__(self, cfg: Config) -> None:
         self._cfg = cfg
         influx = cfg.influxdb
-        self._client = InfluxDBClient(url=influx.url, token=influx.token, org=influx.org, timeout=influx.timeout_ms,
-                                      ssl_ca_cert=influx.ca_file or None)
+        self._client = InfluxDBClient(
+            url=influx.url,
+            token=influx.token,
+            org=influx.org,
+            timeout=influx.timeout_ms,
+            ssl_ca_cert=influx.ca_file or None,
+        )
         self._query_api = self._client.query_api()
 
     def _stream(self, flux: str) -> Iterator[FluxRecord]:

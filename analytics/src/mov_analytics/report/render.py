@@ -50,8 +50,10 @@ def _beyond_cells(stats: FieldStats) -> list[str]:
 
 
 def field_rows(device: DeviceReport) -> list[list[str]]:
-    return [[s.field, str(s.count), number(s.minimum), number(s.mean), number(s.maximum), *_beyond_cells(s)]
-            for s in device.fields]
+    return [
+        [s.field, str(s.count), number(s.minimum), number(s.mean), number(s.maximum), *_beyond_cells(s)]
+        for s in device.fields
+    ]
 
 
 FIELD_HEADERS = ["field", "samples", "min", "mean", "max", "time above alerta", "time above critico"]
@@ -68,10 +70,14 @@ th:first-child, td:first-child { text-align: left; }
 
 def _device_html(device: DeviceReport) -> str:
     d = device.device
-    parts = [f'<section class="device"><h3>{escape(d.cliente)} / {escape(d.dispositivo)}'
-             f' <span class="muted">({escape(d.tipo)})</span></h3>']
-    parts.append(f"<p>{device.readings} readings; alerts raised: alerta {device.alerts.get('alerta', 0)},"
-                 f" critico {device.alerts.get('critico', 0)}</p>")
+    parts = [
+        f'<section class="device"><h3>{escape(d.cliente)} / {escape(d.dispositivo)}'
+        f' <span class="muted">({escape(d.tipo)})</span></h3>'
+    ]
+    parts.append(
+        f"<p>{device.readings} readings; alerts raised: alerta {device.alerts.get('alerta', 0)},"
+        f" critico {device.alerts.get('critico', 0)}</p>"
+    )
     if device.fields:
         head = "".join(f"<th>{escape(h)}</th>" for h in FIELD_HEADERS)
         rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in field_rows(device))
@@ -79,8 +85,10 @@ def _device_html(device: DeviceReport) -> str:
     else:
         parts.append("<p>No readings in the week.</p>")
     if device.gaps:
-        items = "".join(f"<li>{escape(when(g.start_s))} to {escape(when(g.end_s))} ({escape(duration(g.seconds))})</li>"
-                        for g in device.gaps)
+        items = "".join(
+            f"<li>{escape(when(g.start_s))} to {escape(when(g.end_s))} ({escape(duration(g.seconds))})</li>"
+            for g in device.gaps
+        )
         parts.append(f"<p>Data gaps ({len(device.gaps)}):</p><ul>{items}</ul>")
     else:
         parts.append("<p>No data gaps.</p>")
@@ -90,18 +98,23 @@ def _device_html(device: DeviceReport) -> str:
 
 def render_html(report: Report) -> str:
     heading = escape(title(report))
-    body = [f"<h1>{heading}</h1>",
-            f'<p class="muted">From {escape(when(report.start_s))} to {escape(when(report.end_s))}. A gap is more'
-            f" than {escape(duration(report.gap_limit_s))} without a reading (publish interval"
-            f" {report.publish_interval_s:g} s). Time above a threshold is time-weighted, without hysteresis.</p>"]
+    body = [
+        f"<h1>{heading}</h1>",
+        f'<p class="muted">From {escape(when(report.start_s))} to {escape(when(report.end_s))}. A gap is more'
+        f" than {escape(duration(report.gap_limit_s))} without a reading (publish interval"
+        f" {report.publish_interval_s:g} s). Time above a threshold is time-weighted, without hysteresis.</p>",
+    ]
     if not report.devices:
         body.append("<p>No device sent a reading or changed status in the week.</p>")
     for site, devices in report.sites():
-        body.append(f'<h2>Site {escape(site)}</h2>')
+        body.append(f"<h2>Site {escape(site)}</h2>")
         body.extend(_device_html(d) for d in devices)
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{heading}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{heading}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
 
 
 def latin1(text: str) -> str:
@@ -119,8 +132,16 @@ def render_pdf(report: Report) -> bytes:
     pdf.set_font("Helvetica", "B", 14)
     pdf.multi_cell(0, 8, latin1(title(report)), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=9)
-    pdf.multi_cell(0, 5, latin1(f"From {when(report.start_s)} to {when(report.end_s)}. A gap is more than "
-                                f"{duration(report.gap_limit_s)} without a reading."), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        0,
+        5,
+        latin1(
+            f"From {when(report.start_s)} to {when(report.end_s)}. A gap is more than "
+            f"{duration(report.gap_limit_s)} without a reading."
+        ),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     if not report.devices:
         pdf.multi_cell(0, 6, "No device sent a reading or changed status in the week.", new_x="LMARGIN", new_y="NEXT")
     for site, devices in report.sites():
@@ -132,15 +153,23 @@ def render_pdf(report: Report) -> bytes:
             pdf.set_font("Helvetica", "B", 10)
             pdf.multi_cell(0, 6, latin1(f"{d.cliente} / {d.dispositivo} ({d.tipo})"), new_x="LMARGIN", new_y="NEXT")
             pdf.set_font("Helvetica", size=8)
-            pdf.multi_cell(0, 5, latin1(f"{device.readings} readings; alerts raised: alerta "
-                                        f"{device.alerts.get('alerta', 0)}, critico {device.alerts.get('critico', 0)}"),
-                           new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(
+                0,
+                5,
+                latin1(
+                    f"{device.readings} readings; alerts raised: alerta "
+                    f"{device.alerts.get('alerta', 0)}, critico {device.alerts.get('critico', 0)}"
+                ),
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
             for row in [FIELD_HEADERS, *field_rows(device)] if device.fields else []:
                 for width, cell in zip(_WIDTHS, row, strict=True):
                     pdf.cell(width, 5, latin1(cell)[:40], border=1)
                 pdf.ln(5)
             gaps = "; ".join(f"{when(g.start_s)} to {when(g.end_s)} ({duration(g.seconds)})" for g in device.gaps)
-            pdf.multi_cell(0, 5, latin1(f"Data gaps: {gaps}" if gaps else "No data gaps."),
-                           new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(
+                0, 5, latin1(f"Data gaps: {gaps}" if gaps else "No data gaps."), new_x="LMARGIN", new_y="NEXT"
+            )
             pdf.ln(2)
     return bytes(pdf.output())
