@@ -342,6 +342,9 @@ def test_update_to_a_broken_image_rolls_back_by_itself(site: Site) -> None:
         assert running_image(site, host, "analytics") == f"{ANALYTICS}:0.1.1"
         health = site.sudo(host, "docker inspect -f '{{.State.Health.Status}}' mov-analytics-1").stdout.strip()
         assert health == "healthy"
+        # The compose file is the previous release's again, and the broken one never became a release.
+        assert "0.1.2-broken" not in site.sudo(host, "cat /opt/mov/compose.yaml").stdout
+        assert all("0.1.2-broken" not in release_image(site, host, r, "analytics") for r in releases(site, host))
     # The user puts the version back.
     set_stack_vars(mov_image_overrides=analytics_overrides("0.1.1"), mov_image_builds=["mosquitto", "analytics"])
 

@@ -16,6 +16,7 @@ from typing import Any
 BOX = f"mov-{os.environ.get('MOLECULE_SCENARIO_NAME', 'stack')}"
 REPO = Path(__file__).resolve().parents[3]
 MARKER = "/opt/mov/mosquitto/data/movctl-test.marker"
+# A stray image of the project: built by test_cleanup, used by no release.
 BROKEN_IMAGE = "mov/analytics:0.1.0-broken-health"
 
 
@@ -172,9 +173,11 @@ def test_not_installed_exit_code(host) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_cleanup(host) -> None:  # type: ignore[no-untyped-def]
-    # side_effect left the broken analytics image (never a release). Here: mosquitto stopped by the operator, a
-    # one-off container of a current service, one of a service the compose file no longer has, one put in the
-    # project by hand without compose's labels, and another project's stopped container.
+    # An image of the project that no release uses (as a failed update leaves one), mosquitto stopped by the
+    # operator, a one-off container of a current service, one of a service the compose file no longer has, one put
+    # in the project by hand without compose's labels, and another project's stopped container.
+    dockerfile = "FROM mov/analytics:0.1.0\\nLABEL org.mov.test=stray\\n"
+    host.check_output(f"printf '{dockerfile}' | docker build -q -t {BROKEN_IMAGE} -")
     assert host.run(f"docker image inspect {BROKEN_IMAGE}").rc == 0
     strays = ("movctl-oneoff", "movctl-oldservice", "movctl-stopped", "movctl-other")
     host.run(f"docker rm -f {' '.join(strays)}")

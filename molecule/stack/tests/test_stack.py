@@ -210,20 +210,9 @@ def test_the_outside_sees_only_mqtt_tls(host, probe_network: None) -> None:  # t
     assert host.run("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 9001), 3)\"").rc == 0
 
 
-def test_the_broken_release_was_rolled_back(host) -> None:  # type: ignore[no-untyped-def]
-    outcome = json.loads(host.file("/tmp/stack-rollback-outcome.json").content_string)
-    assert outcome["failed"] is True, outcome
-    assert "Rolled back to release" in outcome["msg"], outcome
-    assert "analytics" in outcome["msg"], outcome
-    assert wait_healthy(host, "analytics") == "healthy"
-    assert services(host)["analytics"]["Image"] == ANALYTICS_IMAGE
-    assert "0.1.0-broken-health" not in host.file("/opt/mov/compose.yaml").content_string
-
-
 def test_releases_record_images_and_configs(host) -> None:  # type: ignore[no-untyped-def]
     releases = sorted(host.check_output("ls /opt/mov/releases").split())
-    # The converge's, then the token rotation's (a new worker token is a new config); the broken deploy never
-    # became one.
+    # The converge's, then the token rotation's (a new worker token is a new config).
     assert len(releases) == 2, releases
     release = json.loads(host.file(f"/opt/mov/releases/{releases[-1]}/release.json").content_string)
     assert release["services"] == ["mosquitto", "influxdb", "analytics"]
