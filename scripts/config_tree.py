@@ -144,12 +144,22 @@ def _check_service_users(tree: Mapping[str, Any], errors: list[str]) -> None:
             errors.append(f"mov_mqtt_service_users: duplicate name {name!r}")
 
 
+THRESHOLD_FIELD = re.compile(r"[a-z][a-z0-9_]{0,27}")
+
+
 def _check_thresholds(tree: Mapping[str, Any], errors: list[str]) -> None:
     thresholds = tree.get("mov_thresholds")
     if not isinstance(thresholds, Mapping) or "temperatura_c" not in thresholds:
         errors.append(f"mov_thresholds: must be a mapping with at least temperatura_c, got {thresholds!r}")
         return
     for field, levels in thresholds.items():
+        # A reading's field name, and part of its Grafana rule's uid: mov-critico-<field>, at most 40 characters of
+        # [a-zA-Z0-9_-] (grafana/grafana v11.3.1 pkg/util/shortid_generator.go, IsShortUIDTooLong, IsValidShortUID).
+        if not isinstance(field, str) or not THRESHOLD_FIELD.fullmatch(field):
+            errors.append(
+                f"mov_thresholds.{field}: a field name must be lower case letters, digits and _, starting with a "
+                "letter, at most 28 characters"
+            )
         if not isinstance(levels, Mapping):
             errors.append(f"mov_thresholds.{field}: must be a mapping with alerta and critico, got {levels!r}")
             continue

@@ -112,6 +112,16 @@ def test_thresholds_in_the_wrong_order_are_refused() -> None:
     assert errors == ["mov_thresholds.temperatura_c: alerta (36) must be below critico (35)"]
 
 
+@pytest.mark.parametrize("field", ["Temperatura", "umidade-rel", "1st", "x" * 29])
+def test_a_threshold_field_that_cannot_name_a_reading_or_a_rule_is_refused(field: str) -> None:
+    levels = {"alerta": 30, "critico": 35}
+    errors = config_tree.validate(_with(mov_thresholds={"temperatura_c": levels, field: levels}))
+    assert errors == [
+        f"mov_thresholds.{field}: a field name must be lower case letters, digits and _, starting with a letter, at "
+        "most 28 characters"
+    ]
+
+
 @pytest.mark.parametrize("domain", [None, ""])
 def test_a_missing_domain_is_refused(domain: object) -> None:
     errors = config_tree.validate(_with(mov_domain=domain))

@@ -245,3 +245,41 @@ def test_the_tree_s_mail_relay_reaches_the_workers_email_alerts(tmp_path: Path) 
     assert "email" not in plain.get("alerts", {})
     local = yaml.safe_load((rendered("local")[0] / "opt/mov/compose.yaml").read_text())
     assert "analytics_smtp_password" not in local["services"]["analytics"]["secrets"]
+
+
+def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_the_dashboard(tmp_path: Path) -> None:
+    """mov_thresholds is the one place the numbers are written: a changed critico and a new field reach the worker's
+    rules, one Grafana alert rule per field with its critico, and the dashboard's colour steps."""
+    thresholds = {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}}
+    ws = workspace()
+    ws.render("staging", tmp_path / "out", "-e", json.dumps({"mov_thresholds": thresholds}))
+    [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
+    assert sorted((r["field"], r["alerta"], r["critico"]) for r in worker["rules"]) == [
+        ("temperatura_c", 31.5, 41),
+        ("umidade", 70, 85),
+    ]
+    rules_doc = yaml.safe_load((host_dir / "opt/mov/grafana/provisioning/alerting/mov-rules.yml").read_text())
+    (group,) = [g for g in rules_doc["groups"] if g["name"] == "mov-temperatura"]
+    by_uid = {r["uid"]: r for r in group["rules"]}
+    assert set(by_uid) == {"mov-temperatura-critica", "mov-critico-umidade"}
+    for uid, field, critico in (
+        ("mov-temperatura-critica", "temperatura_c", 41.0),
+        ("mov-critico-umidade", "umidade", 85.0),
+    ):
+        data = {d["refId"]: d for d in by_uid[uid]["data"]}
+        assert f'r._field == "{field}"' in data["A"]["model"]["query"]
+        assert data["C"]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [critico]}
+        assert by_uid[uid]["labels"] == {"severity": "critico", "field": field}
+        # Grafana's own template syntax reaches the file as it is, for Grafana to fill in.
+        assert "{{ $labels.dispositivo }}" in by_uid[uid]["annotations"]["description"]
+    dashboard = json.loads((host_dir / "opt/mov/grafana/dashboards/mov-overview.json").read_text())
+    steps = {
+        p["targets"][0]["query"].split('r._field == "')[1].split('"')[0]: [
+            s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        ]
+        for p in dashboard["panels"]
+        if p.get("type") == "timeseries" and 'r._field == "' in p["targets"][0]["query"]
+    }
+    assert steps["temperatura_c"] == [None, 31.5, 41.0] and steps["umidade"] == [None, 70.0, 85.0]
+    assert steps["pressao"] == [None]

@@ -12,7 +12,11 @@ IMAGES = {
     "grafana": "grafana/grafana-oss:11.3.1",
     "analytics": "mov/analytics:0.1.0",
 }
-GOOD = {"stack_services": ["mosquitto", "analytics"], "stack_images": IMAGES}
+GOOD = {
+    "stack_services": ["mosquitto", "analytics"],
+    "stack_images": IMAGES,
+    "stack_analytics_rules": [{"field": "temperatura_c", "alerta": 30, "critico": 35}],
+}
 DIGEST = "sha256:" + "0" * 64  # well formed, and obviously not a real image's digest
 
 
@@ -74,6 +78,7 @@ def test_valid_stack_settings_pass(role_preflight: PreflightRunner, variables: d
         ({**GOOD, "stack_image_source": "ftp"}, "stack_image_source"),
         ({**GOOD, "stack_bundle_dir": "/srv/b", "stack_bundle_build": ["grafana"]}, "stack_bundle_build (grafana)"),
         ({**GOOD, "stack_releases_keep": 1}, "stack_releases_keep (1) must be at least 2"),
+        ({**GOOD, "stack_analytics_rules": []}, "stack_analytics_rules ([]) must hold at least one rule"),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 24 else None,
 )

@@ -475,7 +475,8 @@ def check(args: argparse.Namespace) -> int:
     report.check("Grafana's InfluxDB datasource is healthy", status == 200 and '"OK"' in body, f"{status} {body[:300]}")
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-overview", auth)
     report.check("Grafana's dashboard mov-overview is provisioned", status == 200, f"{status} {body[:200]}")
-    for uid in ("mov-temperatura-critica", *INFRA_ALERT_RULES):
+    # One rule per field of mov_thresholds: the e2e deploy adds umidade to temperatura_c.
+    for uid in ("mov-temperatura-critica", "mov-critico-umidade", *INFRA_ALERT_RULES):
         status, body = box.http("GET", f"{args.grafana}/api/v1/provisioning/alert-rules/{uid}", auth)
         report.check(f"Grafana's alert rule {uid} is provisioned", status == 200, f"{status} {body[:200]}")
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-infrastructure", auth)
