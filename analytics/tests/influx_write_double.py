@@ -124,6 +124,7 @@ class InfluxWriteDouble:
         self.errors: list[str] = []
         self._lock = threading.RLock()
         self._connections: set[socket.socket] = set()
+        self._away = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -135,6 +136,7 @@ class InfluxWriteDouble:
 
     def start(self) -> None:
         double = self
+        self._away = False
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -153,8 +155,12 @@ class InfluxWriteDouble:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 # Answer while holding the lock: go_away() cannot cut a connection between recording a
-                # batch and acknowledging it, so "recorded" always means "acknowledged".
+                # batch and acknowledging it, so "recorded" always means "acknowledged". Once gone, a request
+                # that still arrives on an open connection is neither recorded nor answered.
                 with double._lock:
+                    if double._away:
+                        self.close_connection = True
+                        return
                     status = double._handle(
                         self.path, self.headers.get("Authorization", ""), self.headers.get("Content-Encoding", ""), body
                     )
@@ -177,16 +183,21 @@ class InfluxWriteDouble:
         self._thread.start()
 
     def go_away(self) -> None:
-        """Close the listening socket and every open (keep-alive) connection: refused until come_back()."""
+        """Close the listening socket and every open (keep-alive) connection: refused until come_back().
+
+        Open connections get a FIN after what was already sent (SHUT_WR), never a reset: a reset can discard an
+        acknowledgement the client has not read yet, and the client would then send that batch again. Nothing
+        that arrives after this is recorded."""
+        with self._lock:
+            self._away = True
+            connections, self._connections = list(self._connections), set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
         for conn in connections:
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+                conn.shutdown(socket.SHUT_WR)
 
     def come_back(self) -> None:
         if self._server is None:
