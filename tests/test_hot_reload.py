@@ -170,6 +170,7 @@ def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, 
         "grafana_uid": _owner()["uid"],
         "grafana_gid": _owner()["gid"],
         "grafana_admin_password": password,
+        "grafana_thresholds": {"temperatura_c": {"alerta": 30, "critico": 35}},
     }
     # Nothing answers on the discard port: a Grafana that does not run reads its new files when it starts.
     output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": "http://127.0.0.1:9"})
