@@ -208,8 +208,9 @@ def yielding(cmd: Sequence[str], streamed: bool) -> list[str]:
 
 
 def lint(results: Results, stream: bool = True) -> None:
-    # The scripts' and tests' own imports by path (scripts/, the analytics tests' helpers, molecule/prober.py).
-    mypy_env = dict(os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule"]))
+    # The scripts' and tests' own imports by path (scripts/, the analytics tests' helpers, molecule/prober.py, the
+    # scenarios' device).
+    mypy_env = dict(os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule", "scenarios"]))
     for name, cmd, env, cwd in (
         ("yamllint", ["yamllint", "--strict", "."], None, REPO),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"], None, REPO),

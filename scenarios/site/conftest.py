@@ -33,6 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "molecule"))
+sys.path.insert(0, str(REPO / "scenarios"))
 import box  # noqa: E402
 from prober import Prober  # noqa: E402
 

@@ -15,19 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, docker
+from device import MOSQUITTO_IMAGE, reading
+from device import publish as device_publish
 from prober import Prober
 
 PUBLIC_PORTS = [22, 80, 443, 8883]
 # Every other port a part of the platform listens on somewhere (broker's plain and websockets listeners, Grafana,
 # InfluxDB, the worker's metrics, Telegraf's health and metrics, Loki, Alloy).
 INTERNAL_PORTS = [1883, 3000, 8086, 9001, 9108, 9273, 8080, 3100, 12345]
-MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
 ANALYTICS = "mov/analytics"
 T = TypeVar("T")
 
@@ -65,72 +65,20 @@ def double_state(site: Site, host: Host) -> dict[str, object]:
 def publish_as_device(
     site: Site, host: Host, device: str, payloads: list[dict[str, object]], topic: str = "", password: str | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
-    """A device on the plant's network publishes over 8883 (MQTT 5, QoS 1), checking the broker's certificate against
-    the platform's name; its password (the vault's unless given) goes in mosquitto_pub's options file, never on a
-    command line. Returns each mosquitto_pub's result."""
+    """A device on the plant's network publishes over 8883 (scenarios/device.py) with its password from the vault
+    unless given. Returns each mosquitto_pub's result."""
     if password is None:
         secrets = site.vault()["vault_mov_secrets"]
         assert isinstance(secrets, dict)
         password = str(secrets["mqtt"][device])
     ca = site.sudo(host, "cat /opt/mov/tls/ca.pem")
     assert ca.returncode == 0, ca.stderr
-    results = []
-    with tempfile.TemporaryDirectory(prefix="mov-site-device-") as tmp:
-        (Path(tmp) / "ca.pem").write_text(ca.stdout)
-        options = Path(tmp) / "mosquitto_pub"
-        options.write_text(f"-u {device}\n-P {password}\n")
-        # Read by the image's mosquitto user; the directory is the test's own (0700 above it) and goes with it.
-        Path(tmp).chmod(0o755)
-        options.chmod(0o644)
-        for payload in payloads:
-            results.append(
-                docker(
-                    "run",
-                    "--rm",
-                    "--network",
-                    LAN,
-                    "--add-host",
-                    f"{DOMAIN}:{host.address}",
-                    "-v",
-                    f"{tmp}:/cfg:ro",
-                    "-e",
-                    "XDG_CONFIG_HOME=/cfg",
-                    "--entrypoint",
-                    "mosquitto_pub",
-                    MOSQUITTO_IMAGE,
-                    "-h",
-                    DOMAIN,
-                    "-p",
-                    "8883",
-                    "--cafile",
-                    "/cfg/ca.pem",
-                    "-q",
-                    "1",
-                    "-V",
-                    "mqttv5",
-                    "-t",
-                    topic or f"mov/dados/{device}",
-                    "-m",
-                    json.dumps(payload),
-                    check=False,
-                    timeout=60,
-                )
-            )
-    return results
+    return device_publish(host.address, DOMAIN, ca.stdout, device, password, payloads, topic, network=LAN)
 
 
 def publish_ok(site: Site, host: Host, device: str, payloads: list[dict[str, object]], topic: str = "") -> None:
     for out in publish_as_device(site, host, device, payloads, topic):
         assert out.returncode == 0, out.stdout + out.stderr
-
-
-def reading(device: str, temperature: float, site_name: str = "sala_servidores") -> dict[str, object]:
-    client, name = device.split("/", 1)
-    return {
-        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tags": {"dispositivo": name, "cliente": client, "localizacao": site_name, "tipo": "temperatura"},
-        "fields": {"temperatura_c": temperature},
-    }
 
 
 def wait_for(what: str, check: Callable[..., list[T]], *args: object, timeout: float = 60) -> list[T]:

@@ -7,7 +7,6 @@ Grafana location. (The registry mode, all five services, is the GitHub workflow'
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -17,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "scenarios"))
 import box  # noqa: E402
+from device import publish as device_publish  # noqa: E402
+from device import reading  # noqa: E402
 
 DOMAIN = "mov.localhost"
 DEVICE = "industria_abc/sensor_001"
-MOSQUITTO_IMAGE = "mov/mosquitto:2.0.21"
 
 
 @pytest.fixture(scope="module")
@@ -92,62 +93,24 @@ def test_every_printed_url_answers_and_the_worker_stays_healthy_after_readings(u
     assert ca_pem.returncode == 0, ca_pem.stderr
     secrets = yaml.safe_load((REPO / "inventories/local/group_vars/mov/secrets.yml").read_text())
     password = secrets["vault_mov_secrets"]["mqtt"][DEVICE]
+    # The MQTT URL: a device's readings over TLS, the certificate checked against the platform's name.
+    now = datetime.now(UTC)
+    published = device_publish(
+        addr,
+        DOMAIN,
+        ca_pem.stdout,
+        DEVICE,
+        password,
+        [reading(DEVICE, value, at=now - timedelta(seconds=10 - i)) for i, value in enumerate((25.0, 31.0, 36.0))],
+    )
+    for pub in published:
+        assert pub.returncode == 0, pub.stdout + pub.stderr
+    # The HTTPS URL nginx serves: no Grafana location; the root says so instead of a 502.
     with tempfile.TemporaryDirectory(prefix="mov-up-") as tmp:
         ca = Path(tmp) / "ca.pem"
         ca.write_text(ca_pem.stdout)
-        # The MQTT URL: a device's readings over TLS, the certificate checked against the platform's name; its
-        # password in mosquitto_pub's options file, not on the command line.
-        (Path(tmp) / "mosquitto_pub").write_text(f"-u {DEVICE}\n-P {password}\n")
-        Path(tmp).chmod(0o755)
-        for name in ("mosquitto_pub", "ca.pem"):
-            (Path(tmp) / name).chmod(0o644)
-        now = int(time.time())
-        for i, value in enumerate((25.0, 31.0, 36.0)):
-            payload = {
-                "timestamp": datetime.fromtimestamp(now - 10 + i, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "tags": {
-                    "dispositivo": "sensor_001",
-                    "cliente": "industria_abc",
-                    "localizacao": "sala_servidores",
-                    "tipo": "temperatura",
-                },
-                "fields": {"temperatura_c": value},
-            }
-            pub = subprocess.run(
-                [
-                    "docker",
-                    "run",
-                    "--rm",
-                    "--add-host",
-                    f"{DOMAIN}:{addr}",
-                    "-v",
-                    f"{tmp}:/cfg:ro",
-                    "-e",
-                    "XDG_CONFIG_HOME=/cfg",
-                    "--entrypoint",
-                    "mosquitto_pub",
-                    MOSQUITTO_IMAGE,
-                    "-h",
-                    DOMAIN,
-                    "-p",
-                    "8883",
-                    "--cafile",
-                    "/cfg/ca.pem",
-                    "-q",
-                    "1",
-                    "-t",
-                    f"mov/dados/{DEVICE}",
-                    "-m",
-                    json.dumps(payload),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert pub.returncode == 0, pub.stdout + pub.stderr
-        # The HTTPS URL nginx serves: no Grafana location; the root says so instead of a 502.
         status, body = tls_get(addr, ca, "/")
-        assert status == 200 and "Grafana is not deployed" in body, (status, body)
+    assert status == 200 and "Grafana is not deployed" in body, (status, body)
     deadline = time.monotonic() + 30
     log = ""
     while time.monotonic() < deadline:
