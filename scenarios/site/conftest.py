@@ -9,6 +9,8 @@ of InfluxDB's API as `influxdb`), a self-signed certificate (no public name), a 
 MOV_SITE_RELEASES (comma-separated, default trixie) picks the Debian releases; each gets a box, and every step
 runs against all of them at once, as one inventory. Debian 12 needs Docker's own apt repository
 (download.docker.com), which is not reachable where CI runs this; the GitHub workflow's site job runs bookworm.
+MOV_SITE_KEEP=1 keeps the boxes, the env and the work directory after the run (it prints the directory);
+MOV_SITE_REUSE=<that directory> runs the steps again against them, without making new ones.
 """
 
 from __future__ import annotations
