@@ -134,12 +134,24 @@ def _banned_after(host, jail: str, ip: str, lines: list[tuple[str, str]]) -> str
     return status
 
 
+def _nft_after_ban(host, command: str, *needles: str) -> str:  # type: ignore[no-untyped-def]
+    """nft's listing once it holds every needle: fail2ban lists an address as banned before its action has added
+    the chain's rule and the set's element (a few nft calls, run after the ban is recorded)."""
+    listing = ""
+    for _ in range(30):
+        listing = str(host.run(command).stdout)
+        if all(needle in listing for needle in needles):
+            break
+        host.run("sleep 0.5")
+    return listing
+
+
 def test_fail2ban_bans_nginx_login_failures(host) -> None:  # type: ignore[no-untyped-def]
     ip = "198.51.100.9"
     failure = ("mov_nginx_auth", f'client={ip} status=401 method=POST user="-" uri="/login"')
     try:
         assert ip in _banned_after(host, "mov-nginx-auth", ip, [failure] * 5)
-        ruleset = host.check_output("nft list ruleset")
+        ruleset = _nft_after_ban(host, "nft list ruleset", ip, "443")
         assert ip in ruleset and "443" in ruleset
     finally:
         host.run(f"fail2ban-client set mov-nginx-auth unbanip {ip}")
@@ -153,11 +165,11 @@ def test_fail2ban_bans_refused_mqtt_logins_before_dockers_dnat(host) -> None:  #
     ]
     try:
         assert ip in _banned_after(host, "mov-mosquitto-auth", ip, refused * 5)
-        chain = host.check_output("nft list chain inet f2b-table f2b-mov-prerouting")
+        chain = _nft_after_ban(host, "nft list chain inet f2b-table f2b-mov-prerouting", "tcp dport 8883", "drop")
         # -150 is what nft calls "mangle": before Docker's DNAT (dstnat, -100).
         assert "hook prerouting priority mangle;" in chain, chain
         assert "tcp dport 8883" in chain and "drop" in chain, chain
-        assert ip in host.check_output("nft list set inet f2b-table addr-set-mov-mosquitto-auth")
+        assert ip in _nft_after_ban(host, "nft list set inet f2b-table addr-set-mov-mosquitto-auth", ip)
     finally:
         host.run(f"fail2ban-client set mov-mosquitto-auth unbanip {ip}")
 
