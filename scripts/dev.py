@@ -201,12 +201,6 @@ def mypy_paths() -> list[str]:
     ]
 
 
-def yielding(cmd: Sequence[str], streamed: bool) -> list[str]:
-    """cmd at a lower CPU priority when lanes run in parallel (output not streamed): the linters and pytest suites
-    run on this machine alone and have slack, while the site scenario's sequential steps are the run's long pole."""
-    return list(cmd) if streamed else ["nice", "-n", "10", *cmd]
-
-
 def lint(results: Results, stream: bool = True) -> None:
     # The scripts' and tests' own imports by path (scripts/, the analytics tests' helpers, molecule/prober.py, the
     # scenarios' device).
@@ -221,7 +215,7 @@ def lint(results: Results, stream: bool = True) -> None:
         ("mypy analytics", ["mypy"], None, ANALYTICS),
         ("argument specs", [sys.executable, "scripts/check_argument_specs.py"], None, REPO),
     ):
-        code, _ = run_step(yielding(cmd, stream), name=name, stream=stream, env=env, cwd=cwd)
+        code, _ = run_step(cmd, name=name, stream=stream, env=env, cwd=cwd)
         results.record(name, code == 0)
     results.record("mkdocs build --strict", docs_build(stream) == 0)
     code, note = actionlint(stream)
@@ -275,7 +269,7 @@ def pytest_suites() -> list[str]:
 def unit(results: Results, suite: str, stream: bool = True) -> None:
     started = time.monotonic()
     code, out = run_step(
-        yielding([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", suite], stream),
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=8", suite],
         name=f"pytest {suite}",
         stream=stream,
     )
