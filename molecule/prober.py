@@ -34,8 +34,8 @@ with ThreadPoolExecutor(max_workers=max(1, len(ports))) as pool:
 """
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 @dataclass(frozen=True)

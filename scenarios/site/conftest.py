@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "molecule"))
 sys.path.insert(0, str(REPO / "scenarios"))
 import box  # noqa: E402
-from prober import Prober  # noqa: E402
+from prober import Prober, docker  # noqa: E402
 
 ENV = "ci-site"
 ADMIN = "movadmin"
@@ -252,10 +252,6 @@ class Site:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def keygen(path: Path, comment: str) -> Path:

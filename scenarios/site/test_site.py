@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, docker
+from conftest import DOMAIN, ENV, LAN, REPO, Host, Site
 from device import MOSQUITTO_IMAGE, reading
 from device import publish as device_publish
-from prober import Prober
+from prober import Prober, docker
 
 PUBLIC_PORTS = [22, 80, 443, 8883]
 # Every other port a part of the platform listens on somewhere (broker's plain and websockets listeners, Grafana,
