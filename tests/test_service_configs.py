@@ -290,7 +290,7 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
         "analytics": {("write", "mov_status")},
         "grafana": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
         "report": {("read", "mov_dados"), ("read", "mov_status")},
-        "status-page": {("read", "mov_dados")},
+        "status-page": {("read", "mov_dados"), ("read", "mov_infra")},
     }
     assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status", "mov_infra"}
 

@@ -1,9 +1,10 @@
 """The status page generator (roles/status_page/files/mov-status-page.py) on fixed inputs: every state, escaping,
-no secret from its inputs on the page, movctl missing; and the page as headless Chromium draws it, read back from
-the screenshot's pixels."""
+no secret from its inputs on the page, movctl missing, the readings the broker dropped; and the page as headless
+Chromium draws it, read back from the screenshot's pixels."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import http.server
 import json
@@ -13,11 +14,13 @@ import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 from host_script import load_script
 from mov_render import resolved
 
@@ -82,6 +85,7 @@ def all_ok() -> dict[str, Any]:
                 {"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
             ],
         },
+        "dropped": {"collected": True, "count": 0, "error": ""},
     }
 
 
@@ -409,12 +413,10 @@ def test_the_page_is_written_every_minute_and_can_be_switched_off() -> None:
     assert resolved("status_page_enabled", "-e", '{"mov_status_page_enabled": false}') is False
 
 
-def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
-    seen: dict[str, str] = {}
-    answer = (
-        ",result,table,localizacao,_time\r\n,_result,0,linha_1,2026-11-26T11:59:30Z\r\n"
-        ",_result,1,caldeira,2026-11-26T11:58:00Z\r\n\r\n"
-    )
+@contextlib.contextmanager
+def fake_influxdb(answer: str, seen: dict[str, str], status: int = 200) -> Iterator[str]:
+    """InfluxDB's query API answering every query with `answer` (annotated CSV); `seen` gets the last request's
+    path, Authorization header and body. Yields the base URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -423,7 +425,7 @@ def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
                 auth=self.headers.get("Authorization", ""),
                 body=self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode(),
             )
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "text/csv")
             self.end_headers()
             self.wfile.write(answer.encode())
@@ -433,18 +435,29 @@ def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+    answer = (
+        ",result,table,localizacao,_time\r\n,_result,0,linha_1,2026-11-26T11:59:30Z\r\n"
+        ",_result,1,caldeira,2026-11-26T11:58:00Z\r\n\r\n"
+    )
     token = tmp_path / "influxdb.token"
     token.write_text(TOKEN + "\n")
-    try:
+    with fake_influxdb(answer, seen) as url:
         cfg = gen.Config(
-            influxdb_url=f"http://127.0.0.1:{server.server_port}",
+            influxdb_url=url,
             influxdb_org="mov_industria",
             influxdb_bucket="mov_dados",
             influxdb_token_file=str(token),
         )
         readings = gen.read_readings(cfg)
-    finally:
-        server.shutdown()
     assert readings == {
         "available": True,
         "error": "",
@@ -457,3 +470,113 @@ def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
     assert 'from(bucket: "mov_dados")' in seen["body"]
     text = gen.render_html(gen.build_page(cfg, {**all_ok(), "readings": readings}))
     assert TOKEN not in text and "caldeira" in text
+
+
+# --- the readings the broker dropped (Grafana's drop alert's data, on the page) ------------------------------------
+
+
+def dropped_cfg(gen: ModuleType, tmp_path: Path, url: str, infra_bucket: str = "mov_infra") -> Any:
+    token = tmp_path / "influxdb.token"
+    token.write_text(TOKEN + "\n")
+    return gen.Config(
+        influxdb_url=url,
+        influxdb_org="mov_industria",
+        influxdb_bucket="mov_dados",
+        influxdb_token_file=str(token),
+        influxdb_infra_bucket=infra_bucket,
+    )
+
+
+def test_the_drop_query_is_the_grafana_rules_over_24_hours(gen: ModuleType) -> None:
+    # The Grafana rule (roles/grafana/vars/main.yml) and the page read the same thing; only the window differs.
+    grafana = yaml.safe_load((REPO / "roles" / "grafana" / "vars" / "main.yml").read_text())["_grafana_dropped_query"]
+    assert '"{{ grafana_infra_bucket }}"' in grafana and "range(start: -10m)" in grafana
+    expected = grafana.replace('"{{ grafana_infra_bucket }}"', '"mov_infra"').replace("-10m", "-24h")
+    query = gen.flux_dropped(gen.Config(influxdb_infra_bucket="mov_infra"))
+    assert query.split() == expected.split()
+
+
+def test_drops_from_a_fake_influxdb_show_their_count_and_degrade_the_page(gen: ModuleType, tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+    answer = (
+        "#group,false,false,true,false,false\r\n#datatype,string,long,string,dateTime:RFC3339,long\r\n"
+        ",result,table,_measurement,_time,_value\r\n"
+        ",_result,0,mosquitto_broker,2026-11-26T11:40:00Z,37\r\n\r\n"
+    )
+    with fake_influxdb(answer, seen) as url:
+        dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, url))
+    assert dropped == {"collected": True, "count": 37, "error": ""}
+    assert seen["path"] == "/api/v2/query?org=mov_industria" and seen["auth"] == f"Token {TOKEN}"
+    assert seen["body"] == gen.flux_dropped(gen.Config(influxdb_infra_bucket="mov_infra"))
+    assert 'from(bucket: "mov_infra") |> range(start: -24h)' in seen["body"]
+    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    assert page.state == "degraded" and 'class="banner degraded"' in text
+    assert levels(page, "Readings dropped by the broker") == ["warn"]
+    assert "Readings dropped by the broker" in text and "37 dropped" in text and "last 24 h" in text
+    assert TOKEN not in text
+
+
+def test_no_drop_is_none_and_ok(gen: ModuleType, tmp_path: Path) -> None:
+    # No row: the counter did not change in the window (Mosquitto publishes it on change only).
+    with fake_influxdb("\r\n", {}) as url:
+        dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, url))
+    assert dropped == {"collected": True, "count": 0, "error": ""}
+    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    assert page.state == "ok" and levels(page, "Readings dropped by the broker") == ["ok"]
+    assert "last 24 h</td><td>none" in text
+
+
+def test_drops_unreadable_need_attention_without_the_error_text(gen: ModuleType, tmp_path: Path) -> None:
+    with fake_influxdb('{"code":"not found","message":"bucket \\"mov_infra\\" not found"}', {}, status=404) as url:
+        dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, url))
+    assert dropped == {"collected": True, "count": None, "error": "InfluxDB answered HTTP 404"}
+    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    assert page.state == "degraded" and "drop count unavailable: InfluxDB query failed" in text
+    assert "not found" not in text
+
+
+def test_drops_not_collected_say_so_rather_than_0(gen: ModuleType, tmp_path: Path) -> None:
+    # Infrastructure metrics off: no infra bucket, and InfluxDB is not even asked.
+    dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, "http://127.0.0.1:9", infra_bucket=""))
+    assert dropped == {"collected": False, "count": None, "error": "not collected: the infrastructure metrics are off"}
+    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    assert page.state == "ok" and levels(page, "Readings dropped by the broker") == []
+    assert "not collected: the infrastructure metrics are off" in text
+    assert "none" not in text and "0 dropped" not in text
+    assert page.counts["dropped"] is None
+    public = gen.public_page(page)
+    assert "readings dropped by the broker</td><td>not collected" in gen.render_html(public)
+    assert json.loads(gen.render_public_json(public))["dropped"] is None
+    # No InfluxDB on this host: the same, in its words.
+    dropped = gen.read_dropped(gen.Config(influxdb_infra_bucket="mov_infra"))
+    assert dropped["collected"] is False
+    assert "not available on this host" in build(gen, {**all_ok(), "dropped": dropped})[1]
+
+
+def test_the_public_page_shows_the_drop_count(gen: ModuleType, tmp_path: Path) -> None:
+    inputs = {**all_ok(), "dropped": {"collected": True, "count": 5, "error": ""}}
+    source = tmp_path / "inputs.json"
+    source.write_text(json.dumps(inputs))
+    config = tmp_path / "public.json"
+    config.write_text(json.dumps({"public_page": True, "influxdb_infra_bucket": "mov_infra"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert gen.main(["--config", str(config), "--from-json", str(source), "--out", str(out)]) == 0
+    public = json.loads((out / "public.json").read_text())
+    assert public["state"] == "degraded" and public["dropped"] == {"window_hours": 24, "count": 5}
+    assert "readings dropped by the broker (last 24 h)</td><td>5<" in (out / "public.html").read_text()
+    assert "linha_1" not in (out / "public.html").read_text()
+    # Drops are not one of the "checks": backup and drill (result, when), certificate, disk.
+    assert public["checks"] == {"ok": 6, "attention": 0}
+
+
+def test_the_drop_count_reads_the_infra_bucket_only_when_it_exists() -> None:
+    def grants(*extra: str) -> set[tuple[str, str]]:
+        (token,) = [t for t in resolved("influxdb_tokens", *extra) if t["name"] == "status-page"]
+        return {(p["action"], p["bucket"]) for p in token["permissions"]}
+
+    off = ("-e", '{"mov_infra_metrics_enabled": false}')
+    assert resolved("status_page_influxdb_infra_bucket") == "mov_infra"
+    assert grants() == {("read", "mov_dados"), ("read", "mov_infra")}
+    assert resolved("status_page_influxdb_infra_bucket", *off) == ""
+    assert grants(*off) == {("read", "mov_dados")}

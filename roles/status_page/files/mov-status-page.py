@@ -2,12 +2,13 @@
 """mov-status-page: the platform's public status page, a static index.html and status.json.
 
 Reads what the health checks already know: `movctl status --json` (services, certificate, disk), the backup
-tool's status file and restore drill result, and, where InfluxDB runs, the last reading per site (a read-only
-token). Writes both files atomically into the page directory nginx serves. Nothing secret goes on the page:
+tool's status file and restore drill result, and, where InfluxDB runs, the last reading per site and, where the
+infrastructure metrics are collected, how many readings the broker dropped in the last hours (a read-only token).
+Writes both files atomically into the page directory nginx serves. Nothing secret goes on the page:
 only service names, states, times, ages and results; never error texts, paths, tokens or internal addresses.
 nginx keeps that page private (roles/nginx). With `public_page` set it also writes public.html and public.json:
-counts only (the state, services up, sites reporting or silent, checks needing attention), never a site's name,
-for nginx's public mode.
+counts only (the state, services up, sites reporting or silent, readings dropped, checks needing attention), never a
+site's name, for nginx's public mode.
 
     mov-status-page [--config /etc/mov/status-page.json] [--out DIR]
     mov-status-page --from-json inputs.json --out DIR      # fixed inputs (tests): no host needed
@@ -57,6 +58,9 @@ class Config:
     influxdb_token_file: str = ""
     influxdb_site_tag: str = "localizacao"
     influxdb_lookback_hours: int = 168
+    # The infrastructure bucket, where Telegraf writes the broker's drop counter; empty: not collected here.
+    influxdb_infra_bucket: str = ""
+    dropped_window_hours: int = 24
     public_page: bool = False  # also write public.html and public.json (counts only)
 
 
@@ -126,8 +130,23 @@ def flux_last_per_site(cfg: Config) -> str:
     )
 
 
-def parse_flux_csv(text: str, tag: str) -> list[dict[str, str]]:
-    """Rows of InfluxDB's annotated CSV as {site, time}; tables repeat their header after a blank line."""
+def flux_dropped(cfg: Config) -> str:
+    """The readings the broker dropped in the last `dropped_window_hours`: the Grafana rule's query
+    (roles/grafana/vars/main.yml, `_grafana_dropped_query`) over the page's window instead of the rule's 10 minutes.
+    The counter only grows while the broker runs and starts again at 0 with it, hence the non-negative differences
+    summed; tests/test_status_page.py keeps the two queries the same."""
+    bucket = flux_string(cfg.influxdb_infra_bucket)
+    return (
+        f"from(bucket: {bucket}) |> range(start: -{int(cfg.dropped_window_hours)}h)"
+        ' |> filter(fn: (r) => r._measurement == "mosquitto_broker" and r._field == "value")'
+        ' |> group(columns: ["_measurement"]) |> sort(columns: ["_time"])'
+        " |> difference(nonNegative: true) |> cumulativeSum() |> last()"
+        ' |> keep(columns: ["_time", "_value", "_measurement"])'
+    )
+
+
+def flux_rows(text: str) -> list[dict[str, str]]:
+    """The rows of InfluxDB's annotated CSV, by column name; tables repeat their header after a blank line."""
     rows: list[dict[str, str]] = []
     header: list[str] | None = None
     for record in csv.reader(io.StringIO(text)):
@@ -139,24 +158,29 @@ def parse_flux_csv(text: str, tag: str) -> list[dict[str, str]]:
         if header is None:
             header = record
             continue
-        values = dict(zip(header, record, strict=False))
-        if values.get(tag) and values.get("_time"):
-            rows.append({"site": values[tag], "time": values["_time"]})
+        rows.append(dict(zip(header, record, strict=False)))
     return rows
 
 
-def read_readings(cfg: Config) -> dict[str, Any]:
-    """{"available": bool, "sites": [...], "error": str}: the last reading per site, from InfluxDB."""
-    if not cfg.influxdb_url:
-        return {"available": False, "sites": [], "error": "not available on this host"}
+def parse_flux_csv(text: str, tag: str) -> list[dict[str, str]]:
+    """The last reading per site's rows as {site, time}."""
+    return [
+        {"site": values[tag], "time": values["_time"]}
+        for values in flux_rows(text)
+        if values.get(tag) and values.get("_time")
+    ]
+
+
+def query_influxdb(cfg: Config, flux: str) -> tuple[str, str]:
+    """(annotated CSV, "") or ("", the reason it could not be read); the reason never holds the token."""
     try:
         token = Path(cfg.influxdb_token_file).read_text(encoding="utf-8").strip()
     except OSError:
-        return {"available": True, "sites": [], "error": "no read token yet (the stack deploy writes it)"}
+        return "", "no read token yet (the stack deploy writes it)"
     query = urllib.parse.urlencode({"org": cfg.influxdb_org})
     request = urllib.request.Request(
         f"{cfg.influxdb_url.rstrip('/')}/api/v2/query?{query}",
-        data=flux_last_per_site(cfg).encode(),
+        data=flux.encode(),
         method="POST",
         headers={
             "Authorization": f"Token {token}",
@@ -166,13 +190,44 @@ def read_readings(cfg: Config) -> dict[str, Any]:
     )
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
-            text = response.read().decode("utf-8", "replace")
+            return response.read().decode("utf-8", "replace"), ""
     except urllib.error.HTTPError as exc:
-        return {"available": True, "sites": [], "error": f"InfluxDB answered HTTP {exc.code}"}
+        return "", f"InfluxDB answered HTTP {exc.code}"
     except (OSError, ValueError):
-        return {"available": True, "sites": [], "error": "InfluxDB did not answer"}
+        return "", "InfluxDB did not answer"
+
+
+def read_readings(cfg: Config) -> dict[str, Any]:
+    """{"available": bool, "sites": [...], "error": str}: the last reading per site, from InfluxDB."""
+    if not cfg.influxdb_url:
+        return {"available": False, "sites": [], "error": "not available on this host"}
+    text, error = query_influxdb(cfg, flux_last_per_site(cfg))
+    if error:
+        return {"available": True, "sites": [], "error": error}
     sites = sorted(parse_flux_csv(text, cfg.influxdb_site_tag), key=lambda row: row["site"])
     return {"available": True, "sites": sites, "error": ""}
+
+
+NOT_COLLECTED = "not collected: the infrastructure metrics are off"
+
+
+def read_dropped(cfg: Config) -> dict[str, Any]:
+    """{"collected": bool, "count": int | None, "error": str}: the readings the broker dropped in the window. No row
+    is none dropped: Mosquitto publishes the counter only when it changes (eclipse/mosquitto src/sys_tree.c), and
+    Grafana's rule reads no data as OK too."""
+    if not cfg.influxdb_url:
+        return {"collected": False, "count": None, "error": "not available on this host"}
+    if not cfg.influxdb_infra_bucket:
+        return {"collected": False, "count": None, "error": NOT_COLLECTED}
+    text, error = query_influxdb(cfg, flux_dropped(cfg))
+    if error:
+        return {"collected": True, "count": None, "error": error}
+    values = [row["_value"] for row in flux_rows(text) if row.get("_value")]
+    try:
+        count = max(0, int(float(values[-1]))) if values else 0
+    except ValueError:
+        return {"collected": True, "count": None, "error": "InfluxDB query failed"}
+    return {"collected": True, "count": count, "error": ""}
 
 
 def gather(cfg: Config) -> dict[str, Any]:
@@ -182,6 +237,7 @@ def gather(cfg: Config) -> dict[str, Any]:
         "backup": read_json_file(cfg.backup_status_file),
         "drill": read_json_file(cfg.drill_status_file),
         "readings": read_readings(cfg),
+        "dropped": read_dropped(cfg),
     }
 
 
@@ -320,17 +376,20 @@ def disk_section(movctl: dict[str, Any]) -> Section | None:
     return section
 
 
+def query_error(error: Any) -> str:
+    """Why InfluxDB could not be read, from a fixed vocabulary (an HTTP status or anything else: the query failed)."""
+    return word(
+        error, ("no read token yet (the stack deploy writes it)", "influxdb did not answer"), "InfluxDB query failed"
+    )
+
+
 def readings_section(readings: dict[str, Any], now: datetime, max_age_s: float) -> Section:
     section = Section("Last reading per site")
     if not readings.get("available"):
         section.note = "not available on this host"
         return section
     if readings.get("error"):
-        section.note = "readings unavailable: " + word(
-            readings["error"],
-            ("no read token yet (the stack deploy writes it)", "influxdb did not answer"),
-            "InfluxDB query failed",
-        )
+        section.note = "readings unavailable: " + query_error(readings["error"])
         section.rows.append(Row("readings", "unavailable", "warn"))
         return section
     for site in readings.get("sites") or []:
@@ -350,6 +409,32 @@ def readings_section(readings: dict[str, Any], now: datetime, max_age_s: float) 
     return section
 
 
+def dropped_count(dropped: dict[str, Any]) -> int | None:
+    count = dropped.get("count")
+    if not dropped.get("collected") or dropped.get("error") or isinstance(count, bool) or not isinstance(count, int):
+        return None
+    return max(0, count)
+
+
+def dropped_section(dropped: dict[str, Any], window_hours: int) -> Section:
+    """The readings the broker acknowledged and then dropped (a consumer's queue full: docs/data-promise.md). Not
+    collected is said, never shown as 0."""
+    section = Section("Readings dropped by the broker")
+    if not dropped.get("collected"):
+        section.note = word(dropped.get("error"), ("not available on this host",), NOT_COLLECTED)
+        return section
+    label = f"last {window_hours} h"
+    count = dropped_count(dropped)
+    if count is None:
+        section.note = "drop count unavailable: " + query_error(dropped.get("error"))
+        section.rows.append(Row(label, "unavailable", "warn"))
+        return section
+    section.rows.append(Row(label, f"{count} dropped" if count else "none", "warn" if count else "ok"))
+    if count:
+        section.note = "acknowledged readings lost: a consumer's queue was full (see the broker's log)"
+    return section
+
+
 @dataclass
 class Page:
     title: str
@@ -357,8 +442,9 @@ class Page:
     generated_at: datetime
     state: str  # ok, degraded, down
     sections: list[Section]
-    # Counts for the public page: services {ok, total}, sites {reporting, silent}, checks {ok, attention};
-    # services or sites None when unknown.
+    # Counts for the public page: services {ok, total}, sites {reporting, silent}, dropped {window_hours, count},
+    # checks {ok, attention}; services or sites None when unknown; dropped None when not collected, without count
+    # when unreadable.
     counts: dict[str, dict[str, int] | None] = field(default_factory=dict)
 
 
@@ -380,9 +466,11 @@ def build_page(cfg: Config, inputs: dict[str, Any]) -> Page:
     raw_movctl = inputs.get("movctl")
     movctl: dict[str, Any] = raw_movctl if isinstance(raw_movctl, dict) else {"error": "no status"}
     services = services_section(movctl)
-    sections = [
-        services,
-        readings_section(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+    raw_dropped = inputs.get("dropped")
+    dropped: dict[str, Any] = raw_dropped if isinstance(raw_dropped, dict) else {}
+    window_hours = int(cfg.dropped_window_hours)
+    certificate = certificate_section(movctl, now, cfg.cert_warn_days)
+    checks_sections = [
         result_section(
             "Last backup", inputs.get("backup"), now, cfg.backup_max_age_hours * 3600, "no backup has run yet"
         ),
@@ -393,25 +481,35 @@ def build_page(cfg: Config, inputs: dict[str, Any]) -> Page:
             cfg.drill_max_age_days * 86400,
             "no restore drill has run yet",
         ),
-        certificate_section(movctl, now, cfg.cert_warn_days),
+        certificate,
     ]
     disk = disk_section(movctl)
     if disk is not None:
-        sections.append(disk)
+        checks_sections.append(disk)
+    sections = [
+        services,
+        readings_section(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+        dropped_section(dropped, window_hours),
+        *checks_sections,
+    ]
     levels = [row.level for section in sections for row in section.rows]
     # Down: nothing can be read, every service is down, or the certificate has expired (clients refuse TLS).
     service_levels = [row.level for row in services.rows]
-    if all(level == "bad" for level in service_levels) or "bad" in [r.level for r in sections[4].rows]:
+    if all(level == "bad" for level in service_levels) or "bad" in [r.level for r in certificate.rows]:
         state = "down"
     elif any(level != "ok" for level in levels):
         state = "degraded"
     else:
         state = "ok"
     env = word(movctl.get("env"), ("local", "staging", "prod"), "") if "env" in movctl else ""
-    checks = [row.level for section in sections[2:] for row in section.rows]
+    checks = [row.level for section in checks_sections for row in section.rows]
+    count = dropped_count(dropped)
     counts = {
         "services": None if services.note else {"ok": service_levels.count("ok"), "total": len(service_levels)},
         "sites": count_sites(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+        "dropped": None
+        if not dropped.get("collected")
+        else {"window_hours": window_hours} | ({} if count is None else {"count": count}),
         "checks": {"ok": checks.count("ok"), "attention": len(checks) - checks.count("ok")},
     }
     return Page(cfg.title, env, now, state, sections, counts)
@@ -421,6 +519,7 @@ def public_page(page: Page) -> Page:
     """The page of counts: the same state, no names of sites or services, no environment."""
     counts = page.counts
     services, sites, checks = counts.get("services"), counts.get("sites"), counts.get("checks") or {}
+    dropped = counts.get("dropped")
     rows = [
         Row(
             "services running",
@@ -434,6 +533,18 @@ def public_page(page: Page) -> Page:
                 "sites reporting",
                 f"{sites['reporting']} of {sites['reporting'] + sites['silent']}",
                 "ok" if sites["silent"] == 0 else "warn",
+            )
+        )
+    # A count, never a name: the public may see that readings were lost.
+    if dropped is None:
+        rows.append(Row("readings dropped by the broker", "not collected", "unknown"))
+    else:
+        count = dropped.get("count")
+        rows.append(
+            Row(
+                f"readings dropped by the broker (last {dropped['window_hours']} h)",
+                "unknown" if count is None else str(count),
+                "ok" if count == 0 else "warn",
             )
         )
     rows.append(
@@ -555,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-json",
         metavar="FILE",
-        help="read the inputs (now, movctl, backup, drill, readings) from FILE instead of the host",
+        help="read the inputs (now, movctl, backup, drill, readings, dropped) from FILE instead of the host",
     )
     args = parser.parse_args(argv)
     try:
