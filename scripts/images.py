@@ -4,8 +4,9 @@
     python3 scripts/images.py bundle --out DIR --build mosquitto=mov/mosquitto:2.0.21 \\
         --build analytics=mov/analytics:0.1.0 [--pull telegraf:1.32.3 ...] [--base-image mov/box:trixie]
 
-``--build`` images are built here: Mosquitto from Debian's package (images/mosquitto/), the analytics
-worker from analytics/ (analytics/build_image.py), both on a local debootstrap-based base image, so no
+``--build`` images are built here: Mosquitto and HAProxy (the Docker API proxy) from Debian's packages
+(images/mosquitto/, images/haproxy/), the analytics worker from analytics/ (analytics/build_image.py), all on
+a local debootstrap-based base image, so no
 registry is needed. A build is skipped while the image's ``org.mov.source-sha256`` label matches the hash
 of its sources and base image. ``--pull`` images come from a registry (a controller with access, for an
 air-gapped host). Then every image is written with ``docker save`` to DIR/images.tar, with DIR/SHA256SUMS
@@ -30,6 +31,7 @@ DEFAULT_BASE = os.environ.get("MOV_IMAGE_BASE", "mov/box:trixie")
 # What each locally buildable service is made from; changes under these paths rebuild the image.
 SOURCES: dict[str, tuple[Path, tuple[str, ...]]] = {
     "mosquitto": (REPO / "images" / "mosquitto", ("Dockerfile",)),
+    "dockerproxy": (REPO / "images" / "haproxy", ("Dockerfile",)),
     "analytics": (
         REPO / "analytics",
         (

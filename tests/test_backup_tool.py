@@ -550,7 +550,7 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     ]
     assert run[-2:] == [
         "-c",
-        'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup --host http://influxdb:8086 /mov-backup',
+        tool.INFLUX_ADMIN_TOKEN + " influx backup --host http://influxdb:8086 /mov-backup",
     ]
     [staged] = [c for c in logged if isinstance(c, dict)]
     assert Path(staged["staging"]).is_relative_to(platform["backups"])  # on the backup disk, not in a container
@@ -574,9 +574,7 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     assert tool.main(["--config", config, "restore", "--force"]) == 0
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
     [restore] = [c for c in logged if isinstance(c, list) and "influx restore" in c[-1]]
-    assert restore[-1] == (
-        'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full --host http://influxdb:8086 /mov-backup'
-    )
+    assert restore[-1] == (tool.INFLUX_ADMIN_TOKEN + " influx restore --full --host http://influxdb:8086 /mov-backup")
     [seen] = [c for c in logged if isinstance(c, dict) and "restore_from" in c]
     assert seen["target"] == "/mov-backup:ro" and seen["uid"] == 1000
     assert seen["files"] == {"20261206T000000Z.manifest": [1000, 0o400], "20261206T000000Z.s1.tar.gz": [1000, 0o400]}

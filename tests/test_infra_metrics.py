@@ -23,8 +23,8 @@ HOST_MOUNTS = (
     "/:/hostfs:ro",
     "/proc:/hostfs/proc:ro",
     "/sys:/hostfs/sys:ro",
-    "/var/run/docker.sock:/var/run/docker.sock:ro",
 )
+SOCKET = "/var/run/docker.sock:/var/run/docker.sock:ro"
 RULES = {"mov-disco-cheio", "mov-container-reiniciando", "mov-dispositivo-silencioso", "mov-mensagens-descartadas"}
 # Envs whose stack runs Telegraf (local runs mosquitto and analytics only).
 STACK_ENVS = ("staging", "prod")
@@ -80,7 +80,8 @@ def test_telegraf_reads_the_host_and_docker_into_the_infra_bucket(env: str) -> N
         assert plugin["tags"] == {"mov_route": "infra"}, name
         assert plugin["interval"] == interval, name
     (docker,) = config["inputs"]["docker"]
-    assert docker["endpoint"] == "unix:///var/run/docker.sock"
+    # Never the engine's socket: its read-only API proxy on the compose network.
+    assert docker["endpoint"] == "tcp://dockerproxy:2375"
     assert "exited" in docker["container_state_include"] and "restarting" in docker["container_state_include"]
     # Totals per container, and no label that changes per deploy (the config checksum) becomes a tag.
     assert docker["perdevice"] is False and docker["total"] is True and "network" in docker["total_include"]
@@ -98,20 +99,20 @@ def test_telegraf_reads_the_host_and_docker_into_the_infra_bucket(env: str) -> N
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_a_second_output_takes_exactly_the_infra_metrics_with_the_same_env_token(env: str) -> None:
+def test_a_second_output_takes_exactly_the_infra_metrics_with_the_same_token(env: str) -> None:
     host_dir, _ = rendered(env)
     readings, infra = _telegraf(host_dir)["outputs"]["influxdb_v2"]
     assert readings["bucket"] == "mov_dados" and readings["tagdrop"] == {"mov_route": ["infra"]}
     assert infra["bucket"] == "mov_infra"
     assert infra["tagpass"] == {"mov_route": ["infra"]} and infra["tagexclude"] == ["mov_route"]
-    assert infra["token"] == readings["token"] == "${INFLUX_TOKEN}"
+    assert infra["token"] == readings["token"] == "@{docker:telegraf_influxdb_token}"
     assert infra["organization"] == readings["organization"] == "mov_industria"
     assert infra["urls"] == readings["urls"]
     # Its own buffer: 900 s of 150 metrics per 10 s, x2, rounded up to a thousand.
     assert infra["metric_buffer_limit"] == 27_000
-    # No secret in the file: the token stays in the env file.
+    # No secret in the file: the token stays in its compose secret.
     token_line = [line for line in _read(host_dir, "telegraf/telegraf.conf").splitlines() if "token" in line]
-    assert token_line == ['token = "${INFLUX_TOKEN}"'] * 2
+    assert token_line == ['token = "@{docker:telegraf_influxdb_token}"'] * 2
 
 
 def test_switched_off_telegraf_has_no_infra_input_and_one_output() -> None:
@@ -158,8 +159,11 @@ def test_telegraf_sees_the_host_and_docker_read_only_and_publishes_nothing(env: 
         "HOST_SYS": "/hostfs/sys",
         "HOST_MOUNT_PREFIX": "/hostfs",
     }
-    # The docker group's gid comes from the host at deploy: the preview, which touches no host, has none.
-    assert telegraf.get("group_add", []) == []
+    # No socket and no supplementary group (the docker group's would reach the engine): the proxy alone has them.
+    assert SOCKET not in telegraf["volumes"] and "group_add" not in telegraf
+    assert telegraf["depends_on"]["dockerproxy"] == {"condition": "service_healthy"}
+    proxy = services["dockerproxy"]
+    assert SOCKET in proxy["volumes"] and "ports" not in proxy and proxy["read_only"] is True
     assert "ports" not in telegraf and "privileged" not in telegraf and "network_mode" not in telegraf
     public = [
         port

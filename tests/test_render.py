@@ -21,11 +21,13 @@ EXPECTED = [
     "opt/mov/mosquitto/config/acl",
     "opt/mov/mosquitto/config/passwd",
     "opt/mov/telegraf/telegraf.conf",
-    "opt/mov/telegraf/secrets/telegraf.env",
+    "opt/mov/telegraf/secrets/mqtt.password",
     "opt/mov/influxdb/secrets/influxdb.env",
+    "opt/mov/influxdb/secrets/admin.password",
+    "opt/mov/influxdb/secrets/admin.token",
     "opt/mov/influxdb/tokens.json",
     "opt/mov/grafana/grafana.ini",
-    "opt/mov/grafana/secrets/grafana.env",
+    "opt/mov/grafana/secrets/admin.password",
     "opt/mov/grafana/dashboards/mov-overview.json",
     "opt/mov/grafana/provisioning/datasources/mov-influxdb.yml",
     "opt/mov/grafana/provisioning/dashboards/mov.yml",
@@ -33,12 +35,13 @@ EXPECTED = [
     "opt/mov/grafana/provisioning/alerting/mov-contact-points.yml",
     "opt/mov/grafana/provisioning/alerting/mov-policies.yml",
 ]
-# Where each secret may appear in plaintext: its consumer's 0600 env file, nowhere else.
+# Where each secret may appear in plaintext: its own 0400 file, which its consumer reads (a compose secret, a *_FILE
+# variable, $__file{}), nowhere else: no env file (a container's environment shows in `docker inspect`).
 SECRET_HOMES = {
-    "influxdb_admin_password": "opt/mov/influxdb/secrets/influxdb.env",
-    "influxdb_admin_token": "opt/mov/influxdb/secrets/influxdb.env",
-    "grafana_admin_password": "opt/mov/grafana/secrets/grafana.env",
-    "mqtt/telegraf": "opt/mov/telegraf/secrets/telegraf.env",
+    "influxdb_admin_password": "opt/mov/influxdb/secrets/admin.password",
+    "influxdb_admin_token": "opt/mov/influxdb/secrets/admin.token",
+    "grafana_admin_password": "opt/mov/grafana/secrets/admin.password",
+    "mqtt/telegraf": "opt/mov/telegraf/secrets/mqtt.password",
 }
 
 
@@ -61,12 +64,14 @@ def test_every_env_renders_every_service(env: str) -> None:
 def test_secret_files_are_private(env: str) -> None:
     host_dir, _ = rendered(env)
     assert stat.S_IMODE(host_dir.parent.stat().st_mode) == 0o700
-    for path in [*SECRET_HOMES.values(), "opt/mov/mosquitto/config/passwd"]:
+    for path in SECRET_HOMES.values():
+        assert stat.S_IMODE((host_dir / path).stat().st_mode) == 0o400, path
+    for path in ("opt/mov/mosquitto/config/passwd", "opt/mov/influxdb/secrets/influxdb.env"):
         assert stat.S_IMODE((host_dir / path).stat().st_mode) == 0o600, path
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_secrets_appear_only_in_their_env_files_and_never_in_the_output(env: str) -> None:
+def test_secrets_appear_only_in_their_own_files_and_never_in_the_output(env: str) -> None:
     host_dir, output = rendered(env)
     secrets = _flat(workspace().secret_store(env))
     files = {str(p.relative_to(host_dir)): p.read_text() for p in host_dir.rglob("*") if p.is_file()}

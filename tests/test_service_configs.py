@@ -135,21 +135,28 @@ def test_telegraf_buffer_arithmetic_scales_with_the_devices() -> None:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_telegraf_consumes_with_qos1_persistent_session_and_writes_with_an_env_token(env: str) -> None:
+def test_telegraf_consumes_with_qos1_persistent_session_and_reads_its_secrets_from_files(env: str) -> None:
     config = tomllib.loads(_file(env, "opt/mov/telegraf/telegraf.conf"))
     (mqtt,) = [c for c in config["inputs"]["mqtt_consumer"] if c["client_id"] == "mov-telegraf"]
     assert mqtt["topics"] == ["mov/dados/#"]
     assert mqtt["qos"] == 1 and mqtt["persistent_session"] is True and mqtt["client_id"] == "mov-telegraf"
-    assert mqtt["username"] == "telegraf" and mqtt["password"] == "${MQTT_PASSWORD}"
+    assert mqtt["username"] == "telegraf" and mqtt["password"] == "@{docker:telegraf_mqtt_password}"
+    assert config["secretstores"]["docker"] == [{"id": "docker"}]
     assert mqtt["data_format"] == "json_v2"
     assert config["inputs"]["internal"]
     # The readings' output comes first; the second one takes the infrastructure metrics (tests/test_infra_metrics.py).
     out = config["outputs"]["influxdb_v2"][0]
-    assert out["token"] == "${INFLUX_TOKEN}"
+    assert out["token"] == "@{docker:telegraf_influxdb_token}"
     assert out["organization"] == "mov_industria" and out["bucket"] == "mov_dados"
-    assert _env_file(_file(env, "opt/mov/telegraf/secrets/telegraf.env")) == {
-        "MQTT_PASSWORD": workspace().secret_store(env)["mqtt"]["telegraf"]  # type: ignore[index]
-    }
+    # The secret store reads the file's bytes as they are (no newline), under the compose secret's name.
+    assert _file(env, "opt/mov/telegraf/secrets/mqtt.password") == workspace().secret_store(env)["mqtt"]["telegraf"]  # type: ignore[index]
+    # The local env runs no Telegraf (its compose file has none); staging and prod do.
+    telegraf = yaml.safe_load(_file(env, "opt/mov/compose.yaml"))["services"].get("telegraf", {"secrets": []})
+    assert "env_file" not in telegraf
+    assert not any("PASSWORD" in key or "TOKEN" in key for key in telegraf.get("environment", {}))
+    assert set(telegraf["secrets"]) == (
+        set() if env == "local" else {"telegraf_mqtt_password", "telegraf_influxdb_token"}
+    )
 
 
 def _gjson(document: Any, path: str) -> Any:
@@ -276,9 +283,18 @@ def test_influxdb_setup_env_file(env: str) -> None:
     assert values["DOCKER_INFLUXDB_INIT_BUCKET"] == "mov_dados"
     # Retention is applied by the token step (tests/test_data_path.py), so changing it never recreates InfluxDB.
     assert "DOCKER_INFLUXDB_INIT_RETENTION" not in values
-    assert values["DOCKER_INFLUXDB_INIT_PASSWORD"] == store["influxdb_admin_password"]
-    assert values["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == store["influxdb_admin_token"]
-    assert not any(key.endswith("_FILE") for key in values)
+    # The secrets through the image's *_FILE variables (influxdata-docker influxdb/2.7/entrypoint.sh), each the
+    # compose secret of that name, whose file holds exactly the vault's value.
+    assert "DOCKER_INFLUXDB_INIT_PASSWORD" not in values and "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" not in values
+    services = yaml.safe_load(_file(env, "opt/mov/compose.yaml"))["services"]
+    assert ("influxdb" in services) == (env != "local")
+    for name, secret, file in (
+        ("PASSWORD", "influxdb_admin_password", "admin.password"),
+        ("ADMIN_TOKEN", "influxdb_admin_token", "admin.token"),
+    ):
+        assert values[f"DOCKER_INFLUXDB_INIT_{name}_FILE"] == f"/run/secrets/{secret}"
+        assert env == "local" or secret in services["influxdb"]["secrets"]
+        assert _file(env, f"opt/mov/influxdb/secrets/{file}") == store[secret]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -366,16 +382,19 @@ def test_grafana_ini_is_hardened_and_holds_no_password(env: str) -> None:
     assert ini["server"]["root_url"] == f"https://{domain}/"
     assert ini["security"]["cookie_secure"] == "true"
     assert ini["security"]["cookie_samesite"] in ("strict", "lax")
-    assert "admin_password" not in ini["security"]
+    # Grafana reads the password from its file ($__file{}: grafana/grafana v11.3.1 pkg/setting/expanders.go).
+    assert ini["security"]["admin_password"] == "$__file{/opt/mov/grafana/secrets/admin.password}"
     assert ini["auth.anonymous"]["enabled"] == ("true" if env == "local" else "false")
     assert ini["users"]["allow_sign_up"] == "false"
     # E-mail through the tree's relay (STARTTLS required) when it has one; never a password in the ini.
     relay = tree(env).get("mov_smtp", {}).get("host", "")
     assert ini["smtp"]["enabled"] == ("true" if relay else "false")
     assert ini["smtp"]["host"] == (f"{relay}:587" if relay else "")
-    assert ini["smtp"]["startTLS_policy"] == "MandatoryStartTLS" and "password" not in ini["smtp"]
+    assert ini["smtp"]["startTLS_policy"] == "MandatoryStartTLS"
+    assert ini["smtp"].get("password", "") in ("", "$__file{/opt/mov/grafana/secrets/smtp.password}")
     password = workspace().secret_store(env)["grafana_admin_password"]
-    assert _env_file(_file(env, "opt/mov/grafana/secrets/grafana.env")) == {"GF_SECURITY_ADMIN_PASSWORD": password}
+    assert _file(env, "opt/mov/grafana/secrets/admin.password") == password
+    assert "env_file" not in yaml.safe_load(_file(env, "opt/mov/compose.yaml"))["services"].get("grafana", {})
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -43,9 +43,9 @@ def running_image(site: Site, host: Host, service: str) -> str:
 
 def stored_points(site: Site, host: Host, bucket: str) -> list[str]:
     """Points in a bucket of the InfluxDB double, read with the `influx` CLI double inside its container (the admin
-    token stays in the container's environment)."""
+    token stays in the container: its compose secret, named by the image's *_FILE variable)."""
     query = f'from(bucket: "{bucket}") |> range(start: 0)'
-    command = f"""INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx query --raw '{query}'"""
+    command = f"""INFLUX_TOKEN="$(cat "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE")" influx query --raw '{query}'"""
     out = site.sudo(host, f"docker exec mov-influxdb-1 sh -c {shlex.quote(command)}")
     assert out.returncode == 0, out.stderr
     return [line.split(",", 3)[3] for line in out.stdout.splitlines() if line.startswith(",_result,")]
@@ -210,7 +210,8 @@ def write_readings_as_telegraf(site: Site, host: Host, count: int) -> None:
     write = (
         "import os, urllib.request, sys; urllib.request.urlopen(urllib.request.Request("
         "'http://127.0.0.1:8086/api/v2/write?org=mov_industria&bucket=mov_dados', data=sys.stdin.buffer.read(),"
-        " headers={'Authorization': 'Token ' + os.environ['DOCKER_INFLUXDB_INIT_ADMIN_TOKEN']}), timeout=10)"
+        " headers={'Authorization': 'Token ' + open(os.environ['DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE']).read()}),"
+        " timeout=10)"
     )
     out = site.sudo(host, f'docker exec -i mov-influxdb-1 python3 -c "{write}"', stdin=lines)
     assert out.returncode == 0, out.stderr
@@ -380,8 +381,9 @@ def test_the_world_sees_only_ssh_http_https_and_mqtts(site: Site, prober: list[P
 
 def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) -> None:
     """Every secret of the vault, and the InfluxDB tokens the deploy made, searched for where they would leak: the
-    boxes' journal, /var/log, each container's log, the command lines seen during an update (backup and deploy
-    included), and the output of every ansible-playbook run of this scenario."""
+    boxes' journal, /var/log, each container's log and `docker inspect` (its environment: what the Docker API proxy
+    shows Telegraf), the command lines seen during an update (backup and deploy included), and the output of every
+    ansible-playbook run of this scenario."""
     vault = site.vault()
     secrets = set(flatten(vault["vault_mov_secrets"]))
     for host in site.hosts:
@@ -395,7 +397,8 @@ def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) ->
         search = (
             "f=$(mktemp) && cat > $f && { journalctl --no-pager -o cat | grep -F -c -f $f; "
             "grep -r -F -l -f $f /var/log; "
-            "for c in $(docker ps -aq); do docker logs $c 2>&1 | grep -F -q -f $f && echo container:$c; done; "
+            "for c in $(docker ps -aq); do docker logs $c 2>&1 | grep -F -q -f $f && echo container:$c; "
+            "docker inspect $c | grep -F -q -f $f && echo inspect:$c; done; "
             "rm -f $f; true; }"
         )
         out = site.sudo(host, search, stdin=patterns)

@@ -301,6 +301,13 @@ def load_secrets(path: Path) -> dict[str, Any]:
     return store
 
 
+def flat_secrets(value: object) -> list[str]:
+    """Every string value of the secret store, nested mappings (the MQTT accounts) included."""
+    if isinstance(value, dict):
+        return [item for child in value.values() for item in flat_secrets(child)]
+    return [str(value)] if value is not None else []
+
+
 # --- MQTT --------------------------------------------------------------------------------------------------------
 
 
@@ -768,9 +775,13 @@ def weekly_report(args: argparse.Namespace) -> int:
 
 def hardening(args: argparse.Namespace) -> int:
     """Every running container of the stack, as Docker runs it: no capability, no privilege gain, a bounded number
-    of processes, a non-root user; a read-only root filesystem where the stack asks for one."""
+    of processes, a non-root user of its own (never uid 1000, InfluxDB's image's and often the host admin's), no
+    secret in its environment (what `docker inspect`, and so the Docker API proxy, shows); a read-only root
+    filesystem where the stack asks for one."""
     report = Report()
     box = Box(args.box)
+    secrets = [value for value in flat_secrets(load_secrets(args.secrets)) if len(value) >= 12]
+    users: dict[str, str] = {}
     ids = box.compose("ps", "--all", "-q").stdout.split()
     services = box.compose("config", "--services").stdout.split()
     report.check(
@@ -792,7 +803,9 @@ def hardening(args: argparse.Namespace) -> int:
         report.check(f"{name}: no-new-privileges", "no-new-privileges:true" in (config.get("SecurityOpt") or []))
         report.check(f"{name}: a process limit", (config.get("PidsLimit") or 0) > 0, str(config.get("PidsLimit")))
         user = str(info["Config"].get("User") or "")
-        report.check(f"{name}: runs as a non-root user", user.split(":")[0] not in ("", "0", "root"), user)
+        report.check(f"{name}: runs as a non-root user", user.split(":")[0] not in ("", "0", "root", "1000"), user)
+        report.check(f"{name}: a uid no other service has", users.setdefault(user.split(":")[0], name) == name, user)
+        report.check(f"{name}: no secret in its environment", not any(v in out.stdout for v in secrets))
         service = info["Config"]["Labels"].get("com.docker.compose.service", "")
         if service in args.read_only:
             report.check(f"{name}: read-only root filesystem", config.get("ReadonlyRootfs") is True)
@@ -1004,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_hardening.add_argument(
         "--read-only",
         nargs="*",
-        default=["mosquitto", "analytics", "telegraf", "grafana"],
+        default=["mosquitto", "analytics", "telegraf", "grafana", "dockerproxy"],
         help="services whose root filesystem must be read-only",
     )
     p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")

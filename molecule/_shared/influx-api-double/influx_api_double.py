@@ -3,7 +3,7 @@
 
 The stack scenario runs it as the compose service `influxdb` (InfluxDB's image cannot be pulled here), so the
 deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
-DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_ADMIN_TOKEN on the first start, then /health, orgs, buckets (list, create,
+DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_ADMIN_TOKEN(_FILE) on the first start, then /health, orgs, buckets (list, create,
 PATCH retention), authorizations (list, create, delete, status) and /api/v2/write, each with its token checked
 against the authorization's permissions. Its state survives a restart (the influxdb_data volume), written points
 included (the last MAX_POINTS). Every request is printed as one JSON line on stdout ({"request": ...}), every
@@ -24,12 +24,24 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 STATE = Path(os.environ.get("DOUBLE_STATE", "/var/lib/influxdb2/double-state.json"))
+# The image's setup (`influx setup`) writes the CLI's configs into the config volume: a volume the service's user
+# cannot write fails the first start here as it does there.
+CONFIGS = Path(os.environ.get("INFLUX_CONFIGS_PATH", "/etc/influxdb2/influx-configs"))
 LOCK = threading.Lock()
 MAX_POINTS = 10_000
 
 
 def say(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
+
+
+def init_var(name: str) -> str:
+    """A DOCKER_INFLUXDB_INIT_* value as the image's entrypoint reads it: from <name>_FILE when that is set
+    (influxdata/influxdata-docker influxdb/2.7/entrypoint.sh, `$(cat ...)` drops trailing newlines), else <name>."""
+    path = os.environ.get(f"{name}_FILE", "")
+    if path:
+        return Path(path).read_text().rstrip("\n")
+    return os.environ[name]
 
 
 def load() -> dict[str, Any]:
@@ -52,7 +64,7 @@ def load() -> dict[str, Any]:
         "auths": [
             {
                 "id": "a000000000000001",
-                "token": os.environ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"],
+                "token": init_var("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"),
                 "status": "active",
                 "description": "admin's Token",
                 "orgID": org["id"],
@@ -61,6 +73,7 @@ def load() -> dict[str, Any]:
             }
         ],
     }
+    CONFIGS.write_text("# TEST DOUBLE: where `influx setup` keeps the CLI's configs.\n")
     save(state)
     return state
 

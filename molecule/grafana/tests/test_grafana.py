@@ -11,17 +11,19 @@ DIR = "/opt/mov/grafana"
 
 def test_files_belong_to_grafana_and_secrets_are_private(host) -> None:  # type: ignore[no-untyped-def]
     assert host.file(f"{DIR}/grafana.ini").uid == 472 and host.file(f"{DIR}/grafana.ini").mode == 0o640
-    env = host.file(f"{DIR}/secrets/grafana.env")
-    assert env.uid == 472 and env.mode == 0o600
-    assert env.content_string == (
-        "GF_SECURITY_ADMIN_PASSWORD=test-only-grafana-password\nGF_SMTP_PASSWORD=test-only-smtp-password\n"
-    )
+    for name, value in (("admin.password", "test-only-grafana-password"), ("smtp.password", "test-only-smtp-password")):
+        secret = host.file(f"{DIR}/secrets/{name}")
+        assert (secret.uid, secret.gid, secret.mode, secret.content_string) == (472, 472, 0o400, value)
+    assert not host.file(f"{DIR}/secrets/grafana.env").exists
     assert host.file(f"{DIR}/secrets").mode == 0o700
 
 
-def test_no_secret_outside_the_env_file(host) -> None:  # type: ignore[no-untyped-def]
-    for secret in ("test-only-grafana-password", "test-only-smtp-password"):
-        found = host.run(f"grep -rl {secret} {DIR} --exclude=grafana.env")
+def test_no_secret_outside_its_file(host) -> None:  # type: ignore[no-untyped-def]
+    for secret, name in (
+        ("test-only-grafana-password", "admin.password"),
+        ("test-only-smtp-password", "smtp.password"),
+    ):
+        found = host.run(f"grep -rl {secret} {DIR} --exclude={name}")
         assert found.stdout.strip() == ""
 
 
@@ -35,7 +37,10 @@ def test_ini_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
     assert ini["auth.anonymous"]["enabled"] == "false"
     assert ini["security"]["cookie_secure"] == "true"
     assert ini["smtp"]["enabled"] == "true" and ini["smtp"]["host"] == "smtp.example.com:587"
-    assert ini["smtp"]["starttls_policy"] == "MandatoryStartTLS" and "password" not in ini["smtp"]
+    assert ini["smtp"]["starttls_policy"] == "MandatoryStartTLS"
+    # Read from the files by Grafana's $__file{} expansion, never written here.
+    assert ini["security"]["admin_password"] == f"$__file{{{DIR}/secrets/admin.password}}"
+    assert ini["smtp"]["password"] == f"$__file{{{DIR}/secrets/smtp.password}}"
 
 
 def test_provisioning_parses_with_pinned_uids(host) -> None:  # type: ignore[no-untyped-def]

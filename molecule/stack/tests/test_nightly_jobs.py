@@ -178,17 +178,17 @@ def test_the_report_role_gives_the_images_user_its_directories_and_mail_secret(h
     expected = {REPORT_DIR: 0o750, REPORTS: 0o750, f"{REPORT_DIR}/secrets": 0o700}
     for path, mode in expected.items():
         d = host.file(path)
-        assert d.is_directory and (d.uid, d.gid, d.mode) == (10001, 10001, mode), path
+        assert d.is_directory and (d.uid, d.gid, d.mode) == (9108, 9108, mode), path
     secret = host.file(f"{REPORT_DIR}/secrets/smtp.password")
-    assert (secret.uid, secret.gid, secret.mode) == (10001, 10001, 0o400)
+    assert (secret.uid, secret.gid, secret.mode) == (9108, 9108, 0o400)
     assert secret.content_string == VARIABLES["report_smtp_password"] + "\n"
     # The image's own user reads the secret and writes a report, with the mounts the weekly job gives its container
     # (mov_report_command in group_vars/all/report.yml; the job itself needs InfluxDB, not in this subset).
     mounts = f"-v {REPORTS}:/reports -v {REPORT_DIR}/secrets:/run/report-secrets:ro"
     probe = host.run(
-        f'docker run --rm {mounts} --entrypoint sh mov/analytics:0.1.0 -c \'test "$(id -u)" = 10001 && '
+        f'docker run --rm {mounts} --entrypoint sh mov/analytics:0.1.0 -c \'test "$(id -u)" = 9108 && '
         "cat /run/report-secrets/smtp.password >/dev/null && touch /reports/report-probe.html'"
     )
     assert probe.rc == 0, probe.stdout + probe.stderr
-    assert host.file(f"{REPORTS}/report-probe.html").uid == 10001
+    assert host.file(f"{REPORTS}/report-probe.html").uid == 9108
     host.check_output(f"rm {REPORTS}/report-probe.html")

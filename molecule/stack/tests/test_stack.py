@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -71,7 +72,7 @@ def probe(*ports: int) -> dict[int, bool]:
 
 def test_every_service_runs_healthy_from_the_bundle_images(host) -> None:  # type: ignore[no-untyped-def]
     state = services(host)
-    assert set(state) == {"mosquitto", "influxdb", "analytics"}
+    assert set(state) == {"mosquitto", "influxdb", "analytics", "dockerproxy"}
     for name, row in state.items():
         assert row["State"] == "running", (name, row)
         assert wait_healthy(host, name) == "healthy", (name, row)
@@ -82,17 +83,100 @@ def test_every_service_runs_healthy_from_the_bundle_images(host) -> None:  # typ
 
 
 def test_containers_run_as_their_service_uids(host) -> None:  # type: ignore[no-untyped-def]
-    for container, uid in (("mov-mosquitto-1", "1883"), ("mov-analytics-1", "10001")):
+    """Each service's process runs as a uid and gid of its own, none of them the host admin's uid 1000 (InfluxDB's
+    image's own user: the double's image has it too)."""
+    expected = {
+        "mov-mosquitto-1": "1883",
+        "mov-analytics-1": "9108",
+        "mov-influxdb-1": "8086",
+        "mov-dockerproxy-1": "2375",
+    }
+    for container, uid in expected.items():
         status = host.check_output(f"docker exec {container} cat /proc/1/status")
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-        assert set(uids) == {uid}, (container, uids)
+        gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
+        assert set(uids) == {uid} and set(gids) == {uid}, (container, uids, gids)
+
+
+def test_influxdb_volumes_belong_to_its_own_uid_and_it_writes_there(host) -> None:  # type: ignore[no-untyped-def]
+    """The deploy made InfluxDB's Docker-managed volumes (labelled as compose's own, never filled from the image's
+    directories owned by uid 1000) and gave them to uid 8086; the double wrote its state and the CLI's configs."""
+    for volume, written in (("mov_influxdb_data", "double-state.json"), ("mov_influxdb_config", "influx-configs")):
+        info = json.loads(host.check_output(f"docker volume inspect {volume}"))[0]
+        assert info["Labels"]["com.docker.compose.project"] == "mov", info["Labels"]
+        mount = info["Mountpoint"]
+        owners = host.check_output(f"find {mount} -printf '%u:%g\\n' | sort -u").split()
+        assert owners == ["8086:8086"], (volume, owners)
+        assert host.file(f"{mount}/{written}").exists, volume
+
+
+def test_no_container_keeps_a_secret_in_its_environment(host) -> None:  # type: ignore[no-untyped-def]
+    """`docker inspect` (what the Docker API proxy lets Telegraf see) shows every container's environment: the
+    InfluxDB admin token and password reach InfluxDB as compose secrets through *_FILE variables instead."""
+    ids = host.check_output("docker ps -aq --filter label=com.docker.compose.project=mov").split()
+    inspected = host.check_output(f"docker inspect {' '.join(ids)}")
+    for secret in (ADMIN_TOKEN, "test-only-influxdb-admin-password", "test-analytics-pw", "test-verify-pw"):
+        assert secret not in inspected
+    influxdb = json.loads(host.check_output("docker inspect mov-influxdb-1"))[0]["Config"]["Env"]
+    assert "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE=/run/secrets/influxdb_admin_token" in influxdb
+
+
+def _through_proxy(host, method: str, path: str) -> int:  # type: ignore[no-untyped-def]
+    """The HTTP status the Docker API proxy answers, asked from the analytics container on the compose network."""
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        "request = urllib.request.Request('http://dockerproxy:2375' + sys.argv[2], method=sys.argv[1])\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(request, timeout=10).status)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code)\n"
+    )
+    out = host.check_output(
+        f"docker exec mov-analytics-1 python3 -c {shlex.quote(script)} {method} {shlex.quote(path)}"
+    )
+    return int(out.strip())
+
+
+def test_docker_api_proxy_passes_only_the_read_calls_telegraf_makes(host) -> None:  # type: ignore[no-untyped-def]
+    """HAProxy in front of the engine's socket: Telegraf's docker input's calls (influxdata/telegraf v1.32.3
+    plugins/inputs/docker/client.go) pass, with or without the API version; every other call, a write or a read
+    that would give away files, logs, secrets or a shell, gets 403 and never reaches the engine."""
+    full_id = host.check_output("docker inspect -f '{{.Id}}' mov-mosquitto-1").strip()
+    allowed = [
+        ("HEAD", "/_ping"),
+        ("GET", "/_ping"),
+        ("GET", "/info"),
+        ("GET", "/v1.43/containers/json?all=1"),
+        ("GET", f"/v1.43/containers/{full_id}/json"),
+        ("GET", f"/v1.43/containers/{full_id}/stats?stream=false"),
+    ]
+    for method, path in allowed:
+        assert _through_proxy(host, method, path) == 200, (method, path)
+    refused = [
+        ("POST", f"/v1.43/containers/{full_id}/stop"),
+        ("POST", f"/v1.43/containers/{full_id}/exec"),
+        ("DELETE", f"/v1.43/containers/{full_id}"),
+        ("POST", "/v1.43/containers/create"),
+        ("GET", f"/v1.43/containers/{full_id}/logs?stdout=1"),
+        ("GET", f"/v1.43/containers/{full_id}/archive?path=/etc"),
+        ("GET", f"/v1.43/containers/{full_id}/json/../../../secrets"),
+        ("GET", "/v1.43/containers/mov-mosquitto-1/json"),
+        ("GET", "/v1.43/secrets"),
+        ("GET", "/v1.43/volumes"),
+        ("GET", "/v1.43/images/json"),
+        ("GET", "/v1.43/events"),
+    ]
+    for method, path in refused:
+        assert _through_proxy(host, method, path) == 403, (method, path)
+    # Still running: the stop above never reached the engine.
+    assert host.check_output("docker inspect -f '{{.State.Status}}' mov-mosquitto-1").strip() == "running"
 
 
 def test_running_containers_hold_no_privilege(host) -> None:  # type: ignore[no-untyped-def]
     """Read from the running containers, not the template: no capability, no privilege gain, a bounded number of
     processes, a read-only root filesystem with a private /tmp, and no process of the container able to write
     outside its volumes."""
-    for container in ("mov-mosquitto-1", "mov-analytics-1"):
+    for container in ("mov-mosquitto-1", "mov-analytics-1", "mov-dockerproxy-1"):
         config = json.loads(host.check_output(f"docker inspect {container}"))[0]["HostConfig"]
         assert config["CapDrop"] == ["ALL"] and not config["CapAdd"], (container, config["CapDrop"])
         assert "no-new-privileges:true" in config["SecurityOpt"], (container, config["SecurityOpt"])
@@ -141,7 +225,7 @@ def test_compose_file_has_health_limits_rotation_and_no_secret(host) -> None:  #
             assert service["logging"]["options"]["max-size"] == "10m", name
         assert ":" in service["image"] and not service["image"].endswith(":latest"), name
     for path, owner, mode in (
-        ("/opt/mov/analytics/secrets/mqtt.password", "10001", 0o400),
+        ("/opt/mov/analytics/secrets/mqtt.password", "9108", 0o400),
         ("/opt/mov/bundle/images.tar", "root", 0o600),
     ):
         f = host.file(path)
@@ -232,7 +316,7 @@ def test_the_first_deploy_wrote_the_workers_token_before_the_worker_started(host
     the deploy could only succeed by starting InfluxDB alone and writing the token first. The worker holds the
     token InfluxDB issued for it, and InfluxDB took its writes."""
     token = host.file("/opt/mov/analytics/secrets/influxdb.token")
-    assert token.mode == 0o600 and token.uid == 10001
+    assert token.mode == 0o600 and token.uid == 9108
     inside = host.check_output("docker exec mov-analytics-1 cat /run/secrets/analytics_influxdb_token").strip()
     assert inside == token.content_string.strip() and inside
     records = [json.loads(line) for line in host.run(f"docker logs {INFLUX}").stdout.splitlines() if line]

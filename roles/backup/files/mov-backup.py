@@ -587,7 +587,9 @@ def compose(cfg: Config, *args: str) -> list[str]:
 # from the backup dir).
 INFLUX_STAGE = "/mov-backup"
 # The influx CLI reads its token from INFLUX_TOKEN (influxdata/influx-cli v2.7.5 cmd/influx/global.go: the --token
-# flag's EnvVar), so the admin token never stands on a process's command line, where `ps` shows it.
+# flag's EnvVar), so the admin token never stands on a process's command line, where `ps` shows it. Inside the
+# service's containers the token is the compose secret the image's *_FILE variable names (roles/influxdb).
+INFLUX_ADMIN_TOKEN = 'INFLUX_TOKEN="$(cat "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE")"'
 
 
 def service_owner(cfg: Config, service: str) -> tuple[int, int] | None:
@@ -614,10 +616,8 @@ def influxdb_backup(cfg: Config, staging: Path) -> None:
     owner = service_owner(cfg, service)
     if owner is not None:
         os.chown(staging, *owner)
-    # The admin token stays in the container's environment; it never passes through this process.
-    backup = (
-        f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx backup --host http://{service}:8086 {INFLUX_STAGE}'
-    )
+    # The admin token stays in the container (its compose secret); it never passes through this process.
+    backup = f"{INFLUX_ADMIN_TOKEN} influx backup --host http://{service}:8086 {INFLUX_STAGE}"
     run_command(
         compose(
             cfg,
@@ -1208,7 +1208,7 @@ def influxdb_has_data(cfg: Config) -> bool:
             cfg.influxdb_service,
             "sh",
             "-c",
-            f"INFLUX_TOKEN=\"$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN\" influx query --raw '{query}'",
+            f"{INFLUX_ADMIN_TOKEN} influx query --raw '{query}'",
         ),
         "influx query (is InfluxDB empty?)",
     )
@@ -1337,10 +1337,7 @@ def restore_influxdb(cfg: Config, snapshot: Path, entries: list[dict[str, Any]])
         if owner is not None:
             for path in [staging, *staging.rglob("*")]:
                 os.chown(path, *owner)
-        restore = (
-            f'INFLUX_TOKEN="$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN" influx restore --full '
-            f"--host http://{service}:8086 {INFLUX_STAGE}"
-        )
+        restore = f"{INFLUX_ADMIN_TOKEN} influx restore --full --host http://{service}:8086 {INFLUX_STAGE}"
         run_command(
             compose(
                 cfg,
@@ -1502,7 +1499,7 @@ def influx_counts(cfg: Config, stop: datetime) -> dict[str, int]:
             cfg.influxdb_service,
             "sh",
             "-c",
-            f"INFLUX_TOKEN=\"$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN\" influx query --raw '{query}'",
+            f"{INFLUX_ADMIN_TOKEN} influx query --raw '{query}'",
         ),
         f"influx query ({cfg.stack_project})",
     )
@@ -1522,24 +1519,35 @@ def influx_counts(cfg: Config, stop: datetime) -> dict[str, int]:
 
 
 def start_drill_influxdb(cfg: Config, drill: Config) -> None:
-    """A scratch InfluxDB: production's image and env file, no published port, a volume of its own."""
+    """A scratch InfluxDB: production's image, env file, secrets and user, no published port, and directories of its
+    own for its data and config, owned by that user (a named volume would take the image's directory and its owner,
+    the image's uid, which the service does not run as)."""
     raw = run_command(compose(cfg, "config", "--format", "json"), "docker compose config (production)")
-    service = json.loads(raw)["services"][cfg.influxdb_service]
-    scratch = {key: service[key] for key in ("image", "env_file", "environment", "user") if key in service}
-    scratch |= {"volumes": ["drill-influxdb:/var/lib/influxdb2"], "healthcheck": service.get("healthcheck", {})}
-    Path(drill.stack_dir).mkdir(parents=True, exist_ok=True)
-    compose_file = Path(drill.stack_dir) / "compose.yaml"
-    compose_file.write_text(
-        json.dumps(
-            {
-                "name": drill.stack_project,
-                "services": {cfg.influxdb_service: scratch},
-                "volumes": {"drill-influxdb": {}},
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
+    config = json.loads(raw)
+    service = config["services"][cfg.influxdb_service]
+    scratch = {key: service[key] for key in ("image", "env_file", "environment", "user", "secrets") if key in service}
+    sources = {str(s["source"] if isinstance(s, dict) else s) for s in service.get("secrets", [])}
+    secrets = {
+        name: {k: v for k, v in spec.items() if k != "name"}
+        for name, spec in config.get("secrets", {}).items()
+        if name in sources
+    }
+    stack_dir = Path(drill.stack_dir)
+    owner = service_owner(cfg, cfg.influxdb_service)
+    mounts = {"data": "/var/lib/influxdb2", "config": "/etc/influxdb2"}
+    for name in mounts:
+        (stack_dir / name).mkdir(parents=True, mode=0o700)
+        if owner is not None:
+            os.chown(stack_dir / name, *owner)
+    scratch |= {
+        "volumes": [f"{stack_dir / name}:{target}" for name, target in mounts.items()],
+        "healthcheck": service.get("healthcheck", {}),
+    }
+    compose_file = stack_dir / "compose.yaml"
+    document: dict[str, Any] = {"name": drill.stack_project, "services": {cfg.influxdb_service: scratch}}
+    if secrets:
+        document["secrets"] = secrets
+    compose_file.write_text(json.dumps(document, indent=2), encoding="utf-8")
     compose_file.chmod(0o600)
     run_command(compose(drill, "up", "-d", "--wait", cfg.influxdb_service), "start the drill's InfluxDB")
 
