@@ -1,4 +1,5 @@
-"""stack_id_clashes: why the services' uids and gids are not each their own, as messages (empty when they are).
+"""stack_id_clashes: why the services' uids and gids are not each their own, as messages (empty when they are);
+stack_compose_users: the uid and gid a compose file runs each service as.
 
 A container's uid and gid are the host's (no user namespace): a service running as a host account's uid, or with a
 host group's gid, holds that account's or group's rights on whatever it reaches (a bind mount, an escape), and two
@@ -38,6 +39,17 @@ def stack_id_clashes(
     return problems
 
 
+def stack_compose_users(services: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, int]]:
+    """service -> {uid, gid} from a compose file's `user: "uid[:gid]"` (numeric; a gid defaults to the uid, as
+    Docker's does not, but the stack always writes both); services without a numeric user are left out."""
+    users: dict[str, dict[str, int]] = {}
+    for name, service in services.items():
+        uid, _, gid = str(service.get("user", "")).partition(":")
+        if uid.isdigit() and (gid == "" or gid.isdigit()):
+            users[name] = {"uid": int(uid), "gid": int(gid or uid)}
+    return users
+
+
 class FilterModule:
     def filters(self) -> dict[str, object]:
-        return {"stack_id_clashes": stack_id_clashes}
+        return {"stack_id_clashes": stack_id_clashes, "stack_compose_users": stack_compose_users}
