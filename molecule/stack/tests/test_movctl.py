@@ -71,6 +71,7 @@ def test_status_before_any_backup(host) -> None:  # type: ignore[no-untyped-def]
         "mosquitto": ("running", "healthy"),
         "influxdb": ("running", "healthy"),
         "analytics": ("running", "healthy"),
+        "dockerproxy": ("running", "healthy"),
     }
     assert all(s["uptime_s"] >= 0 for s in doc["services"])
     assert doc["certificate"]["days_left"] > 300
@@ -111,7 +112,7 @@ def test_logs(host) -> None:  # type: ignore[no-untyped-def]
     assert text.rc == 0 and text.stdout.strip(), text.stderr
     assert all(line.startswith("mosquitto") for line in text.stdout.splitlines() if line.strip())
     lines = [json.loads(line) for line in movctl(host, "logs", "--json", "--tail", "3").stdout.splitlines()]
-    assert lines and {line["service"] for line in lines} <= {"mosquitto", "influxdb", "analytics"}
+    assert lines and {line["service"] for line in lines} <= {"mosquitto", "influxdb", "analytics", "dockerproxy"}
     assert all(line["time"] for line in lines)
     follow = host.run("timeout 5 movctl logs mosquitto -f --tail 1")
     assert follow.rc == 124 and follow.stdout.strip()  # still following when timeout stopped it
@@ -241,8 +242,13 @@ def test_scripts_movctl_reaches_the_box_with_docker_exec(tmp_path: Path) -> None
 
     status = controller("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
-    assert {s["service"] for s in json.loads(status.stdout)["services"]} == {"mosquitto", "influxdb", "analytics"}
+    assert {s["service"] for s in json.loads(status.stdout)["services"]} == {
+        "mosquitto",
+        "influxdb",
+        "analytics",
+        "dockerproxy",
+    }
     refused = controller("restart", "grafana")
-    assert refused.returncode == 2 and "mosquitto, influxdb, analytics" in refused.stderr
+    assert refused.returncode == 2 and "mosquitto, influxdb, analytics, dockerproxy" in refused.stderr
     checks = controller("test")
     assert checks.returncode == 0, checks.stdout + checks.stderr

@@ -163,6 +163,7 @@ def test_the_status_page_job_writes_the_box_state(host) -> None:  # type: ignore
             "mosquitto": ["running", "healthy"],
             "influxdb": ["running", "healthy"],
             "analytics": ["running", "healthy"],
+            "dockerproxy": ["running", "healthy"],
         }
     )
     html = host.file(f"{PAGE}/index.html").content_string

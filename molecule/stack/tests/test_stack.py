@@ -299,7 +299,7 @@ def test_releases_record_images_and_configs(host) -> None:  # type: ignore[no-un
     # The converge's, then the token rotation's (a new worker token is a new config).
     assert len(releases) == 2, releases
     release = json.loads(host.file(f"/opt/mov/releases/{releases[-1]}/release.json").content_string)
-    assert release["services"] == ["mosquitto", "influxdb", "analytics"]
+    assert release["services"] == ["mosquitto", "influxdb", "analytics", "dockerproxy"]
     for name, ref in (("mosquitto", MOSQUITTO_IMAGE), ("analytics", ANALYTICS_IMAGE)):
         image = release["images"][name]
         assert image["ref"] == ref
