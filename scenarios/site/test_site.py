@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import yaml
 from conftest import DOMAIN, ENV, LAN, REPO, Host, Site
-from device import MOSQUITTO_IMAGE, reading
+from device import MOSQUITTO_IMAGE, publish_websockets, reading
 from device import publish as device_publish
 from prober import Prober, docker
 
@@ -195,6 +195,31 @@ def test_a_device_cannot_publish_as_another(site: Site) -> None:
         publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 31.5)])
         wait_for("sensor_001's later status", points_of, site, host, 'status="alerta"')
         assert not [p for p in stored_points(site, host, "mov_status") if "dispositivo=sensor_002" in p]
+
+
+def test_mqtt_over_websockets_through_nginx(site: Site) -> None:
+    """A real MQTT client (paho's websockets transport) through nginx on 443 to Mosquitto's websockets listener: a
+    device's reading reaches the worker and its status is stored; the ACL holds there too (a reading on another
+    device's topic is acknowledged and stored nowhere); anonymous and wrong-password clients are refused."""
+    secrets = site.vault()["vault_mov_secrets"]
+    assert isinstance(secrets, dict)
+    device, password = "industria_abc/sensor_001", str(secrets["mqtt"]["industria_abc/sensor_001"])
+    for host in site.hosts:
+        ca = site.sudo(host, "cat /opt/mov/tls/ca.pem")
+        assert ca.returncode == 0, ca.stderr
+
+        nginx = (host.address, DOMAIN, ca.stdout, "/mqtt")
+        forged = reading("industria_abc/sensor_002", 38.25)
+        assert publish_websockets(*nginx, [forged], "mov/dados/industria_abc/sensor_002", device, password) == "ok"
+        # From alerta (the step before) to critico: a status point the worker stores only for this reading.
+        genuine = reading(device, 36.75)
+        assert publish_websockets(*nginx, [genuine], f"mov/dados/{device}", device, password) == "ok"
+        wait_for("sensor_001's status from its websockets reading", points_of, site, host, "36.75")
+        assert not [p for p in stored_points(site, host, "mov_status") if "sensor_002" in p or "38.25" in p]
+        refused = publish_websockets(*nginx, [genuine], f"mov/dados/{device}", None)
+        assert refused != "ok", "an anonymous websockets client was let in"
+        refused = publish_websockets(*nginx, [genuine], f"mov/dados/{device}", device, password + "x")
+        assert refused != "ok", "a wrong password was let in over websockets"
 
 
 def write_readings_as_telegraf(site: Site, host: Host, count: int) -> None:
