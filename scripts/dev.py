@@ -183,7 +183,7 @@ def python_paths() -> list[str]:
         {str(p.parent.relative_to(REPO)) for p in REPO.glob("roles/*/files/*.py")}
         | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/filter_plugins") if p.is_dir()}
     )
-    return ["scripts", "scripts/movctl", "tests", "molecule", "scenarios", "bench", "analytics", *roles]
+    return ["scripts", "scripts/movctl", "tests", "molecule", "scenarios", "bench", "analytics", "hosttools", *roles]
 
 
 def mypy_paths() -> list[str]:
@@ -192,6 +192,7 @@ def mypy_paths() -> list[str]:
     return [
         "scripts",
         "scripts/movctl",
+        "hosttools/src/mov_host",
         "tests/e2e",
         "scenarios/site",
         "scenarios/up",
@@ -204,7 +205,7 @@ def mypy_paths() -> list[str]:
 def lint(results: Results, stream: bool = True) -> None:
     # The scripts' and tests' own imports by path (scripts/, the analytics tests' helpers, molecule/prober.py, the
     # scenarios' device).
-    mypy_env = dict(os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule", "scenarios"]))
+    mypy_env = dict(os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule", "scenarios", "hosttools/src"]))
     for name, cmd, env, cwd in (
         ("yamllint", ["yamllint", "--strict", "."], None, REPO),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"], None, REPO),
