@@ -91,6 +91,10 @@ def _cases(tmp: Path, port: int, own_name: str) -> dict[str, tuple[dict[str, Any
         "vault_not_loaded": ({"vault_mov_secrets": None}, "vault_mov_secrets is not defined"),
         "no_admin_keys": ({"mov_admin_ssh_keys": []}, "mov_admin_ssh_keys is empty"),
         "clock_off": ({"mov_preflight_reference_epoch": 1000000000}, "off the controller's (at most 30 s"),
+        "python_too_old": (
+            {"host_tools_python": str(tmp / "python3.9")},
+            "python3.9; this host has 3.9. Debian 12 (3.11) and 13 (3.13) ship one",
+        ),
         "unsupported_os": (
             {"mov_preflight_supported_os": {"Ubuntu": ["24.04"]}},
             "the platform supports Ubuntu 24.04 (mov_preflight_supported_os)",
@@ -133,6 +137,10 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, held_port: int) -> tuple[
     tmp = tmp_path_factory.mktemp("preflight")
     (tmp / "vault-encrypted.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162\n")
     (tmp / "vault-plaintext.yml").write_text("---\nvault_mov_secrets: {}\n")
+    # A host whose python3 is Python 3.9 (Debian 11's), standing in for the interpreter the host tools would run on.
+    old_python = tmp / "python3.9"
+    old_python.write_text("#!/bin/sh\necho 3.9\n")
+    old_python.chmod(0o755)
     own_name = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
     hosts = {}
     for name, (changes, _) in _cases(tmp, held_port, own_name).items():
