@@ -9,8 +9,8 @@ Generates about N MB of platform-shaped data in a scratch directory:
 * a Mosquitto persistence file (queued MQTT readings: JSON payloads, partly compressible),
 * a few hundred small config files (provisioning, dashboards, releases).
 
-Then, with roles/backup/files/mov-backup.py itself (imported, not copied) and an rclone crypt remote over the
-`local` backend in the scratch directory (needs `rclone` and `zstd` on this machine):
+Then, with mov-backup itself (the host tools' package, hosttools/src/mov_host, imported, not copied) and an
+rclone crypt remote over the `local` backend in the scratch directory (needs `rclone` and `zstd` on this machine):
 
 1. full: `run` with no previous snapshot: snapshot, zstd where it pays, manifest, upload, rclone cryptcheck;
 2. incremental: `run` again with nothing changed (hard links to the previous snapshot, upload, cryptcheck);
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -41,24 +40,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+# The host tools' package is not installed in .venv (pytest finds it through its pythonpath setting).
+sys.path.insert(0, str(REPO / "hosttools" / "src"))
 import dev  # noqa: E402
 
-TOOL = REPO / "roles" / "backup" / "files" / "mov-backup.py"
 MB = 1 << 20
-
-
-def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mov_backup", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mov_backup"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def reading(rng: random.Random, i: int) -> bytes:
@@ -190,10 +181,10 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def timed(tool: ModuleType, argv: list[str]) -> tuple[float, float]:
+def timed(mov_backup: Callable[[Sequence[str]], int], argv: list[str]) -> tuple[float, float]:
     """(wall, CPU) seconds of one mov-backup command."""
     started, cpu = time.monotonic(), cpu_seconds()
-    code = tool.main(argv)
+    code = mov_backup(argv)
     elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
     if code != 0:
         raise SystemExit(f"mov-backup {' '.join(argv)} failed with exit {code}")
@@ -211,7 +202,9 @@ def main() -> int:
     for binary in ("rclone", "zstd", "tar"):
         if shutil.which(binary) is None:
             raise SystemExit(f"needs {binary} (apt-get install rclone zstd)")
-    tool = load_tool()
+    # Imported only now, inside .venv: the package needs zstandard.
+    from mov_host.backup import main as mov_backup
+
     scratch = Path(tempfile.mkdtemp(prefix="mov-bench-backup-"))
     real_stdout = sys.stdout
     if args.json:
@@ -225,9 +218,9 @@ def main() -> int:
         subprocess.run(["sync"], check=True)
 
         load_before = os.getloadavg()[0]
-        full_s, full_cpu = timed(tool, ["--config", cfg, "run"])
+        full_s, full_cpu = timed(mov_backup, ["--config", cfg, "run"])
         time.sleep(1.1)  # a new snapshot id (one per second)
-        incremental_s, incremental_cpu = timed(tool, ["--config", cfg, "run"])
+        incremental_s, incremental_cpu = timed(mov_backup, ["--config", cfg, "run"])
 
         started, cpu = time.monotonic(), cpu_seconds()
         with (scratch / "reference.tar.zst").open("wb") as out:
@@ -248,7 +241,7 @@ def main() -> int:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
             else:
                 target.unlink()
-        restore_s, _ = timed(tool, ["--config", cfg, "restore", "--from", "remote", "--force"])
+        restore_s, _ = timed(mov_backup, ["--config", cfg, "restore", "--from", "remote", "--force"])
         identical = fingerprints(data) == before
         snapshot = sorted((scratch / "backups").glob("2*"))[-1]
         stored = sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())

@@ -18,25 +18,27 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from host_script import load_script
+from mov_host import backup
+from mov_host.backup import files as backup_files
+from mov_host.backup import sqlite as backup_sqlite
+from mov_host.backup.config import Retention, load_config
+from mov_host.backup.files import CHUNK, read_manifest, snapshot_ids
+from mov_host.backup.influx import INFLUX_ADMIN_TOKEN
+from mov_host.backup.restore import check_snapshot
+from mov_host.backup.retention import expired_once_taken, keep_set
+from mov_host.backup.sqlite import sqlite_signature, sqlite_unchanged
+from mov_host.backup.status import alert
 
-TOOL = Path(__file__).resolve().parent.parent / "roles" / "backup" / "files" / "mov-backup.py"
 
-
-@pytest.fixture(scope="module")
-def tool() -> ModuleType:
-    return load_script("mov_backup", TOOL)
-
-
-def test_retention_keeps_the_newest_of_each_period(tool: ModuleType) -> None:
+def test_retention_keeps_the_newest_of_each_period() -> None:
     ids = [
         "20261126T023000Z",
         "20261126T010000Z",
@@ -49,7 +51,7 @@ def test_retention_keeps_the_newest_of_each_period(tool: ModuleType) -> None:
         "20261015T023000Z",
         "20260915T023000Z",
     ]
-    keep = tool.keep_set(ids, tool.Retention(daily=3, weekly=2, monthly=2))
+    keep = keep_set(ids, Retention(daily=3, weekly=2, monthly=2))
     assert sorted(keep) == [
         "20261015T023000Z",
         "20261122T023000Z",
@@ -57,8 +59,8 @@ def test_retention_keeps_the_newest_of_each_period(tool: ModuleType) -> None:
         "20261125T023000Z",
         "20261126T023000Z",
     ]
-    assert tool.keep_set(ids, tool.Retention(0, 0, 0)) == {"20261126T023000Z"}  # never nothing
-    assert len(tool.keep_set(ids, tool.Retention(0, 0, 0, last=4))) == 4
+    assert keep_set(ids, Retention(0, 0, 0)) == {"20261126T023000Z"}  # never nothing
+    assert len(keep_set(ids, Retention(0, 0, 0, last=4))) == 4
 
 
 @pytest.fixture
@@ -106,19 +108,19 @@ def _rows(path: Path) -> int:
 
 
 def test_snapshots_are_incremental_and_restore_byte_for_byte(
-    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, config, backups = platform["data"], platform["config"], platform["backups"]
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     out = capsys.readouterr().out
     assert "absent: " in out and "skipped" in out
     assert "influxdb: in the stack's services but" in out  # no compose project yet: skipped, said so
     os.utime(data / "mosquitto" / "config" / "passwd", ns=(1, 1))  # a change rsync's quick check would see
     (data / "mosquitto" / "config" / "passwd").write_text("verify:$7$101$other\n")
-    first = tool.snapshot_ids(backups)[0]
+    first = snapshot_ids(backups)[0]
     (backups / first).rename(backups / "20200101T000000Z")  # a second snapshot id without waiting a second
-    assert tool.main(["--config", config, "run"]) == 0
-    old, new = tool.snapshot_ids(backups)
+    assert backup.main(["--config", config, "run"]) == 0
+    old, new = snapshot_ids(backups)
     manifest = json.loads((backups / new / "manifest.json").read_text())
     entries = {e["rel"]: e for e in manifest["files"]}
     assert entries["mosquitto.conf"]["zstd"] and not entries["mosquitto.db"]["zstd"]
@@ -137,67 +139,67 @@ def test_snapshots_are_incremental_and_restore_byte_for_byte(
     (data / "mosquitto" / "data" / "mosquitto.db").unlink()
     (data / "grafana.db").unlink()
     (data / "mosquitto" / "config" / "passwd").write_text("clobbered\n")
-    assert tool.main(["--config", config, "restore"]) == 0
+    assert backup.main(["--config", config, "restore"]) == 0
     assert {p: _sha(p) for p in sums} == sums
     assert _rows(data / "grafana.db") == 300
 
 
 def test_restore_refuses_non_empty_data_without_force(
-    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert tool.main(["--config", platform["config"], "run"]) == 0
+    assert backup.main(["--config", platform["config"], "run"]) == 0
     persistence = platform["data"] / "mosquitto" / "data" / "mosquitto.db"
     persistence.write_bytes(b"newer data")
-    assert tool.main(["--config", platform["config"], "restore"]) == 1
+    assert backup.main(["--config", platform["config"], "restore"]) == 1
     err = capsys.readouterr().err
     assert "refusing to overwrite data that is not empty" in err and "restore_force=true" in err
     assert persistence.read_bytes() == b"newer data"
-    assert tool.main(["--config", platform["config"], "restore", "--force"]) == 0
+    assert backup.main(["--config", platform["config"], "restore", "--force"]) == 0
     assert persistence.read_bytes() != b"newer data"
 
 
 def test_a_damaged_local_snapshot_is_named_and_not_restored(
-    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert tool.main(["--config", platform["config"], "run"]) == 0
-    snapshot = platform["backups"] / tool.snapshot_ids(platform["backups"])[-1]
+    assert backup.main(["--config", platform["config"], "run"]) == 0
+    snapshot = platform["backups"] / snapshot_ids(platform["backups"])[-1]
     stored = snapshot / "data/mosquitto-data/mosquitto.db"
     damaged = bytearray(stored.read_bytes())
     damaged[100] ^= 1
     stored.write_bytes(bytes(damaged))
-    assert tool.main(["--config", platform["config"], "restore", "--force"]) == 1
+    assert backup.main(["--config", platform["config"], "restore", "--force"]) == 1
     assert "data/mosquitto-data/mosquitto.db (sha256 differs from the manifest)" in capsys.readouterr().err
 
 
-def test_a_failed_run_leaves_no_snapshot(tool: ModuleType, platform: dict[str, Any]) -> None:
+def test_a_failed_run_leaves_no_snapshot(platform: dict[str, Any]) -> None:
     config = json.loads(Path(platform["config"]).read_text())
     broken = platform["tmp"] / "broken.db"
     broken.write_bytes(os.urandom(4096))
     config["sources"].append({"name": "broken", "kind": "sqlite", "path": str(broken)})
     path = platform["tmp"] / "broken.json"
     path.write_text(json.dumps(config))
-    assert tool.main(["--config", str(path), "run"]) == 1
-    assert tool.snapshot_ids(platform["backups"]) == []
+    assert backup.main(["--config", str(path), "run"]) == 1
+    assert snapshot_ids(platform["backups"]) == []
     assert list(platform["backups"].glob(".partial-*")) == []
     status = json.loads(Path(platform["tmp"] / "status.json").read_text())
     assert status["result"] == "failed" and "sqlite backup of" in status["error"]
 
 
 def test_an_untouched_sqlite_database_is_not_copied_again(
-    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    platform: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, config, backups = platform["data"], platform["config"], platform["backups"]
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     # Just written: its ctime is too close to the look the snapshot took to vouch for it (racily clean).
-    first = tool.snapshot_ids(backups)[0]
-    entry = next(e for e in tool.read_manifest(backups / first)["files"] if e["rel"] == "grafana.db")
-    assert not tool.sqlite_unchanged(entry, tool.sqlite_signature(data / "grafana.db"))
-    monkeypatch.setattr(tool, "RACY_NS", -(10**12))  # as if the database had been written long before
+    first = snapshot_ids(backups)[0]
+    entry = next(e for e in read_manifest(backups / first)["files"] if e["rel"] == "grafana.db")
+    assert not sqlite_unchanged(entry, sqlite_signature(data / "grafana.db"))
+    monkeypatch.setattr(backup_sqlite, "RACY_NS", -(10**12))  # as if the database had been written long before
     (backups / first).rename(backups / "20200101T000000Z")
     capsys.readouterr()
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     assert "grafana-db: unchanged since the previous snapshot" in capsys.readouterr().out
-    second = tool.snapshot_ids(backups)[-1]
+    second = snapshot_ids(backups)[-1]
     stored = entry["stored"]
     assert (backups / "20200101T000000Z" / stored).stat().st_ino == (backups / second / stored).stat().st_ino
 
@@ -206,19 +208,17 @@ def test_an_untouched_sqlite_database_is_not_copied_again(
     db.commit()
     db.close()
     (backups / second).rename(backups / "20200102T000000Z")
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     assert "grafana-db: unchanged" not in capsys.readouterr().out
     (data / "grafana.db").unlink()
-    assert tool.main(["--config", config, "restore", "--force"]) == 0
+    assert backup.main(["--config", config, "restore", "--force"]) == 0
     assert _rows(data / "grafana.db") == 301
 
 
-def test_compression_is_decided_on_the_first_chunk_and_checked_on_the_whole(
-    tool: ModuleType, platform: dict[str, Any]
-) -> None:
+def test_compression_is_decided_on_the_first_chunk_and_checked_on_the_whole(platform: dict[str, Any]) -> None:
     data, config, backups = platform["data"], platform["config"], platform["backups"]
     config_dir = data / "mosquitto" / "config"
-    chunk = tool.CHUNK
+    chunk = CHUNK
     text = b"".join(b"sensor_%03d temperatura %d\n" % (i % 50, i) for i in range(chunk))
     files = {
         "noise.log": os.urandom(3 * chunk),  # no telling extension: the first chunk's zstd block shows no gain
@@ -228,9 +228,9 @@ def test_compression_is_decided_on_the_first_chunk_and_checked_on_the_whole(
     }
     for name, content in files.items():
         (config_dir / name).write_bytes(content)
-    assert tool.main(["--config", config, "run"]) == 0
-    snapshot = backups / tool.snapshot_ids(backups)[-1]
-    entries = {e["rel"]: e for e in tool.read_manifest(snapshot)["files"]}
+    assert backup.main(["--config", config, "run"]) == 0
+    snapshot = backups / snapshot_ids(backups)[-1]
+    entries = {e["rel"]: e for e in read_manifest(snapshot)["files"]}
     assert not any(entries[name]["zstd"] for name in ("noise.log", "late.log", "mixed.log"))
     assert entries["text.log"]["zstd"] and entries["text.log"]["stored"].endswith("text.log.zst")
     stored = {p.name for p in (snapshot / "data" / "mosquitto-config").iterdir()}
@@ -241,13 +241,13 @@ def test_compression_is_decided_on_the_first_chunk_and_checked_on_the_whole(
         assert entry["sha256"] == hashlib.sha256(content).hexdigest()
         assert entry["stored_sha256"] == hashlib.sha256((snapshot / entry["stored"]).read_bytes()).hexdigest()
         (config_dir / name).write_bytes(b"changed")
-    assert tool.main(["--config", config, "restore", "--force"]) == 0
+    assert backup.main(["--config", config, "restore", "--force"]) == 0
     for name, content in files.items():
         assert (config_dir / name).read_bytes() == content
 
 
 def test_a_write_back_error_fails_the_run_and_leaves_no_snapshot(
-    tool: ModuleType, platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class FailingLibc:
         @staticmethod
@@ -256,9 +256,9 @@ def test_a_write_back_error_fails_the_run_and_leaves_no_snapshot(
             ctypes.set_errno(errno.EIO)
             return -1
 
-    monkeypatch.setattr(tool, "_LIBC", FailingLibc())
-    assert tool.main(["--config", platform["config"], "run"]) == 1
-    assert tool.snapshot_ids(platform["backups"]) == []
+    monkeypatch.setattr(backup_files, "_LIBC", FailingLibc())
+    assert backup.main(["--config", platform["config"], "run"]) == 1
+    assert snapshot_ids(platform["backups"]) == []
     assert list(platform["backups"].glob(".partial-*")) == []
     status = json.loads(Path(platform["tmp"] / "status.json").read_text())
     assert status["result"] == "failed" and "syncfs" in status["error"] and "Input/output error" in status["error"]
@@ -348,7 +348,6 @@ def _new_persistence(platform: dict[str, Any]) -> None:
 
 
 def test_a_full_backup_disk_refuses_alerts_by_email_and_the_next_run_succeeds(
-    tool: ModuleType,
     platform: dict[str, Any],
     small_disk: Path,
     smtp: tuple[Inbox, int],
@@ -358,12 +357,12 @@ def test_a_full_backup_disk_refuses_alerts_by_email_and_the_next_run_succeeds(
     config = _configure(platform, email=_plain_email(port))
     _new_persistence(platform)
     filler = _fill(small_disk, 256 << 10)  # 1 MiB of new data, 256 KiB free
-    assert tool.main(["--config", config, "run"]) == 1
+    assert backup.main(["--config", config, "run"]) == 1
     out = capsys.readouterr().out
     assert f"backup FAILED: not enough space on {small_disk}: this run needs up to 1." in out
     assert "(no snapshot has expired). Nothing was written" in out
     assert "alert e-mailed to ops@example.test through 127.0.0.1" in out
-    assert tool.snapshot_ids(small_disk) == [] and list(small_disk.glob(".partial-*")) == []
+    assert snapshot_ids(small_disk) == [] and list(small_disk.glob(".partial-*")) == []
     status = json.loads(Path(platform["tmp"] / "status.json").read_text())
     assert status["result"] == "failed" and "not enough space" in status["error"]
     [mail] = inbox.messages
@@ -372,52 +371,52 @@ def test_a_full_backup_disk_refuses_alerts_by_email_and_the_next_run_succeeds(
     assert "not enough space" in mail.get_payload()
 
     filler.unlink()
-    assert tool.main(["--config", config, "run"]) == 0
-    assert len(tool.snapshot_ids(small_disk)) == 1 and len(inbox.messages) == 1
+    assert backup.main(["--config", config, "run"]) == 0
+    assert len(snapshot_ids(small_disk)) == 1 and len(inbox.messages) == 1
     status = json.loads(Path(platform["tmp"] / "status.json").read_text())
     assert status["result"] == "ok" and status["space"]["needed_bytes"] > 1 << 20
 
 
 def test_expired_snapshots_make_room_before_the_run(
-    tool: ModuleType, platform: dict[str, Any], small_disk: Path, capsys: pytest.CaptureFixture[str]
+    platform: dict[str, Any], small_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = _configure(platform, retention={"daily": 2, "weekly": 0, "monthly": 0})
     for older in ("20200101T000000Z", "20200102T000000Z"):  # two snapshots, 1 MiB of its own each
         _new_persistence(platform)
-        assert tool.main(["--config", config, "run"]) == 0
-        (small_disk / tool.snapshot_ids(small_disk)[-1]).rename(small_disk / older)
+        assert backup.main(["--config", config, "run"]) == 0
+        (small_disk / snapshot_ids(small_disk)[-1]).rename(small_disk / older)
     _new_persistence(platform)
     _fill(small_disk, 512 << 10)
     capsys.readouterr()
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     out = capsys.readouterr().out
     assert "removing the 1 snapshot(s) retention drops once this run's exists" in out
     assert "retention: removed local snapshot 20200101T000000Z" in out
-    ids = tool.snapshot_ids(small_disk)
+    ids = snapshot_ids(small_disk)
     assert ids[0] == "20200102T000000Z" and len(ids) == 2
-    tool.check_snapshot(small_disk / ids[-1])
+    check_snapshot(small_disk / ids[-1])
 
 
-def test_retention_before_a_run_never_drops_the_newest(tool: ModuleType) -> None:
+def test_retention_before_a_run_never_drops_the_newest() -> None:
     ids = ["20261124T023000Z", "20261125T023000Z", "20261126T023000Z"]
-    daily3 = tool.Retention(daily=3, weekly=0, monthly=0)
-    assert tool.expired_once_taken(ids, daily3, "20261127T023000Z") == ["20261124T023000Z"]
-    assert tool.keep_set(ids, daily3) == set(ids)  # retention after the run would have found nothing to drop
+    daily3 = Retention(daily=3, weekly=0, monthly=0)
+    assert expired_once_taken(ids, daily3, "20261127T023000Z") == ["20261124T023000Z"]
+    assert keep_set(ids, daily3) == set(ids)  # retention after the run would have found nothing to drop
     # Same day as the newest: retention would drop it once the new one exists, but it is the link base.
-    assert tool.expired_once_taken(ids, tool.Retention(1, 0, 0), "20261126T050000Z") == ids[:2]
+    assert expired_once_taken(ids, Retention(1, 0, 0), "20261126T050000Z") == ids[:2]
 
 
-def test_a_failed_drill_alerts_by_email(tool: ModuleType, platform: dict[str, Any], smtp: tuple[Inbox, int]) -> None:
+def test_a_failed_drill_alerts_by_email(platform: dict[str, Any], smtp: tuple[Inbox, int]) -> None:
     inbox, port = smtp
     config = _configure(platform, email=_plain_email(port))
-    assert tool.main(["--config", config, "drill", "--from", "local"]) == 1
+    assert backup.main(["--config", config, "drill", "--from", "local"]) == 1
     [mail] = inbox.messages
     assert mail["Subject"] == f"[mov/test] restore drill failed on {socket.gethostname()}"
     assert "no complete local snapshot" in mail.get_payload()
 
 
 def test_alert_email_uses_starttls_and_logs_in_with_the_password_file(
-    tool: ModuleType, platform: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
     subprocess.run(
@@ -470,9 +469,9 @@ def test_alert_email_uses_starttls_and_logs_in_with_the_password_file(
                 "password_file": str(password),
             },
         )
-        cfg = tool.load_config(config)
+        cfg = load_config(config)
         assert cfg.email.starttls  # the default
-        tool.alert(cfg, "backup on host failed: disk on fire")
+        alert(cfg, "backup on host failed: disk on fire")
     finally:
         controller.stop()
     assert inbox.logins == [(b"mov-alerts", b"relay-secret")]
@@ -482,11 +481,21 @@ def test_alert_email_uses_starttls_and_logs_in_with_the_password_file(
 
 
 def test_plain_smtp_is_refused_for_a_relay_elsewhere(
-    tool: ModuleType, platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    platform: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = _configure(platform, email=_plain_email(25) | {"host": "smtp.example.test"})
-    assert tool.main(["--config", config, "check-config"]) == 1
+    assert backup.main(["--config", config, "check-config"]) == 1
     assert "starttls: false is for a relay on this host only" in capsys.readouterr().err
+
+
+def test_the_command_runs_the_package_through_its_dispatcher(platform: dict[str, Any]) -> None:
+    """On the host, `mov-backup ARGS` is `python3 <zipapp> mov-backup ARGS`: the same output and exit code."""
+    env = dict(os.environ, PYTHONPATH=str(Path(backup.__file__).resolve().parents[2]))  # hosttools/src
+    argv = [sys.executable, "-m", "mov_host", "mov-backup", "--config", platform["config"]]
+    checked = subprocess.run([*argv, "check-config"], capture_output=True, text=True, env=env, check=False)
+    assert (checked.returncode, checked.stdout) == (0, f"config ok: 4 sources, backup_dir {platform['backups']}\n")
+    refused = subprocess.run([*argv, "--bogus"], capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode == 2 and "usage: mov-backup" in refused.stderr
 
 
 # A test double of `docker compose` (InfluxDB cannot run here): it answers the calls influxdb_backup and the space
@@ -525,7 +534,7 @@ else:
 
 
 def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
-    tool: ModuleType, platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bin_dir, calls = platform["tmp"] / "bin", platform["tmp"] / "docker-calls.jsonl"
     bin_dir.mkdir()
@@ -535,7 +544,7 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
     (platform["tmp"] / "compose.yaml").write_text("services: {}\n")  # the stack is deployed
     config = _configure(platform)
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
     [run] = [c for c in logged if isinstance(c, list) and "run" in c]
     assert run[run.index("run") : run.index("influxdb")] == [
@@ -550,7 +559,7 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     ]
     assert run[-2:] == [
         "-c",
-        tool.INFLUX_ADMIN_TOKEN + " influx backup --host http://influxdb:8086 /mov-backup",
+        INFLUX_ADMIN_TOKEN + " influx backup --host http://influxdb:8086 /mov-backup",
     ]
     [staged] = [c for c in logged if isinstance(c, dict)]
     assert Path(staged["staging"]).is_relative_to(platform["backups"])  # on the backup disk, not in a container
@@ -559,22 +568,22 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     assert not any("cp" in c or ":/tmp" in " ".join(c) for c in logged if isinstance(c, list))
     first = json.loads(Path(platform["tmp"] / "status.json").read_text())["space"]["needed_bytes"]
     assert first > 2048 * 1024  # no previous InfluxDB backup: its live data's size (du) counted
-    snapshot = platform["backups"] / tool.snapshot_ids(platform["backups"])[-1]
-    stored = {e["rel"] for e in tool.check_snapshot(snapshot)["files"] if e["source"] == "influxdb"}
+    snapshot = platform["backups"] / snapshot_ids(platform["backups"])[-1]
+    stored = {e["rel"] for e in check_snapshot(snapshot)["files"] if e["source"] == "influxdb"}
     assert stored == {"20261206T000000Z.manifest", "20261206T000000Z.s1.tar.gz"}
 
     snapshot.rename(platform["backups"] / "20200101T000000Z")
-    assert tool.main(["--config", config, "run"]) == 0
+    assert backup.main(["--config", config, "run"]) == 0
     second = json.loads(Path(platform["tmp"] / "status.json").read_text())["space"]["needed_bytes"]
     assert 100_000 < second < first  # the previous snapshot's InfluxDB part, not du, and no du call
     assert sum(1 for c in logged if isinstance(c, list) and "du" in c) == 1
 
     # The restore hands the same files to a one-off container, read-only, owned by the service's user (a
     # `docker compose cp` would make them root's, unreadable by InfluxDB's user in a 0700 staging).
-    assert tool.main(["--config", config, "restore", "--force"]) == 0
+    assert backup.main(["--config", config, "restore", "--force"]) == 0
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
     [restore] = [c for c in logged if isinstance(c, list) and "influx restore" in c[-1]]
-    assert restore[-1] == (tool.INFLUX_ADMIN_TOKEN + " influx restore --full --host http://influxdb:8086 /mov-backup")
+    assert restore[-1] == (INFLUX_ADMIN_TOKEN + " influx restore --full --host http://influxdb:8086 /mov-backup")
     [seen] = [c for c in logged if isinstance(c, dict) and "restore_from" in c]
     assert seen["target"] == "/mov-backup:ro" and seen["uid"] == 1000
     assert seen["files"] == {"20261206T000000Z.manifest": [1000, 0o400], "20261206T000000Z.s1.tar.gz": [1000, 0o400]}

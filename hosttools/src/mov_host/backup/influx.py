@@ -1,0 +1,87 @@
+"""InfluxDB, through the stack's compose project: `influx backup` into a snapshot, its size, whether it holds data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mov_host.backup.config import Config
+from mov_host.backup.errors import BackupError, log
+from mov_host.backup.process import compose, run_command, service_owner
+
+# Where the one-off containers of influxdb_backup and restore_influxdb see their staging directory (bind-mounted
+# from the backup dir).
+INFLUX_STAGE = "/mov-backup"
+# The influx CLI reads its token from INFLUX_TOKEN (influxdata/influx-cli v2.7.5 cmd/influx/global.go: the --token
+# flag's EnvVar), so the admin token never stands on a process's command line, where `ps` shows it. Inside the
+# service's containers the token is the compose secret the image's *_FILE variable names (roles/influxdb).
+INFLUX_ADMIN_TOKEN = 'INFLUX_TOKEN="$(cat "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE")"'
+
+
+def influxdb_backup(cfg: Config, staging: Path) -> None:
+    """`influx backup` written straight into staging, a directory of the snapshot being built.
+
+    A one-off container of the service (`docker compose run`: its image, env file and user, on the project's
+    network, no published port) gets staging bind-mounted and talks to the running InfluxDB over the network
+    (influx backup's --host; the CLI makes the target directory: influx-cli v2.7.5 clients/backup/backup.go,
+    os.MkdirAll). The backup never lands in a container's filesystem, on the disk the live services write to,
+    and the space check counted it on the backup filesystem.
+    """
+    service = cfg.influxdb_service
+    staging.mkdir(mode=0o700)
+    owner = service_owner(cfg, service)
+    if owner is not None:
+        os.chown(staging, *owner)
+    # The admin token stays in the container (its compose secret); it never passes through this process.
+    backup = f"{INFLUX_ADMIN_TOKEN} influx backup --host http://{service}:8086 {INFLUX_STAGE}"
+    run_command(
+        compose(
+            cfg,
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "sh",
+            "--volume",
+            f"{staging}:{INFLUX_STAGE}",
+            service,
+            "-c",
+            backup,
+        ),
+        "influx backup",
+    )
+
+
+def influxdb_included(cfg: Config) -> bool:
+    return cfg.influxdb_service in cfg.stack_services and (Path(cfg.stack_dir) / "compose.yaml").is_file()
+
+
+def influxdb_live_bytes(cfg: Config) -> int:
+    """The size of InfluxDB's data directory: more than its backup (gzipped shards), for the first run's estimate."""
+    try:
+        out = run_command(
+            compose(cfg, "exec", "-T", cfg.influxdb_service, "du", "-sk", "/var/lib/influxdb2"), "du (InfluxDB's data)"
+        )
+        return int(out.split()[0]) * 1024
+    except (BackupError, IndexError, ValueError) as exc:
+        log(f"space: InfluxDB's size unknown ({exc}); the estimate leaves it out")
+        return 0
+
+
+def influxdb_has_data(cfg: Config) -> bool:
+    """Whether the running InfluxDB holds any point in the platform's bucket."""
+    query = f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: 0) |> limit(n: 1)'
+    out = run_command(
+        compose(
+            cfg,
+            "exec",
+            "-T",
+            cfg.influxdb_service,
+            "sh",
+            "-c",
+            f"{INFLUX_ADMIN_TOKEN} influx query --raw '{query}'",
+        ),
+        "influx query (is InfluxDB empty?)",
+    )
+    return any(line.startswith(",_result,") for line in out.splitlines())

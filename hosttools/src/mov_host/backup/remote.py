@@ -1,0 +1,285 @@
+"""The off-site copy through an rclone crypt remote: listing, upload (checked by cryptcheck), retention, download.
+
+Off-site layout, inside the crypt remote: objects/<sha[:2]>/<sha> holds each stored file once (named by the
+sha256 of its stored bytes), snapshots/<id>.json is a snapshot's manifest, uploaded after its objects were
+uploaded and checked. A snapshot without its manifest does not exist; an unchanged file is never uploaded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mov_host.backup.config import Config
+from mov_host.backup.errors import BackupError, log
+from mov_host.backup.files import MANIFEST, is_id, read_manifest, read_manifest_file
+from mov_host.backup.process import run_command
+from mov_host.backup.records import Manifest, ManifestFile
+from mov_host.backup.retention import keep_set
+
+OBJECTS = "objects"
+SNAPSHOTS = "snapshots"
+PENDING = ".pending"
+
+
+def rclone(cfg: Config, *args: str) -> list[str]:
+    return ["rclone", "--config", cfg.rclone_config, "--retries", "1", "--low-level-retries", "2", *args]
+
+
+def remote_path(cfg: Config, *parts: str) -> str:
+    base = cfg.remote.rstrip("/")
+    suffix = "/".join(parts)
+    if not suffix:
+        return base
+    return f"{base}{suffix}" if base.endswith(":") else f"{base}/{suffix}"
+
+
+def object_name(entry: ManifestFile) -> str:
+    digest = str(entry["stored_sha256"])
+    return f"{digest[:2]}/{digest}"
+
+
+def remote_ids(cfg: Config) -> list[str]:
+    """Complete off-site snapshots (their manifest is there), oldest first."""
+    result = subprocess.run(
+        rclone(cfg, "lsf", "--files-only", remote_path(cfg, SNAPSHOTS)), capture_output=True, check=False
+    )
+    err = result.stderr.decode(errors="replace")
+    if result.returncode != 0 and "directory not found" not in err:
+        raise BackupError(f"rclone lsf (off-site list) failed (exit {result.returncode}): {err.strip()}")
+    names = result.stdout.decode(errors="replace").split()
+    return sorted(n.removesuffix(".json") for n in names if n.endswith(".json") and is_id(n.removesuffix(".json")))
+
+
+@dataclass
+class RemoteState:
+    """What the remote holds: complete snapshots (ids, oldest first), object names (<sha[:2]>/<sha>) and the
+    manifests left pending by interrupted uploads."""
+
+    ids: list[str]
+    objects: set[str]
+    pending: list[str]
+
+
+class RemoteListing:
+    """One `rclone lsf -R` of the whole remote, started at once and read when needed.
+
+    `run` starts it before taking the snapshot, so the listing (an rclone start, a crypt key derivation and a
+    walk of the remote) happens while the snapshot is being written.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        # Files, not pipes: nobody reads while the snapshot is taken. Both are closed by close().
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg)), stdout=self._out, stderr=self._err
+        )
+
+    def result(self) -> RemoteState:
+        try:
+            code = self._proc.wait()
+            self._out.seek(0)
+            self._err.seek(0)
+            names = self._out.read().decode(errors="replace").split()
+            err = self._err.read().decode(errors="replace")
+        finally:
+            self.close()
+        if code != 0 and "directory not found" not in err:
+            raise BackupError(f"rclone lsf (off-site list) failed (exit {code}): {err.strip()}")
+        manifests = [
+            n.removeprefix(f"{SNAPSHOTS}/").removesuffix(".json")
+            for n in names
+            if n.startswith(f"{SNAPSHOTS}/") and n.endswith(".json")
+        ]
+        objects = {n.removeprefix(f"{OBJECTS}/") for n in names if n.startswith(f"{OBJECTS}/")}
+        pending = [
+            n.removeprefix(f"{SNAPSHOTS}/") for n in names if n.startswith(f"{SNAPSHOTS}/") and n.endswith(PENDING)
+        ]
+        return RemoteState(sorted(i for i in manifests if is_id(i)), objects, pending)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._out.close()
+        self._err.close()
+
+
+def stage_objects(snapshot: Path, entries: Sequence[ManifestFile], into: Path) -> None:
+    """Hard links named like the off-site objects, so rclone copies and checks them by those names."""
+    for entry in entries:
+        link = into / object_name(entry)
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.link(snapshot / entry["stored"], link)
+
+
+def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
+    """Upload the objects the remote lacks and the manifest, check them; returns the objects uploaded.
+
+    The manifest makes the snapshot exist off-site, so it gets its final name only once its objects passed
+    `rclone cryptcheck`: with new objects, one `rclone copy` sends them and the manifest under a pending name,
+    one `rclone cryptcheck` checks them all, then the manifest is renamed (a server-side move of the checked
+    bytes). With no new objects, the manifest goes straight to its name and is checked there.
+    `remote` is updated to hold the new snapshot and its objects.
+    """
+    snapshot = cfg.backup_dir / snapshot_id
+    manifest = read_manifest(snapshot)
+    missing = [e for e in manifest["files"] if object_name(e) not in remote.objects]
+    new_objects = {object_name(e) for e in missing}
+    final = f"{snapshot_id}.json"
+    name = f"{final}{PENDING}" if missing else final
+    with tempfile.TemporaryDirectory(prefix="mov-upload-", dir=cfg.backup_dir) as scratch:
+        staged = Path(scratch)
+        stage_objects(snapshot, missing, staged / OBJECTS)
+        (staged / SNAPSHOTS).mkdir()
+        os.link(snapshot / MANIFEST, staged / SNAPSHOTS / name)
+        try:
+            run_command(
+                rclone(cfg, "copy", "--no-traverse", str(staged), remote_path(cfg)), "rclone copy (off-site upload)"
+            )
+            run_command(
+                rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg)),
+                "rclone cryptcheck (off-site upload)",
+            )
+            if missing:
+                run_command(
+                    rclone(cfg, "moveto", remote_path(cfg, SNAPSHOTS, name), remote_path(cfg, SNAPSHOTS, final)),
+                    "rclone moveto (off-site manifest)",
+                )
+        except BackupError:
+            # Never leave an off-site snapshot that looks complete when its upload or check failed.
+            subprocess.run(
+                rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, name)), capture_output=True, check=False
+            )
+            raise
+    remote.ids = sorted({*remote.ids, snapshot_id})
+    remote.objects |= new_objects
+    log(
+        f"off-site: {snapshot_id} in {cfg.remote}: {len(new_objects)} new objects, {len(manifest['files'])} files, "
+        "checked (rclone cryptcheck)"
+    )
+    return len(new_objects)
+
+
+def remote_manifest(cfg: Config, snapshot_id: str, into: Path) -> Manifest:
+    into.mkdir(parents=True, exist_ok=True)
+    run_command(
+        rclone(cfg, "copyto", remote_path(cfg, SNAPSHOTS, f"{snapshot_id}.json"), str(into / MANIFEST)),
+        f"rclone copyto (manifest of {snapshot_id})",
+    )
+    return read_manifest(into)
+
+
+def prune_remote(cfg: Config, remote: RemoteState | None = None) -> list[str]:
+    """Off-site retention: drop the expired manifests, then the objects no kept manifest refers to.
+
+    A kept snapshot's manifest is read from its local snapshot when there is one (the same file was uploaded);
+    the others are downloaded, all in one rclone call.
+    """
+    if remote is None:
+        remote = RemoteListing(cfg).result()
+    keep = keep_set(remote.ids, cfg.remote_retention)
+    dropped = [i for i in remote.ids if i not in keep]
+    unused: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="mov-prune-") as scratch:
+        if dropped or remote.pending:
+            # Expired manifests, and those an interrupted upload left pending (never a snapshot).
+            listing = Path(scratch) / "dropped"
+            listing.write_text(
+                "".join(f"{n}\n" for n in [*(f"{i}.json" for i in dropped), *remote.pending]), encoding="utf-8"
+            )
+            run_command(
+                rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, SNAPSHOTS)),
+                "rclone delete (expired off-site snapshots)",
+            )
+            for snapshot_id in dropped:
+                log(f"retention: removed off-site snapshot {snapshot_id}")
+            remote.pending = []
+        manifests: dict[str, Manifest] = {}
+        for snapshot_id in keep:
+            # Not here, or unreadable here: the off-site one is read below.
+            with contextlib.suppress(BackupError):
+                manifests[snapshot_id] = read_manifest(cfg.backup_dir / snapshot_id)
+        absent = sorted(keep - manifests.keys())
+        if absent:
+            wanted = Path(scratch) / "wanted"
+            wanted.write_text("".join(f"{i}.json\n" for i in absent), encoding="utf-8")
+            fetched = Path(scratch) / "manifests"
+            run_command(
+                rclone(
+                    cfg, "copy", "--files-from", str(wanted), "--no-traverse", remote_path(cfg, SNAPSHOTS), str(fetched)
+                ),
+                "rclone copy (off-site manifests)",
+            )
+            for snapshot_id in absent:
+                manifests[snapshot_id] = read_manifest_file(fetched / f"{snapshot_id}.json", snapshot_id)
+        referenced = {object_name(e) for manifest in manifests.values() for e in manifest.get("files", [])}
+        unused = sorted(remote.objects - referenced)
+        if unused:
+            listing = Path(scratch) / "unused"
+            listing.write_text("\n".join(unused) + "\n", encoding="utf-8")
+            run_command(
+                rclone(cfg, "delete", "--files-from", str(listing), remote_path(cfg, OBJECTS)),
+                "rclone delete (unused objects)",
+            )
+            log(f"retention: removed {len(unused)} off-site objects no snapshot refers to")
+    remote.ids = sorted(keep)
+    remote.objects -= set(unused)
+    return dropped
+
+
+def encrypted_name(cfg: Config, path: str) -> str:
+    """Where an object lies on the backend (its encrypted path), for the operator to look at."""
+    remote, _, base = cfg.remote.partition(":")
+    full = "/".join(p for p in (base.strip("/"), path) if p)
+    result = subprocess.run(
+        rclone(cfg, "cryptdecode", "--reverse", f"{remote}:", full), capture_output=True, check=False
+    )
+    fields = result.stdout.decode(errors="replace").strip().split("\t")
+    return fields[-1].strip() if result.returncode == 0 and len(fields) > 1 else "?"
+
+
+def download(cfg: Config, snapshot_id: str, into: Path) -> Manifest:
+    """The snapshot rebuilt in `into` from its manifest and objects; raises naming every damaged object."""
+    manifest = remote_manifest(cfg, snapshot_id, into)
+    objects = into.parent / f"{into.name}.objects"
+    listing = into.parent / f"{into.name}.list"
+    listing.write_text("".join(sorted({object_name(e) + "\n" for e in manifest["files"]})), encoding="utf-8")
+    result = subprocess.run(
+        rclone(cfg, "copy", "--files-from", str(listing), "--no-traverse", remote_path(cfg, OBJECTS), str(objects)),
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        err = result.stderr.decode(errors="replace")
+        # rclone names each object it could not copy: "ERROR : <path>: Failed to copy: <why>".
+        damaged = sorted(
+            {
+                line.split("ERROR : ", 1)[1].split(": Failed to copy", 1)[0]
+                for line in err.splitlines()
+                if "ERROR : " in line and ": Failed to copy" in line
+            }
+        )
+        files = {object_name(e): e["stored"] for e in manifest["files"]}
+        names = (
+            ", ".join(
+                f"{OBJECTS}/{d} ({files.get(d, '?')}, stored as {encrypted_name(cfg, f'{OBJECTS}/{d}')})"
+                for d in damaged
+            )
+            or "(see rclone's output)"
+        )
+        raise BackupError(
+            f"off-site snapshot {snapshot_id}: download failed; damaged or unreadable object(s): {names}\n{err.strip()}"
+        )
+    for entry in manifest["files"]:
+        target = into / entry["stored"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(objects / object_name(entry), target)
+    return manifest
