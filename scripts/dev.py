@@ -205,7 +205,9 @@ def mypy_paths() -> list[str]:
 def lint(results: Results, stream: bool = True) -> None:
     # The scripts' and tests' own imports by path (scripts/, the analytics tests' helpers, molecule/prober.py, the
     # scenarios' device).
-    mypy_env = dict(os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule", "scenarios", "hosttools/src"]))
+    mypy_env = dict(
+        os.environ, MYPYPATH=os.pathsep.join(["scripts", "analytics/tests", "molecule", "scenarios", "hosttools/src"])
+    )
     for name, cmd, env, cwd in (
         ("yamllint", ["yamllint", "--strict", "."], None, REPO),
         ("ansible-lint", ["ansible-lint", "--offline", "-q"], None, REPO),
