@@ -3,11 +3,14 @@ controller wrapper's host resolution. The commands themselves run against the bo
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,22 +18,24 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from host_script import load_script
+from mov_host.movctl import checks, cleanup, cli, docker, logs, render, services, status
+from mov_host.movctl import config as movctl_config
 
 REPO = Path(__file__).resolve().parent.parent
-HOST_TOOL = REPO / "roles" / "movctl" / "files" / "movctl.py"
 CONTROLLER = REPO / "scripts" / "movctl"
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def movctl() -> ModuleType:
-    return load_script("movctl_host", HOST_TOOL)
-
-
-@pytest.fixture(scope="module")
 def controller() -> ModuleType:
-    return load_script("movctl_controller", CONTROLLER)
+    # scripts/movctl has no .py suffix, so it is loaded from its path (registered: its dataclasses need it).
+    loader = importlib.machinery.SourceFileLoader("movctl_controller", str(CONTROLLER))
+    spec = importlib.util.spec_from_loader("movctl_controller", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["movctl_controller"] = module
+    loader.exec_module(module)
+    return module
 
 
 def raw_config(**overrides: Any) -> dict[str, Any]:
@@ -59,8 +64,8 @@ def raw_config(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cfg(movctl: ModuleType) -> Any:
-    return movctl.config_from_dict(raw_config())
+def cfg() -> Any:
+    return movctl_config.config_from_dict(raw_config())
 
 
 @pytest.fixture
@@ -73,8 +78,8 @@ def config_file(tmp_path: Path) -> Path:
 # --- arguments and exit codes ----------------------------------------------------------------------
 
 
-def test_json_is_accepted_before_and_after_the_command(movctl: ModuleType) -> None:
-    parser = movctl.build_parser()
+def test_json_is_accepted_before_and_after_the_command() -> None:
+    parser = cli.build_parser()
     assert parser.parse_args(["status"]).json is False
     assert parser.parse_args(["status", "--json"]).json is True
     assert parser.parse_args(["--json", "status"]).json is True
@@ -82,8 +87,8 @@ def test_json_is_accepted_before_and_after_the_command(movctl: ModuleType) -> No
     assert parser.parse_args(["status", "--config", "/y.json"]).config == "/y.json"
 
 
-def test_command_arguments(movctl: ModuleType) -> None:
-    parser = movctl.build_parser()
+def test_command_arguments() -> None:
+    parser = cli.build_parser()
     logs = parser.parse_args(["logs", "mosquitto", "analytics", "-f", "--tail", "5"])
     assert (logs.services, logs.follow, logs.tail) == (["mosquitto", "analytics"], True, "5")
     assert parser.parse_args(["logs"]).tail == "100"
@@ -99,9 +104,9 @@ def test_command_arguments(movctl: ModuleType) -> None:
 @pytest.mark.parametrize(
     "argv", [["logs", "--tail", "ten"], ["frobnicate"], [], ["restore", "--from", "nowhere"], ["cleanup", "--force"]]
 )
-def test_usage_errors_exit_2(movctl: ModuleType, argv: list[str]) -> None:
+def test_usage_errors_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        movctl.main(argv)
+        cli.main(argv)
     assert exit_info.value.code == 2
 
 
@@ -122,18 +127,16 @@ def test_usage_errors_exit_2(movctl: ModuleType, argv: list[str]) -> None:
         "check-config",
     ],
 )
-def test_help_everywhere(movctl: ModuleType, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        movctl.main([*([command] if command else []), "--help"])
+        cli.main([*([command] if command else []), "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: movctl" in out and "exit codes" in out
 
 
-def test_not_installed_exits_3_with_a_json_error(
-    movctl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = movctl.main(["--config", str(tmp_path / "missing.json"), "status", "--json"])
+def test_not_installed_exits_3_with_a_json_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--config", str(tmp_path / "missing.json"), "status", "--json"])
     assert code == 3
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
@@ -141,48 +144,44 @@ def test_not_installed_exits_3_with_a_json_error(
     assert "not installed" in captured.err
 
 
-def test_update_on_the_host_says_how_and_exits_2(
-    movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert movctl.main(["--config", str(config_file), "update"]) == 2
+def test_update_on_the_host_says_how_and_exits_2(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--config", str(config_file), "update"]) == 2
     err = capsys.readouterr().err
     assert "from the controller" in err and "playbooks/update.yml -i inventories/local" in err
-    assert movctl.main(["--config", str(config_file), "update", "--json"]) == 2
+    assert cli.main(["--config", str(config_file), "update", "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["exit_code"] == 2
 
 
 def test_unknown_services_are_refused_with_the_valid_ones(
-    movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]
+    config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for command in ("start", "stop", "restart", "logs"):
-        assert movctl.main(["--config", str(config_file), command, "mosquitto", "grafana"]) == 2
+        assert cli.main(["--config", str(config_file), command, "mosquitto", "grafana"]) == 2
         err = capsys.readouterr().err
         assert "unknown service 'grafana'" in err and "mosquitto, analytics" in err
 
 
-def test_a_malformed_snapshot_id_is_a_usage_error(
-    movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert movctl.main(["--config", str(config_file), "restore", "yesterday"]) == 2
+def test_a_malformed_snapshot_id_is_a_usage_error(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--config", str(config_file), "restore", "yesterday"]) == 2
     assert "20250101T023000Z" in capsys.readouterr().err
 
 
-def test_config_errors(movctl: ModuleType, tmp_path: Path) -> None:
-    with pytest.raises(movctl.MovctlError, match="cleanup_keep"):
-        movctl.config_from_dict(raw_config(releases={"cleanup_keep": 0}))
-    with pytest.raises(movctl.MovctlError, match="services is empty"):
-        movctl.config_from_dict(raw_config(stack={"dir": "/opt/mov", "services": []}))
-    with pytest.raises(movctl.MovctlError, match="missing or invalid"):
-        movctl.config_from_dict(raw_config(stack={"services": ["mosquitto"]}))
+def test_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(movctl_config.MovctlError, match="cleanup_keep"):
+        movctl_config.config_from_dict(raw_config(releases={"cleanup_keep": 0}))
+    with pytest.raises(movctl_config.MovctlError, match="services is empty"):
+        movctl_config.config_from_dict(raw_config(stack={"dir": "/opt/mov", "services": []}))
+    with pytest.raises(movctl_config.MovctlError, match="missing or invalid"):
+        movctl_config.config_from_dict(raw_config(stack={"services": ["mosquitto"]}))
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    with pytest.raises(movctl.MovctlError, match="not valid JSON") as error:
-        movctl.load_config(str(bad))
+    with pytest.raises(movctl_config.MovctlError, match="not valid JSON") as error:
+        movctl_config.load_config(str(bad))
     assert error.value.code == 1
 
 
-def test_check_config(movctl: ModuleType, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert movctl.main(["--config", str(config_file), "check-config"]) == 0
+def test_check_config(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--config", str(config_file), "check-config"]) == 0
     assert "config ok: 2 services" in capsys.readouterr().out
 
 
@@ -201,16 +200,16 @@ PS_ROWS = [
 ]
 
 
-def test_ps_output_in_both_formats(movctl: ModuleType) -> None:
+def test_ps_output_in_both_formats() -> None:
     lines = "\n".join(json.dumps(r) for r in PS_ROWS) + "\n"
-    assert movctl.parse_ps(lines) == PS_ROWS
-    assert movctl.parse_ps(json.dumps(PS_ROWS)) == PS_ROWS
-    assert movctl.parse_ps("") == []
+    assert docker.parse_ps(lines) == PS_ROWS
+    assert docker.parse_ps(json.dumps(PS_ROWS)) == PS_ROWS
+    assert docker.parse_ps("") == []
 
 
-def test_service_states_mark_missing_and_extra_services(movctl: ModuleType, cfg: Any) -> None:
+def test_service_states_mark_missing_and_extra_services(cfg: Any) -> None:
     started = {"aaa111": NOW - timedelta(hours=3, minutes=5)}
-    states = movctl.service_states(cfg, PS_ROWS, started, NOW)
+    states = services.service_states(cfg, PS_ROWS, started, NOW)
     assert [(s.service, s.state, s.health, s.uptime_s) for s in states] == [
         ("mosquitto", "running", "healthy", 3 * 3600 + 300),
         ("analytics", "missing", "", None),
@@ -219,59 +218,61 @@ def test_service_states_mark_missing_and_extra_services(movctl: ModuleType, cfg:
     assert [s.ok for s in states] == [True, False, False]
 
 
-def test_docker_times(movctl: ModuleType) -> None:
-    parsed = movctl.parse_docker_time("2026-11-26T11:59:58.123456789Z")
+def test_docker_times() -> None:
+    parsed = docker.parse_docker_time("2026-11-26T11:59:58.123456789Z")
     assert parsed == datetime(2026, 11, 26, 11, 59, 58, 123456, tzinfo=UTC)
-    assert movctl.parse_docker_time("0001-01-01T00:00:00Z") is None
-    assert movctl.parse_docker_time("2026-11-26T11:59:58+01:00") == datetime(2026, 11, 26, 10, 59, 58, tzinfo=UTC)
+    assert docker.parse_docker_time("0001-01-01T00:00:00Z") is None
+    assert docker.parse_docker_time("2026-11-26T11:59:58+01:00") == datetime(2026, 11, 26, 10, 59, 58, tzinfo=UTC)
 
 
-def test_durations_and_tables(movctl: ModuleType) -> None:
-    assert [movctl.format_duration(s) for s in (None, 5, 65, 3 * 3600 + 120, 2 * 86400 + 7200)] == [
+def test_durations_and_tables() -> None:
+    assert [render.format_duration(s) for s in (None, 5, 65, 3 * 3600 + 120, 2 * 86400 + 7200)] == [
         "-",
         "5s",
         "1m 5s",
         "3h 2m",
         "2d 2h",
     ]
-    table = movctl.render_table(["SERVICE", "STATE"], [["mosquitto", "running"], ["analytics", "exited"]])
+    table = render.render_table(["SERVICE", "STATE"], [["mosquitto", "running"], ["analytics", "exited"]])
     assert table.splitlines() == ["SERVICE    STATE", "mosquitto  running", "analytics  exited"]
 
 
-def test_backup_summary(movctl: ModuleType, cfg: Any) -> None:
-    assert "not installed" in movctl.backup_summary(cfg, None, False, NOW)["problem"]
-    assert "no backup has run yet" in movctl.backup_summary(cfg, None, True, NOW)["problem"]
+def test_backup_summary(cfg: Any) -> None:
+    assert "not installed" in status.backup_summary(cfg, None, False, NOW)["problem"]
+    assert "no backup has run yet" in status.backup_summary(cfg, None, True, NOW)["problem"]
     ok = {"time": (NOW - timedelta(hours=2)).isoformat(), "result": "ok", "snapshot": "20261126T100000Z"}
-    summary = movctl.backup_summary(cfg, ok, True, NOW)
+    summary = status.backup_summary(cfg, ok, True, NOW)
     assert summary["age_s"] == 7200 and "problem" not in summary
     stale = dict(ok, time=(NOW - timedelta(hours=30)).isoformat())
-    assert "1d 6h old" in movctl.backup_summary(cfg, stale, True, NOW)["problem"]
+    assert "1d 6h old" in status.backup_summary(cfg, stale, True, NOW)["problem"]
     failed = dict(ok, result="failed", error="rclone lsf failed")
-    assert movctl.backup_summary(cfg, failed, True, NOW)["problem"] == "the last backup failed: rclone lsf failed"
+    assert status.backup_summary(cfg, failed, True, NOW)["problem"] == "the last backup failed: rclone lsf failed"
 
 
-def test_certificate_and_disk_summaries(movctl: ModuleType, cfg: Any, tmp_path: Path) -> None:
-    fine = movctl.certificate_summary(cfg, NOW + timedelta(days=80, hours=1), "", NOW)
+def test_certificate_and_disk_summaries(cfg: Any, tmp_path: Path) -> None:
+    fine = status.certificate_summary(cfg, NOW + timedelta(days=80, hours=1), "", NOW)
     assert fine["days_left"] == 80 and "problem" not in fine
-    assert "expires in 3 days" in movctl.certificate_summary(cfg, NOW + timedelta(days=3, hours=1), "", NOW)["problem"]
-    assert "expired 2 days ago" in movctl.certificate_summary(cfg, NOW - timedelta(days=2), "", NOW)["problem"]
-    assert movctl.certificate_summary(cfg, None, "no certificate at /x", NOW)["problem"] == "no certificate at /x"
-    disk_cfg = movctl.config_from_dict(raw_config(disk={"paths": [str(tmp_path), "/nonexistent"], "min_free_gb": 10}))
-    rows = movctl.disk_summary(disk_cfg, usage=lambda path: (100 * 1024**3, 95 * 1024**3, 5 * 1024**3))
+    assert "expires in 3 days" in status.certificate_summary(cfg, NOW + timedelta(days=3, hours=1), "", NOW)["problem"]
+    assert "expired 2 days ago" in status.certificate_summary(cfg, NOW - timedelta(days=2), "", NOW)["problem"]
+    assert status.certificate_summary(cfg, None, "no certificate at /x", NOW)["problem"] == "no certificate at /x"
+    disk_cfg = movctl_config.config_from_dict(
+        raw_config(disk={"paths": [str(tmp_path), "/nonexistent"], "min_free_gb": 10})
+    )
+    rows = status.disk_summary(disk_cfg, usage=lambda path: (100 * 1024**3, 95 * 1024**3, 5 * 1024**3))
     assert len(rows) == 1 and rows[0]["free_percent"] == 5.0 and "below 10 GB" in rows[0]["problem"]
 
 
-def test_status_document_and_rendering(movctl: ModuleType, cfg: Any) -> None:
-    states = movctl.service_states(cfg, PS_ROWS[:1], {"aaa111": NOW - timedelta(minutes=7)}, NOW)
-    backup = movctl.backup_summary(
+def test_status_document_and_rendering(cfg: Any) -> None:
+    states = services.service_states(cfg, PS_ROWS[:1], {"aaa111": NOW - timedelta(minutes=7)}, NOW)
+    backup = status.backup_summary(
         cfg, {"time": NOW.isoformat(), "result": "ok", "snapshot": "S1", "offsite": "disabled"}, True, NOW
     )
-    cert = movctl.certificate_summary(cfg, NOW + timedelta(days=90, hours=1), "", NOW)
+    cert = status.certificate_summary(cfg, NOW + timedelta(days=90, hours=1), "", NOW)
     disk = [{"path": "/opt/mov", "free_bytes": 50 * 1024**3, "total_bytes": 100 * 1024**3, "free_percent": 50.0}]
-    doc = movctl.status_document(cfg, states, backup, cert, disk)
+    doc = status.status_document(cfg, states, backup, cert, disk)
     assert doc["ok"] is False and doc["attention"] == ["analytics is missing"]
     json.dumps(doc)  # --json prints exactly this
-    text = movctl.render_status(doc)
+    text = render.render_status(doc)
     assert "SERVICE    STATE    HEALTH   UPTIME" in text
     assert "mosquitto  running  healthy  7m 0s" in text
     assert "analytics  missing  -        -" in text
@@ -281,20 +282,20 @@ def test_status_document_and_rendering(movctl: ModuleType, cfg: Any) -> None:
     assert "attention:\n  - analytics is missing" in text
 
 
-def test_log_lines(movctl: ModuleType) -> None:
+def test_log_lines() -> None:
     line = "mosquitto-1  | 2026-11-26T12:00:00.000000001Z 1764158400: mosquitto version 2.0.21 running\n"
-    assert movctl.parse_log_line(line, "mov") == {
+    assert logs.parse_log_line(line, "mov") == {
         "service": "mosquitto",
         "time": "2026-11-26T12:00:00.000000001Z",
         "message": "1764158400: mosquitto version 2.0.21 running",
     }
-    assert movctl.parse_log_line("mov-analytics-1 | hello", "mov")["service"] == "analytics"
-    assert movctl.parse_log_line("\x1b[2Kanalytics-1  | hi", "mov") == {
+    assert logs.parse_log_line("mov-analytics-1 | hello", "mov")["service"] == "analytics"
+    assert logs.parse_log_line("\x1b[2Kanalytics-1  | hi", "mov") == {
         "service": "analytics",
         "time": "",
         "message": "hi",
     }
-    assert movctl.parse_log_line("no prefix here", "mov") == {"service": "", "time": "", "message": "no prefix here"}
+    assert logs.parse_log_line("no prefix here", "mov") == {"service": "", "time": "", "message": "no prefix here"}
 
 
 # --- cleanup ---------------------------------------------------------------------------------------
@@ -336,8 +337,8 @@ RELEASES = [
 ]
 
 
-def images(movctl: ModuleType) -> list[Any]:
-    image = movctl.Image
+def images() -> list[Any]:
+    image = cleanup.Image
     return [
         image("sha256:m18", "mov/mosquitto", "2.0.18"),
         image("sha256:m20", "mov/mosquitto", "2.0.20"),
@@ -356,8 +357,8 @@ def images(movctl: ModuleType) -> list[Any]:
 SERVICES = ("mosquitto", "analytics")
 
 
-def containers(movctl: ModuleType) -> list[Any]:
-    container = movctl.Container
+def containers() -> list[Any]:
+    container = cleanup.Container
     return [
         container("c1", "mov-mosquitto-1", "running", "sha256:m21", "mov", "mosquitto"),
         container("c2", "mov-analytics-1", "running", "sha256:a11", "mov", "analytics"),
@@ -366,8 +367,8 @@ def containers(movctl: ModuleType) -> list[Any]:
     ]
 
 
-def test_cleanup_keeps_the_last_releases_and_removes_the_rest(movctl: ModuleType) -> None:
-    plan = movctl.plan_cleanup(RELEASES, 2, "c4", images(movctl), containers(movctl), "mov", SERVICES)
+def test_cleanup_keeps_the_last_releases_and_removes_the_rest() -> None:
+    plan = cleanup.plan_cleanup(RELEASES, 2, "c4", images(), containers(), "mov", SERVICES)
     assert plan.kept_releases == ["20261120T000000Z-cccc", "20261125T000000Z-dddd"]
     assert plan.current_release == "20261125T000000Z-dddd"
     assert [c.name for c in plan.containers] == ["mov-analytics-run-1"]  # only the project's stopped ones
@@ -386,9 +387,9 @@ def test_cleanup_keeps_the_last_releases_and_removes_the_rest(movctl: ModuleType
     assert {"mov/mosquitto:2.0.21", "mov/analytics:0.1.0", "mov/analytics:0.1.1", "sha256:use"} <= set(plan.kept_images)
 
 
-def test_cleanup_never_removes_the_current_release_after_a_rollback(movctl: ModuleType) -> None:
+def test_cleanup_never_removes_the_current_release_after_a_rollback() -> None:
     # Rolled back to the oldest release: its compose file is in place, so its images stay whatever N is.
-    plan = movctl.plan_cleanup(RELEASES, 1, "c1", images(movctl), containers(movctl)[2:], "mov", SERVICES)
+    plan = cleanup.plan_cleanup(RELEASES, 1, "c1", images(), containers()[2:], "mov", SERVICES)
     assert plan.current_release == "20261101T000000Z-aaaa"
     assert plan.kept_releases == ["20261101T000000Z-aaaa", "20261125T000000Z-dddd"]
     removed = {i.ref for i in plan.images}
@@ -398,14 +399,14 @@ def test_cleanup_never_removes_the_current_release_after_a_rollback(movctl: Modu
     assert "mov/analytics:0.1.0" in removed
 
 
-def test_cleanup_without_release_records_only_takes_dangling_images(movctl: ModuleType) -> None:
-    plan = movctl.plan_cleanup([], 5, "", images(movctl), [], "mov", SERVICES)
+def test_cleanup_without_release_records_only_takes_dangling_images() -> None:
+    plan = cleanup.plan_cleanup([], 5, "", images(), [], "mov", SERVICES)
     assert plan.kept_releases == [] and plan.current_release == ""
     assert [i.ref for i in plan.images] == ["sha256:dng", "sha256:use"]
 
 
-def test_cleanup_keeps_a_current_service_an_operator_stopped(movctl: ModuleType) -> None:
-    container = movctl.Container
+def test_cleanup_keeps_a_current_service_an_operator_stopped() -> None:
+    container = cleanup.Container
     found = [
         # `movctl stop mosquitto`: a current service, stopped on purpose; it and its image stay.
         container("s1", "mov-mosquitto-1", "exited", "sha256:m20", "mov", "mosquitto"),
@@ -418,7 +419,7 @@ def test_cleanup_keeps_a_current_service_an_operator_stopped(movctl: ModuleType)
         container("s6", "mov-old-1", "running", "sha256:brk", "mov", "old"),
         container("s7", "other-1", "exited", "sha256:m18", "other", "telegraf"),
     ]
-    plan = movctl.plan_cleanup(RELEASES, 1, "c4", images(movctl), found, "mov", SERVICES)
+    plan = cleanup.plan_cleanup(RELEASES, 1, "c4", images(), found, "mov", SERVICES)
     assert sorted(c.name for c in plan.containers) == [
         "mov-analytics-run-3c4d",
         "mov-mosquitto-run-1a2b",
@@ -431,22 +432,22 @@ def test_cleanup_keeps_a_current_service_an_operator_stopped(movctl: ModuleType)
     assert {"mov/analytics:0.0.8", "mov/analytics:0.0.9", "mov/analytics:0.1.0"} <= removed
 
 
-def test_cleanup_without_compose_labels_treats_the_container_as_an_old_service(movctl: ModuleType) -> None:
+def test_cleanup_without_compose_labels_treats_the_container_as_an_old_service() -> None:
     # A container put in the project by hand, with no service label: no current service claims it.
-    stray = movctl.Container("x1", "mov-stray", "exited", "sha256:use", "mov")
-    plan = movctl.plan_cleanup(RELEASES, 2, "c4", images(movctl), [stray], "mov", SERVICES)
+    stray = cleanup.Container("x1", "mov-stray", "exited", "sha256:use", "mov")
+    plan = cleanup.plan_cleanup(RELEASES, 2, "c4", images(), [stray], "mov", SERVICES)
     assert [c.name for c in plan.containers] == ["mov-stray"]
 
 
-def test_repository_of_references(movctl: ModuleType) -> None:
-    assert movctl.repository_of("mov/analytics:0.1.0") == "mov/analytics"
-    assert movctl.repository_of("eclipse-mosquitto:2.0.21@sha256:abc") == "eclipse-mosquitto"
-    assert movctl.repository_of("registry.local:5000/mov/analytics:0.1.0") == "registry.local:5000/mov/analytics"
-    assert movctl.repository_of("registry.local:5000/mov/analytics") == "registry.local:5000/mov/analytics"
+def test_repository_of_references() -> None:
+    assert cleanup.repository_of("mov/analytics:0.1.0") == "mov/analytics"
+    assert cleanup.repository_of("eclipse-mosquitto:2.0.21@sha256:abc") == "eclipse-mosquitto"
+    assert cleanup.repository_of("registry.local:5000/mov/analytics:0.1.0") == "registry.local:5000/mov/analytics"
+    assert cleanup.repository_of("registry.local:5000/mov/analytics") == "registry.local:5000/mov/analytics"
 
 
-def test_mqtt_probe_of_a_closed_port_fails_naming_it(movctl: ModuleType) -> None:
-    ok, detail = movctl.probe_mqtt_tls("127.0.0.1", 1, "localhost", timeout=2)
+def test_mqtt_probe_of_a_closed_port_fails_naming_it() -> None:
+    ok, detail = checks.probe_mqtt_tls("127.0.0.1", 1, "localhost", timeout=2)
     assert not ok and "127.0.0.1:1" in detail
 
 
@@ -583,7 +584,7 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_mqtt_probe_reads_a_connack_over_tls(movctl: ModuleType, tls_files: tuple[Path, Path]) -> None:
+def test_mqtt_probe_reads_a_connack_over_tls(tls_files: tuple[Path, Path]) -> None:
     cert, key = tls_files
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -599,7 +600,7 @@ def test_mqtt_probe_reads_a_connack_over_tls(movctl: ModuleType, tls_files: tupl
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    ok, detail = movctl.probe_mqtt_tls("127.0.0.1", port, "localhost")
+    ok, detail = checks.probe_mqtt_tls("127.0.0.1", port, "localhost")
     thread.join(5)
     listener.close()
     assert ok, detail
@@ -607,8 +608,8 @@ def test_mqtt_probe_reads_a_connack_over_tls(movctl: ModuleType, tls_files: tupl
     assert received and received[0][0] == 0x10 and b"MQTT" in received[0]
 
 
-def test_certificate_expiry_is_read_from_the_pem(movctl: ModuleType, tls_files: tuple[Path, Path]) -> None:
-    not_after, error = movctl.read_certificate_end(str(tls_files[0]))
+def test_certificate_expiry_is_read_from_the_pem(tls_files: tuple[Path, Path]) -> None:
+    not_after, error = status.read_certificate_end(str(tls_files[0]))
     assert error == "" and not_after is not None
     assert 29 <= (not_after - datetime.now(UTC)).days <= 30
-    assert movctl.read_certificate_end("/nonexistent.pem") == (None, "no certificate at /nonexistent.pem")
+    assert status.read_certificate_end("/nonexistent.pem") == (None, "no certificate at /nonexistent.pem")
