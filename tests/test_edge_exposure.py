@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -136,7 +137,8 @@ def test_every_login_path_and_the_api_are_rate_limited(env: str) -> None:
     assert "limit_conn mov_mqtt_websockets 20;" in conf
 
 
-GENERATOR = REPO / "roles/status_page/files/mov-status-page.py"
+# The status page generator as the host runs it: the host tools' dispatcher, from the package's source.
+GENERATOR = ["python3", "-m", "mov_host", "mov-status-page"]
 
 
 def test_the_public_status_page_holds_counts_and_no_site_name(tmp_path: Path) -> None:
@@ -164,12 +166,13 @@ def test_the_public_status_page_holds_counts_and_no_site_name(tmp_path: Path) ->
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
     out = tmp_path / "out"
     out.mkdir()
-    run = ["python3", str(GENERATOR), "--from-json", str(tmp_path / "inputs.json"), "--out", str(out)]
+    run = [*GENERATOR, "--from-json", str(tmp_path / "inputs.json"), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "hosttools" / "src")}
     (tmp_path / "private.json").write_text("{}")
-    assert subprocess.run([*run, "--config", str(tmp_path / "private.json")], timeout=60).returncode == 0
+    assert subprocess.run([*run, "--config", str(tmp_path / "private.json")], timeout=60, env=env).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["index.html", "status.json"]  # only when asked
     (tmp_path / "public.json").write_text('{"public_page": true}')
-    assert subprocess.run([*run, "--config", str(tmp_path / "public.json")], timeout=60).returncode == 0
+    assert subprocess.run([*run, "--config", str(tmp_path / "public.json")], timeout=60, env=env).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["index.html", "public.html", "public.json", "status.json"]
     public = json.loads((out / "public.json").read_text())
     assert public["state"] == "degraded"

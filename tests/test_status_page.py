@@ -1,4 +1,4 @@
-"""The status page generator (roles/status_page/files/mov-status-page.py) on fixed inputs: every state, escaping,
+"""The status page generator (mov_host.status_page) on fixed inputs: every state, escaping,
 no secret from its inputs on the page, movctl missing, the readings the broker dropped; and the page as headless
 Chromium draws it, read back from the screenshot's pixels."""
 
@@ -8,6 +8,7 @@ import contextlib
 import copy
 import http.server
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -16,23 +17,23 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
-from host_script import load_script
+from mov_host.movctl import status as movctl_status
+from mov_host.movctl.config import MovctlError
+from mov_host.status_page import cli, collect, influx, render
+from mov_host.status_page import config as sp_config
+from mov_host.status_page import page as sp_page
 from mov_render import resolved
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR = REPO / "roles" / "status_page" / "files" / "mov-status-page.py"
+# The generator as the host runs it: the package's tool dispatcher (python3 -m mov_host mov-status-page).
+GENERATOR = [sys.executable, "-m", "mov_host", "mov-status-page"]
+GENERATOR_ENV = {**os.environ, "PYTHONPATH": str(REPO / "hosttools" / "src")}
 TOKEN = "s3cr3t-T0ken-QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
 NOW = "2026-11-26T12:00:00+00:00"
-
-
-@pytest.fixture(scope="module")
-def gen() -> ModuleType:
-    return load_script("mov_status_page", GENERATOR)
 
 
 def service(name: str, state: str = "running", health: str = "healthy") -> dict[str, Any]:
@@ -89,9 +90,9 @@ def all_ok() -> dict[str, Any]:
     }
 
 
-def build(gen: ModuleType, inputs: dict[str, Any]) -> tuple[Any, str]:
-    page = gen.build_page(gen.Config(), inputs)
-    return page, gen.render_html(page)
+def build(inputs: dict[str, Any]) -> tuple[Any, str]:
+    page = sp_page.build_page(sp_config.Config(), inputs)
+    return page, render.render_html(page)
 
 
 def levels(page: Any, title: str) -> list[str]:
@@ -101,26 +102,26 @@ def levels(page: Any, title: str) -> list[str]:
 # --- states ------------------------------------------------------------------------------------------
 
 
-def test_all_ok(gen: ModuleType) -> None:
-    page, text = build(gen, all_ok())
+def test_all_ok() -> None:
+    page, text = build(all_ok())
     assert page.state == "ok"
     assert 'class="banner ok"' in text and "All systems operational" in text
     assert "generated at" in text and "2026-11-26 12:00:00 UTC" in text
     assert "linha_1" in text and "caldeira" in text and "in 85 days" in text
 
 
-def test_one_service_unhealthy_is_degraded(gen: ModuleType) -> None:
+def test_one_service_unhealthy_is_degraded() -> None:
     inputs = all_ok()
     inputs["movctl"]["services"][2] = service("influxdb", health="unhealthy")
-    page, text = build(gen, inputs)
+    page, text = build(inputs)
     assert page.state == "degraded" and 'class="banner degraded"' in text
     assert levels(page, "Services").count("bad") == 1
 
 
-def test_every_service_down_is_down(gen: ModuleType) -> None:
+def test_every_service_down_is_down() -> None:
     inputs = all_ok()
     inputs["movctl"]["services"] = [service(s["service"], "exited", "") for s in inputs["movctl"]["services"]]
-    assert build(gen, inputs)[0].state == "down"
+    assert build(inputs)[0].state == "down"
 
 
 @pytest.mark.parametrize(
@@ -132,70 +133,101 @@ def test_every_service_down_is_down(gen: ModuleType) -> None:
         ("drill", {"time": "2026-11-01T04:30:00+00:00"}),
     ],
 )
-def test_backup_or_drill_failed_or_old_is_degraded(gen: ModuleType, part: str, change: dict[str, Any]) -> None:
+def test_backup_or_drill_failed_or_old_is_degraded(part: str, change: dict[str, Any]) -> None:
     inputs = all_ok()
     inputs[part].update(change)
-    page, text = build(gen, inputs)
+    page, text = build(inputs)
     assert page.state == "degraded"
     assert "hunter2" not in text and "storage.internal" not in text and "differs from production" not in text
 
 
-def test_no_backup_yet_is_degraded(gen: ModuleType) -> None:
+def test_no_backup_yet_is_degraded() -> None:
     inputs = all_ok()
     inputs["backup"] = None
-    page, text = build(gen, inputs)
+    page, text = build(inputs)
     assert page.state == "degraded" and "no backup has run yet" in text
 
 
-def test_certificate_near_expiry_is_degraded_and_expired_is_down(gen: ModuleType) -> None:
+def test_certificate_near_expiry_is_degraded_and_expired_is_down() -> None:
     inputs = all_ok()
     inputs["movctl"]["certificate"]["not_after"] = "2026-12-01T10:00:00+00:00"
-    page, text = build(gen, inputs)
+    page, text = build(inputs)
     assert page.state == "degraded" and "in 4 days" in text
     inputs["movctl"]["certificate"]["not_after"] = "2026-11-20T10:00:00+00:00"
-    page, text = build(gen, inputs)
+    page, text = build(inputs)
     assert page.state == "down" and "expired 7 days ago" in text
 
 
-def test_silent_site_is_degraded(gen: ModuleType) -> None:
+def test_silent_site_is_degraded() -> None:
     inputs = all_ok()
     inputs["readings"]["sites"][1]["time"] = "2026-11-26T10:00:00Z"
-    page, _ = build(gen, inputs)
+    page, _ = build(inputs)
     assert page.state == "degraded" and levels(page, "Last reading per site") == ["ok", "warn"]
 
 
-def test_no_influxdb_on_this_host(gen: ModuleType) -> None:
+def test_no_influxdb_on_this_host() -> None:
     inputs = all_ok()
     inputs["readings"] = {"available": False, "sites": [], "error": "not available on this host"}
-    page, text = build(gen, inputs)
+    page, text = build(inputs)
     assert page.state == "ok" and "not available on this host" in text
 
 
-def test_movctl_missing_says_so(gen: ModuleType, tmp_path: Path) -> None:
-    cfg = gen.Config(
-        movctl=str(tmp_path / "no-movctl"),
+def movctl_config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "movctl.json"
+    path.write_text(json.dumps({"env": "prod", "stack": {"dir": str(tmp_path), "services": ["mosquitto"]}}))
+    return path
+
+
+def test_movctl_missing_says_so(tmp_path: Path) -> None:
+    # No movctl configuration: the movctl role has not run here, so movctl is not installed.
+    cfg = sp_config.Config(
+        movctl_config=str(tmp_path / "no-movctl.json"),
         backup_status_file=str(tmp_path / "none.json"),
         drill_status_file=str(tmp_path / "none2.json"),
     )
-    inputs = gen.gather(cfg)
-    page = gen.build_page(cfg, inputs)
-    text = gen.render_html(page)
-    assert page.state == "down" and "Service status unavailable: movctl is not installed" in text
+    inputs = collect.gather(cfg)
+    built = sp_page.build_page(cfg, inputs)
+    text = render.render_html(built)
+    assert built.state == "down" and "Service status unavailable: movctl is not installed" in text
     assert "not available on this host" in text
 
 
-def test_movctl_failing_says_so(gen: ModuleType, tmp_path: Path) -> None:
-    fake = tmp_path / "movctl"
-    fake.write_text(f'#!/bin/sh\necho \'{{"ok": false, "error": "token {TOKEN}", "exit_code": 3}}\'\nexit 3\n')
-    fake.chmod(0o755)
-    doc = gen.read_movctl(gen.Config(movctl=str(fake)))
+def test_movctl_failing_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(cfg: Any) -> Any:
+        raise MovctlError(f"token {TOKEN}", 3)
+
+    monkeypatch.setattr(movctl_status, "collect_status", failing)
+    doc = collect.read_movctl(sp_config.Config(movctl_config=str(movctl_config_file(tmp_path))))
     assert doc == {"error": "movctl status failed (exit 3)"}
+
+    def broken(cfg: Any) -> Any:
+        raise KeyError(TOKEN)
+
+    monkeypatch.setattr(movctl_status, "collect_status", broken)
+    doc = collect.read_movctl(sp_config.Config(movctl_config=str(movctl_config_file(tmp_path))))
+    assert doc == {"error": "movctl status failed (exit 1)"}
+
+
+def test_movctl_status_is_read_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+
+    def status_of(cfg: Any) -> Any:
+        seen.append(cfg)
+        return all_ok()["movctl"]
+
+    monkeypatch.setattr(movctl_status, "collect_status", status_of)
+    cfg = sp_config.Config(movctl_config=str(movctl_config_file(tmp_path)))
+    assert collect.read_movctl(cfg) == all_ok()["movctl"]
+    assert [(c.env, c.stack_dir) for c in seen] == [("prod", str(tmp_path))]
+    # Without a movctl_config, movctl's own default: MOVCTL_CONFIG, as on the command line.
+    monkeypatch.setenv("MOVCTL_CONFIG", str(movctl_config_file(tmp_path)))
+    assert collect.read_movctl(sp_config.Config())["services"][0]["service"] == "mosquitto"  # type: ignore[typeddict-item]
 
 
 # --- no secrets, escaping ----------------------------------------------------------------------------
 
 
-def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_path: Path) -> None:
+def test_hostile_strings_are_escaped_and_secrets_stay_off(tmp_path: Path) -> None:
     inputs = all_ok()
     inputs["movctl"]["services"][0]["service"] = '<script>alert("x")</script>'
     inputs["movctl"]["services"][1]["state"] = "<img src=x onerror=alert(1)>"
@@ -212,8 +244,7 @@ def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_p
     out.mkdir()
     result = subprocess.run(
         [
-            sys.executable,
-            str(GENERATOR),
+            *GENERATOR,
             "--config",
             str(write_config(tmp_path)),
             "--from-json",
@@ -224,6 +255,7 @@ def test_hostile_strings_are_escaped_and_secrets_stay_off(gen: ModuleType, tmp_p
         capture_output=True,
         text=True,
         check=False,
+        env=GENERATOR_ENV,
     )
     assert result.returncode == 0, result.stderr
     text = (out / "index.html").read_text()
@@ -245,32 +277,32 @@ def write_config(tmp_path: Path) -> Path:
     return config
 
 
-def test_flux_csv_parsing(gen: ModuleType) -> None:
+def test_flux_csv_parsing() -> None:
     text = (
         "#group,false,false,true,false\r\n#datatype,string,long,string,dateTime:RFC3339\r\n"
         ",result,table,localizacao,_time\r\n,_result,0,caldeira,2026-11-26T11:58:00Z\r\n"
         ",_result,1,linha_1,2026-11-26T11:59:30Z\r\n\r\n"
     )
-    assert gen.parse_flux_csv(text, "localizacao") == [
+    assert influx.parse_flux_csv(text, "localizacao") == [
         {"site": "caldeira", "time": "2026-11-26T11:58:00Z"},
         {"site": "linha_1", "time": "2026-11-26T11:59:30Z"},
     ]
-    query = gen.flux_last_per_site(gen.Config(influxdb_bucket="mov_dados"))
+    query = influx.flux_last_per_site(sp_config.Config(influxdb_bucket="mov_dados"))
     assert 'from(bucket: "mov_dados")' in query and 'group(columns: ["localizacao"])' in query
     # last() right after the filter, where InfluxDB pushes it down to storage.
     assert '|> filter(fn: (r) => exists r["localizacao"]) |> last() |> keep(' in query
     # Flux string literals: no \\u escapes (Flux refuses them), ${ not interpolated.
-    assert gen.flux_string('sala_ç"${x}\\') == '"sala_ç\\"\\${x}\\\\"'
+    assert influx.flux_string('sala_ç"${x}\\') == '"sala_ç\\"\\${x}\\\\"'
 
 
-def test_readings_token_missing(gen: ModuleType, tmp_path: Path) -> None:
-    cfg = gen.Config(
+def test_readings_token_missing(tmp_path: Path) -> None:
+    cfg = sp_config.Config(
         influxdb_url="http://127.0.0.1:9",
         influxdb_org="o",
         influxdb_bucket="b",
         influxdb_token_file=str(tmp_path / "missing"),
     )
-    assert gen.read_readings(cfg)["error"].startswith("no read token yet")
+    assert influx.read_readings(cfg)["error"].startswith("no read token yet")
 
 
 # --- headless Chromium: the page as a browser draws it ------------------------------------------------
@@ -344,12 +376,12 @@ def chromium() -> str:
     )
 
 
-def screenshot(gen: ModuleType, inputs: dict[str, Any], tmp_path: Path, name: str) -> tuple[int, int, list[bytes]]:
+def screenshot(inputs: dict[str, Any], tmp_path: Path, name: str) -> tuple[int, int, list[bytes]]:
     out = tmp_path / name
     out.mkdir()
     source = tmp_path / f"{name}.json"
     source.write_text(json.dumps(inputs))
-    assert gen.main(["--config", str(write_config(tmp_path)), "--from-json", str(source), "--out", str(out)]) == 0
+    assert cli.main(["--config", str(write_config(tmp_path)), "--from-json", str(source), "--out", str(out)]) == 0
     shot = tmp_path / f"{name}.png"
     result = subprocess.run(
         [
@@ -372,17 +404,17 @@ def screenshot(gen: ModuleType, inputs: dict[str, Any], tmp_path: Path, name: st
     return decode_png(shot.read_bytes())
 
 
-def test_screenshot_shows_the_state(gen: ModuleType, tmp_path: Path) -> None:
+def test_screenshot_shows_the_state(tmp_path: Path) -> None:
     ok_inputs = all_ok()
     degraded = copy.deepcopy(ok_inputs)
     degraded["movctl"]["services"][2] = service("influxdb", health="unhealthy")
     down = copy.deepcopy(ok_inputs)
     down["movctl"] = {"error": "movctl is not installed"}
 
-    width, height, ok_rows = screenshot(gen, ok_inputs, tmp_path, "ok")
+    width, height, ok_rows = screenshot(ok_inputs, tmp_path, "ok")
     assert (width, height) == (1000, 800)
-    _, _, degraded_rows = screenshot(gen, degraded, tmp_path, "degraded")
-    _, _, down_rows = screenshot(gen, down, tmp_path, "down")
+    _, _, degraded_rows = screenshot(degraded, tmp_path, "degraded")
+    _, _, down_rows = screenshot(down, tmp_path, "down")
 
     # The banner is the page's top 60 px: mostly its state's colour, none of another state's.
     banner = {
@@ -442,7 +474,7 @@ def fake_influxdb(answer: str, seen: dict[str, str], status: int = 200) -> Itera
         server.server_close()
 
 
-def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
+def test_readings_from_a_fake_influxdb(tmp_path: Path) -> None:
     seen: dict[str, str] = {}
     answer = (
         ",result,table,localizacao,_time\r\n,_result,0,linha_1,2026-11-26T11:59:30Z\r\n"
@@ -451,13 +483,13 @@ def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
     token = tmp_path / "influxdb.token"
     token.write_text(TOKEN + "\n")
     with fake_influxdb(answer, seen) as url:
-        cfg = gen.Config(
+        cfg = sp_config.Config(
             influxdb_url=url,
             influxdb_org="mov_industria",
             influxdb_bucket="mov_dados",
             influxdb_token_file=str(token),
         )
-        readings = gen.read_readings(cfg)
+        readings = influx.read_readings(cfg)
     assert readings == {
         "available": True,
         "error": "",
@@ -468,17 +500,17 @@ def test_readings_from_a_fake_influxdb(gen: ModuleType, tmp_path: Path) -> None:
     }
     assert seen["path"] == "/api/v2/query?org=mov_industria" and seen["auth"] == f"Token {TOKEN}"
     assert 'from(bucket: "mov_dados")' in seen["body"]
-    text = gen.render_html(gen.build_page(cfg, {**all_ok(), "readings": readings}))
+    text = render.render_html(sp_page.build_page(cfg, {**all_ok(), "readings": readings}))
     assert TOKEN not in text and "caldeira" in text
 
 
 # --- the readings the broker dropped (Grafana's drop alert's data, on the page) ------------------------------------
 
 
-def dropped_cfg(gen: ModuleType, tmp_path: Path, url: str, infra_bucket: str = "mov_infra") -> Any:
+def dropped_cfg(tmp_path: Path, url: str, infra_bucket: str = "mov_infra") -> Any:
     token = tmp_path / "influxdb.token"
     token.write_text(TOKEN + "\n")
-    return gen.Config(
+    return sp_config.Config(
         influxdb_url=url,
         influxdb_org="mov_industria",
         influxdb_bucket="mov_dados",
@@ -487,16 +519,16 @@ def dropped_cfg(gen: ModuleType, tmp_path: Path, url: str, infra_bucket: str = "
     )
 
 
-def test_the_drop_query_is_the_grafana_rules_over_24_hours(gen: ModuleType) -> None:
+def test_the_drop_query_is_the_grafana_rules_over_24_hours() -> None:
     # The Grafana rule (roles/grafana/vars/main.yml) and the page read the same thing; only the window differs.
     grafana = yaml.safe_load((REPO / "roles" / "grafana" / "vars" / "main.yml").read_text())["_grafana_dropped_query"]
     assert '"{{ grafana_infra_bucket }}"' in grafana and "range(start: -10m)" in grafana
     expected = grafana.replace('"{{ grafana_infra_bucket }}"', '"mov_infra"').replace("-10m", "-24h")
-    query = gen.flux_dropped(gen.Config(influxdb_infra_bucket="mov_infra"))
+    query = influx.flux_dropped(sp_config.Config(influxdb_infra_bucket="mov_infra"))
     assert query.split() == expected.split()
 
 
-def test_drops_from_a_fake_influxdb_show_their_count_and_degrade_the_page(gen: ModuleType, tmp_path: Path) -> None:
+def test_drops_from_a_fake_influxdb_show_their_count_and_degrade_the_page(tmp_path: Path) -> None:
     seen: dict[str, str] = {}
     answer = (
         "#group,false,false,true,false,false\r\n#datatype,string,long,string,dateTime:RFC3339,long\r\n"
@@ -504,56 +536,56 @@ def test_drops_from_a_fake_influxdb_show_their_count_and_degrade_the_page(gen: M
         ",_result,0,mosquitto_broker,2026-11-26T11:40:00Z,37\r\n\r\n"
     )
     with fake_influxdb(answer, seen) as url:
-        dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, url))
+        dropped = influx.read_dropped(dropped_cfg(tmp_path, url))
     assert dropped == {"collected": True, "count": 37, "error": ""}
     assert seen["path"] == "/api/v2/query?org=mov_industria" and seen["auth"] == f"Token {TOKEN}"
-    assert seen["body"] == gen.flux_dropped(gen.Config(influxdb_infra_bucket="mov_infra"))
+    assert seen["body"] == influx.flux_dropped(sp_config.Config(influxdb_infra_bucket="mov_infra"))
     assert 'from(bucket: "mov_infra") |> range(start: -24h)' in seen["body"]
-    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    page, text = build({**all_ok(), "dropped": dropped})
     assert page.state == "degraded" and 'class="banner degraded"' in text
     assert levels(page, "Readings dropped by the broker") == ["warn"]
     assert "Readings dropped by the broker" in text and "37 dropped" in text and "last 24 h" in text
     assert TOKEN not in text
 
 
-def test_no_drop_is_none_and_ok(gen: ModuleType, tmp_path: Path) -> None:
+def test_no_drop_is_none_and_ok(tmp_path: Path) -> None:
     # No row: the counter did not change in the window (Mosquitto publishes it on change only).
     with fake_influxdb("\r\n", {}) as url:
-        dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, url))
+        dropped = influx.read_dropped(dropped_cfg(tmp_path, url))
     assert dropped == {"collected": True, "count": 0, "error": ""}
-    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    page, text = build({**all_ok(), "dropped": dropped})
     assert page.state == "ok" and levels(page, "Readings dropped by the broker") == ["ok"]
     assert "last 24 h</td><td>none" in text
 
 
-def test_drops_unreadable_need_attention_without_the_error_text(gen: ModuleType, tmp_path: Path) -> None:
+def test_drops_unreadable_need_attention_without_the_error_text(tmp_path: Path) -> None:
     with fake_influxdb('{"code":"not found","message":"bucket \\"mov_infra\\" not found"}', {}, status=404) as url:
-        dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, url))
+        dropped = influx.read_dropped(dropped_cfg(tmp_path, url))
     assert dropped == {"collected": True, "count": None, "error": "InfluxDB answered HTTP 404"}
-    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    page, text = build({**all_ok(), "dropped": dropped})
     assert page.state == "degraded" and "drop count unavailable: InfluxDB query failed" in text
     assert "not found" not in text
 
 
-def test_drops_not_collected_say_so_rather_than_0(gen: ModuleType, tmp_path: Path) -> None:
+def test_drops_not_collected_say_so_rather_than_0(tmp_path: Path) -> None:
     # Infrastructure metrics off: no infra bucket, and InfluxDB is not even asked.
-    dropped = gen.read_dropped(dropped_cfg(gen, tmp_path, "http://127.0.0.1:9", infra_bucket=""))
+    dropped = influx.read_dropped(dropped_cfg(tmp_path, "http://127.0.0.1:9", infra_bucket=""))
     assert dropped == {"collected": False, "count": None, "error": "not collected: the infrastructure metrics are off"}
-    page, text = build(gen, {**all_ok(), "dropped": dropped})
+    page, text = build({**all_ok(), "dropped": dropped})
     assert page.state == "ok" and levels(page, "Readings dropped by the broker") == []
     assert "not collected: the infrastructure metrics are off" in text
     assert "none" not in text and "0 dropped" not in text
     assert page.counts["dropped"] is None
-    public = gen.public_page(page)
-    assert "readings dropped by the broker</td><td>not collected" in gen.render_html(public)
-    assert json.loads(gen.render_public_json(public))["dropped"] is None
+    public = sp_page.public_page(page)
+    assert "readings dropped by the broker</td><td>not collected" in render.render_html(public)
+    assert json.loads(render.render_public_json(public))["dropped"] is None
     # No InfluxDB on this host: the same, in its words.
-    dropped = gen.read_dropped(gen.Config(influxdb_infra_bucket="mov_infra"))
+    dropped = influx.read_dropped(sp_config.Config(influxdb_infra_bucket="mov_infra"))
     assert dropped["collected"] is False
-    assert "not available on this host" in build(gen, {**all_ok(), "dropped": dropped})[1]
+    assert "not available on this host" in build({**all_ok(), "dropped": dropped})[1]
 
 
-def test_the_public_page_shows_the_drop_count(gen: ModuleType, tmp_path: Path) -> None:
+def test_the_public_page_shows_the_drop_count(tmp_path: Path) -> None:
     inputs = {**all_ok(), "dropped": {"collected": True, "count": 5, "error": ""}}
     source = tmp_path / "inputs.json"
     source.write_text(json.dumps(inputs))
@@ -561,7 +593,7 @@ def test_the_public_page_shows_the_drop_count(gen: ModuleType, tmp_path: Path) -
     config.write_text(json.dumps({"public_page": True, "influxdb_infra_bucket": "mov_infra"}))
     out = tmp_path / "out"
     out.mkdir()
-    assert gen.main(["--config", str(config), "--from-json", str(source), "--out", str(out)]) == 0
+    assert cli.main(["--config", str(config), "--from-json", str(source), "--out", str(out)]) == 0
     public = json.loads((out / "public.json").read_text())
     assert public["state"] == "degraded" and public["dropped"] == {"window_hours": 24, "count": 5}
     assert "readings dropped by the broker (last 24 h)</td><td>5<" in (out / "public.html").read_text()
