@@ -1,27 +1,28 @@
-"""mov-cleanup (roles/cleanup) on the controller: its configuration, which files age out, and the whole run with a
-stand-in movctl (a script printing movctl's JSON). The real run, movctl and Docker included, is in molecule/stack."""
+"""mov-cleanup (mov_host.cleanup) on the controller: its configuration, which files age out, and the whole run with a
+stand-in for movctl's cleanup (called in-process, it returns movctl's document). The real run, movctl and Docker
+included, is in molecule/stack."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from host_script import load_script
+from mov_host import cleanup as tool
+from mov_host.movctl import cleanup as movctl_cleanup
+from mov_host.movctl.config import MovctlError
 
-REPO = Path(__file__).resolve().parent.parent
-TOOL = REPO / "roles" / "cleanup" / "files" / "mov-cleanup.py"
 DAY = 86400
 
 
-@pytest.fixture(scope="module")
-def tool() -> ModuleType:
-    return load_script("mov_cleanup", TOOL)
+def movctl_config(tmp_path: Path) -> Path:
+    """A movctl configuration for the stand-in to be handed (movctl reads it before its cleanup runs)."""
+    path = tmp_path / "movctl.json"
+    path.write_text(json.dumps({"stack": {"dir": str(tmp_path), "services": ["mosquitto", "analytics"]}}))
+    return path
 
 
 def aged(path: Path, days: float, now: float) -> Path:
@@ -43,12 +44,12 @@ def aged(path: Path, days: float, now: float) -> Path:
         ([], "JSON object"),
     ],
 )
-def test_bad_configurations_are_refused(tool: ModuleType, raw: Any, message: str) -> None:
+def test_bad_configurations_are_refused(raw: Any, message: str) -> None:
     with pytest.raises(tool.ConfigError, match=message):
         tool.config_from_dict(raw)
 
 
-def test_old_files_are_regular_matching_and_past_their_age(tool: ModuleType, tmp_path: Path) -> None:
+def test_old_files_are_regular_matching_and_past_their_age(tmp_path: Path) -> None:
     now = time.time()
     root = tmp_path / "out"
     old = aged(root / "report-2019-01-06.html", 400, now)
@@ -64,13 +65,12 @@ def test_old_files_are_regular_matching_and_past_their_age(tool: ModuleType, tmp
     assert sorted(tool.old_files(rule, now)) == sorted([old, nested])
 
 
-def test_a_whole_run(tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_whole_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     now = time.time()
     reports = tmp_path / "out"
     old = aged(reports / "report-old.html", 400, now)
     recent = aged(reports / "report-new.html", 1, now)
-    seen = tmp_path / "movctl-args"
-    movctl = tmp_path / "movctl"
+    seen: list[tuple[str, bool]] = []
     answer = {
         "ok": True,
         "dry_run": False,
@@ -82,16 +82,18 @@ def test_a_whole_run(tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFix
         "removed_images": ["mov/analytics:0.0.9"],
         "failures": [],
     }
-    movctl.write_text(
-        f"#!{sys.executable}\nimport sys\nopen({str(seen)!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        f"print({json.dumps(json.dumps(answer))})\n"
-    )
-    movctl.chmod(0o755)
+
+    def run_cleanup(cfg: Any, dry_run: bool) -> Any:
+        seen.append((cfg.stack_dir, dry_run))
+        return answer
+
+    monkeypatch.setattr(movctl_cleanup, "run_cleanup", run_cleanup)
     config = tmp_path / "cleanup.json"
     config.write_text(
         json.dumps(
             {
-                "movctl": str(movctl),
+                "movctl": "/usr/local/bin/movctl",
+                "movctl_config": str(movctl_config(tmp_path)),
                 "old_files": [
                     {"path": str(reports), "pattern": "report-*", "max_age_days": 365},
                     {"path": str(tmp_path / "missing"), "pattern": "*", "max_age_days": 1},
@@ -101,30 +103,32 @@ def test_a_whole_run(tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFix
     )
 
     assert tool.main(["--config", str(config), "--dry-run"]) == 0
-    assert seen.read_text() == "cleanup --json --dry-run"
+    assert seen == [(str(tmp_path), True)]
     assert old.exists() and "would remove 1: report-old.html" in capsys.readouterr().out
 
     assert tool.main(["--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert seen.read_text() == "cleanup --json"
+    assert seen[1:] == [(str(tmp_path), False)]
     assert "images removed: mov/analytics:0.0.9" in out and "containers removed: mov-analytics-run-1" in out
     assert "skipped, no such directory" in out and out.rstrip().endswith("cleanup ok")
     assert not old.exists() and recent.exists()
 
 
 def test_a_failing_movctl_fails_the_run_but_files_still_age_out(
-    tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = time.time()
     old = aged(tmp_path / "out" / "report-old.html", 400, now)
-    movctl = tmp_path / "movctl"
-    movctl.write_text('#!/bin/sh\necho \'{"ok": false, "error": "docker image ls failed", "exit_code": 1}\'\nexit 1\n')
-    movctl.chmod(0o755)
+
+    def run_cleanup(cfg: Any, dry_run: bool) -> Any:
+        raise MovctlError("docker image ls failed")
+
+    monkeypatch.setattr(movctl_cleanup, "run_cleanup", run_cleanup)
     config = tmp_path / "cleanup.json"
     config.write_text(
         json.dumps(
             {
-                "movctl": str(movctl),
+                "movctl_config": str(movctl_config(tmp_path)),
                 "old_files": [{"path": str(tmp_path / "out"), "pattern": "report-*", "max_age_days": 30}],
             }
         )
@@ -136,9 +140,39 @@ def test_a_failing_movctl_fails_the_run_but_files_still_age_out(
     assert not old.exists()
 
 
-def test_configuration_check_and_a_missing_configuration(
-    tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_removal_movctl_could_not_do_fails_the_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    answer = {
+        "ok": False,
+        "dry_run": False,
+        "kept_releases": [],
+        "current_release": "",
+        "containers": [],
+        "images": ["mov/analytics:0.0.9"],
+        "kept_images": [],
+        "removed_containers": [],
+        "removed_images": [],
+        "failures": ["image mov/analytics:0.0.9: image is being used by running container"],
+    }
+    monkeypatch.setattr(movctl_cleanup, "run_cleanup", lambda cfg, dry_run: answer)
+    config = tmp_path / "cleanup.json"
+    config.write_text(json.dumps({"movctl_config": str(movctl_config(tmp_path))}))
+    assert tool.main(["--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "releases kept none recorded (current -)" in out and "images removed: none" in out
+    assert "FAILED: image mov/analytics:0.0.9: image is being used by running container" in out
+
+
+def test_movctl_not_installed_fails_the_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # No movctl configuration: movctl's own error and exit code (3, not installed), as its command gave them.
+    config = tmp_path / "cleanup.json"
+    config.write_text(json.dumps({"movctl_config": str(tmp_path / "none.json")}))
+    assert tool.main(["--config", str(config)]) == 1
+    assert "FAILED: movctl cleanup exited 3: the platform is not installed here" in capsys.readouterr().out
+
+
+def test_configuration_check_and_a_missing_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "cleanup.json"
     config.write_text(
         json.dumps(

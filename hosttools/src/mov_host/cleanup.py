@@ -1,12 +1,12 @@
-#!/usr/bin/env python3
 """mov-cleanup: the MOV platform's nightly cleanup on its host (the cron job `cleanup`, roles/cleanup).
 
     mov-cleanup [--config /etc/mov/cleanup.json] [--dry-run]
     mov-cleanup --config FILE --check-config   # parse the configuration only (the role's validate:)
 
-1. `movctl cleanup --json`: the platform's images that none of the last N releases nor the current one uses, and
-   the compose project's stopped one-off containers and those of services the compose file no longer has (a
-   current service an operator stopped stays). movctl never removes a volume nor the current release's images.
+1. movctl's cleanup (`movctl cleanup`, run in-process): the platform's images that none of the last N releases nor
+   the current one uses, and the compose project's stopped one-off containers and those of services the compose
+   file no longer has (a current service an operator stopped stays). movctl never removes a volume nor the current
+   release's images.
 2. Files older than their rule's age: each rule is a directory, a file name pattern and a number of days (the
    weekly reports: report-* older than a year). Only regular files matching the pattern are removed; directories
    and symbolic links never are, and a link is never followed.
@@ -24,13 +24,19 @@ import fnmatch
 import json
 import os
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mov_host import paths
+from mov_host.movctl import cleanup as movctl_cleanup
+from mov_host.movctl.config import EXIT_FAILED as MOVCTL_FAILED
+from mov_host.movctl.config import MovctlError, default_config_path
+from mov_host.movctl.config import load_config as load_movctl_config
+from mov_host.movctl.records import CleanupDocument
 
 DEFAULT_CONFIG = "/etc/mov/cleanup.json"
 EXIT_OK = 0
@@ -52,8 +58,12 @@ class AgeRule:
 
 @dataclass(frozen=True)
 class Config:
+    # Where movctl was run from when cleanup ran it as a command; still checked and shown, no longer run: movctl's
+    # cleanup runs in-process now, with movctl's own configuration.
     movctl: str
     old_files: tuple[AgeRule, ...]
+    # movctl's configuration; empty: movctl's default (MOVCTL_CONFIG in the environment, else its role's file).
+    movctl_config: str = ""
 
 
 def config_from_dict(raw: Any) -> Config:
@@ -75,10 +85,13 @@ def config_from_dict(raw: Any) -> Config:
         if rule.max_age_days < 1:
             raise ConfigError(f"{where}: max_age_days must be at least 1")
         rules.append(rule)
-    movctl = raw.get("movctl", "/usr/local/bin/movctl")
+    movctl = raw.get("movctl", paths.MOVCTL)
     if not isinstance(movctl, str) or not movctl:
         raise ConfigError("movctl must be the path of movctl")
-    return Config(movctl=movctl, old_files=tuple(rules))
+    movctl_config = raw.get("movctl_config", "")
+    if not isinstance(movctl_config, str):
+        raise ConfigError("movctl_config must be the path of movctl's configuration")
+    return Config(movctl=movctl, old_files=tuple(rules), movctl_config=movctl_config)
 
 
 def load_config(path: str) -> Config:
@@ -97,39 +110,34 @@ def log(message: str) -> None:
 # --- 1. images and containers: movctl's ------------------------------------------------------------
 
 
-def movctl_cleanup(cfg: Config, dry_run: bool) -> bool:
-    argv = [cfg.movctl, "cleanup", "--json", *(["--dry-run"] if dry_run else [])]
+def movctl_cleanup_document(cfg: Config, dry_run: bool) -> tuple[CleanupDocument | None, int, str]:
+    """movctl's cleanup document, the exit code `movctl cleanup` gives for it, and when there is no document, why."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log(f"images and containers: FAILED: {' '.join(argv)}: {exc}")
-        return False
-    try:
-        doc = json.loads(result.stdout)
-    except ValueError:
-        doc = {}
-    if not isinstance(doc, dict) or "images" not in doc:
-        detail = str(doc.get("error", "")) if isinstance(doc, dict) else ""
-        detail = detail or (result.stderr or result.stdout).strip()[-800:]
-        log(f"images and containers: FAILED: movctl cleanup exited {result.returncode}: {detail}")
+        doc = movctl_cleanup.run_cleanup(load_movctl_config(cfg.movctl_config or default_config_path()), dry_run)
+    except MovctlError as exc:
+        return None, exc.code, str(exc)
+    except Exception as exc:
+        return None, MOVCTL_FAILED, f"{type(exc).__name__}: {exc}"
+    return doc, 0 if doc["ok"] else MOVCTL_FAILED, ""
+
+
+def movctl_cleanup_step(cfg: Config, dry_run: bool) -> bool:
+    doc, code, error = movctl_cleanup_document(cfg, dry_run)
+    if doc is None:
+        log(f"images and containers: FAILED: movctl cleanup exited {code}: {error}")
         return False
     verb = "would remove" if dry_run else "removed"
-    containers = doc["containers"] if dry_run else doc.get("removed_containers", [])
-    images = doc["images"] if dry_run else doc.get("removed_images", [])
+    containers = doc["containers"] if dry_run else doc["removed_containers"]
+    images = doc["images"] if dry_run else doc["removed_images"]
     log(
-        f"images and containers: releases kept {', '.join(doc.get('kept_releases', [])) or 'none recorded'} "
-        f"(current {doc.get('current_release') or '-'})"
+        f"images and containers: releases kept {', '.join(doc['kept_releases']) or 'none recorded'} "
+        f"(current {doc['current_release'] or '-'})"
     )
     log(f"images and containers: containers {verb}: {', '.join(containers) or 'none'}")
     log(f"images and containers: images {verb}: {', '.join(images) or 'none'}")
-    for failure in doc.get("failures", []):
+    for failure in doc["failures"]:
         log(f"images and containers: FAILED: {failure}")
-    if result.returncode != 0 and not doc.get("failures"):
-        log(
-            f"images and containers: FAILED: movctl cleanup exited {result.returncode}: "
-            f"{doc.get('error') or result.stderr.strip()[-800:]}"
-        )
-    return result.returncode == 0
+    return code == 0
 
 
 # --- 2. files past their age ---------------------------------------------------------------------
@@ -191,14 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"config ok: movctl {cfg.movctl}, {len(cfg.old_files)} rule(s) for old files")
         return EXIT_OK
     now = time.time()
-    results = [movctl_cleanup(cfg, args.dry_run)]
+    results = [movctl_cleanup_step(cfg, args.dry_run)]
     results += [remove_old_files(rule, now, args.dry_run) for rule in cfg.old_files]
     if all(results):
         log("cleanup ok")
         return EXIT_OK
     print(f"mov-cleanup: {results.count(False)} step(s) failed (see above)", file=sys.stderr)
     return EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
