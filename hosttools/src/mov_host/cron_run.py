@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run one scheduled job of the MOV platform.
 
 Appends the job's output to <log-dir>/<name>.log between start/end lines, records
@@ -16,24 +15,42 @@ import subprocess
 import sys
 import syslog
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, TypedDict
 
 LOCK_DIR = "/run/lock"
+
+
+class JobResult(TypedDict):
+    """A job's last result, <state-dir>/<name>.json: written after every run that was not skipped."""
+
+    name: str
+    started_at: str  # ISO 8601, UTC, in seconds
+    finished_at: str
+    duration_s: float
+    exit_code: int  # the shell command's; negative: killed by that signal
+    result: Literal["ok", "failed"]
+
+
+def job_result_path(state_dir: str, name: str) -> Path:
+    return Path(state_dir) / f"{name}.json"
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    # prog: the installed command's name, not the zipapp's path that runs it.
+    parser = argparse.ArgumentParser(prog="mov-cron-run", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--log-dir", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--no-lock", action="store_true", help="allow overlapping runs")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the shell command")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(list(argv))
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
     if not args.command:
@@ -41,17 +58,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def write_state(path: str, state: dict[str, object]) -> None:
+def write_state(path: str, state: JobResult) -> None:
     with open(path, "w", encoding="utf-8") as out:
         json.dump(state, out, indent=2)
         out.write("\n")
 
 
-def main(argv: list[str]) -> int:
-    args = parse(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     syslog.openlog(f"mov-cron[{args.name}]", syslog.LOG_PID, syslog.LOG_CRON)
     log_path = str(Path(args.log_dir) / f"{args.name}.log")
-    state_path = str(Path(args.state_dir) / f"{args.name}.json")
+    state_path = str(job_result_path(args.state_dir, args.name))
 
     lock = None
     if not args.no_lock:
@@ -93,7 +110,3 @@ def main(argv: list[str]) -> int:
     if lock is not None:
         lock.close()
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
