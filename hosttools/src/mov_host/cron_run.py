@@ -1,7 +1,7 @@
 """Run one scheduled job of the MOV platform.
 
 Appends the job's output to <log-dir>/<name>.log between start/end lines, records
-the last result in <state-dir>/<name>.json (read by the status page and alerts),
+the last result in <state-dir>/<name>.json (a typed JobResult, for the operator and monitoring),
 reports failures to syslog, and skips a run while the previous one still holds
 the job's lock, so runs never overlap.
 """
