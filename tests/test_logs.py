@@ -104,9 +104,9 @@ def test_loki_and_alloy_are_pinned_in_the_one_versions_table() -> None:
 
 
 def test_nothing_of_the_logs_part_is_public() -> None:
-    main = group_vars("main.yml")
-    assert main["mov_public_tcp_ports"] == [80, 443, 8883]
-    assert main["mov_docker_public_tcp_ports"] == [8883]
+    ports = group_vars("main.yml")["mov_ports"]
+    assert ports["loki"]["reach"] == "loopback"
+    assert sorted(p["port"] for p in ports.values() if p["reach"] == "public") == [80, 443, 8883]
 
 
 def test_the_stack_movctl_and_the_update_know_loki_and_alloy_when_on() -> None:
