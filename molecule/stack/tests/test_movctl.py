@@ -48,7 +48,7 @@ def test_movctl_and_its_configuration_are_installed(host) -> None:  # type: igno
     config = host.file("/etc/mov/movctl.json")
     assert config.user == "root" and config.mode == 0o644
     doc = json.loads(config.content_string)
-    assert doc["stack"]["services"] == ["mosquitto", "influxdb", "analytics"]
+    assert doc["stack"]["services"] == ["mosquitto", "influxdb", "analytics", "dockerproxy"]
     assert doc["backup"]["tool"] == "/usr/local/bin/mov-backup"
     assert "test-" not in config.content_string  # no secret of the box's vars
     assert movctl(host, "check-config").rc == 0
@@ -123,7 +123,7 @@ def test_the_host_checks_pass(host) -> None:  # type: ignore[no-untyped-def]
     assert result.rc == 0, result.stdout + result.stderr
     doc = as_json(movctl(host, "test", "--json"))
     checks = {c["name"]: c for c in doc["checks"]}
-    assert set(checks) == {"mosquitto", "influxdb", "analytics", "mqtt-tls", "nginx"}
+    assert set(checks) == {"mosquitto", "influxdb", "analytics", "dockerproxy", "mqtt-tls", "nginx"}
     assert checks["mqtt-tls"]["ok"] and "CONNACK" in checks["mqtt-tls"]["detail"]
     assert "skipped" in checks["nginx"]["detail"]  # no nginx in this scenario
 
@@ -157,6 +157,7 @@ def test_backup_then_restore_refuses_then_forces(host) -> None:  # type: ignore[
         "mosquitto": "healthy",
         "influxdb": "healthy",
         "analytics": "healthy",
+        "dockerproxy": "healthy",
     }
     assert host.file(MARKER).content_string == "before"
     host.check_output(f"rm -f {MARKER}")
