@@ -22,7 +22,7 @@ from typing import Any
 from mov_host.backup.config import Config, drill_status_file
 from mov_host.backup.errors import BackupError, log
 from mov_host.backup.files import walk_files
-from mov_host.backup.influx import INFLUX_ADMIN_TOKEN
+from mov_host.backup.influx import influx_query
 from mov_host.backup.process import compose, run_command, service_owner
 from mov_host.backup.records import DrillCheck, DrillStatus, Manifest
 from mov_host.backup.remote import download
@@ -43,18 +43,7 @@ def influx_counts(cfg: Config, stop: datetime) -> dict[str, int]:
         f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: {start.strftime("%Y-%m-%dT%H:%M:%SZ")}, '
         f'stop: {stop.strftime("%Y-%m-%dT%H:%M:%SZ")}) |> group(columns: ["_measurement"]) |> count()'
     )
-    out = run_command(
-        compose(
-            cfg,
-            "exec",
-            "-T",
-            cfg.influxdb_service,
-            "sh",
-            "-c",
-            f"{INFLUX_ADMIN_TOKEN} influx query --raw '{query}'",
-        ),
-        f"influx query ({cfg.stack_project})",
-    )
+    out = influx_query(cfg, query, f"influx query ({cfg.stack_project})")
     counts: dict[str, int] = {}
     header: list[str] = []
     for row in csv.reader(io.StringIO(out)):

@@ -18,6 +18,40 @@ INFLUX_STAGE = "/mov-backup"
 INFLUX_ADMIN_TOKEN = 'INFLUX_TOKEN="$(cat "$DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE")"'
 
 
+def influx_oneoff(cfg: Config, staging: Path, command: str, what: str, *, read_only: bool) -> None:
+    """An `influx` command in a one-off container of the service (`docker compose run`: its image, env file,
+    secrets and user, on the project's network, no published port) with staging bind-mounted at INFLUX_STAGE. The
+    admin token stays in the container (its compose secret); it never passes through this process."""
+    volume = f"{staging}:{INFLUX_STAGE}" + (":ro" if read_only else "")
+    run_command(
+        compose(
+            cfg,
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "sh",
+            "--volume",
+            volume,
+            cfg.influxdb_service,
+            "-c",
+            f"{INFLUX_ADMIN_TOKEN} {command}",
+        ),
+        what,
+    )
+
+
+def influx_query(cfg: Config, query: str, what: str) -> str:
+    """A Flux query's raw CSV, asked with the `influx` CLI inside the running service (the admin token stays there)."""
+    return run_command(
+        compose(
+            cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c", f"{INFLUX_ADMIN_TOKEN} influx query --raw '{query}'"
+        ),
+        what,
+    )
+
+
 def influxdb_backup(cfg: Config, staging: Path) -> None:
     """`influx backup` written straight into staging, a directory of the snapshot being built.
 
@@ -32,24 +66,8 @@ def influxdb_backup(cfg: Config, staging: Path) -> None:
     owner = service_owner(cfg, service)
     if owner is not None:
         os.chown(staging, *owner)
-    # The admin token stays in the container (its compose secret); it never passes through this process.
-    backup = f"{INFLUX_ADMIN_TOKEN} influx backup --host http://{service}:8086 {INFLUX_STAGE}"
-    run_command(
-        compose(
-            cfg,
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--entrypoint",
-            "sh",
-            "--volume",
-            f"{staging}:{INFLUX_STAGE}",
-            service,
-            "-c",
-            backup,
-        ),
-        "influx backup",
+    influx_oneoff(
+        cfg, staging, f"influx backup --host http://{service}:8086 {INFLUX_STAGE}", "influx backup", read_only=False
     )
 
 
@@ -72,16 +90,5 @@ def influxdb_live_bytes(cfg: Config) -> int:
 def influxdb_has_data(cfg: Config) -> bool:
     """Whether the running InfluxDB holds any point in the platform's bucket."""
     query = f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: 0) |> limit(n: 1)'
-    out = run_command(
-        compose(
-            cfg,
-            "exec",
-            "-T",
-            cfg.influxdb_service,
-            "sh",
-            "-c",
-            f"{INFLUX_ADMIN_TOKEN} influx query --raw '{query}'",
-        ),
-        "influx query (is InfluxDB empty?)",
-    )
+    out = influx_query(cfg, query, "influx query (is InfluxDB empty?)")
     return any(line.startswith(",_result,") for line in out.splitlines())

@@ -14,8 +14,8 @@ import zstandard
 from mov_host.backup.config import Config
 from mov_host.backup.errors import BackupError, log
 from mov_host.backup.files import CHUNK, read_manifest, sha256_file, snapshot_ids, walk_files
-from mov_host.backup.influx import INFLUX_ADMIN_TOKEN, INFLUX_STAGE, influxdb_has_data
-from mov_host.backup.process import compose, run_command, service_owner
+from mov_host.backup.influx import INFLUX_STAGE, influx_oneoff, influxdb_has_data
+from mov_host.backup.process import service_owner
 from mov_host.backup.records import Manifest, ManifestFile
 from mov_host.backup.remote import remote_ids
 
@@ -173,22 +173,6 @@ def restore_influxdb(cfg: Config, snapshot: Path, entries: list[ManifestFile]) -
         if owner is not None:
             for path in [staging, *staging.rglob("*")]:
                 os.chown(path, *owner)
-        restore = f"{INFLUX_ADMIN_TOKEN} influx restore --full --host http://{service}:8086 {INFLUX_STAGE}"
-        run_command(
-            compose(
-                cfg,
-                "run",
-                "--rm",
-                "--no-deps",
-                "-T",
-                "--entrypoint",
-                "sh",
-                "--volume",
-                f"{staging}:{INFLUX_STAGE}:ro",
-                service,
-                "-c",
-                restore,
-            ),
-            "influx restore",
-        )
+        command = f"influx restore --full --host http://{service}:8086 {INFLUX_STAGE}"
+        influx_oneoff(cfg, staging, command, "influx restore", read_only=True)
     log("influxdb: restored (influx restore --full)")

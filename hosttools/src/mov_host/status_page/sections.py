@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mov_host.movctl.render import format_duration
 from mov_host.status_page.influx import NOT_COLLECTED
 
 LEVELS = ("ok", "warn", "bad", "unknown")
@@ -38,17 +39,8 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def age_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
+    """An age as movctl shows its uptimes ("3d 4h", "5m 2s")."""
+    return format_duration(seconds)
 
 
 def word(value: Any, allowed: tuple[str, ...], default: str = "unknown") -> str:
