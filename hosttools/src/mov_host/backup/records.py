@@ -24,8 +24,8 @@ class SqliteSignature(TypedDict):
     source_seen_ns: int
 
 
-class ManifestFile(TypedDict):
-    """One stored file of a snapshot."""
+class FileMeta(TypedDict):
+    """What a stored file's source is: a manifest entry's first keys (ManifestFile without where it is stored)."""
 
     source: str
     rel: str  # the path under its source (a file's own name for kinds file and sqlite)
@@ -37,6 +37,11 @@ class ManifestFile(TypedDict):
     # SQLite sources only: the database's signature when it was copied.
     source_files: NotRequired[list[list[int] | None]]
     source_seen_ns: NotRequired[int]
+
+
+class ManifestFile(FileMeta):
+    """One stored file of a snapshot."""
+
     stored: str  # the path in the snapshot: data/<source>/<rel>[.zst]
     zstd: bool
     sha256: str  # of the content

@@ -10,13 +10,13 @@ import socket
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 import zstandard
 
 from mov_host.backup.errors import BackupError
 from mov_host.backup.files import CHUNK, MANIFEST, read_manifest, sha256_file
-from mov_host.backup.records import Manifest, ManifestFile, ManifestSource, SqliteSignature
+from mov_host.backup.records import FileMeta, Manifest, ManifestFile, ManifestSource, SqliteSignature
 
 # Already compressed: zstd would only spend time on these.
 INCOMPRESSIBLE = (".gz", ".zst", ".zip", ".xz", ".bz2", ".png", ".jpg", ".jpeg", ".tgz")
@@ -26,20 +26,6 @@ COMPRESS_MIN_BYTES = 1024
 COMPRESS_MIN_GAIN = 0.10
 # Files stored at once (each thread reads, hashes, compresses and writes one file).
 STORE_WORKERS = 2
-
-
-class FileMeta(TypedDict):
-    """A manifest entry's first keys: what the source file is (ManifestFile without where it is stored)."""
-
-    source: str
-    rel: str
-    size: int
-    mtime_ns: int
-    mode: int
-    uid: int
-    gid: int
-    source_files: NotRequired[list[list[int] | None]]
-    source_seen_ns: NotRequired[int]
 
 
 class SnapshotWriter:
