@@ -20,7 +20,7 @@ PORTS = {
     "influxdb": {"port": 18086, "by": "influxdb", "reach": "loopback"},
     "loki": {"port": 13100, "by": "loki", "reach": "loopback"},
 }
-EXTRA = json.dumps({"mov_ports": PORTS})
+EXTRA = json.dumps({"mov_ports": PORTS, "mov_docker_proxy_port": 12375})
 CONSUMERS = [
     "firewall_allowed_tcp_ports",
     "firewall_docker_public_tcp_ports",
@@ -35,6 +35,8 @@ CONSUMERS = [
     "nginx_mqtt_websockets_upstream",
     "grafana_api_url",
     "status_page_influxdb_url",
+    "stack_docker_proxy_port",
+    "telegraf_infra_docker_endpoint",
 ]
 
 
@@ -63,6 +65,9 @@ def test_a_port_changed_in_the_table_reaches_every_consumer(tmp_path: Path) -> N
     assert values["nginx_mqtt_websockets_upstream"] == "127.0.0.1:19001"
     assert values["grafana_api_url"] == "http://127.0.0.1:13000"
     assert values["status_page_influxdb_url"] == "http://127.0.0.1:18086"
+    # The Docker API proxy's port on the compose network: where it listens and where Telegraf asks.
+    assert int(values["stack_docker_proxy_port"]) == 12375
+    assert values["telegraf_infra_docker_endpoint"] == "tcp://dockerproxy:12375"
 
     ws = workspace()
     ws.render("staging", tmp_path / "out", "-e", EXTRA, "-e", json.dumps({"render_roles": ["nginx", "stack"]}))
