@@ -30,7 +30,8 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 
 
 class Mosquitto:
-    """``users`` maps user -> password; ``acl`` is the ACL file text. Without users the broker is anonymous."""
+    """``users`` maps user -> password; ``acl`` is the ACL file text. Without users the broker is anonymous.
+    ``tls`` (certificate file, key file): the listener speaks TLS only."""
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class Mosquitto:
         acl: str | None = None,
         port: int | None = None,
         persistence: bool = True,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,7 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *([f"certfile {tls[0]}", f"keyfile {tls[1]}"] if tls else []),
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {workdir}/",
             # The default of 1000 queued messages per client would drop QoS 1 readings of a busy or absent

@@ -11,7 +11,7 @@ from influx_write_double import parse_line
 
 from mov_analytics.alerts import Alert
 from mov_analytics.app import Worker
-from mov_analytics.config import from_mapping
+from mov_analytics.config import ConfigError, from_mapping
 from mov_analytics.influx import line
 from mov_analytics.rules import DeviceState
 
@@ -179,3 +179,42 @@ def test_late_critico_alerts_duplicate_does_not(worker: tuple[Worker, MemoryTran
         ((t0 + 12) * 10**9, '"critico"', '"normal"', "true"),
         ((t0 + 12) * 10**9 + 1, '"normal"', '"critico"', "true"),
     ]
+
+
+def test_a_transient_clients_devices_get_status_points_but_no_heartbeat() -> None:
+    cfg = from_mapping(
+        {
+            "influxdb": {"batch_size": 10, "flush_interval_ms": 10},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "transient_clients": "movbench",
+        }
+    )
+    transport = MemoryTransport()
+    w = Worker(cfg, transport=transport)
+    w.writer.start()
+    try:
+        t0 = int(time.time()) - 10
+        for client, device in (("industria_abc", "sensor_001"), ("movbench", "d01")):
+            for i, value in enumerate([20.0, 32.0]):
+                doc = {
+                    "timestamp": t0 + i,
+                    "tags": {"dispositivo": device, "localizacao": "x", "tipo": "temperatura", "cliente": client},
+                    "fields": {"temperatura_c": value},
+                }
+                w.handle(f"mov/dados/{client}/{device}", json.dumps(doc).encode())
+        w.heartbeat()
+        wait(lambda: w.writer.pending() == 0)
+        points = [parse_line(x) for x in lines(transport) if x]
+        status = [p for p in points if p.measurement == "mov_status"]
+        changes = {(p.tag("cliente"), p.field("status")) for p in status if p.field("change") == "true"}
+        beats = [p.tag("cliente") for p in status if p.field("change") == "false"]
+        assert ("movbench", '"alerta"') in changes and ("industria_abc", '"alerta"') in changes
+        assert beats == ["industria_abc"]
+    finally:
+        w.writer.stop(2)
+        w.health.stop()
+
+
+def test_transient_clients_are_names() -> None:
+    with pytest.raises(ConfigError, match="transient_clients"):
+        from_mapping({"transient_clients": ["movbench/d01"]})

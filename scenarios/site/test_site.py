@@ -354,6 +354,54 @@ def test_movctl_status_over_ssh(site: Site) -> None:
         assert service in out.stdout, out.stdout
 
 
+def movctl(site: Site, host: Host, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """scripts/movctl from the controller, over SSH to one of the site's hosts."""
+    command = [str(REPO / "scripts" / "movctl"), "-i", str(site.inventory), "--host", host.name]
+    command += ["--vault-password-file", str(site.vault_password), *args]
+    return subprocess.run(command, cwd=REPO, env=site.env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_movctl_bench_refuses_while_a_backup_or_a_deploy_runs_and_above_its_caps(site: Site) -> None:
+    host = site.hosts[0]
+    held = site.sudo(host, "flock -o /run/lock/mov-backup.lock sleep 30 >/dev/null 2>&1 & sleep 1; echo held")
+    assert held.returncode == 0, held.stderr
+    out = movctl(site, host, "bench", "--duration", "2")
+    assert out.returncode == 4 and "a backup, restore or drill runs" in out.stderr, out.stdout + out.stderr
+    site.sudo(host, "pkill -f 'flock -o /run/lock/mov-backup.lock' || true")
+    site.sudo(host, "touch /run/mov-deploy.json")
+    out = movctl(site, host, "bench", "--duration", "2")
+    site.sudo(host, "rm -f /run/mov-deploy.json")
+    assert out.returncode == 4 and "a deploy runs (/run/mov-deploy.json" in out.stderr, out.stdout + out.stderr
+    out = movctl(site, host, "bench", "--rate", "100000", "--devices", "500")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "bench.max_rate" in out.stderr and "bench.max_devices" in out.stderr, out.stderr
+
+
+def test_movctl_bench_measures_the_platform_and_leaves_nothing_behind(site: Site) -> None:
+    """Three temporary devices through the real broker over TLS, each status point read back from the InfluxDB
+    double (the real one in the e2e job); afterwards no account and no point of the bench's client."""
+    host = site.hosts[0]
+    passwd_before = site.sudo(host, "cat /opt/mov/mosquitto/config/passwd").stdout
+    out = movctl(site, host, "bench", "--devices", "3", "--rate", "30", "--duration", "8")
+    print(out.stdout)  # the table, for bench/results.md
+    assert out.returncode == 0, out.stdout + out.stderr
+    for row in ("MQTT publish (PUBACK)", "publish to status point", "InfluxDB write", "mosquitto", "analytics"):
+        assert row in out.stdout, out.stdout
+    results = site.sudo(host, "cat $(ls -1 /var/lib/mov/bench/bench-*.json | tail -1)")
+    doc = json.loads(results.stdout)
+    mqtt = doc["mqtt"]
+    assert mqtt["failed"] == 0 and mqtt["acked"] == mqtt["published"] >= 150, mqtt
+    assert mqtt["status_latency_ms"]["samples"] >= 5 and mqtt["status_latency_ms"]["missing"] == 0, mqtt
+    assert doc["influxdb_write"]["samples"] >= 5 and doc["influxdb_write"]["failed"] == 0, doc
+    assert {"mosquitto", "analytics", "influxdb"} <= set(doc["containers"]), doc["containers"]
+    assert doc["deleted_from"] == ["mov_dados", "mov_status"], doc
+    # The devices' readings changed their status: the worker stored points of them, and the bench deleted them all.
+    log = site.sudo(host, "docker logs mov-influxdb-1 2>&1 | grep -c 'cliente=movbench' || true").stdout.strip()
+    assert int(log or 0) > 0, "the bench's devices caused no point"
+    assert not [p for b in ("mov_dados", "mov_status") for p in stored_points(site, host, b) if "cliente=movbench" in p]
+    assert site.sudo(host, "cat /opt/mov/mosquitto/config/passwd").stdout == passwd_before
+
+
 def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_run_converges(site: Site) -> None:
     """docs/operations/rotate-secret.md's runbook for a device's and the verify account's passwords, deployed by a
     run that dies while compose recreates the worker (the config says 0.1.1; the rollback above left 0.1.0): the

@@ -950,6 +950,49 @@ def serve(port: int, out: Path, ready: threading.Event | None = None, stop_after
         server.serve_forever()
 
 
+def bench(args: argparse.Namespace) -> int:
+    """`movctl bench` against the real InfluxDB and Grafana: every reading acknowledged, each status point read back
+    through Flux (so the latency figures are InfluxDB's), writes and /api/health timed, every container measured;
+    afterwards no account of the bench's client in the broker and no point of it in either bucket (the delete API's
+    predicate on a tag)."""
+    report = Report()
+    box = Box(args.box)
+    out = box.run("movctl", "bench", "--json", "--devices", "3", "--rate", "30", "--duration", "10", timeout=300)
+    report.check("movctl bench exits 0", out.returncode == 0, (out.stderr or out.stdout).strip()[-800:])
+    try:
+        doc = json.loads(out.stdout)
+    except ValueError:
+        report.check("movctl bench prints one JSON document", False, out.stdout[-500:])
+        return report.summary()
+    mqtt = doc.get("mqtt", {})
+    status = mqtt.get("status_latency_ms", {})
+    report.check("every reading acknowledged", mqtt.get("failed") == 0 and mqtt.get("acked", 0) > 200, json.dumps(mqtt))
+    report.check(
+        "every probe's status point read back from InfluxDB",
+        status.get("samples", 0) >= 5 and status.get("missing") == 0 and not status.get("error"),
+        json.dumps(status),
+    )
+    for timing in ("influxdb_write", "grafana_health"):
+        got = doc.get(timing, {})
+        report.check(f"{timing} timed", got.get("samples", 0) >= 5 and got.get("failed") == 0, json.dumps(got))
+    measured = set(doc.get("containers", {}))
+    report.check(
+        "every service's CPU and memory measured",
+        {"mosquitto", "analytics", "telegraf", "influxdb", "grafana"} <= measured,
+        str(sorted(measured)),
+    )
+    passwd = box.run("cat", "/opt/mov/mosquitto/config/passwd").stdout
+    report.check("no bench account left in the broker", "movbench/" not in passwd, "")
+    influx = Influx(box, load_secrets(args.secrets)["influxdb_admin_token"], args.org)
+    for bucket in (args.bucket, args.status_bucket):
+        left = influx.values(
+            f'from(bucket: "{bucket}") |> range(start: -1h) |> filter(fn: (r) => r.cliente == "movbench") '
+            "|> group() |> count()"
+        )
+        report.check(f"no bench point left in {bucket}", sum(int(v) for v in left) == 0, str(left))
+    return report.summary()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1022,6 +1065,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")
     p_retention.add_argument("--expect", required=True, help="an InfluxDB duration, e.g. 30d (0: forever)")
+    sub.add_parser("bench", parents=[common], help="movctl bench measures, then leaves no account and no point")
     p_logs = sub.add_parser("logs", parents=[common], help="the logs part: Loki holds the platform's lines")
     p_logs.add_argument("--loki", default="http://127.0.0.1:3100")
     p_logs.add_argument("--grafana", default="http://127.0.0.1:3000")
@@ -1047,6 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retention": retention,
         "hardening": hardening,
         "counts": counts,
+        "bench": bench,
     }
     return commands[args.command](args)
 

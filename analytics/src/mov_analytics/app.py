@@ -308,7 +308,10 @@ class Worker:
 
     def heartbeat(self) -> None:
         now_ns = time.time_ns()
+        transient = self.cfg.transient_clients
         for d in self.rules.devices():
+            if d.cliente in transient:
+                continue
             status = LEVELS[d.level]
             self.writer.add(
                 self._status_line(

@@ -166,6 +166,9 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     rules: tuple[RuleConfig, ...] = DEFAULT_RULES
     heartbeat_interval_s: float = 60.0
+    # Clients whose devices come and go (movctl bench's): their readings take the full path, status points
+    # included, but the heartbeat leaves them out, so nothing of theirs is written once they stop publishing.
+    transient_clients: tuple[str, ...] = ()
     # How far behind a device's newest reading a reading is still evaluated (rules.py: late readings).
     late_window_s: float = 300.0
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -414,6 +417,15 @@ def _read_rules(raw: object) -> tuple[RuleConfig, ...]:
     return tuple(rules)
 
 
+def _name_list(s: _Section, name: str) -> tuple[str, ...]:
+    value = s.get(name) or []
+    if isinstance(value, str):
+        value = [r.strip() for r in value.split(",") if r.strip()]
+    if not isinstance(value, list) or not all(isinstance(r, str) and r and "/" not in r for r in value):
+        raise ConfigError(s.key(name), "a list of names without '/'", value)
+    return tuple(value)
+
+
 def _email_list(s: _Section, name: str) -> tuple[str, ...]:
     value = s.get(name) or []
     if isinstance(value, str):
@@ -492,6 +504,7 @@ def from_mapping(raw: object) -> Config:
     validation = _read_validation(root.section("validation"))
     rules = _read_rules(root.get("rules"))
     heartbeat = root.float_("heartbeat_interval_s", 60.0, 0.0)
+    transient = _name_list(root, "transient_clients")
     late_window = root.float_("late_window_s", 300.0, 0.0)
     alerts = _read_alerts(root.section("alerts"))
     http_s = root.section("http")
@@ -509,6 +522,7 @@ def from_mapping(raw: object) -> Config:
         validation=validation,
         rules=rules,
         heartbeat_interval_s=heartbeat,
+        transient_clients=transient,
         late_window_s=late_window,
         alerts=alerts,
         http=http,

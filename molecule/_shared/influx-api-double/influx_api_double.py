@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as random_tokens
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,79 @@ def allowed(auth: dict[str, Any], action: str, bucket_id: str) -> bool:
         p["action"] == action and p["resource"].get("type") == "buckets" and p["resource"].get("id") == bucket_id
         for p in auth["permissions"]
     )
+
+
+# --- movctl bench's two calls: its status point query and the delete of its points ---------------------------
+# Only these shapes are answered (anything else is a 400): a model of neither Flux nor the delete predicate syntax.
+# The e2e job runs `movctl bench` against InfluxDB itself.
+BENCH_FLUX = re.compile(
+    r'^from\(bucket: "(?P<bucket>[^"]+)"\) \|> range\(start: (?P<start>\S+), stop: (?P<stop>\S+)\)'
+    r' \|> filter\(fn: \(r\) => r\._measurement == "(?P<measurement>[^"]+)" and r\._field == "(?P<field>[^"]+)"'
+    r' and r\.cliente == "(?P<cliente>[^"]+)" and r\.dispositivo == "(?P<dispositivo>[^"]+)"\)$'
+)
+PREDICATE = re.compile(r'^\s*(\w+)\s*=\s*"([^"]*)"\s*$')
+
+
+def rfc3339_ns(text: str) -> int:
+    """An RFC 3339 UTC time ("...Z", up to nanoseconds) in ns since the epoch."""
+    base, _, fraction = text.rstrip("Z").partition(".")
+    seconds = int(datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
+    return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
+
+
+def parse_point(line: str) -> tuple[str, dict[str, str], set[str], int]:
+    """Measurement, tags, field keys and time of a line without escaped characters (the bench's and the worker's)."""
+    series, _, rest = line.partition(" ")
+    fields, _, stamp = rest.rpartition(" ")
+    measurement, *pairs = series.split(",")
+    tags = dict(pair.split("=", 1) for pair in pairs)
+    keys = {f.split("=", 1)[0] for f in re.split(r",(?=\w+=)", fields)}
+    return measurement, tags, keys, int(stamp)
+
+
+def bench_query_csv(points: list[dict[str, Any]], flux: str) -> str | None:
+    match = BENCH_FLUX.match(flux.strip())
+    if not match:
+        return None
+    want = match.groupdict()
+    start, stop = rfc3339_ns(want["start"]), rfc3339_ns(want["stop"])
+    rows = []
+    for point in points:
+        if point["bucket"] != want["bucket"]:
+            continue
+        measurement, tags, keys, stamp = parse_point(point["line"])
+        if (
+            measurement == want["measurement"]
+            and want["field"] in keys
+            and tags.get("cliente") == want["cliente"]
+            and tags.get("dispositivo") == want["dispositivo"]
+            and start <= stamp < stop
+        ):
+            rows.append(f",,0,{want['start']},{want['stop']},{stamp},x,{want['field']},{measurement}")
+    head = [
+        "#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,long,string,string,string",
+        "#group,false,false,true,true,false,false,true,true",
+        "#default,_result,,,,,,,",
+        ",result,table,_start,_stop,_time,_value,_field,_measurement",
+    ]
+    return "\r\n".join(head + rows) + "\r\n\r\n"
+
+
+def delete_matching(points: list[dict[str, Any]], bucket: str, body: dict[str, Any]) -> int | None:
+    """Removes the bucket's points in [start, stop] whose tag equals the predicate's; None for another predicate."""
+    match = PREDICATE.match(str(body.get("predicate", "")))
+    if not match:
+        return None
+    key, value = match.groups()
+    start, stop = rfc3339_ns(str(body["start"])), rfc3339_ns(str(body["stop"]))
+    keep = []
+    for point in points:
+        _, tags, _, stamp = parse_point(point["line"])
+        if point["bucket"] != bucket or tags.get(key) != value or not start <= stamp <= stop:
+            keep.append(point)
+    removed = len(points) - len(keep)
+    points[:] = keep
+    return removed
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -212,7 +287,38 @@ class Handler(BaseHTTPRequestHandler):
                 del points[:-MAX_POINTS]
                 save(state)
                 return self._reply(204)
+            if url.path in ("/api/v2/query", "/api/v2/delete") and self.command == "POST":
+                return self._bench_call(state, auth, url.path, query, raw)
             return self._reply(404, {"code": "not found", "message": f"the double has no {self.command} {url.path}"})
+
+    def _bench_call(
+        self, state: dict[str, Any], auth: dict[str, Any], path: str, query: dict[str, str], raw: bytes
+    ) -> None:
+        body = json.loads(raw or b"{}")
+        points = state.setdefault("points", [])
+        if path == "/api/v2/delete":
+            targets = [b for b in state["buckets"] if b["name"] == query.get("bucket")]
+            if not targets or not allowed(auth, "write", targets[0]["id"]):
+                return self._reply(403, {"code": "forbidden"})
+            removed = delete_matching(points, targets[0]["name"], body)
+            if removed is None:
+                return self._reply(400, {"code": "invalid", "message": 'the double deletes by one tag="value" only'})
+            say({"deleted": removed, "bucket": targets[0]["name"], "predicate": body.get("predicate")})
+            save(state)
+            return self._reply(204)
+        csv = bench_query_csv(points, str(body.get("query", "")))
+        if csv is None:
+            return self._reply(400, {"code": "invalid", "message": "the double answers movctl bench's query only"})
+        bucket = [b for b in state["buckets"] if b["name"] == BENCH_FLUX.match(body["query"].strip())["bucket"]]
+        if not bucket or not allowed(auth, "read", bucket[0]["id"]):
+            return self._reply(403, {"code": "forbidden"})
+        data = csv.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return None
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mov_host import paths
 from mov_host.backup.config import DEFAULT_CONFIG, Config, load_config
 from mov_host.backup.drill import cmd_drill
 from mov_host.backup.errors import BackupError, log
@@ -38,7 +39,7 @@ from mov_host.backup.snapshot import remove_partials, take_snapshot
 from mov_host.backup.space import make_room
 from mov_host.backup.status import alert, write_status
 
-LOCK_FILE = "/run/lock/mov-backup.lock"
+LOCK_FILE = paths.BACKUP_LOCK_FILE
 
 
 class Lock:

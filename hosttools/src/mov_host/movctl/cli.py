@@ -7,12 +7,14 @@
     movctl restore [SNAPSHOT] [--force]        put a snapshot back (latest by default)
     movctl cleanup [--dry-run]                 images no kept release uses, one-off and old services' containers
     movctl test                                the checks that can run on the host
+    movctl bench [--devices K] [--rate R] [--duration S]
+                                               the platform under a capped load of temporary devices, measured
     movctl update                              says how: updates are applied from the controller
 
 Every command takes --json (one JSON document on stdout; `logs --json` prints one object a line) and --help.
 Exit codes: 0 ok, 1 a check or an operation failed, 2 usage error or not supported here, 3 the platform is not
 installed (no configuration, compose file, Docker or backup tool), 4 refused (a restore over data that is not
-empty without --force).
+empty without --force, a bench while a backup or a deploy runs).
 
 The configuration (/etc/mov/movctl.json) is written by the Ansible role `movctl` from the platform's config tree.
 Standard library only: the host has Debian's python3 and nothing else.
@@ -26,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from mov_host.movctl.backup_cmds import cmd_backup, cmd_restore
+from mov_host.movctl.bench import cmd_bench
 from mov_host.movctl.checks import cmd_test
 from mov_host.movctl.cleanup import cmd_cleanup
 from mov_host.movctl.config import (
@@ -65,7 +68,8 @@ def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
 
 EPILOG = (
     "exit codes: 0 ok, 1 a check or an operation failed, 2 usage error or not supported here, "
-    "3 the platform is not installed, 4 refused (restore over data without --force)"
+    "3 the platform is not installed, 4 refused (restore over data without --force, "
+    "bench while a backup or deploy runs)"
 )
 
 
@@ -135,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the checks that run on the host: every service running and healthy, MQTT answers TLS, "
         "nginx answers (when installed); exit 1 naming what failed",
     )
+    p_bench = command(
+        "bench",
+        "measure the platform under a load of temporary devices (QoS 1 over TLS, each with its own account): "
+        "throughput, publish-to-status latency, InfluxDB writes, Grafana's health, each container's CPU and "
+        "memory; capped by the configuration, refused while a backup or a deploy runs; the devices and their "
+        "points are removed afterwards; exit 1 when a reading was not acknowledged",
+    )
+    p_bench.add_argument("--devices", type=int, help="simulated devices (default and cap: the configuration's)")
+    p_bench.add_argument("--rate", type=float, help="readings a second, all devices together")
+    p_bench.add_argument("--duration", type=float, help="seconds of load")
     command("check-config", "parse the configuration file (the role validates it with this)")
     return parser
 
@@ -155,6 +169,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "restore": cmd_restore,
     "cleanup": cmd_cleanup,
     "test": cmd_test,
+    "bench": cmd_bench,
     "check-config": cmd_check_config,
 }
 

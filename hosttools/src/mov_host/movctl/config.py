@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,44 @@ class MovctlError(Exception):
         super().__init__(message)
         self.code = code
         self.details = details or {}
+
+
+@dataclass(frozen=True)
+class BenchInflux:
+    """Where `movctl bench` writes, reads back and deletes its points (only when InfluxDB runs)."""
+
+    url: str
+    org: str
+    readings_bucket: str
+    status_bucket: str
+    status_measurement: str
+    admin_token_file: str  # writes and deletes the bench's points (root reads it)
+    read_token_file: str  # the load generator reads status points with it
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """`movctl bench`: its temporary devices' client, the caps an operator cannot exceed, and what it measures."""
+
+    client: str
+    devices: int
+    rate: float
+    duration_s: float
+    max_devices: int
+    max_rate: float
+    max_duration_s: float
+    topic: str
+    field: str
+    values: tuple[float, float]  # below the first status threshold, and between it and the alert threshold
+    tipo: str
+    passwd_file: str
+    ca_file: str  # the broker's CA on the host; empty: the system's CAs
+    results_dir: str
+    influxdb: BenchInflux | None
+    grafana_health_url: str
+    backup_lock_file: str
+    deploy_marker: str
+    deploy_marker_max_age_s: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +90,7 @@ class Config:
     nginx_https_port: int
     disk_paths: tuple[str, ...]
     disk_min_free_gb: float
+    bench: BenchConfig | None = None
 
 
 def default_config_path() -> str:
@@ -98,11 +137,49 @@ def config_from_dict(raw: Any) -> Config:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MovctlError(f"config: missing or invalid value: {exc}") from exc
+    if "bench" in raw:
+        cfg = replace(cfg, bench=bench_from_dict(_section(raw, "bench"), stack_dir))
     if not cfg.services:
         raise MovctlError("config: stack.services is empty")
     if cfg.cleanup_keep_releases < 1:
         raise MovctlError("config: releases.cleanup_keep must be at least 1 (the current release is always kept)")
     return cfg
+
+
+def bench_from_dict(raw: dict[str, Any], stack_dir: str) -> BenchConfig:
+    influx = raw.get("influxdb")
+    try:
+        values = [float(v) for v in raw["values"]]
+        bench = BenchConfig(
+            client=str(raw.get("client", "movbench")),
+            devices=int(raw.get("devices", 5)),
+            rate=float(raw.get("rate", 50)),
+            duration_s=float(raw.get("duration_s", 10)),
+            max_devices=int(raw.get("max_devices", 20)),
+            max_rate=float(raw.get("max_rate", 200)),
+            max_duration_s=float(raw.get("max_duration_s", 60)),
+            topic=str(raw.get("topic", "mov/dados")),
+            field=str(raw["field"]),
+            values=(values[0], values[1]),
+            tipo=str(raw.get("tipo", "bench")),
+            passwd_file=str(raw.get("passwd_file", f"{stack_dir}/mosquitto/config/passwd")),
+            ca_file=str(raw.get("ca_file", "")),
+            results_dir=str(raw.get("results_dir", "/var/lib/mov/bench")),
+            influxdb=None if not influx else BenchInflux(**{f.name: str(influx[f.name]) for f in fields(BenchInflux)}),
+            grafana_health_url=str(raw.get("grafana_health_url", "")),
+            backup_lock_file=str(raw.get("backup_lock_file", paths.BACKUP_LOCK_FILE)),
+            deploy_marker=str(raw.get("deploy_marker", paths.DEPLOY_MARKER)),
+            deploy_marker_max_age_s=float(raw.get("deploy_marker_max_age_s", 7200)),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise MovctlError(f"config: bench: missing or invalid value: {exc!r}") from exc
+    if not bench.client or "/" in bench.client or "+" in bench.client or "#" in bench.client:
+        raise MovctlError(f"config: bench.client must be a plain name, got {bench.client!r}")
+    if not 1 <= bench.devices <= bench.max_devices or not 0 < bench.rate <= bench.max_rate:
+        raise MovctlError("config: bench.devices and bench.rate must be within bench.max_devices and bench.max_rate")
+    if not 0 < bench.duration_s <= bench.max_duration_s:
+        raise MovctlError("config: bench.duration_s must be within bench.max_duration_s")
+    return bench
 
 
 def load_config(path: str) -> Config:
