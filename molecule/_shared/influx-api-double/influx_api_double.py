@@ -306,10 +306,11 @@ class Handler(BaseHTTPRequestHandler):
             say({"deleted": removed, "bucket": targets[0]["name"], "predicate": body.get("predicate")})
             save(state)
             return self._reply(204)
-        csv = bench_query_csv(points, str(body.get("query", "")))
-        if csv is None:
+        flux = str(body.get("query", ""))
+        match, csv = BENCH_FLUX.match(flux.strip()), bench_query_csv(points, flux)
+        if match is None or csv is None:
             return self._reply(400, {"code": "invalid", "message": "the double answers movctl bench's query only"})
-        bucket = [b for b in state["buckets"] if b["name"] == BENCH_FLUX.match(body["query"].strip())["bucket"]]
+        bucket = [b for b in state["buckets"] if b["name"] == match["bucket"]]
         if not bucket or not allowed(auth, "read", bucket[0]["id"]):
             return self._reply(403, {"code": "forbidden"})
         data = csv.encode()
