@@ -305,7 +305,7 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
         "telegraf": {("write", "mov_dados"), ("write", "mov_infra")},
         "analytics": {("write", "mov_status")},
         "grafana": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
-        "report": {("read", "mov_dados"), ("read", "mov_status")},
+        "report": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
         "status-page": {("read", "mov_dados"), ("read", "mov_infra")},
     }
     assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status", "mov_infra"}

@@ -17,7 +17,7 @@ from smtp_double import SmtpRelay, make_certificate
 from mov_analytics.config import ConfigError, EmailConfig
 from mov_analytics.report import cli
 from mov_analytics.report.mail import recipients_for, send_report
-from mov_analytics.report.records import Sample, StatusPoint
+from mov_analytics.report.records import ContainerPoint, Sample, StatusPoint, UsageTotals
 
 
 def _files(tmp_path: Path) -> list[Path]:
@@ -87,6 +87,7 @@ def test_missing_mail_settings_name_their_key(cfg: EmailConfig, key: str) -> Non
 
 class _GeneratedSource:
     windows: ClassVar[list[tuple[datetime, datetime]]] = []
+    infra_buckets: ClassVar[list[str]] = []
 
     def __init__(self, cfg: object) -> None:
         pass
@@ -97,6 +98,13 @@ class _GeneratedSource:
 
     def statuses(self, start: datetime, stop: datetime) -> Iterator[StatusPoint]:
         return iter(data.statuses())
+
+    def container_states(self, bucket: str, start: datetime, stop: datetime) -> Iterator[ContainerPoint]:
+        self.infra_buckets.append(bucket)
+        return iter(data.container_points())
+
+    def usage(self, bucket: str, start: datetime, stop: datetime) -> Iterator[UsageTotals]:
+        return iter(data.usage_totals())
 
     def close(self) -> None:
         pass
@@ -159,3 +167,34 @@ def test_send_without_a_relay_stops_before_querying(
     assert "config error: alerts.email.host:" in capsys.readouterr().err
     assert len(_GeneratedSource.windows) == before
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_adds_the_infrastructure_and_the_weeks_backups_from_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "InfluxSource", _GeneratedSource)
+    history = tmp_path / "mov-backup" / "history.jsonl"
+    history.parent.mkdir()
+    history.write_text("\n".join(data.history_lines()) + "\n", encoding="utf-8")
+    # As the weekly job sets them (group_vars/all/report.yml): env over the worker's config file.
+    monkeypatch.setenv("MOV_ANALYTICS_REPORT__INFRA_BUCKET", "mov_infra")
+    monkeypatch.setenv("MOV_ANALYTICS_REPORT__BACKUP_HISTORY_FILE", str(history))
+    out = tmp_path / "out"
+    code = cli.main(["--config", str(_config(tmp_path, {})), "--week-ending", "2026-11-22", "--out", str(out)])
+    assert code == 0
+    assert _GeneratedSource.infra_buckets[-1] == "mov_infra"
+    html = (out / "report-2026-11-22.html").read_text(encoding="utf-8")
+    assert "<td>mov-analytics-1</td><td>running</td>" in html
+    assert "no successful backup on 2026-11-20" in html and "1.5 GiB" in html
+
+
+def test_the_command_says_what_it_has_not_instead_of_failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "InfluxSource", _GeneratedSource)
+    monkeypatch.setenv("MOV_ANALYTICS_REPORT__INFRA_BUCKET", "")
+    monkeypatch.setenv("MOV_ANALYTICS_REPORT__BACKUP_HISTORY_FILE", str(tmp_path / "none" / "history.jsonl"))
+    before = len(_GeneratedSource.infra_buckets)
+    out = tmp_path / "out"
+    assert cli.main(["--config", str(_config(tmp_path, {})), "--week-ending", "2026-11-22", "--out", str(out)]) == 0
+    html = (out / "report-2026-11-22.html").read_text(encoding="utf-8")
+    assert "Infrastructure metrics are off" in html and "No backup record" in html
+    assert len(_GeneratedSource.infra_buckets) == before  # metrics off: no query

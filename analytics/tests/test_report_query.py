@@ -15,16 +15,21 @@ from influxdb_client.client.flux_table import FluxRecord, FluxTable
 
 from mov_analytics.config import from_mapping
 from mov_analytics.report.query import (
+    BucketNotFound,
     InfluxSource,
     QueryError,
+    container_points_from_records,
+    container_states_flux,
     flux_string,
     readings_flux,
     records_of,
     samples_from_records,
     status_flux,
     statuses_from_records,
+    usage_flux,
+    usage_from_records,
 )
-from mov_analytics.report.records import Device, Sample, StatusPoint
+from mov_analytics.report.records import ContainerPoint, Device, Sample, StatusPoint, UsageTotals
 
 START = datetime(2026, 11, 16, tzinfo=UTC)
 STOP = START + timedelta(days=7)
@@ -52,6 +57,50 @@ def test_status_flux_text_reads_changes_only() -> None:
         '  |> keep(columns: ["_time", "status", "previous", "change", "localizacao", "cliente", "dispositivo",'
         ' "tipo"])\n'
         '  |> sort(columns: ["_time"])\n'
+    )
+
+
+def test_container_states_flux_text_keeps_the_first_and_last_point_of_each_state() -> None:
+    assert container_states_flux("mov_infra", START, STOP) == (
+        'states = from(bucket: "mov_infra")\n'
+        "  |> range(start: 2026-11-16T00:00:00Z, stop: 2026-11-23T00:00:00Z)\n"
+        '  |> filter(fn: (r) => r._measurement == "docker_container_status")\n'
+        '  |> filter(fn: (r) => r._field == "container_id" or r._field == "restart_count")\n'
+        '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+        '  |> group(columns: ["container_name", "container_id", "restart_count", "container_status"])\n'
+        '  |> sort(columns: ["_time"])\n'
+        'union(tables: [states |> first(column: "container_id"), states |> last(column: "container_id")])\n'
+        '  |> keep(columns: ["_time", "container_name", "container_id", "restart_count", "container_status"])\n'
+    )
+
+
+def test_usage_flux_text_reduces_each_resource_in_influxdb() -> None:
+    assert usage_flux("mov_infra", START, STOP) == (
+        'from(bucket: "mov_infra")\n'
+        "  |> range(start: 2026-11-16T00:00:00Z, stop: 2026-11-23T00:00:00Z)\n"
+        '  |> filter(fn: (r) => (r._measurement == "docker_container_cpu" and r._field == "usage_percent"'
+        ' and r.cpu == "cpu-total" and r.container_status == "running")\n'
+        '      or (r._measurement == "docker_container_mem" and r._field == "usage"'
+        ' and r.container_status == "running")\n'
+        '      or (r._measurement == "cpu" and r._field == "usage_active" and r.cpu == "cpu-total")\n'
+        '      or (r._measurement == "mem" and r._field == "used_percent")\n'
+        '      or (r._measurement == "disk" and r._field == "used_percent"))\n'
+        '  |> group(columns: ["_measurement", "container_name", "path"])\n'
+        "  |> reduce(\n"
+        "      identity: {count: 0, sum: 0.0, max: 0.0, last: 0.0, last_time: time(v: 0)},\n"
+        "      fn: (r, accumulator) => {\n"
+        "          value = float(v: r._value)\n"
+        "          newer = r._time >= accumulator.last_time\n"
+        "          return {\n"
+        "              count: accumulator.count + 1,\n"
+        "              sum: accumulator.sum + value,\n"
+        "              max: if accumulator.count == 0 or value > accumulator.max then value else accumulator.max,\n"
+        "              last: if newer then value else accumulator.last,\n"
+        "              last_time: if newer then r._time else accumulator.last_time,\n"
+        "          }\n"
+        "      },\n"
+        "  )\n"
+        '  |> keep(columns: ["_measurement", "container_name", "path", "count", "sum", "max", "last"])\n'
     )
 
 
@@ -117,6 +166,51 @@ def test_flux_table_records_map_to_status_points() -> None:
     ]
 
 
+def test_flux_table_records_map_to_container_points() -> None:
+    table = _table(
+        {
+            "_time": START,
+            "container_name": "mov-analytics-1",
+            "container_id": "a1",
+            "restart_count": 2,
+            "container_status": "running",
+        },
+        {
+            "_time": START,
+            "container_name": "mov-grafana-1",
+            "container_id": "g1",
+            "restart_count": None,
+            "container_status": "exited",
+        },
+        {"_time": START, "container_name": None, "container_id": "x", "restart_count": 0, "container_status": "dead"},
+    )
+    assert list(container_points_from_records(records_of([table]))) == [
+        ContainerPoint(START.timestamp(), "mov-analytics-1", "a1", 2, "running")
+    ]
+
+
+def test_flux_table_records_map_to_usage_totals_by_kind_and_subject() -> None:
+    def row(measurement: str, **values: object) -> dict[str, Any]:
+        return {"_measurement": measurement, "count": 10, "sum": 50.0, "max": 9.0, "last": 4.0, **values}
+
+    table = _table(
+        row("docker_container_cpu", container_name="mov-analytics-1", path=None),
+        row("docker_container_mem", container_name="mov-analytics-1", sum=5_000_000, max=900_000, last=400_000),
+        row("cpu", container_name=None),
+        row("mem"),
+        row("disk", path="/"),
+        row("diskio", name="sda"),  # not a series the report reads
+        row("disk", path="/boot", count=None),
+    )
+    assert list(usage_from_records(records_of([table]))) == [
+        UsageTotals("container_cpu", "mov-analytics-1", 10, 50.0, 9.0, 4.0),
+        UsageTotals("container_memory", "mov-analytics-1", 10, 5e6, 9e5, 4e5),
+        UsageTotals("host_cpu", "", 10, 50.0, 9.0, 4.0),
+        UsageTotals("host_memory", "", 10, 50.0, 9.0, 4.0),
+        UsageTotals("disk", "/", 10, 50.0, 9.0, 4.0),
+    ]
+
+
 _READINGS_CSV = """#datatype,string,long,dateTime:RFC3339,string,double,string,string,string,string
 #group,false,false,false,true,false,true,true,true,true
 #default,_result,,,,,,,,
@@ -132,11 +226,36 @@ _STATUS_CSV = """#datatype,string,long,dateTime:RFC3339,string,string,boolean,st
 ,,0,2026-11-16T00:00:05Z,alerta,normal,true,industria_abc,sensor_001,sala,temperatura
 
 """
+_CONTAINERS_CSV = """#datatype,string,long,dateTime:RFC3339,string,string,long,string
+#group,false,false,false,true,true,true,true
+#default,_result,,,,,,
+,result,table,_time,container_name,container_id,restart_count,container_status
+,,0,2026-11-16T00:00:05Z,mov-analytics-1,a1,0,running
+,,1,2026-11-17T00:00:25Z,mov-analytics-1,a1,1,running
+
+"""
+_USAGE_CSV = """#datatype,string,long,string,string,string,long,double,double,double
+#group,false,false,true,true,true,false,false,false,false
+#default,_result,,,,,,,,
+,result,table,_measurement,container_name,path,count,sum,max,last
+,,0,docker_container_cpu,mov-analytics-1,,100,250,40,1
+,,1,disk,,/,60480,4233600,71.25,70.5
+
+"""
 
 
 class _FakeInflux(ThreadingHTTPServer):
     queries: list[dict[str, Any]]
     status: int
+    missing: set[str]  # buckets answered 404, as InfluxDB answers for a bucket it has not (or the token cannot read)
+
+
+def _answer(query: str) -> str:
+    if "docker_container_status" in query:
+        return _CONTAINERS_CSV
+    if "reduce(" in query:
+        return _USAGE_CSV
+    return _STATUS_CSV if "pivot" in query else _READINGS_CSV
 
 
 @pytest.fixture
@@ -152,7 +271,15 @@ def influx() -> Iterator[_FakeInflux]:
                 self.end_headers()
                 self.wfile.write(b'{"code":"unauthorized","message":"unauthorized access"}')
                 return
-            answer = _STATUS_CSV if "pivot" in body["query"] else _READINGS_CSV
+            missing = [b for b in server.missing if f"from(bucket: {flux_string(b)})" in body["query"]]
+            if missing:
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                message = f"failed to initialize execute state: could not find bucket {flux_string(missing[0])}"
+                self.wfile.write(json.dumps({"code": "not found", "message": message}).encode())
+                return
+            answer = _answer(body["query"])
             self.send_response(200)
             self.send_header("Content-Type", "text/csv; charset=utf-8")
             self.end_headers()
@@ -164,6 +291,7 @@ def influx() -> Iterator[_FakeInflux]:
     server = _FakeInflux(("127.0.0.1", 0), Handler)
     server.queries = []
     server.status = 200
+    server.missing = set()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -210,5 +338,39 @@ def test_source_reports_a_refused_token_as_a_query_error(influx: _FakeInflux) ->
     try:
         with pytest.raises(QueryError, match="401"):
             list(source.readings(START, STOP))
+    finally:
+        source.close()
+
+
+def test_source_streams_the_infrastructure_queries(influx: _FakeInflux) -> None:
+    source = _source(influx)
+    try:
+        points = list(source.container_states("mov_infra", START, STOP))
+        totals = list(source.usage("mov_infra", START, STOP))
+    finally:
+        source.close()
+    day = START.timestamp()
+    assert points == [
+        ContainerPoint(day + 5, "mov-analytics-1", "a1", 0, "running"),
+        ContainerPoint(day + 86_425, "mov-analytics-1", "a1", 1, "running"),
+    ]
+    assert totals == [
+        UsageTotals("container_cpu", "mov-analytics-1", 100, 250.0, 40.0, 1.0),
+        UsageTotals("disk", "/", 60_480, 4_233_600.0, 71.25, 70.5),
+    ]
+    assert [q["query"] for q in influx.queries] == [
+        container_states_flux("mov_infra", START, STOP),
+        usage_flux("mov_infra", START, STOP),
+    ]
+
+
+def test_a_bucket_influxdb_has_not_is_its_own_error(influx: _FakeInflux) -> None:
+    influx.missing = {"mov_infra"}
+    source = _source(influx)
+    try:
+        with pytest.raises(BucketNotFound) as error:
+            list(source.container_states("mov_infra", START, STOP))
+        assert str(error.value) == 'failed to initialize execute state: could not find bucket "mov_infra"'
+        assert len(list(source.readings(START, STOP))) == 2  # the other buckets still answer
     finally:
         source.close()

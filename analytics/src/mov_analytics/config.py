@@ -139,7 +139,8 @@ DEFAULT_REPORT_FIELDS = ("temperatura_c", "umidade", "pressao")
 
 @dataclass(frozen=True, slots=True)
 class ReportConfig:
-    """The weekly report (``mov-report``): where the readings are and what counts as a gap.
+    """The weekly report (``mov-report``): where the readings are, what counts as a gap, where the platform's own
+    health is.
 
     The status points are read from ``influxdb.bucket``/``influxdb.status_measurement`` (where the worker writes
     them) and the readings from ``readings_bucket``/``influxdb.readings_measurement`` (where Telegraf writes them).
@@ -151,6 +152,10 @@ class ReportConfig:
     gap_factor: float = 3.0
     # Empty: the alert e-mail recipients (alerts.email.recipients).
     recipients: tuple[str, ...] = ()
+    # Telegraf's infrastructure bucket (containers, host CPU, memory, disk); empty: those metrics are off.
+    infra_bucket: str = ""
+    # mov-backup's history of runs and drills (history.jsonl beside its status file); empty: not reported.
+    backup_history_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +454,8 @@ def _read_report(s: _Section) -> ReportConfig:
         publish_interval_s=s.float_("publish_interval_s", 5.0, 0.001),
         gap_factor=s.float_("gap_factor", 3.0, 1.0),
         recipients=_email_list(s, "recipients"),
+        infra_bucket=s.str_("infra_bucket", ""),
+        backup_history_file=s.str_("backup_history_file", ""),
     )
     if not cfg.readings_bucket:
         raise ConfigError(s.key("readings_bucket"), "a non-empty string")

@@ -5,8 +5,8 @@
 
 The week ending D is [D-6 00:00, D+1 00:00) UTC. Settings come from the worker's config (--config or
 $MOV_ANALYTICS_CONFIG, MOV_ANALYTICS_* env): influxdb.* to read, rules for the thresholds, alerts.email.* to send,
-report.* for the readings bucket, the fields and what counts as a gap. Exit codes: 0 written (and sent),
-1 InfluxDB or the mail relay failed, 2 bad config or arguments.
+report.* for the readings bucket, the fields, what counts as a gap, the infrastructure bucket and mov-backup's
+history. Exit codes: 0 written (and sent), 1 InfluxDB or the mail relay failed, 2 bad config or arguments.
 """
 
 from __future__ import annotations
@@ -16,14 +16,17 @@ import logging
 import os
 import smtplib
 import sys
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from .. import logs
 from ..config import Config, ConfigError, load
+from .backups import read_backup_section
 from .compute import Report, build_report
+from .infra import InfraSection, infra_off, infra_section, infra_unreadable
 from .mail import recipients_for, send_report
-from .query import InfluxSource, QueryError
+from .query import BucketNotFound, InfluxSource, QueryError
 from .render import render_html, render_pdf, title
 
 log = logging.getLogger("mov_analytics.report")
@@ -56,9 +59,21 @@ def write_files(report: Report, out: Path, week_ending: date) -> list[Path]:
     return [html_path, pdf_path]
 
 
+def read_infra(bucket: str, source: InfluxSource, start: datetime, stop: datetime) -> InfraSection:
+    """The infrastructure section; metrics switched off or a bucket InfluxDB does not have are said in it."""
+    if not bucket:
+        return infra_off()
+    try:
+        return infra_section(
+            source.container_states(bucket, start, stop), source.usage(bucket, start, stop), bucket=bucket
+        )
+    except BucketNotFound as exc:
+        return infra_unreadable(bucket, str(exc))
+
+
 def generate(cfg: Config, source: InfluxSource, week_ending: date) -> Report:
     start, stop = week_window(week_ending)
-    return build_report(
+    report = build_report(
         source.readings(start, stop),
         source.statuses(start, stop),
         cfg.rules,
@@ -66,6 +81,11 @@ def generate(cfg: Config, source: InfluxSource, week_ending: date) -> Report:
         end_s=stop.timestamp(),
         publish_interval_s=cfg.report.publish_interval_s,
         gap_factor=cfg.report.gap_factor,
+    )
+    return replace(
+        report,
+        infra=read_infra(cfg.report.infra_bucket, source, start, stop),
+        backups=read_backup_section(cfg.report.backup_history_file, start_s=start.timestamp(), end_s=stop.timestamp()),
     )
 
 

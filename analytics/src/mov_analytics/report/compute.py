@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from ..config import RuleConfig
 from ..rules import LEVELS, RulesEngine
+from .backups import BackupSection
+from .infra import InfraSection
 from .records import Device, Sample, StatusPoint
 
 ALERT_LEVELS = ("alerta", "critico")
@@ -72,6 +74,9 @@ class Report:
     publish_interval_s: float
     gap_limit_s: float
     devices: tuple[DeviceReport, ...]
+    # The platform's own sections (cli.generate adds them); None: not part of this report.
+    infra: InfraSection | None = None
+    backups: BackupSection | None = None
 
     def sites(self) -> list[tuple[str, list[DeviceReport]]]:
         grouped: dict[str, list[DeviceReport]] = {}

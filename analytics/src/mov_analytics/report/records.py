@@ -30,3 +30,25 @@ class StatusPoint(NamedTuple):
     device: Device
     status: str
     previous: str | None
+
+
+class ContainerPoint(NamedTuple):
+    """A container as the infrastructure metrics saw it: one time it had this id, restart count and status (the
+    query returns the first and the last of each such state in the week)."""
+
+    time_s: float
+    name: str
+    container_id: str
+    restart_count: int
+    status: str  # created | running | restarting | paused | exited | removing | dead
+
+
+class UsageTotals(NamedTuple):
+    """Sample count, sum, maximum and latest value of one resource over the week."""
+
+    kind: str  # container_cpu, container_memory (bytes), host_cpu, host_memory, disk (percentages otherwise)
+    subject: str  # the container's name, the disk's mount point, "" for the host's CPU and memory
+    samples: int
+    total: float
+    maximum: float
+    latest: float

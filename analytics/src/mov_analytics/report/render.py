@@ -1,35 +1,19 @@
 """The report as HTML (escaped, self-contained: no script, no remote resource) and as PDF (fpdf2).
 
 Tag values come from devices' payloads, so every one of them is escaped in the HTML and reduced to what the
-PDF's built-in font can draw (Latin-1; anything else becomes "?").
+PDF's built-in font can draw (Latin-1; anything else becomes "?"). The devices come first, then the platform's
+sections (render_platform.py).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from html import escape
 
 from fpdf import FPDF
 
 from .compute import DeviceReport, FieldStats, Report
-
-
-def when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def duration(seconds: float) -> str:
-    """``3d 04:05:06`` / ``04:05:06``, rounded to the second."""
-    total = round(seconds)
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}d {clock}" if days else clock
-
-
-def number(value: float) -> str:
-    return f"{value:.2f}"
+from .layout import duration, html_table, latin1, number, pdf_table, when
+from .render_platform import Block, backup_blocks, blocks_html, blocks_pdf, infra_blocks
 
 
 def title(report: Report) -> str:
@@ -65,7 +49,18 @@ table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .muted { color: #666; }
+.attention { color: #a00; }
 """
+
+
+def platform_sections(report: Report) -> list[tuple[str, list[Block]]]:
+    """The platform's sections this report has, after the devices: (heading, blocks)."""
+    sections = []
+    if report.infra is not None:
+        sections.append(("Infrastructure", infra_blocks(report.infra)))
+    if report.backups is not None:
+        sections.append(("Backups and restore drills", backup_blocks(report.backups)))
+    return sections
 
 
 def _device_html(device: DeviceReport) -> str:
@@ -79,9 +74,7 @@ def _device_html(device: DeviceReport) -> str:
         f" critico {device.alerts.get('critico', 0)}</p>"
     )
     if device.fields:
-        head = "".join(f"<th>{escape(h)}</th>" for h in FIELD_HEADERS)
-        rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in field_rows(device))
-        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        parts.append(html_table(FIELD_HEADERS, field_rows(device)))
     else:
         parts.append("<p>No readings in the week.</p>")
     if device.gaps:
@@ -109,16 +102,13 @@ def render_html(report: Report) -> str:
     for site, devices in report.sites():
         body.append(f"<h2>Site {escape(site)}</h2>")
         body.extend(_device_html(d) for d in devices)
+    body.extend(blocks_html(name, blocks) for name, blocks in platform_sections(report))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{heading}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
-
-
-def latin1(text: str) -> str:
-    return text.encode("latin-1", "replace").decode("latin-1")
 
 
 _WIDTHS = (34, 18, 20, 20, 20, 32, 32)
@@ -163,13 +153,13 @@ def render_pdf(report: Report) -> bytes:
                 new_x="LMARGIN",
                 new_y="NEXT",
             )
-            for row in [FIELD_HEADERS, *field_rows(device)] if device.fields else []:
-                for width, cell in zip(_WIDTHS, row, strict=True):
-                    pdf.cell(width, 5, latin1(cell)[:40], border=1)
-                pdf.ln(5)
+            if device.fields:
+                pdf_table(pdf, _WIDTHS, FIELD_HEADERS, field_rows(device))
             gaps = "; ".join(f"{when(g.start_s)} to {when(g.end_s)} ({duration(g.seconds)})" for g in device.gaps)
             pdf.multi_cell(
                 0, 5, latin1(f"Data gaps: {gaps}" if gaps else "No data gaps."), new_x="LMARGIN", new_y="NEXT"
             )
             pdf.ln(2)
+    for name, blocks in platform_sections(report):
+        blocks_pdf(pdf, name, blocks)
     return bytes(pdf.output())

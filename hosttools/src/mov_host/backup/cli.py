@@ -97,7 +97,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
             listing.close()
     status["duration_s"] = round(time.monotonic() - started, 3)
     status["local_snapshots"] = len(snapshot_ids(cfg.backup_dir))
-    write_status(cfg, status)
+    write_status(cfg, status, "backup")
     if status["result"] != "ok":
         alert(cfg, f"backup on {socket.gethostname()} failed: {status['error']}")
         return 1

@@ -153,3 +153,8 @@ def load_config(path: str) -> Config:
 def drill_status_file(cfg: Config) -> Path:
     """The restore drill's status file (records.DrillStatus), next to the backup's."""
     return cfg.status_file.with_name("drill.json")
+
+
+def history_file(cfg: Config) -> Path:
+    """Every run's and drill's result, one JSON line each (records.HistoryEntry), next to the status file."""
+    return cfg.status_file.with_name("history.jsonl")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mov_host.backup.config import Config, drill_status_file
+from mov_host.backup.config import Config
 from mov_host.backup.errors import BackupError, log
 from mov_host.backup.files import walk_files
 from mov_host.backup.influx import influx_query
@@ -205,7 +205,7 @@ def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
             subprocess.run(compose(drill, "down", "--volumes", "--remove-orphans"), capture_output=True, check=False)
         shutil.rmtree(scratch, ignore_errors=True)
     status["duration_s"] = round(time.monotonic() - started, 3)
-    write_status(replace(cfg, status_file=drill_status_file(cfg)), status)
+    write_status(cfg, status, "drill")
     if status["result"] != "ok":
         log(f"restore drill FAILED: {status['error']}")
         alert(cfg, f"restore drill on {socket.gethostname()} failed: {status['error']}", kind="restore_drill_failed")

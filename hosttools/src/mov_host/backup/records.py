@@ -2,6 +2,8 @@
 
 - the backup status file (`status_file`, BackupStatus): movctl status and mov-status-page read it;
 - the restore drill's status file (drill.json next to it, DrillStatus): mov-status-page reads it;
+- the history (history.jsonl next to them, one HistoryEntry a line): every run's and drill's status, which the
+  weekly report (analytics/src/mov_analytics/report/backups.py) reads a week of;
 - a snapshot's manifest (`<backup_dir>/<id>/manifest.json`, off-site `snapshots/<id>.json`, Manifest).
 
 The writers build these dicts in the key order the files have always had (it differs between kinds of entry);
@@ -112,3 +114,14 @@ class DrillStatus(TypedDict):
     checks: list[DrillCheck]
     error: NotRequired[str]
     duration_s: NotRequired[float]
+
+
+# What a history line records.
+RunKind = Literal["backup", "drill"]
+
+
+class HistoryEntry(TypedDict):
+    """One line of the history file: a run's or a drill's status, as its status file got it."""
+
+    kind: RunKind
+    status: BackupStatus | DrillStatus

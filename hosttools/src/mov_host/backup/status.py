@@ -1,4 +1,5 @@
-"""What a run leaves behind for the others: its status file, and an alert (webhook, e-mail) when it failed."""
+"""What a run leaves behind for the others: its status file, a line of the history, and an alert (webhook, e-mail)
+when it failed."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from mov_host.backup.config import Config, drill_status_file
+from mov_host.backup.config import Config, drill_status_file, history_file
 from mov_host.backup.errors import log
-from mov_host.backup.records import BackupStatus, DrillStatus
+from mov_host.backup.history import append_history
+from mov_host.backup.records import BackupStatus, DrillStatus, RunKind
 
 
-def write_status(cfg: Config, status: BackupStatus | DrillStatus) -> None:
-    cfg.status_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.status_file.with_name(cfg.status_file.name + ".tmp")
+def write_status(cfg: Config, status: BackupStatus | DrillStatus, kind: RunKind) -> None:
+    """The result as the last one (the status file, or drill.json) and as a line of the history beside it."""
+    path = drill_status_file(cfg) if kind == "drill" else cfg.status_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(status, indent=2) + "\n", encoding="utf-8")
     tmp.chmod(0o644)
-    tmp.replace(cfg.status_file)
+    tmp.replace(path)
+    append_history(history_file(cfg), {"kind": kind, "status": status})
 
 
 def alert(cfg: Config, message: str, kind: str = "backup_failed") -> None:
