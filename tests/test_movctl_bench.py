@@ -5,6 +5,7 @@ InfluxDB double) and in the e2e job (InfluxDB and Grafana themselves)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from mov_host.movctl import bench, bench_accounts, bench_probes, bench_report
 from mov_host.movctl.config import EXIT_USAGE, MovctlError, bench_from_dict
+from mov_render import resolved
 
 BENCH = {"field": "temperatura_c", "values": [20, 32.5]}
 
@@ -162,3 +164,18 @@ def test_the_table_shows_each_figure_and_what_was_not_measured() -> None:
     assert "mov_dados, mov_status" in table
     failed = bench_report.render_bench({**doc, "mqtt": {"ok": False, "error": "the broker refused"}})
     assert "FAILED: the broker refused" in failed
+
+
+def test_the_tree_configures_the_bench_the_worker_and_the_broker_alike() -> None:
+    """One client name for the bench's devices, the worker's transient clients and the broker's reserved ones; the
+    bench's values from mov_thresholds (one below the first status threshold, one between it and the alert one)."""
+    thresholds = {"pressao_bar": {"alerta": 8, "critico": 10}, "temperatura_c": {"alerta": 30, "critico": 35}}
+    tree = ("-e", json.dumps({"mov_thresholds": thresholds}))
+    assert resolved("movctl_bench_field", *tree) == "pressao_bar"
+    values = resolved("movctl_bench_values", *tree)
+    assert values == [-2, 9.0]
+    bench = bench_from_dict({"field": "pressao_bar", "values": values}, "/opt/mov")
+    assert bench.values == (-2.0, 9.0)
+    assert resolved("movctl_bench_client") == "movbench"
+    assert resolved("stack_analytics_config_overrides")["transient_clients"] == ["movbench"]
+    assert resolved("mosquitto_reserved_clients") == ["movbench"]

@@ -307,6 +307,7 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
         "grafana": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
         "report": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
         "status-page": {("read", "mov_dados"), ("read", "mov_infra")},
+        "bench": {("read", "mov_status")},
     }
     assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status", "mov_infra"}
 
