@@ -58,6 +58,10 @@ def test_the_drill_restores_the_latest_off_site_snapshot_and_matches_production(
     checks = {check["part"]: check for check in status["checks"]}
     assert set(checks) == PARTS and all(check["ok"] for check in checks.values()), checks
     assert checks["grafana-db"]["restored"] == {"integrity": "ok", "dashboards": 1000}
+    # Every manifest and one slice of the objects read back (backup_drill_readback_weeks, 4 by default).
+    readback = status["readback"]
+    assert readback["ok"] and readback["of"] == 4 and readback["manifests"] >= 1, readback
+    assert json.loads(host.file(CONFIG).content_string)["drill_readback_weeks"] == 4
     assert host.file(DRILL).mode == 0o644
     assert _sums(host) == before, "the drill touched production"
     assert host.run(f"ls -d {BACKUPS}/mov-drill-*").rc != 0, "the scratch copy was left behind"

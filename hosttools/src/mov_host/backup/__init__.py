@@ -19,13 +19,16 @@ new objects passed `rclone cryptcheck`; retention drops expired manifests, then 
 A run starts few rclone processes (each costs a start and a crypt key derivation): one listing of the remote,
 running while the snapshot is taken, one copy, one cryptcheck and, with new objects, one rename.
 
+The weekly drill also reads back every off-site manifest and a rotating slice of the objects (download, decrypt,
+sha256), so that every object is read within drill_readback_weeks drills.
+
 Every run and drill also adds its status as a line of history.jsonl beside the status file (bounded, replaced
 atomically): the weekly report reads a week of it.
 
 Needs python3-zstandard (compression in-process) and rclone (off-site) on the host.
 
 Modules, lowest first: errors, records (the JSON documents other tools read), config, files, process, sqlite,
-influx, writer, retention, space, snapshot, remote, restore, history, status, drill, cli.
+influx, writer, retention, space, snapshot, remote, readback, restore, history, status, drill, cli.
 """
 
 from mov_host.backup.cli import main

@@ -68,6 +68,8 @@ class Config:
     email: Email = Email()
     # Free space a run leaves on the backup filesystem beyond what it estimates it writes.
     min_free_bytes: int = 0
+    # The drill reads back a slice of the off-site objects, so that every object is read within this many drills.
+    drill_readback_weeks: int = 4
 
 
 SOURCE_KINDS = ("tree", "file", "sqlite", "latest_dir")
@@ -147,12 +149,24 @@ def load_config(path: str) -> Config:
         env=str(raw.get("env", "")),
         email=_email(raw.get("email")),
         min_free_bytes=int(raw.get("min_free_bytes", 0)),
+        drill_readback_weeks=_weeks(raw.get("drill_readback_weeks", 4)),
     )
+
+
+def _weeks(value: Any) -> int:
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+        raise BackupError(f"config drill_readback_weeks: expected an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def drill_status_file(cfg: Config) -> Path:
     """The restore drill's status file (records.DrillStatus), next to the backup's."""
     return cfg.status_file.with_name("drill.json")
+
+
+def readback_cursor_file(cfg: Config) -> Path:
+    """The read-back's cursor (the slice the next drill reads), next to the status file."""
+    return cfg.status_file.with_name("drill-readback.json")
 
 
 def history_file(cfg: Config) -> Path:

@@ -1,5 +1,6 @@
 """The restore drill: the latest snapshot restored into a scratch copy (InfluxDB: a scratch instance of its own),
-compared with production part by part; the result goes to drill.json, a failure is alerted."""
+compared with production part by part; from the off-site copy, also a read-back of every manifest and of a
+rotating slice of the objects (readback.py). The result goes to drill.json, a failure is alerted."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from mov_host.backup.errors import BackupError, log
 from mov_host.backup.files import walk_files
 from mov_host.backup.influx import influx_query
 from mov_host.backup.process import compose, run_command, service_owner
+from mov_host.backup.readback import read_back
 from mov_host.backup.records import DrillCheck, DrillStatus, Manifest
-from mov_host.backup.remote import download
+from mov_host.backup.remote import download, object_name
 from mov_host.backup.restore import check_snapshot, choose_snapshot, restore_snapshot
 from mov_host.backup.sqlite import sqlite_copy, sqlite_summary
 from mov_host.backup.status import alert, write_status
@@ -188,6 +190,14 @@ def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
             download(cfg, chosen, snapshot)
             log(f"off-site snapshot {chosen} downloaded and decrypted")
         manifest = check_snapshot(snapshot)
+        errors = []
+        if origin == "remote":
+            # The snapshot's objects were just downloaded and checked against its manifest.
+            readback = status["readback"] = read_back(
+                cfg, {object_name(e) for e in manifest["files"]}, scratch / "readback"
+            )
+            if not readback["ok"]:
+                errors.append("off-site read-back: damaged object(s): " + "; ".join(readback["damaged"]))
         if with_influx:
             start_drill_influxdb(cfg, drill)
         root = scratch / "root"
@@ -195,7 +205,9 @@ def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
         status["checks"] = drill_checks(cfg, drill, manifest, root)
         bad = [c["part"] for c in status["checks"] if not c["ok"]]
         if bad:
-            status["error"] = "restored copy differs from production: " + ", ".join(bad)
+            errors.append("restored copy differs from production: " + ", ".join(bad))
+        if errors:
+            status["error"] = "; ".join(errors)
         else:
             status["result"] = "ok"
     except (BackupError, OSError, KeyError, ValueError, sqlite3.Error) as exc:

@@ -104,6 +104,18 @@ class DrillCheck(TypedDict):
     detail: str
 
 
+class ReadbackStatus(TypedDict):
+    """A drill's read-back of the off-site copy (readback.py): every manifest, and the objects of one slice."""
+
+    slice: int  # this drill's slice, 0 .. of - 1
+    of: int  # the number of slices: drill_readback_weeks
+    manifests: int
+    objects: int  # read back in this slice (besides the drilled snapshot's, read by its download)
+    bytes: int
+    ok: bool
+    damaged: list[str]  # each object that is missing, does not decrypt or whose sha256 differs, and why
+
+
 class DrillStatus(TypedDict):
     """The restore drill's status file (drill.json): the last `mov-backup drill`."""
 
@@ -112,6 +124,7 @@ class DrillStatus(TypedDict):
     origin: str  # local | remote
     snapshot: str | None
     checks: list[DrillCheck]
+    readback: NotRequired[ReadbackStatus]  # a drill from the off-site copy only
     error: NotRequired[str]
     duration_s: NotRequired[float]
 
