@@ -63,6 +63,8 @@ def test_secret_from_file(tmp_path: Path) -> None:
         ({"rules": [{"field": "t", "alerta": 30, "critico": 35, "direction": "up"}]}, "rules[0].direction"),
         ({"validation": {"extra_keys": "maybe"}}, "validation.extra_keys"),
         ({"alerts": {"email": {"host": "smtp.example", "sender": "a@b"}}}, "alerts.email.recipients"),
+        ({"alerts": {"email": {"starttls": False, "username": "mov"}}}, "alerts.email.starttls"),
+        ({"alerts": {"retry_initial_s": 5, "retry_max_s": 2}}, "alerts.retry_max_s"),
         ({"log_level": "LOUD"}, "log_level"),
         ({"heartbeat_interval_s": "often"}, "heartbeat_interval_s"),
     ],
@@ -94,3 +96,9 @@ def test_late_window_default_and_bounds() -> None:
     with pytest.raises(ConfigError) as err:
         from_mapping({"late_window_s": -1})
     assert err.value.key == "late_window_s"
+
+
+def test_the_alert_backoff_is_capped_at_retry_max_s() -> None:
+    assert from_mapping({}).alerts.retry_max_s == 60.0
+    assert from_mapping({"alerts": {"retry_initial_s": 90}}).alerts.retry_max_s == 90.0
+    assert from_mapping({"alerts": {"retry_max_s": 5}}).alerts.retry_max_s == 5.0

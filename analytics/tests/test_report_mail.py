@@ -1,5 +1,5 @@
-"""The report goes out through the worker's relay settings (STARTTLS, login) with both files attached; the
-``mov-report`` command writes them into the kept directory and sends them on --send."""
+"""The report goes out through the worker's relay settings (STARTTLS, login) to a real SMTP server (aiosmtpd) with
+both files attached; the ``mov-report`` command writes them into the kept directory and sends them on --send."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 import report_data as data
 import yaml
-from smtp_double import SmtpRelay, make_certificate
+from smtp_relay import Relay, make_certificate
 
 from mov_analytics.config import ConfigError, EmailConfig
 from mov_analytics.report import cli
@@ -27,42 +27,9 @@ def _files(tmp_path: Path) -> list[Path]:
     return [html, pdf]
 
 
-def test_sent_over_starttls_with_login_and_both_attachments(tmp_path: Path) -> None:
-    cert, key = make_certificate(tmp_path)
-    files = _files(tmp_path)
-    with SmtpRelay(cert, key, users={"mov": "relay-pw"}) as relay:
-        cfg = EmailConfig(
-            host="127.0.0.1",
-            port=relay.port,
-            starttls=True,
-            username="mov",
-            password="relay-pw",
-            sender="mov@example.com",
-            recipients=("ops@example.com",),
-            timeout_s=5.0,
-        )
-        send_report(
-            cfg,
-            ("boss@example.com", "ops@example.com"),
-            "MOV weekly report",
-            files,
-            tls_context=ssl.create_default_context(cafile=str(cert)),
-        )
-    (got,) = relay.received
-    assert (got.tls, got.user, got.sender) == (True, "mov", "mov@example.com")
-    assert got.recipients == ["boss@example.com", "ops@example.com"]
-    assert got.message["Subject"] == "MOV weekly report"
-    attachments = {part.get_filename() or "": part for part in got.message.iter_attachments()}
-    assert sorted(attachments) == ["report-2026-11-22.html", "report-2026-11-22.pdf"]
-    assert attachments["report-2026-11-22.pdf"].get_content_type() == "application/pdf"
-    assert attachments["report-2026-11-22.pdf"].get_content() == files[1].read_bytes()
-    assert attachments["report-2026-11-22.html"].get_content_type() == "text/html"
-    assert "<p>report</p>" in attachments["report-2026-11-22.html"].get_content()
-
-
 def test_an_untrusted_relay_certificate_is_refused(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
-    with SmtpRelay(cert, key) as relay:
+    with Relay(cert, key) as relay:
         cfg = EmailConfig(
             host="127.0.0.1", port=relay.port, sender="mov@example.com", recipients=("ops@example.com",), timeout_s=5.0
         )
@@ -126,19 +93,26 @@ def _config(tmp_path: Path, email: dict[str, object]) -> Path:
 
 
 def test_the_command_writes_both_files_and_sends_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the weekly job runs it (group_vars/all/report.yml, mov_report_env): the relay, its STARTTLS, login and
+    password file, and the recipients given to the worker's config as environment overrides."""
     monkeypatch.setattr(cli, "InfluxSource", _GeneratedSource)
     out = tmp_path / "kept" / "reports"
-    with SmtpRelay() as relay:
-        config = _config(
-            tmp_path,
-            {
-                "host": "127.0.0.1",
-                "port": relay.port,
-                "starttls": False,
-                "sender": "mov@example.com",
-                "recipients": ["ops@example.com"],
-            },
-        )
+    cert, key = make_certificate(tmp_path)
+    (tmp_path / "smtp.password").write_text("relay-pw\n", encoding="utf-8")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the relay's certificate, trusted as a system CA would be
+    with Relay(cert, key, users={"mov": "relay-pw"}) as relay:
+        for name, value in {
+            "HOST": "127.0.0.1",
+            "PORT": str(relay.port),
+            "STARTTLS": "true",
+            "USERNAME": "mov",
+            "PASSWORD_FILE": str(tmp_path / "smtp.password"),
+            "SENDER": "mov@example.com",
+            "RECIPIENTS": "boss@example.com,ops@example.com",
+        }.items():
+            monkeypatch.setenv(f"MOV_ANALYTICS_ALERTS__EMAIL__{name}", value)
+        monkeypatch.setenv("MOV_ANALYTICS_REPORT__RECIPIENTS", "boss@example.com,ops@example.com")
+        config = _config(tmp_path, {})
         code = cli.main(["--config", str(config), "--week-ending", "2026-11-22", "--out", str(out), "--send"])
     assert code == 0
     assert _GeneratedSource.windows[-1] == (datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC))
@@ -147,14 +121,23 @@ def test_the_command_writes_both_files_and_sends_them(tmp_path: Path, monkeypatc
     assert pdf.read_bytes().startswith(b"%PDF-")
     assert sorted(p.name for p in out.iterdir()) == ["report-2026-11-22.html", "report-2026-11-22.pdf"]
     (got,) = relay.received
-    assert got.recipients == ["boss@example.com"]  # report.recipients wins over the alert recipients
+    assert (got.tls, got.login, got.sender) == (True, "mov", "mov@example.com")
+    assert got.recipients == ["boss@example.com", "ops@example.com"]
     assert got.message["Subject"] == "MOV weekly report 2026-11-16 to 2026-11-22"
-    assert sorted(p.get_filename() or "" for p in got.message.iter_attachments()) == [
-        "report-2026-11-22.html",
-        "report-2026-11-22.pdf",
+    assert got.message["To"] == "boss@example.com, ops@example.com"
+    body = got.message.get_body(("plain",))
+    assert body is not None
+    assert body.get_content().splitlines() == [
+        "MOV weekly report 2026-11-16 to 2026-11-22",
+        "",
+        "Attached: report-2026-11-22.html, report-2026-11-22.pdf.",
     ]
-    attached_pdf = next(p for p in got.message.iter_attachments() if p.get_filename() == "report-2026-11-22.pdf")
-    assert attached_pdf.get_content() == pdf.read_bytes()
+    attachments = {p.get_filename() or "": p for p in got.message.iter_attachments()}
+    assert sorted(attachments) == ["report-2026-11-22.html", "report-2026-11-22.pdf"]
+    assert attachments["report-2026-11-22.pdf"].get_content_type() == "application/pdf"
+    assert attachments["report-2026-11-22.pdf"].get_content() == pdf.read_bytes()
+    assert attachments["report-2026-11-22.html"].get_content_type() == "text/html"
+    assert attachments["report-2026-11-22.html"].get_content() == html.read_text(encoding="utf-8")
 
 
 def test_send_without_a_relay_stops_before_querying(

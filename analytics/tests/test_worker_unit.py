@@ -47,9 +47,8 @@ def worker() -> Iterator[tuple[Worker, MemoryTransport, RecordingSender]]:
         }
     )
     transport = MemoryTransport()
-    w = Worker(cfg, transport=transport)
     sender = RecordingSender()
-    w.alerter._senders = [sender]
+    w = Worker(cfg, transport=transport, senders=[sender])
     w.alerter.start()
     w.writer.start()
     yield w, transport, sender

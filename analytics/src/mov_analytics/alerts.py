@@ -1,7 +1,11 @@
 """Alerts (webhook JSON POST, e-mail over SMTP with STARTTLS), off the message path.
 
-``Alerter.submit`` only de-duplicates and enqueues (never blocks); one thread delivers, retrying each channel
-with exponential backoff up to ``alerts.max_attempts``. The same (kind, device) is sent at most once per
+``Alerter.submit`` only de-duplicates and enqueues (never blocks): the MQTT thread calls it. Each channel has a
+bounded queue and a delivery thread of its own, so a relay that hangs holds back the e-mails and nothing else.
+A failed attempt is counted by channel and reason (``alert_send_failures_total``) and retried after a delay that
+doubles from ``alerts.retry_initial_s`` up to ``alerts.retry_max_s``; an alert is given up after
+``alerts.max_attempts``. While a channel fails, the next alert waits out that delay too, and the outage is logged
+once when it starts and once when it ends, never per alert. The same (kind, subject) is sent at most once per
 ``alerts.dedup_s``.
 """
 
@@ -15,8 +19,9 @@ import smtplib
 import ssl
 import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
@@ -25,6 +30,11 @@ from .config import AlertsConfig, EmailConfig, WebhookConfig
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# Why an attempt failed: the other side said no (an SMTP 5xx, refused recipients, an HTTP error status, a closed
+# port) or not now (SMTP 4xx, HTTP 429/503); no answer within the timeout; STARTTLS or the certificate failed;
+# the network failed (no route, unknown name, a connection dropped midway); anything else.
+FAILURE_REASONS = ("refused", "deferred", "timeout", "tls", "network", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,10 @@ class Sender(Protocol):
     def send(self, alert: Alert) -> None: ...
 
 
+class WebhookRefused(OSError):
+    """The webhook answered with a status that is not a success (urllib raises HTTPError for 4xx/5xx only)."""
+
+
 class WebhookSender:
     channel = "webhook"
 
@@ -56,7 +70,7 @@ class WebhookSender:
         request = urllib.request.Request(self._cfg.url, data=body, headers=headers, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=self._cfg.timeout_s) as response:  # noqa: S310
             if response.status >= 300:
-                raise OSError(f"webhook answered {response.status}")
+                raise WebhookRefused(f"webhook answered {response.status}")
 
 
 class EmailSender:
@@ -75,13 +89,53 @@ class EmailSender:
 
 
 def smtp_send(cfg: EmailConfig, msg: EmailMessage, tls_context: ssl.SSLContext | None = None) -> None:
-    """Send one message through the configured relay (STARTTLS unless turned off, login when a user is set)."""
+    """Send one message through the configured relay (STARTTLS unless turned off, login when a user is set).
+
+    ``timeout_s`` bounds the connection and every reply, so a relay that accepts and then says nothing fails
+    with a timeout instead of holding the sender.
+    """
     with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s) as smtp:
         if cfg.starttls:
             smtp.starttls(context=tls_context or ssl.create_default_context())
         if cfg.username:
             smtp.login(cfg.username, cfg.password)
         smtp.send_message(msg)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps: urllib's URLError.reason, and what was raised while handling another
+    (smtplib turns a reply that timed out into SMTPServerDisconnected, raised in the socket error's handler)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return
+        yield seen
+        if isinstance(seen, urllib.error.URLError) and isinstance(seen.reason, BaseException):
+            seen = seen.reason
+        else:
+            seen = seen.__cause__ or seen.__context__
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One of FAILURE_REASONS for an exception a sender raised."""
+    if any(isinstance(e, TimeoutError) for e in _causes(exc)):
+        return "timeout"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason  # urllib wraps the socket's error at connect time (HTTPError's reason is a str)
+    # Order matters: smtplib's errors and ssl's are OSErrors too.
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return "deferred" if 400 <= exc.smtp_code < 500 else "refused"
+    if isinstance(exc, (smtplib.SMTPRecipientsRefused, smtplib.SMTPNotSupportedError, WebhookRefused)):
+        return "refused"
+    if isinstance(exc, urllib.error.HTTPError):
+        return "deferred" if exc.code in (429, 503) else "refused"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, OSError):
+        return "network"
+    return "error"
 
 
 def senders_from_config(cfg: AlertsConfig) -> list[Sender]:
@@ -91,6 +145,117 @@ def senders_from_config(cfg: AlertsConfig) -> list[Sender]:
     if cfg.email.host:
         senders.append(EmailSender(cfg.email))
     return senders
+
+
+class _Channel:
+    """One sender's queue, delivery thread and backoff, and whether it is in an outage."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        cfg: AlertsConfig,
+        metrics: Metrics,
+        stop: threading.Event,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.sender = sender
+        self.name = sender.channel
+        self.queue: queue.Queue[Alert | None] = queue.Queue(maxsize=cfg.queue_size)
+        self.thread = threading.Thread(target=self._run, name=f"alerts-{self.name}", daemon=True)
+        self._cfg = cfg
+        self._metrics = metrics
+        self._stop = stop
+        self._sleep = sleep
+        self._clock = clock
+        self._delay = 0.0  # the wait before the next attempt: 0 while the channel delivers
+        self._down_since: float | None = None
+        self._failed_attempts = 0
+        self._given_up = 0
+        self._dropping = False
+        for reason in FAILURE_REASONS:
+            metrics.alert_send_failures.labels(self.name, reason)
+        for counter in (metrics.alerts_sent, metrics.alerts_failed, metrics.alerts_dropped):
+            counter.labels(self.name)
+        metrics.alert_channel_failing.labels(self.name).set(0)
+
+    def offer(self, alert: Alert) -> bool:
+        """Queue without waiting; a full queue drops the alert (counted, logged once until there is room)."""
+        try:
+            self.queue.put_nowait(alert)
+        except queue.Full:
+            self._metrics.alerts_dropped.labels(self.name).inc()
+            if not self._dropping:
+                self._dropping = True
+                log.error(
+                    "alert queue full, alerts dropped until it has room again",
+                    extra={"channel": self.name, "kind": alert.kind, "subject": alert.subject},
+                )
+            return False
+        self._dropping = False
+        return True
+
+    def deliver(self, alert: Alert) -> bool:
+        for _ in range(self._cfg.max_attempts):
+            if self._delay > 0:
+                self._sleep(self._delay)
+            if self._stop.is_set() and self._delay > 0:
+                break
+            try:
+                self.sender.send(alert)
+            except Exception as exc:
+                self._failed(alert, exc)
+            else:
+                self._delivered(alert)
+                return True
+        self._metrics.alerts_failed.labels(self.name).inc()
+        self._given_up += 1
+        log.debug("alert given up", extra={"channel": self.name, "kind": alert.kind, "subject": alert.subject})
+        return False
+
+    def _failed(self, alert: Alert, exc: Exception) -> None:
+        reason = failure_reason(exc)
+        self._metrics.alert_send_failures.labels(self.name, reason).inc()
+        self._failed_attempts += 1
+        self._delay = min(max(self._delay * 2, self._cfg.retry_initial_s), self._cfg.retry_max_s)
+        if self._down_since is None:
+            self._down_since = self._clock()
+            self._metrics.alert_channel_failing.labels(self.name).set(1)
+            log.warning(
+                "alert channel failing: retrying with backoff; logged again when it delivers",
+                extra={
+                    "channel": self.name,
+                    "reason": reason,
+                    "error": str(exc) or type(exc).__name__,
+                    "kind": alert.kind,
+                    "subject": alert.subject,
+                    "retry_max_s": self._cfg.retry_max_s,
+                },
+            )
+
+    def _delivered(self, alert: Alert) -> None:
+        self._metrics.alerts_sent.labels(self.name).inc()
+        if self._down_since is not None:
+            log.info(
+                "alert channel delivers again",
+                extra={
+                    "channel": self.name,
+                    "down_s": round(self._clock() - self._down_since, 1),
+                    "failed_attempts": self._failed_attempts,
+                    "alerts_given_up": self._given_up,
+                },
+            )
+            self._metrics.alert_channel_failing.labels(self.name).set(0)
+        self._down_since, self._failed_attempts, self._given_up, self._delay = None, 0, 0, 0.0
+        log.info("alert sent", extra={"channel": self.name, "kind": alert.kind, "subject": alert.subject})
+
+    def _run(self) -> None:
+        while True:
+            alert = self.queue.get()
+            if alert is None:
+                return
+            self.deliver(alert)
 
 
 class Alerter:
@@ -104,24 +269,25 @@ class Alerter:
     ) -> None:
         self._cfg = cfg
         self._metrics = metrics
-        self._senders = list(senders)
         self._clock = clock
         self._last_sent: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=cfg.queue_size)
         self._stop = threading.Event()
-        self._sleep = sleep or self._interruptible_sleep
-        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
+        wait = sleep or self._interruptible_sleep
+        self._channels = [
+            _Channel(s, cfg=cfg, metrics=metrics, stop=self._stop, sleep=wait, clock=clock) for s in senders
+        ]
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
 
     def start(self) -> None:
-        self._thread.start()
+        for channel in self._channels:
+            channel.thread.start()
 
     def submit(self, alert: Alert) -> bool:
-        """Queue an alert unless the same kind for the same subject went out within dedup_s."""
-        if not self._senders:
+        """Queue an alert on every channel unless the same kind for the same subject went out within dedup_s."""
+        if not self._channels:
             return False
         key = (alert.kind, alert.subject)
         now = self._clock()
@@ -131,51 +297,20 @@ class Alerter:
                 self._metrics.alerts_suppressed.inc()
                 return False
             self._last_sent[key] = now
-        try:
-            self._queue.put_nowait(alert)
-        except queue.Full:
-            self._metrics.alerts_dropped.inc()
-            log.error("alert queue full, alert dropped", extra={"kind": alert.kind, "subject": alert.subject})
-            return False
-        return True
+        queued = [channel.offer(alert) for channel in self._channels]
+        return any(queued)
 
     def deliver(self, alert: Alert) -> None:
-        for sender in self._senders:
-            delay = self._cfg.retry_initial_s
-            for attempt in range(1, self._cfg.max_attempts + 1):
-                try:
-                    sender.send(alert)
-                except Exception as exc:
-                    if attempt == self._cfg.max_attempts or self._stop.is_set():
-                        self._metrics.alerts_failed.labels(sender.channel).inc()
-                        log.error(
-                            "alert not delivered",
-                            extra={
-                                "channel": sender.channel,
-                                "kind": alert.kind,
-                                "subject": alert.subject,
-                                "error": str(exc),
-                            },
-                        )
-                        break
-                    self._sleep(delay)
-                    delay *= 2
-                else:
-                    self._metrics.alerts_sent.labels(sender.channel).inc()
-                    log.info(
-                        "alert sent", extra={"channel": sender.channel, "kind": alert.kind, "subject": alert.subject}
-                    )
-                    break
-
-    def _run(self) -> None:
-        while True:
-            alert = self._queue.get()
-            if alert is None:
-                return
-            self.deliver(alert)
+        """Deliver on every channel in the caller's thread (what each channel's thread does with its queue)."""
+        for channel in self._channels:
+            channel.deliver(alert)
 
     def stop(self, timeout_s: float) -> None:
         self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for channel in self._channels:
+            with contextlib.suppress(queue.Full):
+                channel.queue.put_nowait(None)
+        for channel in self._channels:
+            if channel.thread.is_alive():
+                channel.thread.join(max(0.0, deadline - time.monotonic()))

@@ -10,6 +10,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -18,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from . import logs
-from .alerts import Alert, Alerter, senders_from_config
+from .alerts import Alert, Alerter, Sender, senders_from_config
 from .config import Config, ConfigError, load
 from .influx import (
     DiscardTransport,
@@ -40,12 +41,19 @@ SHUTDOWN_FLUSH_S = 6.5
 
 
 class Worker:
-    def __init__(self, cfg: Config, transport: Transport | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        transport: Transport | None = None,
+        metrics: Metrics | None = None,
+        senders: Sequence[Sender] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
         self.validator = Validator(cfg.validation)
         self.rules = RulesEngine(cfg.rules, late_window_s=cfg.late_window_s)
-        self.alerter = Alerter(cfg.alerts, self.metrics, senders_from_config(cfg.alerts))
+        senders = senders_from_config(cfg.alerts) if senders is None else senders
+        self.alerter = Alerter(cfg.alerts, self.metrics, senders)
         if transport is None:
             transport = InfluxClientTransport(cfg.influxdb) if cfg.influxdb.enabled else DiscardTransport()
         self.writer = InfluxWriter(

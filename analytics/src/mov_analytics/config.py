@@ -129,6 +129,8 @@ class AlertsConfig:
     dedup_s: float = 900.0
     max_attempts: int = 5
     retry_initial_s: float = 1.0
+    # The backoff's cap: while a channel fails, at most one attempt per this many seconds.
+    retry_max_s: float = 60.0
     queue_size: int = 1000
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
@@ -492,10 +494,15 @@ def _read_alerts(s: _Section) -> AlertsConfig:
         raise ConfigError(
             e.key("sender" if not email.sender else "recipients"), "a value when alerts.email.host is set"
         )
+    if email.username and not email.starttls:
+        # The login would cross the network in clear; Grafana's mailer refuses the same (Go's net/smtp PlainAuth).
+        raise ConfigError(e.key("starttls"), "true when alerts.email.username is set", email.starttls)
+    retry_initial = s.float_("retry_initial_s", 1.0, 0.0)
     cfg = AlertsConfig(
         dedup_s=s.float_("dedup_s", 900.0, 0.0),
         max_attempts=s.int_("max_attempts", 5, 1, 100),
-        retry_initial_s=s.float_("retry_initial_s", 1.0, 0.0),
+        retry_initial_s=retry_initial,
+        retry_max_s=s.float_("retry_max_s", max(60.0, retry_initial), retry_initial),
         queue_size=s.int_("queue_size", 1000, 1),
         webhook=webhook,
         email=email,

@@ -61,7 +61,19 @@ class Metrics:
         )
         self.alerts_suppressed = Counter(f"{PREFIX}_alerts_suppressed", "Alerts de-duplicated away", registry=r)
         self.alerts_dropped = Counter(
-            f"{PREFIX}_alerts_dropped", "Alerts dropped because the queue was full", registry=r
+            f"{PREFIX}_alerts_dropped", "Alerts dropped because the channel's queue was full", ["channel"], registry=r
+        )
+        self.alert_send_failures = Counter(
+            f"{PREFIX}_alert_send_failures",
+            "Failed delivery attempts, by channel and reason (alerts.FAILURE_REASONS)",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.alert_channel_failing = Gauge(
+            f"{PREFIX}_alert_channel_failing",
+            "1 from a channel's first failed attempt to its next delivery",
+            ["channel"],
+            registry=r,
         )
         self.write_ok.set(1)
 
