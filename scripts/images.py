@@ -2,16 +2,19 @@
 """Images for the compose stack, made on the controller: local builds and the offline bundle.
 
     python3 scripts/images.py bundle --out DIR --build mosquitto=mov/mosquitto:2.0.21 \\
-        --build analytics=mov/analytics:0.1.0 [--pull telegraf:1.32.3 ...] [--base-image mov/box:trixie]
+        --build analytics=mov/analytics:0.1.0 [--dev analytics] [--pull telegraf:1.32.3 ...] \\
+        [--base-image mov/box:trixie]
 
 ``--build`` images are built here: Mosquitto and HAProxy (the Docker API proxy) from Debian's packages
 (images/mosquitto/, images/haproxy/), the analytics worker from analytics/ (analytics/build_image.py), all on
 a local debootstrap-based base image, so no
 registry is needed. A build is skipped while the image's ``org.mov.source-sha256`` label matches the hash
-of its sources and base image. ``--pull`` images come from a registry (a controller with access, for an
-air-gapped host). Then every image is written with ``docker save`` to DIR/images.tar, with DIR/SHA256SUMS
-and DIR/images.json (reference -> image id); an unchanged set of image ids keeps the existing bundle
-untouched, so copying it again changes nothing. The last line on stdout is a JSON summary.
+of its sources and base image. ``--dev SERVICE`` builds that service's development variant instead (the analytics
+worker's ``dev`` target, for the local env's developer loop; give it a tag of its own). ``--pull`` images come
+from a registry (a controller with access, for an air-gapped host). Then every image is written with
+``docker save`` to DIR/images.tar, with DIR/SHA256SUMS and DIR/images.json (reference -> image id); an unchanged
+set of image ids keeps the existing bundle untouched, so copying it again changes nothing. The last line on stdout
+is a JSON summary.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ SOURCES: dict[str, tuple[Path, tuple[str, ...]]] = {
             ".dockerignore",
             "pyproject.toml",
             "requirements.lock",
+            "requirements-loop.lock",
             "README.md",
             "example-config.yaml",
             "src",
@@ -46,6 +50,8 @@ SOURCES: dict[str, tuple[Path, tuple[str, ...]]] = {
         ),
     ),
 }
+# Services with a development variant: its build target (analytics/Dockerfile's `dev`).
+DEV_TARGETS = {"analytics": "dev"}
 IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 
@@ -98,15 +104,20 @@ def source_hash(service: str, base_id: str, build_args: Sequence[str] = ()) -> s
     return digest.hexdigest()
 
 
-def build(service: str, ref: str, base_image: str) -> bool:
-    """Build one image unless its sources are unchanged; True when it was built."""
+def build(service: str, ref: str, base_image: str, dev: bool = False) -> bool:
+    """Build one image (its development variant when dev) unless its sources are unchanged; True when it was built."""
     if service not in SOURCES:
         raise ImageError(f"no local build for {service!r} (buildable: {', '.join(sorted(SOURCES))})")
+    if dev and service not in DEV_TARGETS:
+        raise ImageError(f"no development variant of {service!r} (only: {', '.join(sorted(DEV_TARGETS))})")
     base_id = image_id(base_image)
     if base_id is None:
         raise ImageError(f"base image {base_image} is missing: python3 scripts/box.py build")
     tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else ""
     build_args = [f"MOSQUITTO_VERSION={tag.split('-', 1)[0]}"] if service == "mosquitto" else []
+    target = DEV_TARGETS[service] if dev else "release"
+    if dev:
+        build_args.append(f"target={target}")
     if service == "mosquitto" and not tag:
         raise ImageError(f"{ref}: the tag must carry Mosquitto's version (e.g. mov/mosquitto:2.0.21)")
     wanted = source_hash(service, base_id, build_args)
@@ -119,6 +130,8 @@ def build(service: str, ref: str, base_image: str) -> bool:
             str(REPO / "analytics" / "build_image.py"),
             "--tag",
             ref,
+            "--target",
+            target,
             "--base-image",
             base_image,
             "--label",
@@ -198,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("build", "bundle"):
         p = sub.add_parser(name)
         p.add_argument("--build", action="append", default=[], metavar="SERVICE=IMAGE")
+        p.add_argument("--dev", action="append", default=[], metavar="SERVICE", help="build its development variant")
         p.add_argument("--base-image", default=DEFAULT_BASE)
         if name == "bundle":
             p.add_argument("--pull", action="append", default=[], metavar="IMAGE")
@@ -205,7 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         builds = _pairs(args.build)
-        built = [ref for service, ref in builds.items() if build(service, ref, args.base_image)]
+        unknown = sorted(set(args.dev) - set(builds))
+        if unknown:
+            raise ImageError(f"--dev {', '.join(unknown)}: not among the --build services")
+        built = [
+            ref for service, ref in builds.items() if build(service, ref, args.base_image, dev=service in args.dev)
+        ]
         summary: dict[str, object] = {"built": built}
         if args.command == "bundle":
             pulled = [ref for ref in args.pull if pull(ref)]
