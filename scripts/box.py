@@ -10,11 +10,14 @@ image, that image is pulled and tagged instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +71,12 @@ RUN_FLAGS: tuple[str, ...] = (
     "-v",
     "/var/lib/docker",
 )
+
+# The developer loop (docs/getting-started.md): the box sees the controller's analytics source, read-only, where the
+# local env's worker mounts it from (mov_dev_loop_source_dir, group_vars/all/stack.yml; a test keeps the two equal).
+# MOV_DEV_ANALYTICS_SRC names another copy (scenarios/up edits a temporary one, never the developer's tree).
+DEV_SOURCE = Path(os.environ.get("MOV_DEV_ANALYTICS_SRC") or REPO / "analytics" / "src")
+DEV_SOURCE_IN_BOX = "/opt/mov-dev/analytics-src"
 
 # Units that only make sense on real hardware; masked so the box boots clean.
 MASKED_UNITS = (
@@ -204,6 +213,9 @@ def create(publish: Sequence[str] = ()) -> None:
         return
     subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
     ports = [arg for spec in publish for arg in ("-p", spec)]
+    if not DEV_SOURCE.is_dir():
+        sys.exit(f"{DEV_SOURCE} is not a directory (MOV_DEV_ANALYTICS_SRC: the analytics source the box mounts)")
+    mounts = ["-v", f"{DEV_SOURCE.resolve()}:{DEV_SOURCE_IN_BOX}:ro"]
     run(
         [
             "docker",
@@ -215,6 +227,7 @@ def create(publish: Sequence[str] = ()) -> None:
             CONTAINER,
             *RUN_FLAGS,
             *ports,
+            *mounts,
             IMAGE,
             "/lib/systemd/systemd",
         ]
@@ -239,6 +252,62 @@ def wait_for_systemd(name: str, timeout: float = 60.0) -> None:
     sys.exit(f"{name}: systemd did not finish booting in {timeout:.0f}s (state: {state or 'unknown'})")
 
 
+# Run in the box by `forward`: one TCP connection to the box's 127.0.0.1:argv[1], piped to stdin and stdout.
+_RELAY = """
+import os, select, socket, sys
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+while True:
+    ready = select.select([0, sock], [], [])[0]
+    if 0 in ready:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        sock.sendall(data)
+    if sock in ready:
+        data = sock.recv(65536)
+        if not data:
+            break
+        os.write(1, data)
+"""
+
+
+def _relay(client: socket.socket, port: int) -> None:
+    relay = subprocess.Popen(
+        ["docker", "exec", "-i", CONTAINER, "python3", "-c", _RELAY, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert relay.stdin is not None and relay.stdout is not None
+    to_box, from_box = relay.stdin, relay.stdout
+
+    def upstream() -> None:
+        with contextlib.suppress(OSError):  # either side gone: the relay ends
+            while data := client.recv(65536):
+                to_box.write(data)
+                to_box.flush()
+            to_box.close()
+
+    threading.Thread(target=upstream, daemon=True).start()
+    with contextlib.suppress(OSError):
+        while data := os.read(from_box.fileno(), 65536):
+            client.sendall(data)
+    client.close()
+    relay.wait()
+
+
+def forward(port: int, local_port: int) -> None:
+    """Relay this machine's 127.0.0.1:local_port to the box's 127.0.0.1:port (where the stack publishes its
+    loopback-only ports, e.g. the developer loop's debugger) through `docker exec`: no SSH tunnel, whose TCP
+    forwarding the box's hardened sshd refuses as a real VPS's does."""
+    if not container_running():
+        sys.exit(f"{CONTAINER} is not running: python3 scripts/dev.py up")
+    with socket.create_server(("127.0.0.1", local_port)) as server:
+        print(f"127.0.0.1:{local_port} -> {CONTAINER}'s 127.0.0.1:{port} (Ctrl-C stops)", flush=True)
+        while True:
+            client, _ = server.accept()
+            threading.Thread(target=_relay, args=(client, port), daemon=True).start()
+
+
 def destroy() -> None:
     subprocess.run(["docker", "rm", "-f", "-v", CONTAINER], capture_output=True)
     print(f"{CONTAINER} removed")
@@ -254,12 +323,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_create.add_argument(
         "-p", "--publish", action="append", default=[], help="docker -p spec, repeatable (e.g. 127.0.0.1:8443:443)"
     )
+    p_forward = sub.add_parser("forward", help="relay a local port to one on the box's loopback (e.g. 5678)")
+    p_forward.add_argument("port", type=int, help="the port on the box's 127.0.0.1")
+    p_forward.add_argument("--local-port", type=int, help="this machine's 127.0.0.1 port (default: the same)")
     sub.add_parser("destroy", help="remove the box container and its volumes")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(force=args.force, suite=args.suite)
     elif args.command == "create":
         create(args.publish)
+    elif args.command == "forward":
+        with contextlib.suppress(KeyboardInterrupt):
+            forward(args.port, args.local_port or args.port)
     else:
         destroy()
 

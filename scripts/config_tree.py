@@ -43,9 +43,11 @@ TREE_KEYS = (
     "mov_telegraf_interval_s",
     "mov_telegraf_outage_tolerance_s",
     "mov_dev_override",
+    "mov_dev_loop",
 )
 # The environments that may turn the development override on (debug ports, services on localhost, anonymous
-# Grafana): the VPS in a box only, never staging or prod.
+# Grafana) or the developer loop (the worker runs mounted source under a debugger): the VPS in a box only, never
+# staging or prod.
 DEV_OVERRIDE_ENVS = ("local",)
 
 # Secrets that do not depend on the tree's lists (the MQTT passwords do: one per account).
@@ -236,15 +238,19 @@ def _check_smtp(tree: Mapping[str, Any], errors: list[str]) -> None:
 
 
 def _check_dev_override(tree: Mapping[str, Any], errors: list[str]) -> None:
-    override, env = tree.get("mov_dev_override", False), tree.get("mov_env")
-    if not isinstance(override, bool):
-        errors.append(f"mov_dev_override: must be true or false, got {override!r}")
-    elif override and env not in DEV_OVERRIDE_ENVS:
-        errors.append(
-            f"mov_dev_override: the development override (debug ports, services on localhost, anonymous "
-            f"Grafana) is for {', '.join(DEV_OVERRIDE_ENVS)} only, and the env is {env!r}; remove it from "
-            f"inventories/{env}/group_vars/mov/"
-        )
+    env = tree.get("mov_env")
+    for key, what in (
+        ("mov_dev_override", "the development override (debug ports, services on localhost, anonymous Grafana)"),
+        ("mov_dev_loop", "the developer loop (the worker runs mounted source under a debugger that runs any code)"),
+    ):
+        value = tree.get(key, False)
+        if not isinstance(value, bool):
+            errors.append(f"{key}: must be true or false, got {value!r}")
+        elif value and env not in DEV_OVERRIDE_ENVS:
+            errors.append(
+                f"{key}: {what} is for {', '.join(DEV_OVERRIDE_ENVS)} only, and the env is {env!r}; remove it from "
+                f"inventories/{env}/group_vars/mov/"
+            )
 
 
 def validate(tree: Mapping[str, Any]) -> list[str]:

@@ -449,6 +449,17 @@ def stack_services(vars_file: Path) -> list[str]:
     return [str(name) for name in services]
 
 
+def dev_loop_port() -> int | None:
+    """debugpy's port on the box when the local env runs the developer loop (mov_dev_loop), else None."""
+    import yaml
+
+    local = yaml.safe_load((REPO / "inventories" / "local" / "group_vars" / "mov" / "stack.yml").read_text())
+    defaults = yaml.safe_load((REPO / "group_vars" / "all" / "stack.yml").read_text())
+    if not local.get("mov_dev_loop", defaults["mov_dev_loop"]):
+        return None
+    return int(local.get("mov_dev_loop_debug_port", defaults["mov_dev_loop_debug_port"]))
+
+
 def up() -> int:
     """The whole platform on the local box. MOV_IMAGE_SOURCE=registry: every service with the pinned registry
     images; otherwise (no registry needed) the offline bundle of the images built here."""
@@ -494,6 +505,12 @@ def up() -> int:
     if "grafana" in running:
         print(f"  Grafana: https://mov.localhost/ (nginx on {address}:443; map mov.localhost to it)")
     print("  credentials: inventories/local/group_vars/mov/secrets.yml (generated, git-ignored, 0600)")
+    port = dev_loop_port()
+    if port is not None and "analytics" in running:
+        print(
+            f"  developer loop: the worker runs {box.DEV_SOURCE} and restarts when a .py file changes; "
+            f"debugpy on the box's 127.0.0.1:{port} (docs/getting-started.md)"
+        )
     print(f"  shell:  docker exec -it {box.CONTAINER} bash")
     print("  remove: python3 scripts/box.py destroy")
     return 0

@@ -138,18 +138,22 @@ def test_a_short_outage_tolerance_is_refused() -> None:
     assert errors == ["mov_telegraf_outage_tolerance_s: must be a number >= 600, got 300"]
 
 
+DEV_ONLY = {"mov_dev_override": "the development override", "mov_dev_loop": "the developer loop"}
+
+
 @pytest.mark.parametrize("env", ["staging", "prod"])
-def test_the_dev_override_is_refused_outside_local(env: str) -> None:
-    errors = config_tree.validate(_with(mov_env=env, mov_dev_override=True))
-    assert len(errors) == 1 and errors[0].startswith("mov_dev_override: the development override")
+@pytest.mark.parametrize("key", DEV_ONLY)
+def test_the_dev_override_and_the_developer_loop_are_refused_outside_local(env: str, key: str) -> None:
+    errors = config_tree.validate(_with(mov_env=env, **{key: True}))
+    assert len(errors) == 1 and errors[0].startswith(f"{key}: {DEV_ONLY[key]}")
+    assert f"is for local only, and the env is '{env}'" in errors[0]
     assert f"remove it from inventories/{env}/group_vars/mov/" in errors[0]
 
 
-def test_the_dev_override_is_fine_in_local_and_must_be_a_bool() -> None:
-    assert config_tree.validate(_with(mov_env="local", mov_dev_override=True)) == []
-    assert config_tree.validate(_with(mov_env="local", mov_dev_override="yes")) == [
-        "mov_dev_override: must be true or false, got 'yes'"
-    ]
+@pytest.mark.parametrize("key", DEV_ONLY)
+def test_the_dev_override_and_the_developer_loop_are_fine_in_local_and_must_be_a_bool(key: str) -> None:
+    assert config_tree.validate(_with(mov_env="local", **{key: True})) == []
+    assert config_tree.validate(_with(mov_env="local", **{key: "yes"})) == [f"{key}: must be true or false, got 'yes'"]
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +190,15 @@ def test_the_playbook_stops_at_the_tree_check_with_the_reason(
     assert not (ws.inventory("local") / "group_vars" / "mov" / "secrets.yml").exists()
 
 
-def test_staging_stops_at_the_tree_check_when_asked_for_the_dev_override(workspace_dir: Path) -> None:
+@pytest.mark.parametrize("key", DEV_ONLY)
+def test_staging_stops_at_the_tree_check_when_asked_for_the_dev_override_or_the_loop(
+    workspace_dir: Path, key: str
+) -> None:
     from mov_render import Workspace
 
     ws = Workspace(workspace_dir)
-    result = ws.render("staging", ws.root / "render-dev", "-e", json.dumps({"mov_dev_override": True}), check=False)
+    result = ws.render("staging", ws.root / "render-dev", "-e", json.dumps({key: True}), check=False)
     output = re.sub(r"\s+", " ", result.stdout + result.stderr).replace("''", "'")
     assert result.returncode != 0
-    assert "mov_dev_override: the development override" in output and "TASK [Check the config tree]" in output
+    assert f"{key}: {DEV_ONLY[key]}" in output and "TASK [Check the config tree]" in output
     assert not (ws.root / "render-dev").exists()

@@ -10,11 +10,12 @@ import json
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from mov_render import ENVS, new_workspace, rendered, workspace
+from mov_render import ENVS, REPO, new_workspace, rendered, resolved, workspace
 
 EXPECTED = [
     "opt/mov/mosquitto/config/mosquitto.conf",
@@ -199,6 +200,47 @@ def test_only_the_local_env_renders_the_dev_override(env: str) -> None:
         if not str(port).startswith("127.0.0.1:")
     ]
     assert public == ["8883:8883"], public
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_only_the_local_env_runs_the_developer_loop(env: str) -> None:
+    """The worker runs the box's copy of analytics/src (read-only, ahead of the installed package) under watchfiles
+    and debugpy, from its dev image, the debugger's port on the host's loopback; elsewhere, the release image as
+    built."""
+    host_dir, _ = rendered(env)
+    worker = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())["services"]["analytics"]
+    release = yaml.safe_load((REPO / "group_vars/all/services.yml").read_text())["mov_images"]["analytics"]
+    if env != "local":
+        assert worker["image"] == release
+        assert not {"entrypoint", "init"} & worker.keys(), worker
+        assert "PYTHONPATH" not in worker["environment"] and len(worker["volumes"]) == 1
+        return
+    assert worker["image"] == f"{release}-dev"
+    assert worker["entrypoint"][:3] == ["python3", "-m", "watchfiles"] and worker["entrypoint"][-1] == "/opt/mov-src"
+    assert "debugpy --listen 0.0.0.0:5678 -m mov_analytics" in worker["entrypoint"][-2]
+    assert "--wait-for-client" not in worker["entrypoint"][-2]
+    assert "/opt/mov-dev/analytics-src:/opt/mov-src:ro" in worker["volumes"]
+    assert worker["environment"]["PYTHONPATH"] == "/opt/mov-src:/opt/mov:/opt/mov-dev"
+    assert "127.0.0.1:5678:5678" in worker["ports"]
+    # The loop keeps the worker's hardening; init reaps the debug adapter each restart leaves behind.
+    assert worker["init"] is True and worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+    assert worker["user"] == "9108:9108"
+
+
+def test_the_box_mounts_the_source_where_the_worker_reads_it_and_the_debug_port_reaches_every_consumer(
+    tmp_path: Path,
+) -> None:
+    sys.path.append(str(REPO / "scripts"))
+    import box
+
+    assert resolved("mov_dev_loop_source_dir") == box.DEV_SOURCE_IN_BOX
+    extra = json.dumps({"mov_dev_loop_debug_port": 15678})
+    assert 15678 in resolved("stack_verify_closed_ports", "-e", extra)
+    workspace().render("local", tmp_path / "out", "-e", extra, "-e", json.dumps({"render_roles": ["stack"]}))
+    [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    worker = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())["services"]["analytics"]
+    assert "127.0.0.1:15678:15678" in worker["ports"]
+    assert "debugpy --listen 0.0.0.0:15678 " in worker["entrypoint"][-2]
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -18,6 +18,15 @@ GOOD = {
     "stack_analytics_rules": [{"field": "temperatura_c", "alerta": 30, "critico": 35}],
 }
 DIGEST = "sha256:" + "0" * 64  # well formed, and obviously not a real image's digest
+# The local env's developer loop, as group_vars/all/stack.yml wires it.
+LOOP = {
+    **GOOD,
+    "stack_env": "local",
+    "stack_dev_loop": True,
+    "stack_dev_loop_source_dir": "/opt/mov-dev/analytics-src",
+    "stack_bundle_dir": "/srv/bundle",
+    "stack_bundle_build": ["mosquitto", "analytics"],
+}
 
 
 def images(**changes: str) -> dict[str, object]:
@@ -39,8 +48,10 @@ def images(**changes: str) -> dict[str, object]:
             "stack_bundle_dir": "/srv/bundle",
             "stack_bundle_build": ["mosquitto", "analytics"],
         },
+        LOOP,
+        {**GOOD, "stack_env": "local", "stack_dev_override": {"analytics": {"ports": ["127.0.0.1:9108:9108"]}}},
     ],
-    ids=["subset", "full", "digest", "registry-port", "latest-local", "bundle"],
+    ids=["subset", "full", "digest", "registry-port", "latest-local", "bundle", "dev-loop-local", "dev-override-local"],
 )
 def test_valid_stack_settings_pass(role_preflight: PreflightRunner, variables: dict[str, object]) -> None:
     result = role_preflight("stack", variables)
@@ -79,6 +90,12 @@ def test_valid_stack_settings_pass(role_preflight: PreflightRunner, variables: d
         ({**GOOD, "stack_bundle_dir": "/srv/b", "stack_bundle_build": ["grafana"]}, "stack_bundle_build (grafana)"),
         ({**GOOD, "stack_releases_keep": 1}, "stack_releases_keep (1) must be at least 2"),
         ({**GOOD, "stack_analytics_rules": []}, "stack_analytics_rules ([]) must hold at least one rule"),
+        (
+            {**LOOP, "stack_bundle_build": []},
+            "The developer loop (stack_dev_loop) needs analytics in stack_bundle_build",
+        ),
+        ({**LOOP, "stack_dev_loop_source_dir": "analytics/src"}, "stack_dev_loop_source_dir as an absolute path"),
+        ({**LOOP, "stack_dev_loop_debug_port": 8883}, "stack_dev_loop_debug_port (8883) a TCP port that no other"),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 24 else None,
 )
@@ -89,3 +106,22 @@ def test_bad_input_fails_at_preflight_naming_the_variable(
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert expected in " ".join(output.split()), output
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_developer_loop_and_the_dev_override_are_refused_outside_local(
+    role_preflight: PreflightRunner, env: str
+) -> None:
+    """Each names its variable and the env; the loop alone is enough to be refused."""
+    for variables, message in (
+        ({**LOOP, "stack_env": env}, "stack_dev_loop (the config tree's mov_dev_loop) runs the worker from a host"),
+        (
+            {**GOOD, "stack_env": env, "stack_dev_override": {"analytics": {"ports": ["127.0.0.1:9108:9108"]}}},
+            "stack_dev_override (the config tree's mov_dev_override) publishes debug ports",
+        ),
+    ):
+        result = role_preflight("stack", variables)
+        output = " ".join((result.stdout + result.stderr).split()).replace("''", "'")
+        assert result.returncode != 0, output
+        assert message in output, output
+        assert f'the env is "{env}"' in output, output
