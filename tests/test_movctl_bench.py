@@ -179,3 +179,16 @@ def test_the_tree_configures_the_bench_the_worker_and_the_broker_alike() -> None
     assert resolved("movctl_bench_client") == "movbench"
     assert resolved("stack_analytics_config_overrides")["transient_clients"] == ["movbench"]
     assert resolved("mosquitto_reserved_clients") == ["movbench"]
+
+
+def test_the_load_generators_latencies_become_percentiles_and_counts() -> None:
+    load = {
+        "ok": True,
+        "acked": 4,
+        "puback_ms": [4.0, 1.0, 3.0, 2.0],
+        "status_latency_ms": {"values": [1000.0, 1020.0], "missing": 1, "error": ""},
+    }
+    summary = bench.summarise(load)
+    assert summary["puback_ms"] == {"p50": 2.0, "p99": 4.0}
+    assert summary["status_latency_ms"] == {"p50": 1000.0, "p99": 1020.0, "samples": 2, "missing": 1, "error": ""}
+    assert bench.summarise({"ok": False, "error": "refused"}) == {"ok": False, "error": "refused"}

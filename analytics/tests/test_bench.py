@@ -73,7 +73,6 @@ def test_the_probe_asks_for_one_point_at_its_exact_time() -> None:
     assert 'from(bucket: "b")' in flux
     assert "range(start: 2025-12-06T05:46:40.000000123Z, stop: 2025-12-06T05:46:40.000000124Z)" in flux
     assert 'r.cliente == "movbench" and r.dispositivo == "d01"' in flux
-    assert cli.percentile([3.0, 1.0, 2.0], 50) == 2.0 and cli.percentile([], 99) is None
 
 
 @pytest.fixture
@@ -119,8 +118,8 @@ def test_a_run_through_a_real_broker_over_tls_acknowledges_every_reading(tls_bro
     result = cli.measure(plan)
     assert result["ok"] and result["failed"] == 0, result
     assert 80 <= result["published"] <= 105 and result["acked"] == result["published"], result
-    assert result["puback_ms"]["p50"] is not None
-    assert result["status_latency_ms"]["samples"] == 0  # no InfluxDB given: not measured, and said so
+    assert len(result["puback_ms"]) == result["acked"] and all(ms > 0 for ms in result["puback_ms"])
+    assert result["status_latency_ms"]["values"] == []  # no InfluxDB given: not measured, and said so
     assert "not measured" in result["status_latency_ms"]["error"]
 
 

@@ -3,8 +3,8 @@ InfluxDB clients the host's python lacks):
 
     docker run --rm -i --network host ... --entrypoint python3 <analytics image> -m mov_analytics.bench < plan.json
 
-The plan comes on stdin (plan.py); one JSON document of figures goes to stdout. Exit codes: 0 measured, 1 a device
-was refused or nothing was acknowledged, 2 a bad plan.
+The plan comes on stdin (plan.py); one JSON document of figures goes to stdout (every latency, unsorted). Exit
+codes: 0 measured, 1 a device was refused or nothing was acknowledged, 2 a bad plan.
 """
 
 from __future__ import annotations
@@ -19,17 +19,8 @@ from .plan import Plan, PlanError, plan_from_dict
 from .probe import ProbeResult, run_probes
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of the values; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 2)
+def _ms(values: list[float]) -> list[float]:
+    return [round(v * 1000, 3) for v in values]
 
 
 def measure(plan: Plan) -> dict[str, Any]:
@@ -69,11 +60,10 @@ def measure(plan: Plan) -> dict[str, Any]:
         "failed": sum(s.failed for s in load) + (sent - acked),
         "elapsed_s": round(elapsed, 3),
         "throughput_per_s": round(acked / elapsed, 1),
-        "puback_ms": {"p50": _ms(percentile(latencies, 50)), "p99": _ms(percentile(latencies, 99))},
+        # Every latency, in ms: movctl bench takes the percentiles (one implementation, on the host).
+        "puback_ms": _ms(latencies),
         "status_latency_ms": {
-            "p50": _ms(percentile(probe_result.latencies_s, 50)),
-            "p99": _ms(percentile(probe_result.latencies_s, 99)),
-            "samples": len(probe_result.latencies_s),
+            "values": _ms(probe_result.latencies_s),
             "missing": probe_result.missing,
             "error": probe_result.error if probing else "not measured: no InfluxDB to read status points from",
         },

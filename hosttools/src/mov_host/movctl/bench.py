@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mov_host.movctl.bench_accounts import Account, temporary_accounts
-from mov_host.movctl.bench_probes import StatsSampler, delete_points, grafana_health, influx_writer, timed
+from mov_host.movctl.bench_probes import StatsSampler, delete_points, grafana_health, influx_writer, percentile, timed
 from mov_host.movctl.bench_report import render_bench
 from mov_host.movctl.config import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, BenchConfig, Config, MovctlError
 from mov_host.movctl.docker import compose, parse_ps, require_stack
@@ -181,12 +181,12 @@ def measure(cfg: Config, bench: BenchConfig, devices: int, rate: float, duration
         deleted = delete_points(bench.influxdb, token, bench.client, started - timedelta(minutes=10), datetime.now(UTC))
     return {
         "time": started.isoformat(timespec="seconds"),
+        "mqtt": summarise(load),
         "env": cfg.env,
         "devices": devices,
         "rate_per_s": rate,
         "duration_s": duration,
         "broker": f"{cfg.mqtt_tls_name}:{cfg.mqtt_tls_port}",
-        "mqtt": load,
         **timings,
         "containers": {
             name: {
@@ -200,6 +200,24 @@ def measure(cfg: Config, bench: BenchConfig, devices: int, rate: float, duration
         },
         "deleted_from": deleted,
         "cpus": os.cpu_count(),
+    }
+
+
+def _percentiles(values: Any) -> dict[str, float | None]:
+    numbers = [float(v) for v in values] if isinstance(values, list) else []
+    return {"p50": percentile(numbers, 50), "p99": percentile(numbers, 99)}
+
+
+def summarise(load: dict[str, Any]) -> dict[str, Any]:
+    """The load generator's answer with its latencies (ms, every one) as p50/p99 and counts."""
+    if not load.get("ok"):
+        return load
+    status = dict(load.get("status_latency_ms", {}))
+    values = status.pop("values", [])
+    return {
+        **load,
+        "puback_ms": _percentiles(load.get("puback_ms")),
+        "status_latency_ms": {**_percentiles(values), "samples": len(values), **status},
     }
 
 
