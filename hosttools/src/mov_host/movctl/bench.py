@@ -129,7 +129,10 @@ def plan(cfg: Config, bench: BenchConfig, accounts: list[Account], rate: float, 
 def run_generator(cfg: Config, image: str, document: dict[str, Any], duration: float) -> dict[str, Any]:
     """The load generator in a one-off container; the plan (passwords, token) goes on its stdin only."""
     argv = ["docker", "run", "--rm", "-i", "--network", "host", "--add-host", f"{cfg.mqtt_tls_name}:127.0.0.1"]
-    argv += ["--label", f"com.docker.compose.project={cfg.project}-bench", "--entrypoint", "python3"]
+    # As locked down as the stack's own containers: no capability, no privilege gain, nothing written, bounded.
+    argv += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only", "--memory", "512m"]
+    argv += ["--pids-limit", "256", "--label", f"com.docker.compose.project={cfg.project}-bench"]
+    argv += ["--entrypoint", "python3"]
     argv += [image, "-m", "mov_analytics.bench"]
     try:
         out = subprocess.run(
