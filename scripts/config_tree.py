@@ -223,6 +223,15 @@ def _check_smtp(tree: Mapping[str, Any], errors: list[str]) -> None:
         errors.append(f"mov_smtp.host: must be empty or a host name, got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         errors.append(f"mov_smtp.port: must be a TCP port number, got {port!r}")
+    starttls, user = smtp.get("starttls", True), smtp.get("user", "")
+    if not isinstance(starttls, bool):
+        errors.append(f"mov_smtp.starttls: must be true or false, got {starttls!r}")
+    elif not starttls and user:
+        # Grafana's mailer (Go's net/smtp PlainAuth) refuses to log in before TLS; the worker would send it in clear.
+        errors.append(
+            f"mov_smtp.user: a relay without STARTTLS (mov_smtp.starttls: false) takes no login, got {user!r}; "
+            "turn STARTTLS on or use a relay that needs no login"
+        )
     # A templated value ("mov@{{ mov_domain }}") is checked once Ansible has rendered it (the playbooks pass
     # rendered values); scripts reading the YAML directly see the template.
     rendered = isinstance(sender, str) and "{{" not in sender

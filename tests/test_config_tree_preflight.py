@@ -54,11 +54,21 @@ def test_the_good_tree_passes() -> None:
         ({"host": "smtp example", "port": 587, "user": "", "from_address": "a@b"}, "mov_smtp.host: must be"),
         ({"host": "smtp.example.com", "port": "587", "user": "", "from_address": "a@b"}, "mov_smtp.port: "),
         ({"host": "smtp.example.com", "port": 587, "user": "", "from_address": "nobody"}, "mov_smtp.from_address: "),
+        ({"host": "smtp.example.com", "starttls": "no", "user": "", "from_address": "a@b"}, "mov_smtp.starttls: "),
+        (
+            {"host": "smtp.example.com", "starttls": False, "user": "mov", "from_address": "a@b"},
+            "mov_smtp.user: a relay without STARTTLS (mov_smtp.starttls: false) takes no login",
+        ),
     ],
 )
 def test_alert_emails_need_a_valid_relay(smtp: dict[str, Any], error: str) -> None:
     errors = config_tree.validate(_with(mov_smtp=smtp))
     assert len(errors) == 1 and errors[0].startswith(error)
+
+
+def test_a_plain_relay_without_a_login_is_fine() -> None:
+    relay = {"host": "relay.internal", "port": 25, "starttls": False, "user": "", "from_address": "mov@example.com"}
+    assert config_tree.validate(_with(mov_smtp=relay)) == []
 
 
 def test_no_emails_need_no_relay() -> None:

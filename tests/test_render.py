@@ -254,46 +254,6 @@ def test_the_worker_writes_to_influxdb_only_where_it_is_deployed(env: str) -> No
     assert ("influxdb" in services) is (env != "local")
 
 
-def test_the_tree_s_mail_relay_reaches_the_workers_email_alerts(tmp_path: Path) -> None:
-    """mov_alert_contacts.emails and mov_smtp (with the vault's relay password) configure the worker's e-mail
-    alerts: the relay and recipients in its config, the password only as a compose secret file."""
-    extra = json.dumps(
-        {
-            "mov_alert_contacts": {"webhook_url": "", "emails": ["ops@example.com", "oncall@example.com"]},
-            "mov_smtp": {"host": "smtp.example.com", "port": 587, "user": "mov", "from_address": "mov@example.com"},
-            "vault_mov_smtp_password": "test-only-relay-password",
-        }
-    )
-    ws = workspace()
-    ws.render("staging", tmp_path / "out", "-e", extra)
-    [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
-    worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
-    assert worker["alerts"]["email"] == {
-        "password_file": "/run/secrets/analytics_smtp_password",
-        "host": "smtp.example.com",
-        "port": 587,
-        "starttls": True,
-        "username": "mov",
-        "sender": "mov@example.com",
-        "recipients": ["ops@example.com", "oncall@example.com"],
-    }
-    compose = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())
-    assert "analytics_smtp_password" in compose["services"]["analytics"]["secrets"]
-    assert compose["secrets"]["analytics_smtp_password"]["file"] == "/opt/mov/analytics/secrets/smtp.password"
-    # The password stands only in private secret files (Grafana's env file, the report's), never in a config.
-    holders = [
-        p for p in host_dir.rglob("*") if p.is_file() and "test-only-relay-password" in p.read_text(errors="replace")
-    ]
-    assert holders, "Grafana's env file holds the relay password"
-    for holder in holders:
-        assert holder.parent.name == "secrets" and stat.S_IMODE(holder.stat().st_mode) & 0o077 == 0, holder
-    # Without a relay (the local env has none), no e-mail section and no password secret.
-    plain = yaml.safe_load((rendered("local")[0] / "opt/mov/analytics/config.yaml").read_text())
-    assert "email" not in plain.get("alerts", {})
-    local = yaml.safe_load((rendered("local")[0] / "opt/mov/compose.yaml").read_text())
-    assert "analytics_smtp_password" not in local["services"]["analytics"]["secrets"]
-
-
 def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_the_dashboard(tmp_path: Path) -> None:
     """mov_thresholds is the one place the numbers are written: a changed critico and a new field reach the worker's
     rules, one Grafana alert rule per field with its critico, and the dashboard's colour steps."""
