@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -323,3 +326,85 @@ def test_pdf_text_reads_back_what_the_reports_writer_put_on_the_page() -> None:
     cells = ["temperatura_c", "10", "22.00", "36.50"]
     assert [t for t in text if t in cells] == cells
     assert cp.pdf_text(b"%PDF-1.4 no streams") == ""
+
+
+# --- the mail relay (smtp-receive) and check_mail: real SMTP over loopback, as the e2e job runs them ------------------
+
+
+@pytest.fixture
+def mail_relay(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """`check_platform.py smtp-receive` as the job starts it: (port, its output, the certificate to trust)."""
+    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-addext", "keyUsage=critical,digitalSignature,keyCertSign", "-addext", "extendedKeyUsage=serverAuth"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "relay.password").write_text("relay-pw\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "mails.jsonl"
+    relay = subprocess.Popen(
+        [
+            *(sys.executable, str(REPO / "tests/e2e/check_platform.py"), "smtp-receive", "--port", str(port)),
+            *("--out", str(out), "--cert", str(cert), "--key", str(key), "--user", "mov-e2e"),
+            *("--password-file", str(tmp_path / "relay.password")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield port, out, cert
+    finally:
+        relay.kill()
+        relay.wait(10)
+
+
+def test_the_mail_relay_takes_mail_only_over_starttls_with_its_login_and_check_mail_judges_it(
+    mail_relay: tuple[int, Path, Path],
+) -> None:
+    port, out, cert = mail_relay
+    message = EmailMessage()
+    message["Subject"], message["From"] = "MOV weekly report 2026-11-16 to 2026-11-22", "mov@mov.localhost"
+    message["To"] = "ops@mov.test, oncall@mov.test"
+    message.set_content("Attached: report-2026-11-22.html, report-2026-11-22.pdf.")
+    message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="report-2026-11-22.pdf")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        with pytest.raises(smtplib.SMTPSenderRefused):  # 530: STARTTLS first
+            smtp.send_message(message)
+        smtp.starttls(context=ssl.create_default_context(cafile=str(cert)))
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            smtp.login("mov-e2e", "wrong")
+        smtp.login("mov-e2e", "relay-pw")
+        smtp.send_message(message)
+    recipients = ["ops@mov.test", "oncall@mov.test"]
+    report = cp.Report()
+    assert cp.check_mail(
+        report,
+        out,
+        "the report",
+        ["MOV weekly report", "to 2026-11-22"],
+        recipients,
+        5,
+        "Attached:",
+        ["report-2026-11-22.pdf"],
+    )
+    (record,) = cp.mail_inbox.messages(out.read_text().splitlines(), ["weekly"])
+    assert (record["tls"], record["login"], record["envelope_from"]) == (True, "mov-e2e", "mov@mov.localhost")
+    # What the checks refuse: another recipient list, a missing attachment, a subject not sent.
+    assert not cp.check_mail(report, out, "wrong recipients", ["weekly"], recipients[:1], 0)
+    assert not cp.check_mail(report, out, "no attachment asked", ["weekly"], recipients, 0)
+    assert not cp.check_mail(report, out, "not sent", ["[FIRING:"], recipients, 0)
+    assert (report.passed, report.failed) == (1, 3)

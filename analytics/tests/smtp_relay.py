@@ -65,6 +65,8 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
         [
             *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
             *("-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            # Its own trust anchor: key usages as OpenSSL's strict checks want them (Python 3.13 turns those on).
+            *("-addext", "keyUsage=critical,digitalSignature,keyCertSign", "-addext", "extendedKeyUsage=serverAuth"),
             *("-keyout", str(key), "-out", str(cert)),
         ],
         check=True,

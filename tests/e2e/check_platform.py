@@ -6,6 +6,9 @@ script publishes readings over MQTT with TLS as a device does, then asserts what
 as it passes or fails, and exits non-zero when one failed:
 
     check_platform.py receive --port 8099 --out alerts.jsonl &     # the webhook receiver (the alert target)
+    check_platform.py smtp-receive --port 8587 --out mails.jsonl \
+        --cert relay.pem --key relay.key --user mov-e2e --password-file relay.password &   # the mail relay
+    check_platform.py grafana-email --mails mails.jsonl            # Grafana's contact point delivers by e-mail
     check_platform.py check --alerts alerts.jsonl                   # publish, then every assertion
     check_platform.py counts --out before.json                      # points per bucket (before a backup)
     check_platform.py counts --compare before.json                  # after the restore: the same counts
@@ -38,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import mail_inbox
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -476,6 +480,16 @@ def check(args: argparse.Namespace) -> int:
         return bool(found), f"{len(found)} critico alert(s) for {args.device} among {len(lines)} webhook calls"
 
     report.check("the > 35 °C alert reached the webhook receiver", *wait_until(alerted, args.timeout))
+    if args.mails is not None:
+        check_mail(
+            report,
+            args.mails,
+            f"the worker's > 35 °C alert arrived by e-mail through mov_smtp to {', '.join(args.mail_to)}",
+            [f"[MOV critico] {args.device}"],
+            args.mail_to,
+            args.timeout,
+            body_has="is critico: temperatura_c=36.5",
+        )
 
     auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
     status, body = box.http("GET", f"{args.grafana}/api/datasources/uid/mov-influxdb/health", auth)
@@ -549,6 +563,15 @@ def grafana_rules(args: argparse.Namespace) -> int:
         return bool(found), f"{len(found)} firing Grafana alert(s) for {name} among {len(lines)} webhook calls"
 
     report.check("Grafana's temperature alert fired to the webhook receiver", *wait_until(fired, args.timeout))
+    if args.mails is not None:
+        check_mail(
+            report,
+            args.mails,
+            "Grafana's temperature alert fired by e-mail too (the policy's contact point, one message to all)",
+            ["[FIRING:", titles.get("mov-temperatura-critica", "?"), name],
+            args.mail_to,
+            args.timeout,
+        )
     return report.summary()
 
 
@@ -770,6 +793,16 @@ def weekly_report(args: argparse.Namespace) -> int:
     report.check("the PDF counts its 10 readings", "10 readings" in text, text[:300])
     for label, value in (("minimum", expected_min), ("maximum", expected_max)):
         report.check(f"the PDF holds the {label} {value:.2f}", f"{value:.2f}" in text.split(), text[:300])
+    if args.mails is not None:
+        check_mail(
+            report,
+            args.mails,
+            "the job e-mailed the report through mov_smtp with both files attached",
+            ["MOV weekly report", f"to {week_ending}"],
+            args.mail_to,
+            args.timeout,
+            attachments=[f"report-{week_ending}.html", f"report-{week_ending}.pdf"],
+        )
     return report.summary()
 
 
@@ -923,6 +956,101 @@ def counts(args: argparse.Namespace) -> int:
     return report.summary()
 
 
+def check_mail(
+    report: Report,
+    mails: Path,
+    name: str,
+    subject_has: Sequence[str],
+    recipients: Sequence[str],
+    timeout: float,
+    body_has: str = "",
+    attachments: Sequence[str] = (),
+) -> bool:
+    """One message whose subject holds `subject_has` reached the job's relay over TLS with a login, addressed to
+    exactly `recipients` (one message for all of them), with `body_has` in its text and `attachments` attached."""
+
+    def arrived() -> tuple[bool, str]:
+        lines = mails.read_text().splitlines() if mails.exists() else []
+        found = mail_inbox.messages(lines, subject_has)
+        if not found:
+            subjects = [m.get("subject") for m in mail_inbox.messages(lines)]
+            return False, f"none among {len(lines)} message(s): {subjects[-5:]}"
+        got = found[-1]
+        problems = [
+            what
+            for what, ok in (
+                (f"envelope to {got['envelope_to']}", sorted(got["envelope_to"]) == sorted(recipients)),
+                ("not over TLS", got["tls"] is True),
+                ("no login", bool(got["login"])),
+                (f"body {got['body'][:200]!r}", body_has in got["body"]),
+                (f"attachments {got['attachments']}", sorted(got["attachments"]) == sorted(attachments)),
+            )
+            if not ok
+        ]
+        return not problems, "; ".join(problems) or f"{got['subject']!r} from {got['from']} to {got['to']}"
+
+    return report.check(name, *wait_until(arrived, timeout))
+
+
+def grafana_email(args: argparse.Namespace) -> int:
+    """Grafana's provisioned contact point holds the tree's e-mail addresses in one message, and Grafana delivers a
+    test notification of it through its [smtp] (the tree's mov_smtp: host:port, STARTTLS, login) to the job's relay:
+    the alerting API's receiver test, which sends what the contact point sends for a firing alert."""
+    if args.mails is None or not args.mail_to:
+        raise SystemExit("grafana-email needs --mails and --mail-to")
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/alertmanager/grafana/config/api/v1/alerts", auth)
+    receivers = json.loads(body).get("alertmanager_config", {}).get("receivers", []) if status == 200 else []
+    configs = [
+        config
+        for receiver in receivers
+        if receiver.get("name") == args.contact_point
+        for config in receiver.get("grafana_managed_receiver_configs", [])
+        if config.get("type") == "email"
+    ]
+    if not report.check(
+        f"the contact point {args.contact_point} has an e-mail receiver", len(configs) == 1, f"{status} {body[:300]}"
+    ):
+        return report.summary()
+    (config,) = configs
+    settings = config.get("settings", {})
+    report.check(
+        "its addresses are the tree's, in one message",
+        settings.get("addresses") == ";".join(args.mail_to) and settings.get("singleEmail") is True,
+        json.dumps(settings),
+    )
+    alertname = f"MovE2EMail{int(time.time())}"
+    test = {
+        "receivers": [{"name": args.contact_point, "grafana_managed_receiver_configs": [config]}],
+        "alert": {"labels": {"alertname": alertname}, "annotations": {"summary": "e2e: Grafana's e-mail"}},
+    }
+    headers = {**auth, "Content-Type": "application/json"}
+    url = f"{args.grafana}/api/alertmanager/grafana/config/api/v1/receivers/test"
+    status, body = box.http("POST", url, headers, json.dumps(test))
+    results = [
+        result
+        for receiver in (json.loads(body).get("receivers", []) if status in (200, 207) else [])
+        for result in receiver.get("grafana_managed_receiver_configs", [])
+    ]
+    report.check(
+        "Grafana reports the test notification sent",
+        status == 200 and [r.get("status") for r in results] == ["ok"],
+        f"{status} {body[:500]}",
+    )
+    check_mail(
+        report,
+        args.mails,
+        f"the test notification arrived through mov_smtp to {', '.join(args.mail_to)}",
+        [alertname],
+        args.mail_to,
+        args.timeout,
+    )
+    return report.summary()
+
+
 # --- the webhook receiver ------------------------------------------------------------------------------------------
 
 
@@ -999,6 +1127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_receive = sub.add_parser("receive", help="webhook receiver")
     p_receive.add_argument("--port", type=int, default=8099)
     p_receive.add_argument("--out", type=Path, required=True)
+    p_mail = sub.add_parser("smtp-receive", help="the mail relay (STARTTLS, then a login)")
+    p_mail.add_argument("--port", type=int, default=8587)
+    p_mail.add_argument("--out", type=Path, required=True)
+    p_mail.add_argument("--cert", type=Path, required=True)
+    p_mail.add_argument("--key", type=Path, required=True)
+    p_mail.add_argument("--user", required=True)
+    p_mail.add_argument("--password-file", type=Path, required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--box", default="mov-box")
     common.add_argument("--secrets", type=Path, default=SECRETS)
@@ -1006,6 +1141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.add_argument("--bucket", default="mov_dados")
     common.add_argument("--status-bucket", default="mov_status")
     common.add_argument("--infra-bucket", default="mov_infra")
+    common.add_argument("--mails", type=Path, help="the mail relay's output; without it no e-mail is checked")
+    common.add_argument(
+        "--mail-to", type=lambda text: text.split(","), default=[], help="the tree's mov_alert_contacts.emails"
+    )
     p_check = sub.add_parser("check", parents=[common], help="publish readings, then every assertion")
     p_check.add_argument("--alerts", type=Path, required=True, help="the receiver's output")
     p_check.add_argument("--device", default="industria_abc/sensor_001", help="client/name of a device")
@@ -1066,6 +1205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")
     p_retention.add_argument("--expect", required=True, help="an InfluxDB duration, e.g. 30d (0: forever)")
     sub.add_parser("bench", parents=[common], help="movctl bench measures, then leaves no account and no point")
+    p_email = sub.add_parser(
+        "grafana-email", parents=[common], help="Grafana's contact point delivers a test notification by e-mail"
+    )
+    p_email.add_argument("--grafana", default="http://127.0.0.1:3000")
+    p_email.add_argument("--contact-point", default="mov-contacts")
+    p_email.add_argument("--timeout", type=float, default=120, help="seconds to wait for the message")
     p_logs = sub.add_parser("logs", parents=[common], help="the logs part: Loki holds the platform's lines")
     p_logs.add_argument("--loki", default="http://127.0.0.1:3100")
     p_logs.add_argument("--grafana", default="http://127.0.0.1:3000")
@@ -1080,6 +1225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "receive":
         serve(args.port, args.out)
         return 0
+    if args.command == "smtp-receive":
+        mail_inbox.serve(args.port, args.out, args.cert, args.key, args.user, args.password_file)
+        return 0
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": check,
         "logs": logs,
@@ -1092,6 +1240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hardening": hardening,
         "counts": counts,
         "bench": bench,
+        "grafana-email": grafana_email,
     }
     return commands[args.command](args)
 
