@@ -123,6 +123,16 @@ def test_receiver_records_each_post(tmp_path: Path) -> None:
 # --- publish(): a device's TLS publish against a real mosquitto on loopback (the e2e job's broker is the image's) ---
 
 
+def _wait_listening(port: int, timeout_s: float) -> None:
+    """Until something accepts connections on 127.0.0.1:port (a server the test started), or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+
+
 def _sh(*args: str, cwd: Path) -> None:
     subprocess.run(list(args), cwd=cwd, check=True, capture_output=True)
 
@@ -202,12 +212,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         ["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        _wait_listening(port, 10)
         yield port, d / "ca.pem", d / "other-ca.pem"
     finally:
         broker.terminate()
@@ -360,12 +365,7 @@ def mail_relay(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        _wait_listening(port, 15)
         yield port, out, cert
     finally:
         relay.kill()

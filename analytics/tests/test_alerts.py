@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import urllib.error
+from collections.abc import Iterator
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -95,7 +96,9 @@ def test_submit_never_blocks_and_counts_a_full_queue() -> None:
     assert metrics.alerts_dropped.labels("test")._value.get() == 3
 
 
-def test_webhook_posts_json() -> None:
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[bytes]]]:
+    """An HTTP endpoint on loopback that answers 200 and keeps every POSTed body: (its URL, the bodies)."""
     received: list[bytes] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -111,18 +114,22 @@ def test_webhook_posts_json() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        metrics = Metrics()
-        alerter = Alerter(AlertsConfig(), metrics, [WebhookSender(WebhookConfig(url=url))])
-        alerter.start()
-        alerter.submit(Alert("critico", "abc/s1", "hot", {"value": 36.5}))
-        deadline = time.monotonic() + 5
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.02)
-        alerter.stop(1.0)
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_webhook_posts_json(webhook: tuple[str, list[bytes]]) -> None:
+    url, received = webhook
+    metrics = Metrics()
+    alerter = Alerter(AlertsConfig(), metrics, [WebhookSender(WebhookConfig(url=url))])
+    alerter.start()
+    alerter.submit(Alert("critico", "abc/s1", "hot", {"value": 36.5}))
+    deadline = time.monotonic() + 5
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.02)
+    alerter.stop(1.0)
     assert len(received) == 1
     assert b'"kind": "critico"' in received[0] and b'"value": 36.5' in received[0]
 
@@ -222,44 +229,26 @@ def test_an_outage_is_logged_once_retried_with_a_bounded_backoff_and_its_end_log
     assert (back["failed_attempts"], back["alerts_given_up"]) == (9, 3)
 
 
-def test_a_hanging_relay_holds_neither_the_caller_nor_the_webhook(tmp_path: Path) -> None:
+def test_a_hanging_relay_holds_neither_the_caller_nor_the_webhook(webhook: tuple[str, list[bytes]]) -> None:
     """The worker's thread only queues; each channel delivers from a thread of its own."""
-    hooks: list[bytes] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            hooks.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, hooks = webhook
     metrics = Metrics()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
-        with silent_listener() as hanging:
-            cfg = AlertsConfig(max_attempts=2, retry_initial_s=0.1, retry_max_s=0.2, dedup_s=0.0)
-            senders: list[Sender] = [WebhookSender(WebhookConfig(url=url)), EmailSender(_email(hanging, timeout_s=1.0))]
-            alerter = Alerter(cfg, metrics, senders)
-            alerter.start()
-            started = time.monotonic()
-            for i in range(50):
-                assert alerter.submit(Alert("critico", f"abc/s{i}", "hot"))
-            assert time.monotonic() - started < 0.2
-            deadline = time.monotonic() + 5
-            while len(hooks) < 50 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            webhook_done = time.monotonic() - started
-            while not _failures(metrics) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            alerter.stop(0.5)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with silent_listener() as hanging:
+        cfg = AlertsConfig(max_attempts=2, retry_initial_s=0.1, retry_max_s=0.2, dedup_s=0.0)
+        senders: list[Sender] = [WebhookSender(WebhookConfig(url=url)), EmailSender(_email(hanging, timeout_s=1.0))]
+        alerter = Alerter(cfg, metrics, senders)
+        alerter.start()
+        started = time.monotonic()
+        for i in range(50):
+            assert alerter.submit(Alert("critico", f"abc/s{i}", "hot"))
+        assert time.monotonic() - started < 0.2
+        deadline = time.monotonic() + 5
+        while len(hooks) < 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        webhook_done = time.monotonic() - started
+        while not _failures(metrics) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alerter.stop(0.5)
     assert len(hooks) == 50 and webhook_done < 1.0, webhook_done  # before the relay's first timeout (1 s)
     assert _failures(metrics)["timeout"] >= 1
     assert _failures(metrics, "webhook") == {}
