@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -528,14 +529,17 @@ elif "du" in args:
     print("2048\t/var/lib/influxdb2")
 elif "exec" in args and "influx query" in args[-1]:
     pass  # an empty InfluxDB: no table
+elif "exec" in args and "influx write" in args[-1]:
+    if os.environ.get("FAKE_INFLUX_WRITE_FAILS"):
+        sys.exit("Error: failed to write data: 401 Unauthorized")
 else:
     sys.exit("unexpected docker call: " + " ".join(args))
 """
 
 
-def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
-    platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def docker_calls(platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """FAKE_DOCKER first on PATH and the stack deployed; the file where the double records each call."""
     bin_dir, calls = platform["tmp"] / "bin", platform["tmp"] / "docker-calls.jsonl"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER)
@@ -543,6 +547,13 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
     (platform["tmp"] / "compose.yaml").write_text("services: {}\n")  # the stack is deployed
+    return calls
+
+
+def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
+    platform: dict[str, Any], docker_calls: Path
+) -> None:
+    calls = docker_calls
     config = _configure(platform)
     assert backup.main(["--config", config, "run"]) == 0
     logged = [json.loads(line) for line in calls.read_text().splitlines()]
@@ -588,3 +599,39 @@ def test_influx_backup_is_staged_in_the_backup_dir_against_a_docker_double(
     assert seen["target"] == "/mov-backup:ro" and seen["uid"] == 1000
     assert seen["files"] == {"20261206T000000Z.manifest": [1000, 0o400], "20261206T000000Z.s1.tar.gz": [1000, 0o400]}
     assert not any("cp" in c or ("exec" in c and "influx restore" in c[-1]) for c in logged if isinstance(c, list))
+
+
+def test_each_result_is_written_as_a_point_for_grafanas_alerts_and_a_failed_write_changes_nothing(
+    platform: dict[str, Any],
+    docker_calls: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With a metrics bucket, `mov-backup run` ends with `influx write` of its result in InfluxDB's container (the
+    admin token stays there); InfluxDB refusing it is logged, and the run's result and exit code stand."""
+    calls = docker_calls
+    stack = json.loads(Path(platform["config"]).read_text())["stack"] | {"metrics_bucket": "mov_infra"}
+    config = _configure(platform, stack=stack)
+
+    def writes() -> list[list[str]]:
+        logged = [json.loads(line) for line in calls.read_text().splitlines()]
+        return [c for c in logged if isinstance(c, list) and "influx write" in c[-1]]
+
+    assert backup.main(["--config", config, "run"]) == 0
+    status = json.loads((platform["tmp"] / "status.json").read_text())
+    [write] = writes()
+    assert write[write.index("exec") :][:3] == ["exec", "-T", "influxdb"]
+    stamp = int(datetime.fromisoformat(status["time"]).timestamp())
+    assert write[-1] == (
+        f"{INFLUX_ADMIN_TOKEN} influx write --bucket mov_infra --precision s "
+        f"'mov_backup,kind=backup ok=1i,duration_s={status['duration_s']:.3f} {stamp}'"
+    )
+    monkeypatch.setenv("FAKE_INFLUX_WRITE_FAILS", "1")
+    capsys.readouterr()
+    assert backup.main(["--config", config, "run"]) == 0
+    assert len(writes()) == 2 and json.loads((platform["tmp"] / "status.json").read_text())["result"] == "ok"
+    assert "backup result not recorded in mov_infra" in capsys.readouterr().out
+    # Without a bucket (no infrastructure metrics), nothing is written.
+    _configure(platform, stack=stack | {"metrics_bucket": ""})
+    assert backup.main(["--config", config, "run"]) == 0
+    assert len(writes()) == 2

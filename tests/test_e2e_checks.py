@@ -317,6 +317,34 @@ def test_rule_health_reads_every_group() -> None:
     assert cp.rule_health({}) == {}
 
 
+def test_firing_needs_an_alerting_alert_of_the_rule_with_the_labels() -> None:
+    def answer(state: str, labels: dict[str, str]) -> dict[str, object]:
+        alert = {"labels": {"alertname": "Container parado", **labels}, "state": state}
+        rules = [{"name": "Container parado", "state": "firing", "alerts": [alert]}, {"name": "Backup atrasado"}]
+        return {"data": {"groups": [{"name": "mov-plataforma", "rules": rules}]}}
+
+    stopped = {"container_name": "mov-analytics-1"}
+    assert cp.firing(answer("Alerting", stopped), "Container parado", stopped)
+    assert cp.firing(answer("Alerting (NoData)", stopped), "Container parado", {})
+    assert not cp.firing(answer("Pending", stopped), "Container parado", stopped)
+    assert not cp.firing(answer("Normal", stopped), "Container parado", stopped)
+    assert not cp.firing(answer("Alerting", {"container_name": "mov-grafana-1"}), "Container parado", stopped)
+    assert not cp.firing(answer("Alerting", stopped), "Backup atrasado", {})
+    assert not cp.firing({}, "Container parado", {})
+
+
+def test_a_panels_flux_gets_the_dashboard_variables_grafana_would_fill_in() -> None:
+    query = (
+        'from(bucket: "mov_infra")\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
+    )
+    assert cp.panel_flux(query) == (
+        'from(bucket: "mov_infra")\n  |> range(start: -1h, stop: now())\n'
+        "  |> aggregateWindow(every: 1m, fn: mean, createEmpty: false)"
+    )
+    assert "v." not in cp.panel_flux(query, "-6h", "5m")
+
+
 def test_pdf_text_reads_back_what_the_reports_writer_put_on_the_page() -> None:
     from fpdf import FPDF
 

@@ -148,6 +148,45 @@ def test_no_backup_yet_is_degraded() -> None:
     assert page.state == "degraded" and "no backup has run yet" in text
 
 
+def rows(page: Any, title: str) -> dict[str, tuple[str, str]]:
+    return {row.label: (row.value, row.level) for s in page.sections if s.title == title for row in s.rows}
+
+
+@pytest.mark.parametrize(
+    "last_ok, shown, level",
+    [
+        # The night before's backup: within mov_backup_max_age_hours (26), as Grafana's backup alert judges it.
+        ("2026-11-26T02:30:05+00:00", "9h 29m ago (2026-11-26 02:30 UTC)", "ok"),
+        ("2026-11-25T02:30:05+00:00", "1d 9h ago (2026-11-25 02:30 UTC)", "warn"),
+        (None, "none recorded", "warn"),
+    ],
+)
+def test_a_failed_backup_shows_the_last_successful_one(last_ok: str | None, shown: str, level: str) -> None:
+    inputs = all_ok()
+    inputs["backup"].update(result="failed", time="2026-11-26T11:00:00+00:00")
+    inputs["backup_last_ok"] = last_ok
+    page, text = build(inputs)
+    assert rows(page, "Last backup")["last success"] == (shown, level)
+    assert page.state == "degraded" and shown in text
+    # After a successful backup the row would repeat "when": it is not shown.
+    assert "last success" not in rows(build(all_ok() | {"backup_last_ok": last_ok})[0], "Last backup")
+
+
+def test_the_last_successful_backup_is_read_from_mov_backups_history(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    entries = [
+        {"kind": "backup", "status": {"time": "2026-11-24T02:30:00+00:00", "result": "ok"}},
+        {"kind": "backup", "status": {"time": "2026-11-25T02:30:00+00:00", "result": "ok"}},
+        {"kind": "backup", "status": {"time": "2026-11-26T02:30:00+00:00", "result": "failed"}},
+        {"kind": "drill", "status": {"time": "2026-11-26T04:30:00+00:00", "result": "ok"}},
+    ]
+    history.write_text("\n".join(json.dumps(e) for e in entries) + "\nnot json\n[1]\n")
+    assert collect.last_successful_backup(str(history)) == "2026-11-25T02:30:00+00:00"
+    assert collect.last_successful_backup(str(tmp_path / "missing.jsonl")) is None
+    history.write_text(json.dumps(entries[2]) + "\n")
+    assert collect.last_successful_backup(str(history)) is None
+
+
 def test_certificate_near_expiry_is_degraded_and_expired_is_down() -> None:
     inputs = all_ok()
     inputs["movctl"]["certificate"]["not_after"] = "2026-12-01T10:00:00+00:00"

@@ -170,6 +170,8 @@ def test_buffer_full_drops_oldest_counted_and_reported(double: InfluxWriteDouble
         writer.add(point(i))
     assert writer.pending() == 100
     assert metrics.registry.get_sample_value("mov_analytics_buffer_points") == 100
+    # The dashboard's buffer fill is depth over this capacity.
+    assert metrics.registry.get_sample_value("mov_analytics_buffer_capacity_points") == 100
     double.mode = "ok"
     assert wait_until(lambda: writer.pending() == 0, 10)
     writer.stop(5)

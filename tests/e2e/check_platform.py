@@ -55,6 +55,10 @@ INFRA_ALERT_RULES = (
     "mov-dispositivo-silencioso",
     "mov-mensagens-descartadas",
 )
+# The platform's own rules (group mov-plataforma): the worker, the stack's containers, backups and drills.
+PLATFORM_ALERT_RULES = ("mov-container-parado", "mov-analytics-parado", "mov-backup-atrasado", "mov-restauracao-falhou")
+# The worker's metrics as Telegraf stores them (roles/telegraf: inputs.prometheus, metric_version 2).
+ANALYTICS_MEASUREMENT = "mov_analytics"
 
 # Run inside the box: one HTTP request described as JSON on stdin; prints {"status", "body"}.
 _BOX_HTTP = """
@@ -139,6 +143,28 @@ def rule_health(answer: dict[str, Any]) -> dict[str, tuple[str, str]]:
                 str(rule.get("lastError") or ""),
             )
     return health
+
+
+def firing(answer: dict[str, Any], title: str, labels: dict[str, str]) -> bool:
+    """Whether the rule named `title` has an alert whose labels include `labels` in state Alerting, in Grafana's
+    GET /api/prometheus/grafana/api/v1/rules answer (an alert's state reads "Alerting", or "Alerting (NoData)" and
+    the like: grafana v11.3.1 pkg/services/ngalert/state FormatStateAndReason)."""
+    for group in answer.get("data", {}).get("groups", []):
+        for rule in group.get("rules", []):
+            if rule.get("name") != title:
+                continue
+            for alert in rule.get("alerts") or []:
+                got = alert.get("labels", {}) if isinstance(alert, dict) else {}
+                if str(alert.get("state", "")).startswith("Alerting") and labels.items() <= got.items():
+                    return True
+    return False
+
+
+def panel_flux(query: str, start: str = "-1h", window: str = "1m") -> str:
+    """A dashboard panel's Flux as InfluxDB runs it outside Grafana: Grafana's dashboard variables given values."""
+    return (
+        query.replace("v.timeRangeStart", start).replace("v.timeRangeStop", "now()").replace("v.windowPeriod", window)
+    )
 
 
 _PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.DOTALL)
@@ -298,6 +324,21 @@ class Influx:
         return sum(int(v) for v in values)
 
 
+def flux_probe(
+    influx: Influx, flux: str, judge: Callable[[list[str]], tuple[bool, str]]
+) -> Callable[[], tuple[bool, str]]:
+    """A wait_until probe: the query's _value column judged, or the query's failure."""
+
+    def probe() -> tuple[bool, str]:
+        try:
+            values = influx.values(flux)
+        except RuntimeError as exc:
+            return False, str(exc)
+        return judge(values)
+
+    return probe
+
+
 def load_secrets(path: Path) -> dict[str, Any]:
     store = yaml.safe_load(path.read_text())["vault_mov_secrets"]
     if not isinstance(store, dict):
@@ -430,35 +471,67 @@ def check(args: argparse.Namespace) -> int:
     )
 
     # Infrastructure metrics: Telegraf's host inputs reach their own bucket (cpu every mov_infra_metrics_interval_s).
-    def infra_cpu() -> tuple[bool, str]:
-        try:
-            values = influx.values(
-                f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
-                '|> filter(fn: (r) => r._measurement == "cpu" and r._field == "usage_active") |> group() |> count()'
-            )
-        except RuntimeError as exc:
-            return False, str(exc)
+    infra = f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
+
+    def cpu_points(values: list[str]) -> tuple[bool, str]:
         got = sum(int(v) for v in values)
         return got > 0, f"{got} cpu points in {args.infra_bucket} in the last 5 minutes"
 
+    cpu = '|> filter(fn: (r) => r._measurement == "cpu" and r._field == "usage_active") |> group() |> count()'
     report.check(
-        "host cpu points landed in the infrastructure bucket (Flux query)", *wait_until(infra_cpu, args.timeout)
+        "host cpu points landed in the infrastructure bucket (Flux query)",
+        *wait_until(flux_probe(influx, infra + cpu, cpu_points), args.timeout),
     )
 
-    def infra_docker() -> tuple[bool, str]:
-        try:
-            values = influx.values(
-                f'from(bucket: "{args.infra_bucket}") |> range(start: -5m) '
-                '|> filter(fn: (r) => r._measurement == "docker_container_status" and r._field == "restart_count") '
-                '|> keep(columns: ["container_name"]) |> group() |> distinct(column: "container_name")'
-            )
-        except RuntimeError as exc:
-            return False, str(exc)
+    def containers(values: list[str]) -> tuple[bool, str]:
         return any(name.endswith("-telegraf-1") for name in values), f"containers seen: {sorted(set(values))}"
 
     report.check(
         "Docker's containers are read through the socket (docker_container_status)",
-        *wait_until(infra_docker, args.timeout),
+        *wait_until(
+            flux_probe(
+                influx,
+                infra
+                + '|> filter(fn: (r) => r._measurement == "docker_container_status" and r._field == "restart_count") '
+                '|> keep(columns: ["container_name"]) |> group() |> distinct(column: "container_name")',
+                containers,
+            ),
+            args.timeout,
+        ),
+    )
+
+    def labelled(values: list[str]) -> tuple[bool, str]:
+        got = sum(int(v) for v in values)
+        return got > 0, f"{got} analytics status points tagged org.mov.service and com.docker.compose.oneoff=False"
+
+    report.check(
+        "container statuses carry the labels Grafana's stopped-container rule filters on",
+        *wait_until(
+            flux_probe(
+                influx,
+                infra + '|> filter(fn: (r) => r._measurement == "docker_container_status" and r._field == "pid") '
+                '|> filter(fn: (r) => r["org.mov.service"] == "analytics") '
+                '|> filter(fn: (r) => r["com.docker.compose.oneoff"] == "False") |> group() |> count()',
+                labelled,
+            ),
+            60,
+        ),
+    )
+
+    def processed(values: list[str]) -> tuple[bool, str]:
+        return max((float(v) for v in values), default=0.0) >= args.readings, f"the worker's counter: {values}"
+
+    report.check(
+        "Telegraf scrapes the worker's /metrics into the infrastructure bucket (the readings processed, counted)",
+        *wait_until(
+            flux_probe(
+                influx,
+                infra + f'|> filter(fn: (r) => r._measurement == "{ANALYTICS_MEASUREMENT}" '
+                f'and r._field == "{ANALYTICS_MEASUREMENT}_readings_processed_total") |> last()',
+                processed,
+            ),
+            args.timeout,
+        ),
     )
 
     def statuses() -> tuple[bool, str]:
@@ -497,7 +570,7 @@ def check(args: argparse.Namespace) -> int:
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-overview", auth)
     report.check("Grafana's dashboard mov-overview is provisioned", status == 200, f"{status} {body[:200]}")
     # One rule per field of mov_thresholds: the e2e deploy adds umidade to temperatura_c.
-    for uid in ("mov-temperatura-critica", "mov-critico-umidade", *INFRA_ALERT_RULES):
+    for uid in ("mov-temperatura-critica", "mov-critico-umidade", *INFRA_ALERT_RULES, *PLATFORM_ALERT_RULES):
         status, body = box.http("GET", f"{args.grafana}/api/v1/provisioning/alert-rules/{uid}", auth)
         report.check(f"Grafana's alert rule {uid} is provisioned", status == 200, f"{status} {body[:200]}")
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-infrastructure", auth)
@@ -572,6 +645,113 @@ def grafana_rules(args: argparse.Namespace) -> int:
             args.mail_to,
             args.timeout,
         )
+    return report.summary()
+
+
+def _rule_titles(box: Box, grafana: str, auth: dict[str, str]) -> dict[str, str]:
+    status, body = box.http("GET", f"{grafana}/api/v1/provisioning/alert-rules", auth)
+    return {rule["uid"]: rule["title"] for rule in json.loads(body)} if status == 200 else {}
+
+
+def _firing_probe(
+    box: Box, grafana: str, auth: dict[str, str], title: str, labels: dict[str, str], wanted: bool
+) -> Callable[[], tuple[bool, str]]:
+    def probe() -> tuple[bool, str]:
+        status, body = box.http("GET", f"{grafana}/api/prometheus/grafana/api/v1/rules", auth)
+        if status != 200:
+            return False, f"{status} {body[:200]}"
+        now = firing(json.loads(body), title, labels)
+        return now == wanted, f"{title} {labels}: {'firing' if now else 'not firing'}"
+
+    return probe
+
+
+def rule_state(args: argparse.Namespace) -> int:
+    """One of Grafana's rules is firing (an alert with the given labels in state Alerting), or no longer is."""
+    report = Report()
+    box = Box(args.box)
+    auth = {"Authorization": "Basic " + _basic("admin", load_secrets(args.secrets)["grafana_admin_password"])}
+    title = _rule_titles(box, args.grafana, auth).get(args.rule)
+    if not report.check(f"Grafana has the rule {args.rule}", title is not None):
+        return report.summary()
+    assert title is not None
+    labels = dict(item.split("=", 1) for item in args.label)
+    wanted = args.state == "firing"
+    report.check(
+        f"{args.rule} ({title}) is {args.state} {labels or ''}".rstrip(),
+        *wait_until(_firing_probe(box, args.grafana, auth, title, labels, wanted), args.timeout, interval=10),
+    )
+    return report.summary()
+
+
+def infra_panels(args: argparse.Namespace) -> int:
+    """Every panel of the infrastructure dashboard, as provisioned in Grafana, runs in InfluxDB without an error (over
+    the last hour, one-minute windows); the worker's readings, latency and buffer panels return values."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    influx = Influx(box, secrets["influxdb_admin_token"], args.org)
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-infrastructure", auth)
+    panels = json.loads(body).get("dashboard", {}).get("panels", []) if status == 200 else []
+    if not report.check("Grafana serves the dashboard mov-infrastructure", bool(panels), f"{status} {body[:200]}"):
+        return report.summary()
+    must_have_values = ("leituras por segundo", "latência de escrita", "buffer de escrita")
+    for panel in panels:
+        for target in panel.get("targets", []):
+            status, answer = influx.query(panel_flux(str(target.get("query", ""))))
+            values = [v for v in flux_column(answer) if v != ""] if status == 200 else []
+            required = any(part in panel["title"] for part in must_have_values)
+            report.check(
+                f"panel {panel['title']!r}: its query runs" + (" and returns values" if required else ""),
+                status == 200 and (bool(values) or not required),
+                f"{status}: {len(values)} value(s) {answer[:300] if status != 200 else values[-3:]}",
+            )
+    return report.summary()
+
+
+def worker_stopped(args: argparse.Namespace) -> int:
+    """The analytics worker stopped while readings arrive: Grafana's stall rule and its stopped-container rule fire;
+    started again, the worker is healthy and both rules stop firing. Readings are published all along, one every
+    --every seconds, as a device."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    auth = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    titles = _rule_titles(box, args.grafana, auth)
+    client, name = args.device.split("/", 1)
+    device = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
+    container = f"mov-{args.service}-1"
+    watched = (
+        (titles.get("mov-analytics-parado", "?"), {"service": args.service}),
+        (titles.get("mov-container-parado", "?"), {"container_name": container}),
+    )
+    ca = _ca_file(box)
+
+    def publishing(probe: Callable[[], tuple[bool, str]]) -> Callable[[], tuple[bool, str]]:
+        def with_a_reading() -> tuple[bool, str]:
+            reading = readings(device, datetime.now(UTC).replace(microsecond=0), 1, critical_at=())
+            account = (args.device, secrets["mqtt"][args.device])
+            publish(args.mqtt_host, args.mqtt_port, ca, *account, f"mov/dados/{args.device}", reading)
+            return probe()
+
+        return with_a_reading
+
+    try:
+        stop = box.compose("stop", args.service)
+        if not report.check(f"{args.service} is stopped", stop.returncode == 0, stop.stderr.strip()[-300:]):
+            return report.summary()
+        for title, labels in watched:
+            probe = _firing_probe(box, args.grafana, auth, title, labels, True)
+            report.check(f"{title} fires {labels}", *wait_until(publishing(probe), args.timeout, args.every))
+        start = box.compose("up", "-d", "--wait", args.service, timeout=300)
+        report.check(f"{args.service} is started and healthy", start.returncode == 0, start.stderr.strip()[-300:])
+        for title, labels in watched:
+            probe = _firing_probe(box, args.grafana, auth, title, labels, False)
+            report.check(f"{title} stops firing {labels}", *wait_until(publishing(probe), args.timeout, args.every))
+    finally:
+        box.compose("up", "-d", "--wait", args.service, timeout=300)
+        ca.unlink(missing_ok=True)
     return report.summary()
 
 
@@ -1176,6 +1356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "identity", parents=[common, device], help="a payload naming another device stores nothing under it"
     )
     p_identity.add_argument("--victim", default="sensor_forged", help="the device name the payload claims")
+    p_state = sub.add_parser("rule-state", parents=[common, device], help="one of Grafana's rules fires, or stops")
+    p_state.add_argument("--rule", required=True, help="the rule's uid")
+    p_state.add_argument("--state", choices=["firing", "normal"], required=True)
+    p_state.add_argument("--label", action="append", default=[], help="key=value an alert of the rule must carry")
+    sub.add_parser("infra-panels", parents=[common, device], help="every infrastructure panel's query runs in InfluxDB")
+    p_stopped = sub.add_parser(
+        "worker-stopped", parents=[common, device], help="the worker stopped: its stall and stopped-container rules"
+    )
+    p_stopped.add_argument("--service", default="analytics")
+    p_stopped.add_argument("--every", type=float, default=5, help="seconds between two readings published")
     p_health = sub.add_parser(
         "telegraf-health",
         parents=[common, device],
@@ -1232,6 +1422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": check,
         "logs": logs,
         "grafana-rules": grafana_rules,
+        "rule-state": rule_state,
+        "infra-panels": infra_panels,
+        "worker-stopped": worker_stopped,
         "identity": identity,
         "telegraf-health": telegraf_health,
         "recreate": recreate,

@@ -173,6 +173,7 @@ class InfluxWriter:
         self.written = 0
         # Read at scrape time, so it also grows while a batch is being retried during an outage.
         metrics.buffer_depth.set_function(self.pending)
+        metrics.buffer_capacity.set(cfg.buffer_max_points)
 
     def start(self) -> None:
         self._thread.start()

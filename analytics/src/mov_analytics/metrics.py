@@ -52,6 +52,9 @@ class Metrics:
         self.buffer_depth = Gauge(
             f"{PREFIX}_buffer_points", "Points waiting to be written (incl. in flight)", registry=r
         )
+        self.buffer_capacity = Gauge(
+            f"{PREFIX}_buffer_capacity_points", "Points the buffer holds before it drops the oldest", registry=r
+        )
         self.mqtt_connected = Gauge(f"{PREFIX}_mqtt_connected", "1 while connected to the broker", registry=r)
         self.write_ok = Gauge(f"{PREFIX}_influx_last_write_ok", "1 if the last write request succeeded", registry=r)
         self.auth_failed = Gauge(f"{PREFIX}_influx_auth_failed", "1 while InfluxDB answers 401/403", registry=r)

@@ -16,6 +16,8 @@ BACKUP_TOOL = "/usr/local/bin/mov-backup"
 # mov-backup's last result, and its restore drill's beside it (roles/backup): read by movctl and the status page.
 BACKUP_STATUS_FILE = "/var/lib/mov-backup/status.json"
 DRILL_STATUS_FILE = "/var/lib/mov-backup/drill.json"
+# Every run's and drill's result, one JSON line each, beside them: the status page finds the last successful backup.
+BACKUP_HISTORY_FILE = "/var/lib/mov-backup/history.jsonl"
 # mov-backup's lock (flock), held while a run, a restore or a drill works; movctl bench refuses while it is held.
 BACKUP_LOCK_FILE = "/run/lock/mov-backup.lock"
 # Written by the stack role when a deploy starts and removed when it ends (roles/stack stack_deploy_marker).

@@ -60,6 +60,8 @@ class Config:
     stack_services: tuple[str, ...]
     influxdb_service: str
     influxdb_bucket: str
+    # Where each run's and drill's result is recorded as a point (influx.record_result); empty: not recorded.
+    metrics_bucket: str
     remote: str  # rclone "name:path" of the crypt remote; empty: no off-site copy
     remote_retention: Retention
     rclone_config: str
@@ -142,6 +144,7 @@ def load_config(path: str) -> Config:
         stack_services=tuple(stack.get("services", [])),
         influxdb_service=str(stack.get("influxdb_service", "influxdb")),
         influxdb_bucket=str(stack.get("influxdb_bucket", "mov_dados")),
+        metrics_bucket=str(stack.get("metrics_bucket", "")),
         remote=str(remote.get("target", "")),
         remote_retention=_retention(remote.get("retention", raw.get("retention")), "remote.retention"),
         rclone_config=str(remote.get("rclone_config", "")),

@@ -1,13 +1,17 @@
-"""InfluxDB, through the stack's compose project: `influx backup` into a snapshot, its size, whether it holds data."""
+"""InfluxDB, through the stack's compose project: `influx backup` into a snapshot, its size, whether it holds data,
+and each run's result as a point."""
 
 from __future__ import annotations
 
 import os
+import shlex
+from datetime import datetime
 from pathlib import Path
 
 from mov_host.backup.config import Config
 from mov_host.backup.errors import BackupError, log
 from mov_host.backup.process import compose, run_command, service_owner
+from mov_host.backup.records import BackupStatus, DrillStatus, RunKind
 
 # Where the one-off containers of influxdb_backup and restore_influxdb see their staging directory (bind-mounted
 # from the backup dir).
@@ -92,3 +96,36 @@ def influxdb_has_data(cfg: Config) -> bool:
     query = f'from(bucket: "{cfg.influxdb_bucket}") |> range(start: 0) |> limit(n: 1)'
     out = influx_query(cfg, query, "influx query (is InfluxDB empty?)")
     return any(line.startswith(",_result,") for line in out.splitlines())
+
+
+# Each backup's and drill's result is a point of the metrics bucket, where Grafana's alerts read it (roles/grafana:
+# no successful backup within the max age, a failed drill); the status files stay what the host's tools read. It is
+# written with `influx write` inside InfluxDB's container, as every influx call here is: the admin token never leaves
+# it. A write token of mov-backup's own would be one more secret on the host and take no power from a tool that runs
+# `influx backup` and `influx restore --full` as the admin.
+RESULT_MEASUREMENT = "mov_backup"
+
+
+def result_point(kind: RunKind, status: BackupStatus | DrillStatus) -> str:
+    """The result in line protocol, at the run's start in seconds: tag kind, field ok (1 or 0), duration_s if known."""
+    when = datetime.fromisoformat(status["time"])
+    fields = [f"ok={1 if status['result'] == 'ok' else 0}i"]
+    duration = status.get("duration_s")
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        fields.append(f"duration_s={float(duration):.3f}")
+    return f"{RESULT_MEASUREMENT},kind={kind} {','.join(fields)} {int(when.timestamp())}"
+
+
+def record_result(cfg: Config, kind: RunKind, status: BackupStatus | DrillStatus) -> None:
+    """The result as a point of cfg.metrics_bucket, where InfluxDB runs here; a failure is logged, never raised."""
+    if not cfg.metrics_bucket or not influxdb_included(cfg):
+        return
+    line = shlex.quote(result_point(kind, status))
+    write = f"influx write --bucket {shlex.quote(cfg.metrics_bucket)} --precision s {line}"
+    try:
+        run_command(
+            compose(cfg, "exec", "-T", cfg.influxdb_service, "sh", "-c", f"{INFLUX_ADMIN_TOKEN} {write}"),
+            f"influx write ({kind} result)",
+        )
+    except BackupError as exc:
+        log(f"{kind} result not recorded in {cfg.metrics_bucket}: {exc}")

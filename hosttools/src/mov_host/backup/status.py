@@ -15,11 +15,13 @@ from pathlib import Path
 from mov_host.backup.config import Config, drill_status_file, history_file
 from mov_host.backup.errors import log
 from mov_host.backup.history import append_history
+from mov_host.backup.influx import record_result
 from mov_host.backup.records import BackupStatus, DrillStatus, RunKind
 
 
 def write_status(cfg: Config, status: BackupStatus | DrillStatus, kind: RunKind) -> None:
-    """The result as the last one (the status file, or drill.json) and as a line of the history beside it."""
+    """The result as the last one (the status file, or drill.json), as a line of the history beside it and as a point
+    of the metrics bucket (Grafana's alerts)."""
     path = drill_status_file(cfg) if kind == "drill" else cfg.status_file
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -27,6 +29,7 @@ def write_status(cfg: Config, status: BackupStatus | DrillStatus, kind: RunKind)
     tmp.chmod(0o644)
     tmp.replace(path)
     append_history(history_file(cfg), {"kind": kind, "status": status})
+    record_result(cfg, kind, status)
 
 
 def alert(cfg: Config, message: str, kind: str = "backup_failed") -> None:

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--from-json",
         metavar="FILE",
-        help="read the inputs (now, movctl, backup, drill, readings, dropped) from FILE instead of the host",
+        help="read the inputs (now, movctl, backup, drill, backup_last_ok, readings, dropped) from FILE, not the host",
     )
     args = parser.parse_args(None if argv is None else list(argv))
     try:

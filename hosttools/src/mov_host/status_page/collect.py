@@ -1,5 +1,6 @@
-"""The page's inputs from the host: movctl's status (in-process), the backup tool's status and drill files, and
-InfluxDB's readings and drop count. Each input that cannot be read says why, in words the page knows."""
+"""The page's inputs from the host: movctl's status (in-process), the backup tool's status and drill files and its
+history's last successful backup, and InfluxDB's readings and drop count. Each input that cannot be read says why,
+in words the page knows."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class Inputs(TypedDict):
     movctl: StatusDocument | MovctlUnavailable
     backup: BackupStatus | UnreadableFile | None
     drill: DrillStatus | UnreadableFile | None
+    # The time of the newest successful backup in mov-backup's history (None: none there, or no history).
+    backup_last_ok: str | None
     readings: Readings
     dropped: Dropped
 
@@ -70,6 +73,24 @@ def read_json_file(path: str) -> dict[str, object] | UnreadableFile | None:
     return cast(dict[str, object], data) if isinstance(data, dict) else {"result": "unreadable"}
 
 
+def last_successful_backup(path: str) -> str | None:
+    """The time of the newest successful backup among mov-backup's history lines (records.HistoryEntry, the newest
+    last); a line that is not such an entry is skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        status = entry.get("status") if isinstance(entry, dict) and entry.get("kind") == "backup" else None
+        if isinstance(status, dict) and status.get("result") == "ok" and isinstance(status.get("time"), str):
+            return str(status["time"])
+    return None
+
+
 def gather(cfg: Config) -> Inputs:
     return {
         "now": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -77,6 +98,7 @@ def gather(cfg: Config) -> Inputs:
         # Typed as mov-backup writes them; the page still reads every field defensively (sections.result_section).
         "backup": cast(BackupStatus | UnreadableFile | None, read_json_file(cfg.backup_status_file)),
         "drill": cast(DrillStatus | UnreadableFile | None, read_json_file(cfg.drill_status_file)),
+        "backup_last_ok": last_successful_backup(cfg.backup_history_file),
         "readings": read_readings(cfg),
         "dropped": read_dropped(cfg),
     }

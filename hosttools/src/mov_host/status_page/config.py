@@ -22,6 +22,7 @@ class Config:
     movctl_config: str = ""
     backup_status_file: str = paths.BACKUP_STATUS_FILE
     drill_status_file: str = paths.DRILL_STATUS_FILE
+    backup_history_file: str = paths.BACKUP_HISTORY_FILE
     backup_max_age_hours: float = 26.0
     drill_max_age_days: float = 8.0
     cert_warn_days: int = 14

@@ -15,6 +15,7 @@ from mov_host.status_page.sections import (
     disk_section,
     dropped_count,
     dropped_section,
+    last_success_row,
     parse_time,
     readings_section,
     result_section,
@@ -60,10 +61,13 @@ def build_page(cfg: Config, inputs: Mapping[str, Any]) -> Page:
     dropped: dict[str, Any] = raw_dropped if isinstance(raw_dropped, dict) else {}
     window_hours = int(cfg.dropped_window_hours)
     certificate = certificate_section(movctl, now, cfg.cert_warn_days)
+    backup_max_age_s = cfg.backup_max_age_hours * 3600
+    backup = result_section("Last backup", inputs.get("backup"), now, backup_max_age_s, "no backup has run yet")
+    raw_backup = inputs.get("backup")
+    if isinstance(raw_backup, dict) and raw_backup.get("result") != "ok":
+        backup.rows.append(last_success_row(inputs.get("backup_last_ok"), now, backup_max_age_s))
     checks_sections = [
-        result_section(
-            "Last backup", inputs.get("backup"), now, cfg.backup_max_age_hours * 3600, "no backup has run yet"
-        ),
+        backup,
         result_section(
             "Last restore drill",
             inputs.get("drill"),

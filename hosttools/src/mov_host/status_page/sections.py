@@ -96,9 +96,7 @@ def result_section(title: str, data: dict[str, Any] | None, now: datetime, max_a
     section.rows.append(
         Row(
             "when",
-            f"{age_text(age)} ago ({when.strftime('%Y-%m-%d %H:%M')} UTC)"
-            if age is not None and when is not None
-            else "unknown",
+            when_text(when, age) if age is not None and when is not None else "unknown",
             "ok" if age is not None and age <= max_age_s else "warn",
         )
     )
@@ -109,6 +107,20 @@ def result_section(title: str, data: dict[str, Any] | None, now: datetime, max_a
             else f"older than {age_text(max_age_s)}: is the scheduled job running?"
         )
     return section
+
+
+def when_text(when: datetime, age: float) -> str:
+    return f"{age_text(age)} ago ({when.strftime('%Y-%m-%d %H:%M')} UTC)"
+
+
+def last_success_row(value: Any, now: datetime, max_age_s: float) -> Row:
+    """After a failed backup: the newest successful one (mov-backup's history), needing attention once older than the
+    max age, as Grafana's backup alert judges it."""
+    when = parse_time(value)
+    if when is None:
+        return Row("last success", "none recorded", "warn")
+    age = (now - when).total_seconds()
+    return Row("last success", when_text(when, age), "ok" if age <= max_age_s else "warn")
 
 
 def certificate_section(movctl: dict[str, Any], now: datetime, warn_days: int) -> Section:
