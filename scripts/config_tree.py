@@ -40,6 +40,9 @@ TREE_KEYS = (
     "mov_alert_contacts",
     "mov_smtp",
     "mov_influxdb_retention",
+    "mov_influxdb_history_retention",
+    "mov_influxdb_history_every",
+    "mov_influxdb_history_lookback",
     "mov_telegraf_interval_s",
     "mov_telegraf_outage_tolerance_s",
     "mov_dev_override",
@@ -213,6 +216,47 @@ def _check_scalars(tree: Mapping[str, Any], errors: list[str]) -> None:
             errors.append(f"mov_alert_contacts.emails: must be a list of e-mail addresses, got {emails!r}")
 
 
+# The history's window and look-back: one unit each, which Flux's date.truncate and aggregateWindow take alike; its
+# retention whole days or weeks (or 0), which Grafana's time range reads too.
+HISTORY_WINDOW_PATTERN = re.compile(r"^([1-9][0-9]*)(m|h|d)$")
+HISTORY_RETENTION_PATTERN = re.compile(r"^(0|[1-9][0-9]*(d|w))$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _seconds(duration: str) -> int:
+    """Whole seconds in a duration ("30d", "1h30m"); 0 (forever) is 0, and so is anything below a second."""
+    return sum(int(n) * _SECONDS.get(u, 0) for n, u in re.findall(r"([0-9]+)(ns|us|ms|s|m|h|d|w)", duration))
+
+
+def _check_history(tree: Mapping[str, Any], errors: list[str]) -> None:
+    windows: dict[str, int] = {}
+    for key in ("mov_influxdb_history_every", "mov_influxdb_history_lookback"):
+        value = tree.get(key)
+        if isinstance(value, str) and HISTORY_WINDOW_PATTERN.match(value):
+            windows[key] = _seconds(value)
+        else:
+            errors.append(f"{key}: must be a whole number of minutes, hours or days such as 1h or 6h, got {value!r}")
+    every, lookback = windows.get("mov_influxdb_history_every"), windows.get("mov_influxdb_history_lookback")
+    if every and lookback and lookback % every:
+        errors.append(
+            f"mov_influxdb_history_lookback: must be a whole number of windows (mov_influxdb_history_every, "
+            f"{tree.get('mov_influxdb_history_every')}), got {tree.get('mov_influxdb_history_lookback')!r}"
+        )
+    retention, raw = tree.get("mov_influxdb_history_retention"), tree.get("mov_influxdb_retention")
+    if not isinstance(retention, str) or not HISTORY_RETENTION_PATTERN.match(retention):
+        errors.append(f"mov_influxdb_history_retention: must be 0 (forever) or whole days or weeks, got {retention!r}")
+    elif (
+        retention != "0"
+        and isinstance(raw, str)
+        and DURATION_PATTERN.match(raw)
+        and (raw == "0" or _seconds(retention) <= _seconds(raw))
+    ):
+        errors.append(
+            f"mov_influxdb_history_retention: must be longer than the readings' (mov_influxdb_retention, {raw}), "
+            f"got {retention}"
+        )
+
+
 def _check_smtp(tree: Mapping[str, Any], errors: list[str]) -> None:
     smtp = tree.get("mov_smtp", {})
     if not isinstance(smtp, Mapping):
@@ -270,6 +314,7 @@ def validate(tree: Mapping[str, Any]) -> list[str]:
     _check_service_users(tree, errors)
     _check_thresholds(tree, errors)
     _check_smtp(tree, errors)
+    _check_history(tree, errors)
     _check_dev_override(tree, errors)
     return errors
 

@@ -30,6 +30,9 @@ GOOD: dict[str, Any] = {
     "mov_alert_contacts": {"webhook_url": "", "emails": ["ops@example.com"]},
     "mov_smtp": {"host": "smtp.example.com", "port": 587, "user": "mov", "from_address": "mov@mov.example.com"},
     "mov_influxdb_retention": "30d",
+    "mov_influxdb_history_retention": "730d",
+    "mov_influxdb_history_every": "1h",
+    "mov_influxdb_history_lookback": "6h",
     "mov_telegraf_interval_s": 5,
     "mov_telegraf_outage_tolerance_s": 900,
 }

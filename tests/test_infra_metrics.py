@@ -146,7 +146,12 @@ def test_the_infra_bucket_has_its_retention_and_only_telegraf_writes_it(env: str
     assert buckets["mov_infra"] == tree()["mov_infra_metrics_retention"]
     grants = {t["name"]: {(p["action"], p["bucket"]) for p in t["permissions"]} for t in spec["tokens"]}
     assert grants["telegraf"] == {("write", "mov_dados"), ("write", "mov_infra")}
-    assert grants["grafana"] == {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")}
+    assert grants["grafana"] == {
+        ("read", "mov_dados"),
+        ("read", "mov_status"),
+        ("read", "mov_historico"),
+        ("read", "mov_infra"),
+    }
     assert grants["analytics"] == {("write", "mov_status")}
 
 

@@ -304,12 +304,12 @@ def test_influxdb_tokens_are_least_privilege(env: str) -> None:
     assert tokens == {
         "telegraf": {("write", "mov_dados"), ("write", "mov_infra")},
         "analytics": {("write", "mov_status")},
-        "grafana": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
+        "grafana": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_historico"), ("read", "mov_infra")},
         "report": {("read", "mov_dados"), ("read", "mov_status"), ("read", "mov_infra")},
         "status-page": {("read", "mov_dados"), ("read", "mov_infra")},
         "bench": {("read", "mov_status")},
     }
-    assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status", "mov_infra"}
+    assert {b["name"] for b in spec["buckets"]} == {"mov_dados", "mov_status", "mov_historico", "mov_infra"}
 
 
 def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import re
@@ -93,6 +94,19 @@ def flux_column(csv_text: str, column: str = "_value") -> list[str]:
         if column in header:
             values.append(row[header.index(column)])
     return values
+
+
+def grafana_numbers(answer: dict[str, Any]) -> dict[str, list[float]]:
+    """Per refId, the numbers of every frame of a /api/ds/query answer (its number fields, frame after frame)."""
+    numbers: dict[str, list[float]] = {}
+    for ref, result in answer.get("results", {}).items():
+        for frame in result.get("frames", []):
+            fields = frame.get("schema", {}).get("fields", [])
+            columns = frame.get("data", {}).get("values", [])
+            for spec, column in zip(fields, columns, strict=False):
+                if spec.get("type") == "number":
+                    numbers.setdefault(ref, []).extend(float(v) for v in column if v is not None)
+    return numbers
 
 
 def _json_objects(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -1044,6 +1058,131 @@ def retention(args: argparse.Namespace) -> int:
     return report.summary()
 
 
+def history(args: argparse.Namespace) -> int:
+    """The long-term history (roles/influxdb's task, group_vars/all/services.yml): the task exists once after two
+    deploys; readings of a past hour (the job's own device) give that hour's min, mean and max in the history bucket
+    after a forced run, and a reading arriving late is counted by the next run with no point doubled; Grafana's
+    history dashboard reads them with its own token."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    admin = {"Authorization": f"Token {secrets['influxdb_admin_token']}", "Content-Type": "application/json"}
+    api = f"{args.influxdb}/api/v2"
+    status, body = box.http("GET", f"{api}/tasks?org={args.org}&limit=500", admin)
+    tasks = (
+        [t for t in json.loads(body).get("tasks", []) if t.get("description") == f"mov:{args.task}"]
+        if status == 200
+        else []
+    )
+    if not report.check(
+        f"the task {args.task} exists once after two deploys, active, every {args.every}",
+        [(t.get("status"), t.get("every")) for t in tasks] == [("active", args.every)],
+        f"{status} {json.dumps(tasks)[:400] if tasks else body[:300]}",
+    ):
+        return report.summary()
+    task_id = tasks[0]["id"]
+
+    # A past whole hour the look-back of a run scheduled at its end still covers; the device is the verify client's,
+    # whose silence Grafana ignores.
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours_ago)
+    series = f"mov_leituras,cliente=mov_verify,localizacao=e2e,dispositivo={args.history_device},tipo=temperatura"
+
+    def write(minutes_values: Sequence[tuple[int, float]]) -> None:
+        lines = "\n".join(
+            f"{series} temperatura_c={v} {int((hour + timedelta(minutes=m)).timestamp())}" for m, v in minutes_values
+        )
+        url = f"{api}/write?org={args.org}&bucket={args.bucket}&precision=s"
+        status, body = box.http("POST", url, {**admin, "Content-Type": "text/plain; charset=utf-8"}, lines)
+        report.check(
+            f"{len(minutes_values)} reading(s) of {hour:%H}:00 UTC written to {args.bucket}", status == 204, body
+        )
+
+    def run(scheduled: datetime) -> None:
+        """A forced run whose now() is `scheduled` (influxdata/influxdb v2.7.11 http/task_service.go, scheduledFor)."""
+        status, body = box.http(
+            "POST",
+            f"{api}/tasks/{task_id}/runs",
+            admin,
+            json.dumps({"scheduledFor": f"{scheduled:%Y-%m-%dT%H:%M:%SZ}"}),
+        )
+        run_id = json.loads(body).get("id", "") if status == 201 else ""
+
+        def finished() -> tuple[bool, str]:
+            status, body = box.http("GET", f"{api}/tasks/{task_id}/runs/{run_id}", admin)
+            state = json.loads(body).get("status", "") if status == 200 else ""
+            return state in ("success", "failed", "canceled"), state or f"{status} {body[:200]}"
+
+        done, state = wait_until(finished, args.timeout, 2) if run_id else (False, f"{status} {body[:300]}")
+        if state != "success" and run_id:
+            _, logs = box.http("GET", f"{api}/tasks/{task_id}/runs/{run_id}/logs", admin)
+            state += " " + logs[:600]
+        report.check(
+            f"a run of {args.task} scheduled for {scheduled:%H:%M} UTC succeeded", done and state == "success", state
+        )
+
+    def stored() -> dict[str, list[tuple[str, float]]]:
+        """The history's points of the device in that hour, per agg: [(time, value)]."""
+        status, answer = Influx(box, secrets["influxdb_admin_token"], args.org).query(
+            f'from(bucket: "{args.history_bucket}") |> range(start: {hour:%Y-%m-%dT%H:%M:%SZ}, '
+            f"stop: {hour + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}) |> filter(fn: (r) => r.dispositivo == "
+            f'"{args.history_device}" and r._field == "temperatura_c") |> group() '
+            '|> keep(columns: ["_time", "agg", "_value"])'
+        )
+        points: dict[str, list[tuple[str, float]]] = {}
+        rows = zip(flux_column(answer, "agg"), flux_column(answer, "_time"), flux_column(answer, "_value"), strict=True)
+        for agg, when, value in rows if status == 200 else []:
+            points.setdefault(agg, []).append((when, float(value)))
+        return points
+
+    def judged(values: Sequence[float]) -> tuple[bool, str]:
+        got, at = stored(), f"{hour:%Y-%m-%dT%H:%M:%SZ}"
+        want = {"min": [(at, min(values))], "mean": [(at, sum(values) / len(values))], "max": [(at, max(values))]}
+        return got == want, f"got {got}, want {want}"
+
+    values = [21.5, 24.0, 19.25, 30.5]
+    write(list(zip((5, 20, 35, 50), values, strict=True)))
+    run(hour + timedelta(hours=1))
+    report.check(f"{args.history_bucket} holds that hour's min, mean and max (tag agg) at its start", *judged(values))
+    # Late: a reading of the same hour arrives after that run; the next run, an hour later, covers the hour again.
+    write([(55, 17.0)])
+    run(hour + timedelta(hours=2))
+    report.check("a later run counts the late reading and overwrites the same points", *judged([*values, 17.0]))
+
+    # Grafana's history dashboard, its panel's three queries as Grafana's backend runs them (its datasource's token,
+    # v.* filled in from the range: grafana/grafana v11.3.1 pkg/tsdb/influxdb/flux/macros.go), the dashboard's
+    # variables as the frontend fills them for this device.
+    grafana = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-history", grafana)
+    panels = json.loads(body).get("dashboard", {}).get("panels", []) if status == 200 else []
+    if not report.check("Grafana's history dashboard is provisioned", bool(panels), f"{status} {body[:200]}"):
+        return report.summary()
+    fill = {"${cliente:regex}": "mov_verify", "${localizacao:regex}": ".*", "${dispositivo:regex}": args.history_device}
+    queries = [
+        {
+            "refId": target["refId"],
+            "datasource": {"uid": target["datasource"]["uid"]},
+            "query": functools.reduce(lambda q, kv: q.replace(*kv), fill.items(), target["query"]),
+            "intervalMs": 60000,
+            "maxDataPoints": 100,
+        }
+        for target in panels[0]["targets"]
+    ]
+    span = {"from": str(int(hour.timestamp() * 1000)), "to": str(int((hour + timedelta(hours=1)).timestamp() * 1000))}
+    status, body = box.http(
+        "POST",
+        f"{args.grafana}/api/ds/query",
+        {**grafana, "Content-Type": "application/json"},
+        json.dumps({**span, "queries": queries}),
+    )
+    got = grafana_numbers(json.loads(body)) if status == 200 else {}
+    everything = [*values, 17.0]
+    want = {"A": [min(everything)], "B": [sum(everything) / len(everything)], "C": [max(everything)]}
+    report.check(
+        "Grafana's history panel reads the hour's min, mean and max", got == want, f"{status}: {got or body[:400]}"
+    )
+    return report.summary()
+
+
 def duration_seconds(text: str) -> int:
     """An InfluxDB duration of whole units ("30d", "12h"); 0 is forever."""
     if text == "0":
@@ -1394,6 +1533,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_retention = sub.add_parser("retention", parents=[common, device], help="a bucket's retention is the tree's")
     p_retention.add_argument("--expect", required=True, help="an InfluxDB duration, e.g. 30d (0: forever)")
+    p_history = sub.add_parser(
+        "history",
+        parents=[common, device],
+        help="the history task's min, mean and max of a past hour; Grafana reads them",
+    )
+    p_history.add_argument("--task", default="mov_historico")
+    p_history.add_argument("--every", default="1h", help="the tree's mov_influxdb_history_every")
+    p_history.add_argument("--history-bucket", default="mov_historico")
+    p_history.add_argument("--history-device", default="e2e_historico")
+    # Inside the restore drill's comparison of the history (the day before the snapshot less look-back and window).
+    p_history.add_argument("--hours-ago", type=int, default=10, help="the readings' hour, this many hours back")
     sub.add_parser("bench", parents=[common], help="movctl bench measures, then leaves no account and no point")
     p_email = sub.add_parser(
         "grafana-email", parents=[common], help="Grafana's contact point delivers a test notification by e-mail"
@@ -1430,6 +1580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recreate": recreate,
         "report": weekly_report,
         "retention": retention,
+        "history": history,
         "hardening": hardening,
         "counts": counts,
         "bench": bench,

@@ -4,12 +4,13 @@
 The stack scenario runs it as the compose service `influxdb` (InfluxDB's image cannot be pulled here), so the
 deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
 DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_ADMIN_TOKEN(_FILE) on the first start, then /health, orgs, buckets (list, create,
-PATCH retention), authorizations (list, create, delete, status) and /api/v2/write, each with its token checked
-against the authorization's permissions. Its state survives a restart (the influxdb_data volume), written points
-included (the last MAX_POINTS). Every request is printed as one JSON line on stdout ({"request": ...}), every
-written point as {"point": ...}: the tests read `docker logs`. For the `influx` CLI double beside it (backup,
-restore --full, query), /double/state reads and replaces the whole state (admin token only). It proves our calls
-and their order, never InfluxDB's own behaviour (the e2e job does).
+PATCH retention), authorizations (list, create, delete, status), tasks (list, create, PATCH flux and status, delete:
+never run) and /api/v2/write, each with its token checked against the authorization's permissions. Its state
+survives a restart (the influxdb_data volume), written points included (the last MAX_POINTS). Every request is
+printed as one JSON line on stdout ({"request": ...}), every written point as {"point": ...}: the tests read `docker
+logs`. For the `influx` CLI double beside it (backup, restore --full, query), /double/state reads and replaces the
+whole state (admin token only). It proves our calls and their order, never InfluxDB's own behaviour (the e2e job
+does).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ BENCH_FLUX = re.compile(
     r' and r\.cliente == "(?P<cliente>[^"]+)" and r\.dispositivo == "(?P<dispositivo>[^"]+)"\)$'
 )
 PREDICATE = re.compile(r'^\s*(\w+)\s*=\s*"([^"]*)"\s*$')
+# A task's name is its flux's `option task = {name: "..."}` (InfluxDB parses the script; the double reads the name).
+TASK_NAME = re.compile(r'option\s+task\s*=\s*\{[^}]*name:\s*"([^"]*)"')
 
 
 def rfc3339_ns(text: str) -> int:
@@ -273,6 +276,8 @@ class Handler(BaseHTTPRequestHandler):
                     found[0]["status"] = json.loads(raw).get("status", found[0]["status"])
                     save(state)
                     return self._reply(200, found[0])
+            if parts[:3] == ["api", "v2", "tasks"] and auth.get("admin"):
+                return self._task_call(state, parts[3:], query, raw)
             if url.path == "/api/v2/write" and self.command == "POST":
                 targets = [b for b in state["buckets"] if b["name"] == query.get("bucket")]
                 if not targets or not allowed(auth, "write", targets[0]["id"]):
@@ -290,6 +295,45 @@ class Handler(BaseHTTPRequestHandler):
             if url.path in ("/api/v2/query", "/api/v2/delete") and self.command == "POST":
                 return self._bench_call(state, auth, url.path, query, raw)
             return self._reply(404, {"code": "not found", "message": f"the double has no {self.command} {url.path}"})
+
+    def _task_call(self, state: dict[str, Any], rest: list[str], query: dict[str, str], raw: bytes) -> None:
+        """The calls the influxdb role's flux_tasks.yml makes, as InfluxDB 2.7 answers them: the flux kept as sent."""
+        tasks = state.setdefault("tasks", [])
+        if not rest and self.command == "GET":
+            listed = [t for t in tasks if query.get("orgID") in (None, t["orgID"])]
+            return self._reply(200, {"tasks": listed[: int(query.get("limit", 100))]})
+        if not rest and self.command == "POST":
+            body = json.loads(raw)
+            name = TASK_NAME.search(str(body.get("flux", "")))
+            if name is None or not body.get("orgID"):
+                return self._reply(400, {"code": "invalid", "message": "the double needs orgID and option task's name"})
+            task = {
+                "id": new_id(state, "t"),
+                "orgID": body["orgID"],
+                "name": name.group(1),
+                "description": body.get("description", ""),
+                "status": body.get("status") or "active",
+                "flux": body["flux"],
+            }
+            tasks.append(task)
+            save(state)
+            return self._reply(201, task)
+        found = [t for t in tasks if rest and t["id"] == rest[0]]
+        if len(rest) != 1 or not found:
+            return self._reply(404, {"code": "not found", "message": "task not found"})
+        if self.command == "DELETE":
+            tasks.remove(found[0])
+            save(state)
+            return self._reply(204)
+        if self.command == "PATCH":
+            body = json.loads(raw)
+            if "flux" in body:
+                name = TASK_NAME.search(str(body["flux"]))
+                found[0].update(flux=body["flux"], name=name.group(1) if name else found[0]["name"])
+            found[0].update({k: body[k] for k in ("status", "description") if k in body})
+            save(state)
+            return self._reply(200, found[0])
+        return self._reply(404, {"code": "not found", "message": f"the double has no {self.command} on a task"})
 
     def _bench_call(
         self, state: dict[str, Any], auth: dict[str, Any], path: str, query: dict[str, str], raw: bytes

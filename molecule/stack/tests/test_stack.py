@@ -333,3 +333,24 @@ def test_a_changed_token_recreates_its_consumer(host) -> None:  # type: ignore[n
     assert inside == host.file("/opt/mov/analytics/secrets/influxdb.token").content_string.strip()
     assert inside and inside != rotation["before_token"]
     assert wait_healthy(host, "analytics") == "healthy"
+
+
+def test_the_influxdb_role_keeps_its_flux_tasks(host) -> None:  # type: ignore[no-untyped-def]
+    """side_effect edited the task's flux and left a task of the role's that the tree no longer lists; the deploy
+    after it put the flux back and deleted that one: the org holds the tree's task once, as the tree writes it."""
+    listing = host.check_output(
+        "python3 -c \"import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:8086/api/v2/tasks', "
+        f"headers={{'Authorization': 'Token {ADMIN_TOKEN}'}})).read().decode())\""
+    )
+    tasks = [t for t in json.loads(listing)["tasks"] if t["description"].startswith("mov:")]
+    assert [(t["description"], t["name"], t["status"]) for t in tasks] == [
+        ("mov:mov_historico", "mov_historico", "active")
+    ]
+    assert tasks[0]["flux"].startswith('option task = {name: "mov_historico", every: 1h}\n')
+    records = [json.loads(line) for line in host.run(f"docker logs {INFLUX}").stdout.splitlines() if line]
+    calls = [r["request"] for r in records if r.get("request", "").split(" ")[-1].startswith("/api/v2/tasks")]
+    # The converge created the task once (its second token step found it); side_effect posted the stale one and
+    # edited the flux; its deploy put the flux back and deleted the stale one.
+    assert calls.count("POST /api/v2/tasks") == 2
+    assert sum(1 for c in calls if c.startswith("PATCH /api/v2/tasks/")) == 2
+    assert sum(1 for c in calls if c.startswith("DELETE /api/v2/tasks/")) == 1

@@ -1,8 +1,10 @@
-"""Filters for InfluxDB 2's least-privilege tokens: permissions from the spec, and what to create or replace.
+"""Filters for InfluxDB 2's least-privilege tokens (permissions from the spec, what to create or replace), bucket
+retention and Flux tasks.
 
 A token of the spec is identified by its description "mov:<name>". An existing active authorization with that
 description and exactly the wanted permissions is kept (its value is reused), one with other permissions is
-replaced, a missing one is created. InfluxDB generates the value of a new token (the v2 API takes none).
+replaced, a missing one is created. InfluxDB generates the value of a new token (the v2 API takes none). A task of
+influxdb_tasks is identified the same way, by its description "mov:<name>".
 """
 
 from __future__ import annotations
@@ -112,6 +114,46 @@ def influxdb_retention_updates(
     return updates
 
 
+def influxdb_task_plan(
+    existing: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]], org_id: str
+) -> dict[str, list[dict[str, Any]]]:
+    """{"create": [...], "patch": [...], "delete": [...]}: the API calls that make the org's tasks match `tasks`
+    ({name, flux}); tasks without a "mov:" description are someone else's and left alone.
+
+    create: {name, body} (the POST /api/v2/tasks body); patch: {name, id, body} (PATCH /api/v2/tasks/{id}: the flux
+    when it differs, status active when it is not); delete: {name, id}: a duplicate, or a task the spec no longer lists.
+    InfluxDB stores the flux as it was sent (influxdata/influxdb v2.7.11 kv/task.go createTask, updateTask: a PATCH
+    with no option fields keeps the text), so comparing the strings is enough.
+    """
+    plan: dict[str, list[dict[str, Any]]] = {"create": [], "patch": [], "delete": []}
+    ours = [
+        t for t in existing if str(t.get("description", "")).startswith(DESCRIPTION_PREFIX) and t.get("orgID") == org_id
+    ]
+    wanted = {influxdb_description(task): task for task in tasks}
+    kept: set[str] = set()
+    for current in ours:
+        description = str(current["description"])
+        task = wanted.get(description)
+        if task is None or description in kept:
+            plan["delete"].append({"name": description.removeprefix(DESCRIPTION_PREFIX), "id": current["id"]})
+            continue
+        kept.add(description)
+        body = {"flux": task["flux"]} if current.get("flux") != task["flux"] else {}
+        if current.get("status") != "active":
+            body["status"] = "active"
+        if body:
+            plan["patch"].append({"name": task["name"], "id": current["id"], "body": body})
+    for description, task in wanted.items():
+        if description not in kept:
+            plan["create"].append(
+                {
+                    "name": task["name"],
+                    "body": {"orgID": org_id, "description": description, "status": "active", "flux": task["flux"]},
+                }
+            )
+    return plan
+
+
 class FilterModule:
     def filters(self) -> dict[str, object]:
         return {
@@ -120,4 +162,5 @@ class FilterModule:
             "influxdb_permissions": influxdb_permissions,
             "influxdb_token_plan": influxdb_token_plan,
             "influxdb_retention_updates": influxdb_retention_updates,
+            "influxdb_task_plan": influxdb_task_plan,
         }

@@ -72,6 +72,10 @@ class Config:
     min_free_bytes: int = 0
     # The drill reads back a slice of the off-site objects, so that every object is read within this many drills.
     drill_readback_weeks: int = 4
+    # The long-term history's bucket (its downsampling task's): the drill compares it too, up to
+    # influxdb_history_settle_s before the snapshot (the windows the task may still rewrite after it); empty: none.
+    influxdb_history_bucket: str = ""
+    influxdb_history_settle_s: int = 0
 
 
 SOURCE_KINDS = ("tree", "file", "sqlite", "latest_dir")
@@ -153,6 +157,8 @@ def load_config(path: str) -> Config:
         email=_email(raw.get("email")),
         min_free_bytes=int(raw.get("min_free_bytes", 0)),
         drill_readback_weeks=_weeks(raw.get("drill_readback_weeks", 4)),
+        influxdb_history_bucket=str(stack.get("influxdb_history_bucket", "")),
+        influxdb_history_settle_s=int(stack.get("influxdb_history_settle_s", 0)),
     )
 
 
