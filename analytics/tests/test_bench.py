@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from mosquitto_runner import Mosquitto
+from smtp_relay import make_certificate
 
 from mov_analytics.bench import cli, load, probe
 from mov_analytics.bench.plan import Device, PlanError, plan_from_dict
@@ -20,7 +21,7 @@ from mov_analytics.config import ValidationConfig
 from mov_analytics.parsing import Validator
 
 PLAN: dict[str, Any] = {
-    "host": "localhost",
+    "host": "127.0.0.1",
     "port": 8883,
     "ca_pem": "",
     "topic": "mov/dados",
@@ -79,31 +80,7 @@ def test_the_probe_asks_for_one_point_at_its_exact_time() -> None:
 def tls_broker(tmp_path: Path) -> Any:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_certificate(tmp_path)  # for 127.0.0.1, the plan's host below
     users = {d["username"]: d["password"] for d in PLAN["devices"]}
     acl = "pattern write mov/dados/%u/#\n"
     broker = Mosquitto(tmp_path / "broker", users=users, acl=acl, tls=(str(cert), str(key)))
