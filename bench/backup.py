@@ -1,4 +1,4 @@
-"""Backup benchmark (a benchmark, not a test): the real mov-backup against `tar | zstd -1`.
+"""Backup benchmark (a benchmark, not a test): the real mov-backup against restic and `tar | zstd -1`.
 
     python3 bench/backup.py --size-mb 200 --json
 
@@ -10,19 +10,27 @@ Generates about N MB of platform-shaped data in a scratch directory:
 * a few hundred small config files (provisioning, dashboards, releases).
 
 Then, with mov-backup itself (the host tools' package, hosttools/src/mov_host, imported, not copied) and an
-rclone crypt remote over the `local` backend in the scratch directory (needs `rclone` and `zstd` on this machine):
+rclone crypt remote over the `local` backend in the scratch directory (needs `rclone`, `zstd` and `restic` on this
+machine: apt-get install rclone zstd restic):
 
 1. full: `run` with no previous snapshot: snapshot, zstd where it pays, manifest, upload, rclone cryptcheck;
 2. incremental: `run` again with nothing changed (hard links to the previous snapshot, upload, cryptcheck);
 3. reference: `tar -c | zstd -1 -T1` of the same data to a file (no checksums, no encryption, no upload);
-4. restore: the data wiped, restored from the off-site copy, every file compared with the original by sha256
-   (the SQLite database by the sha256 of its SQL dump: the backup API rewrites two header counters).
+4. restic, the tool an operator would otherwise pick (Debian's package), on the same data: `restic backup` to a
+   local repository (a password file, its cache in the scratch directory), `restic backup` again with nothing
+   changed, and `restic restore latest` to an empty directory;
+5. restore: the data wiped, restored from the off-site copy, every file compared with the original by sha256
+   (the SQLite database by the sha256 of its SQL dump: the backup API rewrites two header counters); restic's
+   restore is compared the same way.
 
 InfluxDB's part is generated as files under a `tree` source (no InfluxDB here), so the run measures the same
 storage path the `influx backup` output takes. `full_over_tar_zstd` = tar_zstd_s / full_s (>= 0.5: the full
 backup takes at most twice the plain archive); `incremental_over_full` = incremental_s / full_s (<= 0.10).
+Against restic, ours divided by restic's (wall clock): `full_over_restic` (target <= 0.8), `unchanged_over_restic`
+(<= 0.5) and `restore_over_restic`; `cpu_*_over_restic` the same with CPU seconds. Each step starts after a
+`sync`, so neither tool pays for the other's dirty pages.
 Next to each wall-clock figure: the CPU seconds (user + sys of this process, its threads and its waited-for
-children: rclone, tar, zstd), their ratios and the 1-minute load average before and after, since the wall clock
+children: rclone, tar, zstd, restic), their ratios and the 1-minute load average before and after, since the wall clock
 of a shared machine says as much about the other work as about the backup. The last line printed is one JSON
 object.
 """
@@ -183,12 +191,41 @@ def cpu_seconds() -> float:
 
 def timed(mov_backup: Callable[[Sequence[str]], int], argv: list[str]) -> tuple[float, float]:
     """(wall, CPU) seconds of one mov-backup command."""
+    subprocess.run(["sync"], check=True)
     started, cpu = time.monotonic(), cpu_seconds()
     code = mov_backup(argv)
     elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
     if code != 0:
         raise SystemExit(f"mov-backup {' '.join(argv)} failed with exit {code}")
     return elapsed, cpu
+
+
+def restic_step(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one restic command (its CPU: the waited-for child's rusage)."""
+    subprocess.run(["sync"], check=True)
+    started, cpu = time.monotonic(), cpu_seconds()
+    result = subprocess.run(["restic", *argv], env=env, capture_output=True, check=False)
+    elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
+    if result.returncode != 0:
+        raise SystemExit(f"restic {argv[0]} failed with exit {result.returncode}: {result.stderr.decode().strip()}")
+    return elapsed, cpu
+
+
+def restic_env(scratch: Path) -> dict[str, str]:
+    password = scratch / "restic-password"
+    password.write_text("bench-restic-password-0123456789\n")
+    password.chmod(0o600)
+    return dict(
+        os.environ,
+        RESTIC_REPOSITORY=str(scratch / "restic-repo"),
+        RESTIC_PASSWORD_FILE=str(password),
+        RESTIC_CACHE_DIR=str(scratch / "restic-cache"),
+    )
+
+
+def restic_version() -> str:
+    out = subprocess.run(["restic", "version"], capture_output=True, check=True).stdout.decode()
+    return out.split()[1] if out.startswith("restic ") else out.strip()
 
 
 def main() -> int:
@@ -199,9 +236,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="only the JSON line on stdout (logs to stderr)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args()
-    for binary in ("rclone", "zstd", "tar"):
+    for binary in ("rclone", "zstd", "tar", "restic"):
         if shutil.which(binary) is None:
-            raise SystemExit(f"needs {binary} (apt-get install rclone zstd)")
+            raise SystemExit(f"needs {binary} (apt-get install rclone zstd restic): restic is the reference")
     # Imported only now, inside .venv: the package needs zstandard.
     from mov_host.backup import main as mov_backup
 
@@ -215,13 +252,13 @@ def main() -> int:
         size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
         cfg = str(config(scratch, data))
         before = fingerprints(data)
-        subprocess.run(["sync"], check=True)
 
         load_before = os.getloadavg()[0]
         full_s, full_cpu = timed(mov_backup, ["--config", cfg, "run"])
         time.sleep(1.1)  # a new snapshot id (one per second)
         incremental_s, incremental_cpu = timed(mov_backup, ["--config", cfg, "run"])
 
+        subprocess.run(["sync"], check=True)
         started, cpu = time.monotonic(), cpu_seconds()
         with (scratch / "reference.tar.zst").open("wb") as out:
             tar = subprocess.Popen(["tar", "-C", str(data), "-cf", "-", "."], stdout=subprocess.PIPE)
@@ -231,8 +268,19 @@ def main() -> int:
             if tar.wait() != 0 or zstd.returncode != 0:
                 raise SystemExit("tar | zstd failed")
         tar_zstd_s, tar_zstd_cpu = time.monotonic() - started, cpu_seconds() - cpu
-        load_after = os.getloadavg()[0]
         reference_bytes = (scratch / "reference.tar.zst").stat().st_size
+
+        restic = restic_env(scratch)
+        restic_step(["init", "-q"], restic)
+        restic_full_s, restic_full_cpu = restic_step(["backup", "-q", str(data)], restic)
+        restic_unchanged_s, restic_unchanged_cpu = restic_step(["backup", "-q", str(data)], restic)
+        restic_target = scratch / "restic-restore"
+        restic_restore_s, restic_restore_cpu = restic_step(
+            ["restore", "-q", "latest", "--target", str(restic_target)], restic
+        )
+        restic_identical = fingerprints(restic_target / data.relative_to(data.anchor)) == before
+        restic_bytes = sum(p.stat().st_size for p in (scratch / "restic-repo").rglob("*") if p.is_file())
+        load_after = os.getloadavg()[0]
 
         for part in ("mosquitto/data", "grafana/grafana.db", "influxdb", "configs"):
             target = data / part
@@ -241,7 +289,7 @@ def main() -> int:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
             else:
                 target.unlink()
-        restore_s, _ = timed(mov_backup, ["--config", cfg, "restore", "--from", "remote", "--force"])
+        restore_s, restore_cpu = timed(mov_backup, ["--config", cfg, "restore", "--from", "remote", "--force"])
         identical = fingerprints(data) == before
         snapshot = sorted((scratch / "backups").glob("2*"))[-1]
         stored = sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
@@ -266,6 +314,22 @@ def main() -> int:
         "full_over_tar_zstd": round(tar_zstd_s / full_s, 3),
         "incremental_over_full": round(incremental_s / full_s, 3),
         "restore_identical": identical,
+        "restic_version": restic_version(),
+        "restic_full_s": round(restic_full_s, 2),
+        "restic_unchanged_s": round(restic_unchanged_s, 2),
+        "restic_restore_s": round(restic_restore_s, 2),
+        "restic_full_cpu_s": round(restic_full_cpu, 2),
+        "restic_unchanged_cpu_s": round(restic_unchanged_cpu, 2),
+        "restic_restore_cpu_s": round(restic_restore_cpu, 2),
+        "restic_mb": round(restic_bytes / MB, 1),
+        "restic_restore_identical": restic_identical,
+        "restore_cpu_s": round(restore_cpu, 2),
+        "full_over_restic": round(full_s / restic_full_s, 3),
+        "unchanged_over_restic": round(incremental_s / restic_unchanged_s, 3),
+        "restore_over_restic": round(restore_s / restic_restore_s, 3),
+        "cpu_full_over_restic": round(full_cpu / restic_full_cpu, 3),
+        "cpu_unchanged_over_restic": round(incremental_cpu / restic_unchanged_cpu, 3),
+        "cpu_restore_over_restic": round(restore_cpu / restic_restore_cpu, 3),
     }
     if not args.json:
         for key, value in result.items():
