@@ -92,8 +92,8 @@ def test_rclone_conf_is_private_and_holds_the_secrets_obscured(host) -> None:  #
     assert VARS["backup_crypt_password"] not in content and VARS["backup_crypt_salt"] not in content
     assert "type = crypt" in content and f"remote = mov-offsite-backend:{OFFSITE}" in content
     obscured = dict(line.split(" = ", 1) for line in content.splitlines() if line.startswith("password"))
-    assert host.check_output(f"rclone reveal {shlex.quote(obscured['password'])}") == VARS["backup_crypt_password"]
-    assert host.check_output(f"rclone reveal {shlex.quote(obscured['password2'])}") == VARS["backup_crypt_salt"]
+    assert host.check_output(f"rclone reveal -- {shlex.quote(obscured['password'])}") == VARS["backup_crypt_password"]
+    assert host.check_output(f"rclone reveal -- {shlex.quote(obscured['password2'])}") == VARS["backup_crypt_salt"]
 
 
 def test_the_daily_backup_runs_through_the_cron_runner(host) -> None:  # type: ignore[no-untyped-def]
