@@ -5,6 +5,7 @@ InfluxDB double) and in the e2e job (InfluxDB and Grafana themselves)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mov_host.movctl import bench, bench_accounts, bench_probes, bench_report
-from mov_host.movctl.config import EXIT_USAGE, MovctlError, bench_from_dict
+from mov_host.movctl import bench, bench_accounts, bench_probes, bench_report, services
+from mov_host.movctl.config import EXIT_USAGE, MovctlError, bench_from_dict, config_from_dict
 from mov_render import resolved
 
 BENCH = {"field": "temperatura_c", "values": [20, 32.5]}
@@ -192,3 +193,48 @@ def test_the_load_generators_latencies_become_percentiles_and_counts() -> None:
     assert summary["puback_ms"] == {"p50": 2.0, "p99": 4.0}
     assert summary["status_latency_ms"] == {"p50": 1000.0, "p99": 1020.0, "samples": 2, "missing": 1, "error": ""}
     assert bench.summarise({"ok": False, "error": "refused"}) == {"ok": False, "error": "refused"}
+
+
+def test_a_failed_run_still_deletes_its_points_and_reports_its_own_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("admin-token\n")
+    influx = {
+        "url": "http://127.0.0.1:1",
+        "org": "o",
+        "readings_bucket": "mov_dados",
+        "status_bucket": "mov_status",
+        "status_measurement": "mov_status",
+        "admin_token_file": str(token),
+        "read_token_file": str(token),
+    }
+    cfg_bench = bench_from_dict({**BENCH, "influxdb": influx}, "/opt/mov")
+    deleted: list[tuple[str, str]] = []
+    states = [
+        services.ServiceState("analytics", "running", "healthy", image="mov/analytics:1"),
+        services.ServiceState("mosquitto", "running", "healthy"),
+    ]
+    monkeypatch.setattr(bench, "read_states", lambda cfg: states)
+    monkeypatch.setattr(bench, "temporary_accounts", lambda *a: contextlib.nullcontext([]))
+    monkeypatch.setattr(bench, "StatsSampler", lambda project: mock_sampler())
+    monkeypatch.setattr(bench, "timed", lambda *a: {})
+
+    def failing_generator(*args: object) -> dict[str, Any]:
+        raise MovctlError("the load generator failed (exit 1): boom")
+
+    def record_delete(influx: Any, token: str, client: str, *window: object) -> list[str]:
+        deleted.append((token, client))
+        raise MovctlError("deleting failed as well")
+
+    monkeypatch.setattr(bench, "run_generator", failing_generator)
+    monkeypatch.setattr(bench, "delete_points", record_delete)
+    with pytest.raises(MovctlError, match="boom"):
+        bench.measure(config_from_dict({"stack": {"dir": "/opt/mov", "services": ["analytics"]}}), cfg_bench, 2, 10, 1)
+    assert deleted == [("admin-token", "movbench")]
+
+
+def mock_sampler() -> Any:
+    sampler = argparse.Namespace(usage={})
+    sampler.start = sampler.stop = lambda: None
+    return sampler

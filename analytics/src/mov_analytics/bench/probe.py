@@ -72,8 +72,11 @@ def run_probes(sender: Sender, plan: Plan, probe: Probe, stop: threading.Event) 
                 result.missing += 1
             else:
                 info.wait_for_publish(PUBACK_TIMEOUT_S)
-                published_ns = _probe_time(sender, info.mid)
-                if published_ns is not None and _found(rows, _flux(probe, sender, published_ns), probe.timeout_s):
+                published_ns = sender.stamps.get(info.mid)
+                device = sender.device
+                if published_ns is not None and _found(
+                    rows, status_point_flux(probe, device.client, device.name, published_ns), probe.timeout_s
+                ):
                     result.latencies_s.append(time.monotonic() - tick)
                 else:
                     result.missing += 1
@@ -83,11 +86,3 @@ def run_probes(sender: Sender, plan: Plan, probe: Probe, stop: threading.Event) 
     finally:
         client.close()  # type: ignore[no-untyped-call]
     return result
-
-
-def _flux(probe: Probe, sender: Sender, time_ns: int) -> str:
-    return status_point_flux(probe, sender.device.client, sender.device.name, time_ns)
-
-
-def _probe_time(sender: Sender, mid: int) -> int | None:
-    return sender.stamps.get(mid)

@@ -14,6 +14,7 @@ runs, or while another bench runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -30,8 +31,9 @@ from mov_host.movctl.bench_accounts import Account, temporary_accounts
 from mov_host.movctl.bench_probes import StatsSampler, delete_points, grafana_health, influx_writer, percentile, timed
 from mov_host.movctl.bench_report import render_bench
 from mov_host.movctl.config import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, BenchConfig, Config, MovctlError
-from mov_host.movctl.docker import compose, parse_ps, require_stack
+from mov_host.movctl.docker import require_stack
 from mov_host.movctl.render import emit_json
+from mov_host.movctl.services import ServiceState, read_states
 
 LOCK_FILE = "/run/lock/mov-bench.lock"
 # How long after the load the generator may take to connect, drain its acknowledgements and finish its probes.
@@ -84,11 +86,13 @@ def choose(args: argparse.Namespace, bench: BenchConfig) -> tuple[int, float, fl
     return devices, rate, duration
 
 
-def _running(cfg: Config, service: str) -> dict[str, Any]:
-    rows = [r for r in parse_ps(compose(cfg, "ps", "--format", "json", service)) if r.get("State") == "running"]
-    if not rows:
-        raise MovctlError(f"{service} does not run: start the platform first (movctl start)")
-    return rows[0]
+def _running(cfg: Config, *services: str) -> dict[str, ServiceState]:
+    """The named services' states (movctl status's), each one required to run."""
+    states = {s.service: s for s in read_states(cfg) if s.service in services}
+    stopped = [name for name in services if name not in states or states[name].state != "running"]
+    if stopped:
+        raise MovctlError(f"{', '.join(stopped)} does not run: start the platform first (movctl start)")
+    return states
 
 
 def _token(path: str) -> str:
@@ -148,16 +152,16 @@ def run_generator(cfg: Config, image: str, document: dict[str, Any], duration: f
 
 
 def measure(cfg: Config, bench: BenchConfig, devices: int, rate: float, duration: float) -> dict[str, Any]:
-    image = str(_running(cfg, "analytics").get("Image", ""))
-    _running(cfg, "mosquitto")
+    image = _running(cfg, "analytics", "mosquitto")["analytics"].image
     started = datetime.now(UTC)
     sampler = StatsSampler(cfg.project)
     stop = threading.Event()
     timings: dict[str, dict[str, object]] = {}
     jobs: list[tuple[str, Callable[[], int]]] = []
-    if bench.influxdb is not None:
-        writer = influx_writer(bench.influxdb, _token(bench.influxdb.admin_token_file), bench.client)
-        jobs.append(("influxdb_write", writer))
+    influx = bench.influxdb
+    admin_token = _token(influx.admin_token_file) if influx is not None else ""
+    if influx is not None:
+        jobs.append(("influxdb_write", influx_writer(influx, admin_token, bench.client)))
     if bench.grafana_health_url:
         jobs.append(("grafana_health", grafana_health(bench.grafana_health_url)))
     count = max(5, int(duration * 2))
@@ -165,23 +169,31 @@ def measure(cfg: Config, bench: BenchConfig, devices: int, rate: float, duration
     def job(name: str, request: Callable[[], int]) -> None:
         timings[name] = timed(request, count, 0.5, stop)
 
+    def delete() -> list[str]:
+        if influx is None:
+            return []
+        return delete_points(influx, admin_token, bench.client, started - timedelta(minutes=10), datetime.now(UTC))
+
     threads = [threading.Thread(target=job, args=j, daemon=True) for j in jobs]
-    with temporary_accounts(cfg, bench.client, devices, bench.passwd_file) as accounts:
-        document = plan(cfg, bench, accounts, rate, duration)
-        sampler.start()
-        for thread in threads:
-            thread.start()
-        try:
-            load = run_generator(cfg, image, document, duration)
-        finally:
-            stop.set()
-            sampler.stop()
+    try:
+        with temporary_accounts(cfg, bench.client, devices, bench.passwd_file) as accounts:
+            document = plan(cfg, bench, accounts, rate, duration)
+            sampler.start()
             for thread in threads:
-                thread.join(30)
-    deleted: list[str] = []
-    if bench.influxdb is not None:
-        token = _token(bench.influxdb.admin_token_file)
-        deleted = delete_points(bench.influxdb, token, bench.client, started - timedelta(minutes=10), datetime.now(UTC))
+                thread.start()
+            try:
+                load = run_generator(cfg, image, document, duration)
+            finally:
+                stop.set()
+                sampler.stop()
+                for thread in threads:
+                    thread.join(30)
+    except BaseException:
+        # The points a failed run wrote go too; the run's own error is the one reported.
+        with contextlib.suppress(MovctlError):
+            delete()
+        raise
+    deleted = delete()
     return {
         "time": started.isoformat(timespec="seconds"),
         "mqtt": summarise(load),
