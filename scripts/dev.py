@@ -182,6 +182,8 @@ def python_paths() -> list[str]:
     roles = sorted(
         {str(p.parent.relative_to(REPO)) for p in REPO.glob("roles/*/files/*.py")}
         | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/filter_plugins") if p.is_dir()}
+        | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/library") if p.is_dir()}
+        | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/action_plugins") if p.is_dir()}
     )
     return ["scripts", "scripts/movctl", "tests", "molecule", "scenarios", "bench", "analytics", "hosttools", *roles]
 
@@ -199,6 +201,8 @@ def mypy_paths() -> list[str]:
         "bench",
         *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/files/*.py"))),
         *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/filter_plugins/*.py"))),
+        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/library/*.py"))),
+        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/action_plugins/*.py"))),
     ]
 
 

@@ -143,8 +143,8 @@ def write_private(path: Path, content: bytes) -> None:
 
 
 def _vault(password_file: Path) -> Any:
-    from ansible.constants import DEFAULT_VAULT_ID_MATCH  # type: ignore[import-untyped]
-    from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]
+    from ansible.constants import DEFAULT_VAULT_ID_MATCH
+    from ansible.parsing.vault import VaultLib, VaultSecret
 
     if os.access(password_file, os.X_OK):
         password = subprocess.run([str(password_file)], check=True, capture_output=True).stdout.strip()

@@ -163,6 +163,25 @@ def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
     assert set(recap) == {h.name for h in site.hosts}, run.explain()
     changed = [line for line in run.output.splitlines() if line.startswith("changed:")]
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap.values()), f"{recap}\n" + "\n".join(changed)
+    # The first run's -e ansible_user=root is a connection setting, not an input: the host roles are not applied
+    # again on a host that is as that run left it (roles/host_state).
+    assert run.output.count("Host roles skipped: the host is as the last full deploy left it") == len(site.hosts), (
+        run.explain()
+    )
+
+
+def test_a_hand_edit_on_the_host_is_put_back_by_the_next_run(site: Site) -> None:
+    jail = "/etc/fail2ban/jail.d/50-mov.local"
+    for host in site.hosts:
+        edit = site.sudo(host, f"printf '[sshd]\\nenabled = false\\n' >> {jail} && systemctl stop fail2ban")
+        assert edit.returncode == 0, edit.stderr
+    run = site.play("playbooks/host.yml")
+    assert run.code == 0, run.explain()
+    assert run.output.count("Host roles applied: the host changed since:") == len(site.hosts), run.explain()
+    assert jail in run.output, run.explain()
+    for host in site.hosts:
+        state = site.sudo(host, f"grep -c 'enabled = false' {jail}; systemctl is-active fail2ban")
+        assert state.stdout.split() == ["0", "active"], state
 
 
 def test_verify_playbook(site: Site) -> None:
