@@ -1,4 +1,4 @@
-"""The off-site copy through an rclone crypt remote: listing, upload (checked by cryptcheck), retention, download.
+"""The off-site copy through an rclone crypt remote: listing, upload (read back and compared), retention, download.
 
 Off-site layout, inside the crypt remote: objects/<sha[:2]>/<sha> holds each stored file once (named by the
 sha256 of its stored bytes), snapshots/<id>.json is a snapshot's manifest, uploaded after its objects were
@@ -8,9 +8,14 @@ What a run proves of the off-site copy, and what it costs (rclone 1.60.1, Debian
 - the upload checks itself: rclone/rclone backend/crypt/crypt.go (v1.60.1, `put`) hashes the ciphertext as it
   sends it and compares it with the backend's hash of the stored object, removing the object and failing the copy
   ("corrupted on transfer") when they differ; it ignores --ignore-checksum before v1.62 and checks nothing on a
-  backend without hashes (cryptcheck then refuses: "does not support any hashes");
-- `rclone cryptcheck` then checks the objects of this run only (the staged ones): it re-encrypts each local file
-  with its object's nonce and compares that hash with the backend's;
+  backend without hashes;
+- `rclone check --download --one-way` then reads back the objects of this run only (the staged ones) through
+  crypt, which authenticates every block as it decrypts it, and compares them byte for byte with the local files
+  (fs/operations/check.go, `CheckDownload`). It replaces `rclone cryptcheck` (re-encrypt each local file with its
+  object's nonce, compare with the backend's hash): half its CPU, as the crypt remote's backend hashes an object
+  by reading it anyway on `local` (backend/local/local.go, `Hash`), and no object passes unchecked for want of a
+  backend hash (cryptcheck counts those as "could not check hash" and exits 0: cmd/cryptcheck/cryptcheck.go,
+  fs/operations/check.go). On a network backend it downloads what the run sent;
 - the weekly drill reads back (downloads and decrypts) every manifest and a rotating slice of the objects
   (readback.py).
 """
@@ -137,7 +142,7 @@ def checked_objects(cfg: Config, remote: RemoteState) -> set[str]:
 
     An object no complete manifest refers to may be what an interrupted or failed run left: local and sftp
     backends write an object in place under its final name (rclone/rclone backend/local/local.go, `Update`,
-    v1.60.1), so a killed upload leaves it cut short, and a failed cryptcheck leaves its object behind. Such an
+    v1.60.1), so a killed upload leaves it cut short, and a failed read-back leaves its object behind. Such an
     object is uploaded and checked again by the next run that needs it, never trusted because it is there.
     A manifest that cannot be read here only costs that: its objects count as unchecked.
     """
@@ -150,9 +155,9 @@ def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
     """Upload the objects no complete off-site snapshot holds and the manifest, check them; returns the objects
     uploaded.
 
-    The manifest makes the snapshot exist off-site, so it gets its final name only once its objects passed
-    `rclone cryptcheck`: with new objects, one `rclone copy` sends them and the manifest under a pending name,
-    one `rclone cryptcheck` checks what this run sent (and nothing else), then the manifest is renamed (a
+    The manifest makes the snapshot exist off-site, so it gets its final name only once its objects passed the
+    read-back: with new objects, one `rclone copy` sends them and the manifest under a pending name, one
+    `rclone check --download` reads back what this run sent (and nothing else), then the manifest is renamed (a
     server-side move of the checked bytes). With no new objects, the manifest goes straight to its name and is
     checked there. `remote` is updated to hold the new snapshot and its objects.
     """
@@ -177,8 +182,8 @@ def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
                 "rclone copy (off-site upload)",
             )
             run_command(
-                rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg)),
-                "rclone cryptcheck (off-site upload)",
+                rclone(cfg, "check", "--download", "--one-way", str(staged), remote_path(cfg)),
+                "rclone check --download (off-site read-back)",
             )
             if missing:
                 run_command(
@@ -198,7 +203,7 @@ def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
         log(f"off-site: {len(again)} objects no complete snapshot refers to (a failed run's) were uploaded again")
     log(
         f"off-site: {snapshot_id} in {cfg.remote}: {len(new_objects)} new objects, {len(manifest['files'])} files, "
-        "checked (rclone cryptcheck)"
+        "read back and compared (rclone check --download)"
     )
     return len(new_objects)
 
