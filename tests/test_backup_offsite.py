@@ -16,14 +16,16 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mov_host import backup
-from mov_host.backup import remote
+from mov_host.backup import snapshot, upload
 from mov_host.backup.files import read_manifest, snapshot_ids
+from mov_host.backup.process import run_command
 from mov_host.backup.readback import slice_of
 from s3_double import S3Double
 
@@ -182,15 +184,13 @@ def test_an_object_damaged_after_its_upload_fails_the_run_and_is_sent_again(
     content = (site["data"] / "data" / "mosquitto.db").read_bytes()
     digest = hashlib.sha256(content).hexdigest()  # stored as it is: random bytes do not shrink
     name = f"objects/{digest[:2]}/{digest}"
-    real_run = remote.run_command
 
-    def damage_after_copy(argv: list[str], what: str, stdin: bytes | None = None) -> str:
-        out = real_run(argv, what, stdin)
-        if what == "rclone copy (off-site upload)":
-            _flip_offsite(site, name)  # the copy's own check passed; the backend's copy rots before the read-back
-        return out
+    def damage_before_readback(argv: list[str], what: str, stdin: bytes | None = None) -> str:
+        if what.startswith("rclone check"):
+            _flip_offsite(site, name)  # the copy and its own check passed; the backend's copy rots after it
+        return run_command(argv, what, stdin)
 
-    monkeypatch.setattr(remote, "run_command", damage_after_copy)
+    monkeypatch.setattr(upload, "run_command", damage_before_readback)
     assert backup.main(["--config", site["config"], "run"]) == 1
     status = _status(site)
     assert status["result"] == "failed" and status["offsite"] == "failed"
@@ -200,11 +200,51 @@ def test_an_object_damaged_after_its_upload_fails_the_run_and_is_sent_again(
     assert backup.main(["--config", site["config"], "list", "--remote"]) == 0
     assert capsys.readouterr().out == ""  # the pending manifest was removed: no off-site snapshot
 
-    monkeypatch.setattr(remote, "run_command", real_run)
+    monkeypatch.setattr(upload, "run_command", run_command)
     assert backup.main(["--config", site["config"], "run"]) == 0
     assert _status(site)["offsite"] == "ok"
     # The damaged object is in no complete snapshot: sent again, and whole off-site.
     assert _rclone(site, "hashsum", "sha256", "--download", f"crypt:{name}").split()[0] == digest
+
+
+def _offsite_manifests(site: dict[str, Any]) -> list[str]:
+    """The names under snapshots/ off-site, pending ones too."""
+    assert RCLONE is not None
+    listing = subprocess.run(
+        [RCLONE, "--config", str(site["rclone_conf"]), "lsf", "crypt:snapshots"], capture_output=True, check=False
+    )
+    return listing.stdout.decode().split()
+
+
+def test_a_snapshot_failing_after_its_upload_started_leaves_no_offsite_snapshot(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The upload starts once the snapshot's files and manifest are written; its syncfs comes after. It fails
+    # once the pending manifest is off-site.
+    def failing_sync(fd: int, path: Path) -> None:
+        deadline = time.monotonic() + 20
+        while not _offsite_manifests(site) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _offsite_manifests(site), "the upload did not start before the snapshot's sync"
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(snapshot, "sync_filesystem", failing_sync)
+    assert backup.main(["--config", site["config"], "run"]) == 1
+    assert "Input/output error" in _status(site)["error"]
+    assert snapshot_ids(site["backups"]) == []
+    capsys.readouterr()
+    assert backup.main(["--config", site["config"], "list", "--remote"]) == 0
+    assert capsys.readouterr().out == ""
+    assert _offsite_manifests(site) == []  # the copy stopped, its pending manifest removed off-site
+    assert not list(site["backups"].glob("mov-upload-*"))  # the staging removed
+
+
+def test_a_remote_that_cannot_be_listed_fails_the_run_and_keeps_the_local_snapshot(site: dict[str, Any]) -> None:
+    site["offsite"].write_text("not a directory\n")  # crypt over `local` at a file: no listing, no upload
+    assert backup.main(["--config", site["config"], "run"]) == 1
+    status = _status(site)
+    assert status["offsite"] == "failed" and "rclone" in status["error"]
+    assert status["snapshot"] is not None and snapshot_ids(site["backups"]) == [status["snapshot"]]
 
 
 def _flip_offsite(site: dict[str, Any], name: str) -> None:
