@@ -132,12 +132,12 @@ class OffsiteRun:
         self.cfg = cfg
         self._listing = RemoteListing(cfg)  # runs while the snapshot is taken
         self._upload: Upload | None = None
-        self._error: BackupError | OSError | None = None
+        self._error: Exception | None = None
 
     def start(self, snapshot_id: str, snapshot: Path) -> None:
         try:
             self._upload = Upload(self.cfg, snapshot_id, snapshot, self._listing.result())
-        except (BackupError, OSError) as exc:
+        except Exception as exc:  # whatever fails off-site, raised by finish(): the local snapshot is kept
             self._error = exc
 
     def finish(self) -> tuple[int, RemoteState]:
