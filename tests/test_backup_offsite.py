@@ -2,7 +2,8 @@
 over a test double of S3 that corrupts what it stores (tests/s3_double.py).
 
 - an upload the backend corrupts fails the run through rclone's own check, and leaves no off-site snapshot;
-- a run's cryptcheck covers what it uploaded only, and an object a failed run left off-site is uploaded again;
+- a run's read-back (rclone check --download) covers what it uploaded only and fails the run on an object damaged
+  after its upload; an object a failed run left off-site is uploaded again;
 - the drill reads back every manifest and a rotating slice of the objects, names a damaged one and keeps its
   slice until it passes, with the full restore comparison still made.
 """
@@ -15,13 +16,16 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mov_host import backup
+from mov_host.backup import snapshot, upload
 from mov_host.backup.files import read_manifest, snapshot_ids
+from mov_host.backup.process import run_command
 from mov_host.backup.readback import slice_of
 from s3_double import S3Double
 
@@ -128,14 +132,14 @@ def test_an_upload_the_backend_corrupts_fails_the_run_and_leaves_no_offsite_snap
     assert _status(site)["offsite"] == "ok"
 
 
-def _cryptchecks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """rclone behind a shim that records, for each cryptcheck, the files of the directory it checks."""
-    log = tmp_path / "cryptchecks.log"
+def _readbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """rclone behind a shim that records, for each `rclone check`, the files of the directory it checks."""
+    log = tmp_path / "readbacks.log"
     shim = tmp_path / "bin" / "rclone"
     shim.parent.mkdir()
     shim.write_text(
         "#!/bin/sh\n"
-        'for arg in "$@"; do [ "$arg" = cryptcheck ] && check=1; done\n'
+        'for arg in "$@"; do [ "$arg" = check ] && check=1; done\n'
         'if [ -n "$check" ]; then\n'
         '  eval "staged=\\${$(($# - 1))}"\n'
         f'  (cd "$staged" && find . -type f | sort | tr "\\n" " "; echo) >> {log}\n'
@@ -150,7 +154,7 @@ def _cryptchecks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_run_checks_what_it_uploads_and_uploads_again_an_object_no_snapshot_holds(
     site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = _cryptchecks(site["tmp"], monkeypatch)
+    log = _readbacks(site["tmp"], monkeypatch)
     assert backup.main(["--config", site["config"], "run"]) == 0
     first = snapshot_ids(site["backups"])[-1]
     # A new persistence file, and its object off-site cut short, as a run killed during the upload leaves it
@@ -166,12 +170,81 @@ def test_a_run_checks_what_it_uploads_and_uploads_again_an_object_no_snapshot_ho
     checks = log.read_text().splitlines()
     assert len(checks) == 2
     assert len(checks[0].split()) == len(read_manifest(site["backups"] / first)["files"]) + 1
-    # The second run's cryptcheck: the one object it sent (again) and its manifest, nothing it did not send.
+    # The second run's read-back: the one object it sent (again) and its manifest, nothing it did not send.
     assert sorted(checks[1].split()) == [f"./objects/{digest[:2]}/{digest}", f"./snapshots/{second}.json.pending"]
     # The object off-site is whole: the snapshot restores from there.
     (site["data"] / "data" / "mosquitto.db").unlink()
     assert backup.main(["--config", site["config"], "restore", "--from", "remote", "--force"]) == 0
     assert (site["data"] / "data" / "mosquitto.db").read_bytes() == content
+
+
+def test_an_object_damaged_after_its_upload_fails_the_run_and_is_sent_again(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content = (site["data"] / "data" / "mosquitto.db").read_bytes()
+    digest = hashlib.sha256(content).hexdigest()  # stored as it is: random bytes do not shrink
+    name = f"objects/{digest[:2]}/{digest}"
+
+    def damage_before_readback(argv: list[str], what: str, stdin: bytes | None = None) -> str:
+        if what.startswith("rclone check"):
+            _flip_offsite(site, name)  # the copy and its own check passed; the backend's copy rots after it
+        return run_command(argv, what, stdin)
+
+    monkeypatch.setattr(upload, "run_command", damage_before_readback)
+    assert backup.main(["--config", site["config"], "run"]) == 1
+    status = _status(site)
+    assert status["result"] == "failed" and status["offsite"] == "failed"
+    assert "rclone check --download (off-site read-back) failed" in status["error"]
+    assert name in status["error"]  # rclone names the object it could not read back
+    capsys.readouterr()
+    assert backup.main(["--config", site["config"], "list", "--remote"]) == 0
+    assert capsys.readouterr().out == ""  # the pending manifest was removed: no off-site snapshot
+
+    monkeypatch.setattr(upload, "run_command", run_command)
+    assert backup.main(["--config", site["config"], "run"]) == 0
+    assert _status(site)["offsite"] == "ok"
+    # The damaged object is in no complete snapshot: sent again, and whole off-site.
+    assert _rclone(site, "hashsum", "sha256", "--download", f"crypt:{name}").split()[0] == digest
+
+
+def _offsite_manifests(site: dict[str, Any]) -> list[str]:
+    """The names under snapshots/ off-site, pending ones too."""
+    assert RCLONE is not None
+    listing = subprocess.run(
+        [RCLONE, "--config", str(site["rclone_conf"]), "lsf", "crypt:snapshots"], capture_output=True, check=False
+    )
+    return listing.stdout.decode().split()
+
+
+def test_a_snapshot_failing_after_its_upload_started_leaves_no_offsite_snapshot(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The upload starts once the snapshot's files and manifest are written; its syncfs comes after. It fails
+    # once the pending manifest is off-site.
+    def failing_sync(fd: int, path: Path) -> None:
+        deadline = time.monotonic() + 20
+        while not _offsite_manifests(site) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _offsite_manifests(site), "the upload did not start before the snapshot's sync"
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(snapshot, "sync_filesystem", failing_sync)
+    assert backup.main(["--config", site["config"], "run"]) == 1
+    assert "Input/output error" in _status(site)["error"]
+    assert snapshot_ids(site["backups"]) == []
+    capsys.readouterr()
+    assert backup.main(["--config", site["config"], "list", "--remote"]) == 0
+    assert capsys.readouterr().out == ""
+    assert _offsite_manifests(site) == []  # the copy stopped, its pending manifest removed off-site
+    assert not list(site["backups"].glob("mov-upload-*"))  # the staging removed
+
+
+def test_a_remote_that_cannot_be_listed_fails_the_run_and_keeps_the_local_snapshot(site: dict[str, Any]) -> None:
+    site["offsite"].write_text("not a directory\n")  # crypt over `local` at a file: no listing, no upload
+    assert backup.main(["--config", site["config"], "run"]) == 1
+    status = _status(site)
+    assert status["offsite"] == "failed" and "rclone" in status["error"]
+    assert status["snapshot"] is not None and snapshot_ids(site["backups"]) == [status["snapshot"]]
 
 
 def _flip_offsite(site: dict[str, Any], name: str) -> None:

@@ -15,9 +15,11 @@ snapshot that looks good. Unchanged files are hard links to the previous snapsho
 files that shrink under zstd are stored compressed (<name>.zst, compressed in-process, each file read once).
 Off-site, through an rclone crypt remote, each stored file is one object named by its sha256 (uploaded once,
 whatever the number of snapshots holding it) and each snapshot one manifest, which gets its name only after its
-new objects passed `rclone cryptcheck`; retention drops expired manifests, then the objects no manifest refers to.
+new objects were read back (`rclone check --download`); retention drops expired manifests, then the objects no
+manifest refers to.
 A run starts few rclone processes (each costs a start and a crypt key derivation): one listing of the remote,
-running while the snapshot is taken, one copy, one cryptcheck and, with new objects, one rename.
+running while the snapshot is taken, one copy, started once the snapshot's files are written (it runs while the
+snapshot is made durable and named), one read-back and, with new objects, one rename.
 
 The weekly drill also reads back every off-site manifest and a rotating slice of the objects (download, decrypt,
 sha256), so that every object is read within drill_readback_weeks drills.
@@ -28,7 +30,7 @@ atomically): the weekly report reads a week of it.
 Needs python3-zstandard (compression in-process) and rclone (off-site) on the host.
 
 Modules, lowest first: errors, records (the JSON documents other tools read), config, files, process, sqlite,
-influx, writer, retention, space, snapshot, remote, readback, restore, history, status, drill, cli.
+influx, writer, retention, space, snapshot, remote, upload, readback, restore, history, status, drill, cli.
 """
 
 from mov_host.backup.cli import main

@@ -23,7 +23,6 @@ from mov_host.backup.process import run_command
 from mov_host.backup.records import BackupStatus
 from mov_host.backup.remote import (
     OBJECTS,
-    RemoteListing,
     download,
     prune_remote,
     rclone,
@@ -31,13 +30,13 @@ from mov_host.backup.remote import (
     remote_manifest,
     remote_path,
     stage_objects,
-    upload,
 )
 from mov_host.backup.restore import check_snapshot, choose_snapshot, refuse_non_empty, restore_snapshot
 from mov_host.backup.retention import prune_local
 from mov_host.backup.snapshot import remove_partials, take_snapshot
 from mov_host.backup.space import make_room
 from mov_host.backup.status import alert, write_status
+from mov_host.backup.upload import OffsiteRun
 
 LOCK_FILE = paths.BACKUP_LOCK_FILE
 
@@ -71,19 +70,18 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
         "new_bytes": 0,
         "offsite": "disabled" if not cfg.remote else "failed",
     }
-    listing: RemoteListing | None = None
+    offsite: OffsiteRun | None = None
     try:
         cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         remove_partials(cfg)
         status["space"] = make_room(cfg)
         if cfg.remote:
-            listing = RemoteListing(cfg)  # runs while the snapshot is taken
-        snapshot_id, size, new = take_snapshot(cfg)
+            offsite = OffsiteRun(cfg)  # lists the remote while the snapshot is taken, uploads while it is synced
+        snapshot_id, size, new = take_snapshot(cfg, offsite.start if offsite is not None else None)
         status.update({"snapshot": snapshot_id, "size_bytes": size, "new_bytes": new})
         prune_local(cfg)
-        if listing is not None:
-            remote = listing.result()
-            status["uploaded_objects"] = upload(cfg, snapshot_id, remote)
+        if offsite is not None:
+            status["uploaded_objects"], remote = offsite.finish()
             status["offsite"] = "ok"
             prune_remote(cfg, remote)
         else:
@@ -93,8 +91,8 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
         status["error"] = str(exc)
         log(f"backup FAILED: {exc}")
     finally:
-        if listing is not None:
-            listing.close()
+        if offsite is not None:
+            offsite.close()
     status["duration_s"] = round(time.monotonic() - started, 3)
     status["local_snapshots"] = len(snapshot_ids(cfg.backup_dir))
     write_status(cfg, status, "backup")

@@ -1,4 +1,4 @@
-"""The off-site copy through an rclone crypt remote: listing, upload (checked by cryptcheck), retention, download.
+"""The off-site copy through an rclone crypt remote: listing, retention, download (the upload: upload.py).
 
 Off-site layout, inside the crypt remote: objects/<sha[:2]>/<sha> holds each stored file once (named by the
 sha256 of its stored bytes), snapshots/<id>.json is a snapshot's manifest, uploaded after its objects were
@@ -8,9 +8,14 @@ What a run proves of the off-site copy, and what it costs (rclone 1.60.1, Debian
 - the upload checks itself: rclone/rclone backend/crypt/crypt.go (v1.60.1, `put`) hashes the ciphertext as it
   sends it and compares it with the backend's hash of the stored object, removing the object and failing the copy
   ("corrupted on transfer") when they differ; it ignores --ignore-checksum before v1.62 and checks nothing on a
-  backend without hashes (cryptcheck then refuses: "does not support any hashes");
-- `rclone cryptcheck` then checks the objects of this run only (the staged ones): it re-encrypts each local file
-  with its object's nonce and compares that hash with the backend's;
+  backend without hashes;
+- `rclone check --download --one-way` then reads back the objects of this run only (the staged ones) through
+  crypt, which authenticates every block as it decrypts it, and compares them byte for byte with the local files
+  (fs/operations/check.go, `CheckDownload`). It replaces `rclone cryptcheck` (re-encrypt each local file with its
+  object's nonce, compare with the backend's hash): 0.6 times its CPU, as the crypt remote's backend hashes an
+  object by reading it anyway on `local` (backend/local/local.go, `Hash`), and no object passes unchecked for want
+  of a backend hash (cryptcheck counts those as "could not check hash" and exits 0: cmd/cryptcheck/cryptcheck.go,
+  fs/operations/check.go). On a network backend it downloads what the run sent;
 - the weekly drill reads back (downloads and decrypts) every manifest and a rotating slice of the objects
   (readback.py).
 """
@@ -28,7 +33,7 @@ from pathlib import Path
 from mov_host.backup.config import Config
 from mov_host.backup.errors import BackupError, log
 from mov_host.backup.files import MANIFEST, is_id, read_manifest, read_manifest_file
-from mov_host.backup.process import run_command
+from mov_host.backup.process import Started, run_command
 from mov_host.backup.records import Manifest, ManifestFile
 from mov_host.backup.retention import keep_set
 
@@ -86,24 +91,15 @@ class RemoteListing:
     """
 
     def __init__(self, cfg: Config) -> None:
-        # Files, not pipes: nobody reads while the snapshot is taken. Both are closed by close().
-        self._out = tempfile.TemporaryFile()  # noqa: SIM115
-        self._err = tempfile.TemporaryFile()  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg)), stdout=self._out, stderr=self._err
+        self._started = Started(
+            rclone(cfg, "lsf", "-R", "--files-only", remote_path(cfg)), "rclone lsf (off-site list)"
         )
 
     def result(self) -> RemoteState:
-        try:
-            code = self._proc.wait()
-            self._out.seek(0)
-            self._err.seek(0)
-            names = self._out.read().decode(errors="replace").split()
-            err = self._err.read().decode(errors="replace")
-        finally:
-            self.close()
+        code, out, err = self._started.result()
         if code != 0 and "directory not found" not in err:
             raise BackupError(f"rclone lsf (off-site list) failed (exit {code}): {err.strip()}")
+        names = out.split()
         manifests = [
             n.removeprefix(f"{SNAPSHOTS}/").removesuffix(".json")
             for n in names
@@ -116,11 +112,7 @@ class RemoteListing:
         return RemoteState(sorted(i for i in manifests if is_id(i)), objects, pending)
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self._out.close()
-        self._err.close()
+        self._started.close()
 
 
 def stage_objects(snapshot: Path, entries: Sequence[ManifestFile], into: Path) -> None:
@@ -137,70 +129,13 @@ def checked_objects(cfg: Config, remote: RemoteState) -> set[str]:
 
     An object no complete manifest refers to may be what an interrupted or failed run left: local and sftp
     backends write an object in place under its final name (rclone/rclone backend/local/local.go, `Update`,
-    v1.60.1), so a killed upload leaves it cut short, and a failed cryptcheck leaves its object behind. Such an
+    v1.60.1), so a killed upload leaves it cut short, and a failed read-back leaves its object behind. Such an
     object is uploaded and checked again by the next run that needs it, never trusted because it is there.
     A manifest that cannot be read here only costs that: its objects count as unchecked.
     """
     load_manifests(cfg, remote, remote.ids, strict=False)
     referenced = {object_name(e) for i in remote.ids if i in remote.manifests for e in remote.manifests[i]["files"]}
     return remote.objects & referenced
-
-
-def upload(cfg: Config, snapshot_id: str, remote: RemoteState) -> int:
-    """Upload the objects no complete off-site snapshot holds and the manifest, check them; returns the objects
-    uploaded.
-
-    The manifest makes the snapshot exist off-site, so it gets its final name only once its objects passed
-    `rclone cryptcheck`: with new objects, one `rclone copy` sends them and the manifest under a pending name,
-    one `rclone cryptcheck` checks what this run sent (and nothing else), then the manifest is renamed (a
-    server-side move of the checked bytes). With no new objects, the manifest goes straight to its name and is
-    checked there. `remote` is updated to hold the new snapshot and its objects.
-    """
-    snapshot = cfg.backup_dir / snapshot_id
-    manifest = read_manifest(snapshot)
-    checked = checked_objects(cfg, remote) if remote.objects else set()
-    missing = [e for e in manifest["files"] if object_name(e) not in checked]
-    new_objects = {object_name(e) for e in missing}
-    again = new_objects & remote.objects
-    final = f"{snapshot_id}.json"
-    name = f"{final}{PENDING}" if missing else final
-    with tempfile.TemporaryDirectory(prefix="mov-upload-", dir=cfg.backup_dir) as scratch:
-        staged = Path(scratch)
-        stage_objects(snapshot, missing, staged / OBJECTS)
-        (staged / SNAPSHOTS).mkdir()
-        os.link(snapshot / MANIFEST, staged / SNAPSHOTS / name)
-        try:
-            # --ignore-times: an unchecked object already there is sent again even when its size and time match
-            # (rclone would skip it as unchanged); every other staged name is new off-site.
-            run_command(
-                rclone(cfg, "copy", "--no-traverse", "--ignore-times", str(staged), remote_path(cfg)),
-                "rclone copy (off-site upload)",
-            )
-            run_command(
-                rclone(cfg, "cryptcheck", "--one-way", str(staged), remote_path(cfg)),
-                "rclone cryptcheck (off-site upload)",
-            )
-            if missing:
-                run_command(
-                    rclone(cfg, "moveto", remote_path(cfg, SNAPSHOTS, name), remote_path(cfg, SNAPSHOTS, final)),
-                    "rclone moveto (off-site manifest)",
-                )
-        except BackupError:
-            # Never leave an off-site snapshot that looks complete when its upload or check failed.
-            subprocess.run(
-                rclone(cfg, "deletefile", remote_path(cfg, SNAPSHOTS, name)), capture_output=True, check=False
-            )
-            raise
-    remote.ids = sorted({*remote.ids, snapshot_id})
-    remote.objects |= new_objects
-    remote.manifests[snapshot_id] = manifest
-    if again:
-        log(f"off-site: {len(again)} objects no complete snapshot refers to (a failed run's) were uploaded again")
-    log(
-        f"off-site: {snapshot_id} in {cfg.remote}: {len(new_objects)} new objects, {len(manifest['files'])} files, "
-        "checked (rclone cryptcheck)"
-    )
-    return len(new_objects)
 
 
 def remote_manifest(cfg: Config, snapshot_id: str, into: Path) -> Manifest:

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +25,12 @@ def remove_partials(cfg: Config) -> None:
         shutil.rmtree(stale)
 
 
-def take_snapshot(cfg: Config) -> tuple[str, int, int]:
+# Called with the snapshot's id and directory once its files and manifest are written, before it is made durable
+# and named (the off-site upload starts there).
+Written = Callable[[str, Path], None]
+
+
+def take_snapshot(cfg: Config, written: Written | None = None) -> tuple[str, int, int]:
     """Write a complete snapshot; returns its id, apparent size and the bytes not linked to the previous one."""
     cfg.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     remove_partials(cfg)
@@ -37,14 +43,16 @@ def take_snapshot(cfg: Config) -> tuple[str, int, int]:
     partial = cfg.backup_dir / f".partial-{snapshot_id}"
     partial.mkdir(mode=0o700)
     try:
-        return _fill_snapshot(cfg, snapshot_id, partial, previous)
+        return _fill_snapshot(cfg, snapshot_id, partial, previous, written)
     except BaseException:
         # Never leave a partial snapshot behind: only a renamed directory with its manifest counts.
         shutil.rmtree(partial, ignore_errors=True)
         raise
 
 
-def _fill_snapshot(cfg: Config, snapshot_id: str, partial: Path, previous: Path | None) -> tuple[str, int, int]:
+def _fill_snapshot(
+    cfg: Config, snapshot_id: str, partial: Path, previous: Path | None, written: Written | None
+) -> tuple[str, int, int]:
     # Durability: one syncfs of the backup filesystem (a journal commit and the new data's write-back) before the
     # snapshot gets its name, instead of an fsync per file and directory. Opened before the first file is
     # written, so that syncfs reports any write-back error of the snapshot's files.
@@ -53,6 +61,8 @@ def _fill_snapshot(cfg: Config, snapshot_id: str, partial: Path, previous: Path 
         writer = SnapshotWriter(partial, previous, cfg.zstd_level)
         sources, skipped = _add_sources(cfg, writer)
         writer.write_manifest(snapshot_id, sources, skipped)
+        if written is not None:
+            written(snapshot_id, partial)
         sync_filesystem(sync_fd, partial)
     finally:
         os.close(sync_fd)
