@@ -13,10 +13,10 @@ Then, with mov-backup itself (the host tools' package, hosttools/src/mov_host, i
 rclone crypt remote over the `local` backend in the scratch directory (needs `rclone`, `zstd` and `restic` on this
 machine: apt-get install rclone zstd restic):
 
-1. full: `run` with no previous snapshot: snapshot, zstd where it pays, manifest, upload, read-back of what it sent
-   (`rclone check --download`);
+1. full: `run` with no previous snapshot: snapshot, zstd where it pays, manifest, upload, cryptcheck of what it
+   sent;
 2. incremental: `run` again with nothing changed (hard links to the previous snapshot, the manifest uploaded
-   and read back);
+   and cryptchecked);
 3. reference: `tar -c | zstd -1 -T1` of the same data to a file (no checksums, no encryption, no upload);
 4. restic, the tool an operator would otherwise pick (Debian's package), on the same data: `restic backup` to a
    local repository (a password file, its cache in the scratch directory), `restic backup` again with nothing

@@ -2,8 +2,8 @@
 over a test double of S3 that corrupts what it stores (tests/s3_double.py).
 
 - an upload the backend corrupts fails the run through rclone's own check, and leaves no off-site snapshot;
-- a run's read-back (rclone check --download) covers what it uploaded only and fails the run on an object damaged
-  after its upload; an object a failed run left off-site is uploaded again;
+- a run's cryptcheck covers what it uploaded only and fails the run on an object damaged after its upload; an
+  object a failed run left off-site is uploaded again;
 - the drill reads back every manifest and a rotating slice of the objects, names a damaged one and keeps its
   slice until it passes, with the full restore comparison still made.
 """
@@ -132,14 +132,14 @@ def test_an_upload_the_backend_corrupts_fails_the_run_and_leaves_no_offsite_snap
     assert _status(site)["offsite"] == "ok"
 
 
-def _readbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """rclone behind a shim that records, for each `rclone check`, the files of the directory it checks."""
-    log = tmp_path / "readbacks.log"
+def _cryptchecks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """rclone behind a shim that records, for each cryptcheck, the files of the directory it checks."""
+    log = tmp_path / "cryptchecks.log"
     shim = tmp_path / "bin" / "rclone"
     shim.parent.mkdir()
     shim.write_text(
         "#!/bin/sh\n"
-        'for arg in "$@"; do [ "$arg" = check ] && check=1; done\n'
+        'for arg in "$@"; do [ "$arg" = cryptcheck ] && check=1; done\n'
         'if [ -n "$check" ]; then\n'
         '  eval "staged=\\${$(($# - 1))}"\n'
         f'  (cd "$staged" && find . -type f | sort | tr "\\n" " "; echo) >> {log}\n'
@@ -154,7 +154,7 @@ def _readbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_run_checks_what_it_uploads_and_uploads_again_an_object_no_snapshot_holds(
     site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = _readbacks(site["tmp"], monkeypatch)
+    log = _cryptchecks(site["tmp"], monkeypatch)
     assert backup.main(["--config", site["config"], "run"]) == 0
     first = snapshot_ids(site["backups"])[-1]
     # A new persistence file, and its object off-site cut short, as a run killed during the upload leaves it
@@ -170,7 +170,7 @@ def test_a_run_checks_what_it_uploads_and_uploads_again_an_object_no_snapshot_ho
     checks = log.read_text().splitlines()
     assert len(checks) == 2
     assert len(checks[0].split()) == len(read_manifest(site["backups"] / first)["files"]) + 1
-    # The second run's read-back: the one object it sent (again) and its manifest, nothing it did not send.
+    # The second run's cryptcheck: the one object it sent (again) and its manifest, nothing it did not send.
     assert sorted(checks[1].split()) == [f"./objects/{digest[:2]}/{digest}", f"./snapshots/{second}.json.pending"]
     # The object off-site is whole: the snapshot restores from there.
     (site["data"] / "data" / "mosquitto.db").unlink()
@@ -185,17 +185,17 @@ def test_an_object_damaged_after_its_upload_fails_the_run_and_is_sent_again(
     digest = hashlib.sha256(content).hexdigest()  # stored as it is: random bytes do not shrink
     name = f"objects/{digest[:2]}/{digest}"
 
-    def damage_before_readback(argv: list[str], what: str, stdin: bytes | None = None) -> str:
-        if what.startswith("rclone check"):
+    def damage_before_check(argv: list[str], what: str, stdin: bytes | None = None) -> str:
+        if what.startswith("rclone cryptcheck"):
             _flip_offsite(site, name)  # the copy and its own check passed; the backend's copy rots after it
         return run_command(argv, what, stdin)
 
-    monkeypatch.setattr(upload, "run_command", damage_before_readback)
+    monkeypatch.setattr(upload, "run_command", damage_before_check)
     assert backup.main(["--config", site["config"], "run"]) == 1
     status = _status(site)
     assert status["result"] == "failed" and status["offsite"] == "failed"
-    assert "rclone check --download (off-site read-back) failed" in status["error"]
-    assert name in status["error"]  # rclone names the object it could not read back
+    assert "rclone cryptcheck (off-site upload) failed" in status["error"]
+    assert name in status["error"]  # rclone names the object whose hash differs
     capsys.readouterr()
     assert backup.main(["--config", site["config"], "list", "--remote"]) == 0
     assert capsys.readouterr().out == ""  # the pending manifest was removed: no off-site snapshot

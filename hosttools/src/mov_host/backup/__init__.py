@@ -15,11 +15,11 @@ snapshot that looks good. Unchanged files are hard links to the previous snapsho
 files that shrink under zstd are stored compressed (<name>.zst, compressed in-process, each file read once).
 Off-site, through an rclone crypt remote, each stored file is one object named by its sha256 (uploaded once,
 whatever the number of snapshots holding it) and each snapshot one manifest, which gets its name only after its
-new objects were read back (`rclone check --download`); retention drops expired manifests, then the objects no
+new objects passed `rclone cryptcheck`; retention drops expired manifests, then the objects no
 manifest refers to.
 A run starts few rclone processes (each costs a start and a crypt key derivation): one listing of the remote,
 running while the snapshot is taken, one copy, started once the snapshot's files are written (it runs while the
-snapshot is made durable and named), one read-back and, with new objects, one rename.
+snapshot is made durable and named), one cryptcheck and, with new objects, one rename.
 
 The weekly drill also reads back every off-site manifest and a rotating slice of the objects (download, decrypt,
 sha256), so that every object is read within drill_readback_weeks drills.

@@ -1,9 +1,9 @@
 """The off-site half of `mov-backup run`: the listing, the upload of what no complete off-site snapshot holds, its
-read-back, and the manifest's rename (remote.py says what each step proves).
+cryptcheck, and the manifest's rename (remote.py says what each step proves).
 
 The steps overlap the snapshot: the listing runs while the snapshot is written, and the upload starts once its
 files and manifest are written, while the snapshot is made durable (syncfs), renamed and the local retention
-applied. The manifest still gets its final name off-site only after the read-back of everything this run sent,
+applied. The manifest still gets its final name off-site only after the cryptcheck of everything this run sent,
 and a snapshot that fails locally after its upload started has its copy stopped and its manifest removed
 off-site (the objects sent stay unreferenced, so the next run that needs them sends and checks them again).
 """
@@ -37,9 +37,8 @@ from mov_host.backup.remote import (
 class Upload:
     """One snapshot's upload: the objects no complete off-site snapshot holds and the manifest, sent by one
     `rclone copy` started here (the manifest under a pending name when there are new objects), then, in finish(),
-    read back by one `rclone check --download` (what this run sent, nothing else) and the manifest renamed (a
-    server-side move of the checked bytes). With no new objects the manifest goes straight to its name and is
-    read back there.
+    checked by one `rclone cryptcheck` (what this run sent, nothing else) and the manifest renamed (a server-side
+    move of the checked bytes). With no new objects the manifest goes straight to its name and is checked there.
     """
 
     def __init__(self, cfg: Config, snapshot_id: str, snapshot: Path, remote: RemoteState) -> None:
@@ -73,14 +72,14 @@ class Upload:
             raise
 
     def finish(self) -> int:
-        """Wait for the copy, read back what it sent, name the manifest; returns the objects uploaded. `remote` is
+        """Wait for the copy, cryptcheck what it sent, name the manifest; returns the objects uploaded. `remote` is
         updated to hold the new snapshot and its objects."""
         assert self._copy is not None
         try:
             self._copy.wait()
             run_command(
-                rclone(self.cfg, "check", "--download", "--one-way", str(self.staged), remote_path(self.cfg)),
-                "rclone check --download (off-site read-back)",
+                rclone(self.cfg, "cryptcheck", "--one-way", str(self.staged), remote_path(self.cfg)),
+                "rclone cryptcheck (off-site upload)",
             )
             if self.missing:
                 run_command(
@@ -103,7 +102,7 @@ class Upload:
             log(f"off-site: {len(again)} objects no complete snapshot refers to (a failed run's) were uploaded again")
         log(
             f"off-site: {self.snapshot_id} in {self.cfg.remote}: {len(self.new_objects)} new objects, "
-            f"{len(self.manifest['files'])} files, read back and compared (rclone check --download)"
+            f"{len(self.manifest['files'])} files, checked (rclone cryptcheck)"
         )
         return len(self.new_objects)
 
@@ -141,7 +140,7 @@ class OffsiteRun:
             self._error = exc
 
     def finish(self) -> tuple[int, RemoteState]:
-        """(objects uploaded, the remote as it is now) once the upload was read back and its manifest named."""
+        """(objects uploaded, the remote as it is now) once the upload was cryptchecked and its manifest named."""
         if self._error is not None:
             raise self._error
         if self._upload is None:
