@@ -29,6 +29,8 @@ PUBLIC_PORTS = [22, 80, 443, 8883]
 # InfluxDB, the worker's metrics, Telegraf's health and metrics, Loki, Alloy).
 INTERNAL_PORTS = [1883, 3000, 8086, 9001, 9108, 9273, 8080, 3100, 12345]
 ANALYTICS = "mov/analytics"
+# docs/operations/deploy.md, "Fast path": a setting the worker or Grafana reads, deployed without the other roles.
+FAST_PATH_TAGS = "grafana_configure,stack_configure,stack_run"
 T = TypeVar("T")
 
 
@@ -463,6 +465,23 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
             0
         ]
         publish_ok(site, host, device, [reading(device, 22.5)])
+
+
+def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> None:
+    """docs/operations/deploy.md's fast path for a setting of the worker or Grafana: only the roles that render
+    them and the stack's configure and run steps (deploy, verify, release)."""
+    override = site.inventory / "group_vars" / "mov" / "zz-thresholds.yml"
+    override.write_text("---\nmov_thresholds:\n  temperatura_c:\n    alerta: 33\n    critico: 38\n")
+    run = site.play("site.yml", "--tags", FAST_PATH_TAGS)
+    assert run.code == 0, run.explain()
+    assert all(c["changed"] > 0 for c in run.recap().values()), run.explain()
+    for host in site.hosts:
+        config = site.sudo(host, "cat /opt/mov/analytics/config.yaml")
+        assert "alerta: 33" in config.stdout, config.stdout
+        # 32.4 was "alerta" under the old thresholds (30): the recreated worker's first status of it is "normal".
+        publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 32.4)])
+        [point] = wait_for("the status of the 32.4 reading", points_of, site, host, "value=32.4")
+        assert "dispositivo=sensor_001" in point and 'status="normal"' in point, point
 
 
 def test_the_world_sees_only_ssh_http_https_and_mqtts(site: Site, prober: list[Prober]) -> None:
