@@ -138,12 +138,22 @@ def test_secrets_are_kept_rotated_on_request_and_added_for_a_new_device() -> Non
     assert "none added" in again.stdout
     assert _flat(ws.secret_store("staging")) == before
 
+    # Grafana asks for the old password to set a new one: the rotated value is kept as `previous`.
     ws.secrets("staging", "--rotate", "grafana_admin_password")
     rotated = _flat(ws.secret_store("staging"))
     assert rotated["grafana_admin_password"] != before["grafana_admin_password"]
-    assert {k: v for k, v in rotated.items() if k != "grafana_admin_password"} == {
+    assert ws.secret_store("staging")["previous"] == {"grafana_admin_password": before["grafana_admin_password"]}
+    assert {k: v for k, v in rotated.items() if k not in ("grafana_admin_password", "previous")} == {
         k: v for k, v in before.items() if k != "grafana_admin_password"
     }
+
+    # A token's rotation is an id (InfluxDB makes the value at the deploy), one per rotation.
+    tokens = ws.secrets("staging", "--rotate", "influxdb_token/telegraf")
+    assert "generated influxdb_token/telegraf;" in tokens.stdout
+    first_id = ws.secret_store("staging")["influxdb_token_rotations"]["telegraf"]
+    ws.secrets("staging", "--rotate", "influxdb_token/telegraf")
+    assert ws.secret_store("staging")["influxdb_token_rotations"]["telegraf"] not in ("", first_id)
+    assert {k: v for k, v in _flat(ws.secret_store("staging")).items() if k != "influxdb_token_rotations"} == rotated
 
     overrides = ws.inventory("staging") / "group_vars" / "mov" / "services.yml"
     tree = yaml.safe_load(overrides.read_text())
@@ -162,6 +172,18 @@ def test_rotating_an_unknown_secret_is_refused() -> None:
     result = new_workspace().secrets("local", "--rotate", "mqtt/nobody", check=False)
     assert result.returncode == 1
     assert "unknown secret(s) mqtt/nobody" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["influxdb_admin_token", "backup_password"])
+def test_a_rotation_the_deploy_cannot_apply_is_refused_with_the_runbook(name: str) -> None:
+    ws = new_workspace()
+    ws.secrets("local")
+    before = ws.secret_store("local")
+    result = ws.secrets("local", "--rotate", name, check=False)
+    assert result.returncode == 1
+    assert f"--rotate {name}: not a routine rotation" in result.stderr
+    assert "docs/operations/rotate-secret.md" in result.stderr
+    assert ws.secret_store("local") == before
 
 
 def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:

@@ -372,6 +372,34 @@ def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:
     assert plugin.influxdb_duration_seconds("0") == 0
 
 
+def test_a_rotated_token_is_created_and_the_old_one_only_listed_for_deletion() -> None:
+    """A new rotation id makes a new token (mov:<name>@<id>); every other one of that name (the unrotated one, an
+    older rotation) is in `delete`, which the role runs only after the consumer has the new token. Another token
+    of a name that merely starts the same (telegraf2) is not the rotated token's."""
+    plugin = filter_plugin("influxdb", "influxdb_tokens")
+    buckets = {"mov_dados": "b1"}
+    write = [{"action": "write", "resource": {"type": "buckets", "id": "b1", "orgID": "o1"}}]
+    tokens = [{"name": "telegraf", "permissions": [{"action": "write", "bucket": "mov_dados"}]}]
+    existing = [
+        {"id": "a1", "description": "mov:telegraf", "orgID": "o1", "status": "active", "permissions": write},
+        {"id": "a2", "description": "mov:telegraf@r1", "orgID": "o1", "status": "active", "permissions": write},
+        {"id": "a3", "description": "mov:telegraf2", "orgID": "o1", "status": "active", "permissions": write},
+    ]
+    plan = plugin.influxdb_token_plan(existing, tokens, "o1", buckets, {"telegraf": "r2"})
+    assert not plan["keep"]
+    assert [c["body"]["description"] for c in plan["create"]] == ["mov:telegraf@r2"]
+    assert plan["delete"] == [{"name": "telegraf", "id": "a1"}, {"name": "telegraf", "id": "a2"}]
+    # The deploy after: the rotated token is kept, the one it replaced (still listed) goes.
+    existing.append(
+        {"id": "a4", "description": "mov:telegraf@r2", "orgID": "o1", "status": "active", "permissions": write}
+    )
+    plan = plugin.influxdb_token_plan(existing, tokens, "o1", buckets, {"telegraf": "r2"})
+    assert plan["keep"] == [{"name": "telegraf", "id": "a4"}] and not plan["create"]
+    assert [d["id"] for d in plan["delete"]] == ["a1", "a2"]
+    assert plugin.influxdb_description(tokens[0], {"telegraf": "r2"}) == "mov:telegraf@r2"
+    assert plugin.influxdb_description(tokens[0], {}) == "mov:telegraf"
+
+
 # --- Grafana ------------------------------------------------------------------------------------------------
 
 
