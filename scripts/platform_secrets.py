@@ -11,6 +11,8 @@ Every secret lives in one variable, ``vault_mov_secrets``:
       backup_password: ...
       backup_salt: ...
       previous: {grafana_admin_password: ...}        # the value a rotation replaced, until the next one
+      backup_key_id: 20261206T130501Z-1a2b           # after a rotation of backup_password/backup_salt
+      backup_retired_keys: [{id: "", password: ..., salt: ..., retired: 2026-12-06}]
       influxdb_token_rotations: {telegraf: 20261206T130501Z-1a2b, ...}
 
 * ``local``: inventories/local/group_vars/mov/secrets.yml (git-ignored, 0600). The first play of
@@ -67,10 +69,14 @@ KEEP_PREVIOUS = ("grafana_admin_password",)
 # Rotations the deploy cannot apply, and why; the runbook says what to do instead.
 NOT_ROTATABLE = {
     "influxdb_admin_token": "InfluxDB 2.7 takes a token value only at its first setup (the API generates every "
-    "other token's value)",
-    "backup_password": "the snapshots already off-site can only be read with the keys they were written with",
-    "backup_salt": "the snapshots already off-site can only be read with the keys they were written with",
+    "other token's value): make a new operator token in InfluxDB and put it in the vault",
 }
+# The off-site copy's crypt keys rotate together: a new pair writes to a new remote path (the key id names it), and
+# the pair it replaced is kept, with the date, in BACKUP_RETIRED so that the old path stays readable until the
+# off-site retention has dropped every snapshot written with it (roles/backup).
+BACKUP_KEYS = ("backup_password", "backup_salt")
+BACKUP_KEY_ID = "backup_key_id"
+BACKUP_RETIRED = "backup_retired_keys"
 
 
 class SecretsError(Exception):
@@ -107,6 +113,20 @@ def rotation_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
+def retire_backup_keys(store: dict[str, Any]) -> None:
+    """Moves the current backup key pair to the retired ones (with its id and today's date) and names a new id;
+    fill() then generates the new pair."""
+    if all(_get(store, name) for name in BACKUP_KEYS):
+        retired = {
+            "id": str(store.get(BACKUP_KEY_ID) or ""),
+            "password": store["backup_password"],
+            "salt": store["backup_salt"],
+            "retired": datetime.now(UTC).strftime("%Y-%m-%d"),
+        }
+        store[BACKUP_RETIRED] = [*(store.get(BACKUP_RETIRED) or []), retired]
+    store[BACKUP_KEY_ID] = rotation_id()
+
+
 def fill(
     store: Mapping[str, Any], needed: Sequence[str], rotate: Sequence[str] = (), tokens: Sequence[str] = ()
 ) -> tuple[dict[str, Any], list[str]]:
@@ -129,6 +149,9 @@ def fill(
         )
     result: dict[str, Any] = json.loads(json.dumps(dict(store)))
     changed = []
+    if set(rotate) & set(BACKUP_KEYS):
+        retire_backup_keys(result)
+        rotate = [*rotate, *BACKUP_KEYS]
     for name in needed:
         current = _get(result, name)
         if name in rotate or current is None:

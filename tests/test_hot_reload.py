@@ -33,7 +33,9 @@ ENV = "staging"  # every service runs there (local runs a subset)
 # Only the roles these touch are rendered again (the stack's labels of the others are not compared).
 ROLES = {"render_roles": ["telegraf", "grafana", "stack"]}
 RELOADABLE = {**ROLES, "mov_telegraf_interval_s": 10, "mov_alert_for": "2m"}
-AT_START = {**ROLES, "grafana_ini_overrides": {"log": {"level": "debug"}}}
+# Read at start: grafana.ini, and the mail relay's password (Grafana's and the worker's; a rotation sets it).
+SMTP_PASSWORD = "test-only-rotated-smtp-password"
+AT_START = {**ROLES, "grafana_ini_overrides": {"log": {"level": "debug"}}, "vault_mov_smtp_password": SMTP_PASSWORD}
 
 
 @functools.cache
@@ -74,6 +76,17 @@ def test_a_grafana_ini_change_recreates_grafana_and_reloads_nothing() -> None:
     assert after["telegraf"] == before["telegraf"]
     assert _reload_sets(changed)["grafana"] == _reload_sets(base)["grafana"]
     assert _reload_sets(changed)["telegraf"] == _reload_sets(base)["telegraf"]
+
+
+def test_a_new_mail_relay_password_reaches_grafana_and_the_worker_by_a_recreate() -> None:
+    """docs/operations/rotate-secret.md: vault_mov_smtp_password, then a deploy. Both read it at start from a file
+    of their own, in their restart label: the worker's label moves though nothing else of it changed."""
+    base, changed = _render("base"), _render("at-start")
+    for path in ("opt/mov/grafana/secrets/smtp.password", "opt/mov/analytics/secrets/smtp.password"):
+        assert (changed / path).read_text().strip() == SMTP_PASSWORD, path
+        assert (changed / path).stat().st_mode & 0o077 == 0, path
+    assert _labels(changed)["analytics"] != _labels(base)["analytics"]
+    assert _labels(changed)["mosquitto"] == _labels(base)["mosquitto"]
 
 
 def test_telegraf_sees_its_config_through_a_directory_mount() -> None:

@@ -174,16 +174,39 @@ def test_rotating_an_unknown_secret_is_refused() -> None:
     assert "unknown secret(s) mqtt/nobody" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["influxdb_admin_token", "backup_password"])
-def test_a_rotation_the_deploy_cannot_apply_is_refused_with_the_runbook(name: str) -> None:
+def test_rotating_the_influxdb_admin_token_is_refused_with_the_runbook() -> None:
     ws = new_workspace()
     ws.secrets("local")
     before = ws.secret_store("local")
-    result = ws.secrets("local", "--rotate", name, check=False)
+    result = ws.secrets("local", "--rotate", "influxdb_admin_token", check=False)
     assert result.returncode == 1
-    assert f"--rotate {name}: not a routine rotation" in result.stderr
+    assert "--rotate influxdb_admin_token: not a routine rotation" in result.stderr
     assert "docs/operations/rotate-secret.md" in result.stderr
     assert ws.secret_store("local") == before
+
+
+def test_the_backup_keys_rotate_together_and_the_old_pair_is_kept_with_its_date() -> None:
+    """The off-site copy's old path stays readable: its keys are kept, named by the id of the path they wrote."""
+    ws = new_workspace()
+    ws.secrets("local")
+    first = ws.secret_store("local")
+    ws.secrets("local", "--rotate", "backup_salt")
+    second = ws.secret_store("local")
+    assert second["backup_password"] != first["backup_password"] and second["backup_salt"] != first["backup_salt"]
+    key_id = second["backup_key_id"]
+    assert isinstance(key_id, str) and key_id
+    retired = second["backup_retired_keys"]
+    assert isinstance(retired, list) and len(retired) == 1
+    assert {k: retired[0][k] for k in ("id", "password", "salt")} == {
+        "id": "",
+        "password": first["backup_password"],
+        "salt": first["backup_salt"],
+    }
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", retired[0]["retired"])
+    ws.secrets("local", "--rotate", "backup_password")
+    third = ws.secret_store("local")
+    assert [k["id"] for k in third["backup_retired_keys"]] == ["", key_id]  # type: ignore[index, union-attr]
+    assert third["backup_key_id"] not in ("", key_id)
 
 
 def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:

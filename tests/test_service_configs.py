@@ -492,3 +492,29 @@ def test_no_plaintext_secret_under_version_control() -> None:
             if path.is_file() and path.suffix in (".yml", ".j2", ".py", ".md", ".json"):
                 text = path.read_text(errors="ignore")
                 assert not any(str(v) in text for v in values), path
+
+
+# --- Backup keys ------------------------------------------------------------------------------------------------
+
+
+def test_a_retired_backup_key_stays_readable_until_the_retention_has_replaced_its_snapshots() -> None:
+    plugin = filter_plugin("backup", "backup_keys")
+    retention = {"daily": 7, "weekly": 4, "monthly": 12}
+    assert plugin.backup_retention_days(retention) == 372
+    assert plugin.backup_retention_days({"daily": 7, "weekly": 4, "monthly": 0, "last": 40}) == 40
+    current = {"id": "r2", "password": "p2", "salt": "s2"}
+    retired = [
+        {"id": "", "password": "p0", "salt": "s0", "retired": "2025-01-01"},
+        {"id": "r1", "password": "p1", "salt": "s1", "retired": "2026-06-01"},
+    ]
+    generations = plugin.backup_key_generations(current, retired, "bucket/mov", retention, "2026-12-06", "mov-offsite")
+    assert [(g["remote"], g["path"], g["password"]) for g in generations["readable"]] == [
+        ("mov-offsite", "bucket/mov/keys-r2", "p2"),
+        ("mov-offsite-retired-r1", "bucket/mov/keys-r1", "p1"),
+    ]
+    assert generations["readable"][1]["config"] == "retired-r1.json"
+    assert generations["readable"][1]["readable_until"] == "2027-06-08"
+    # The first key (no id) wrote to the path itself; 372 days after 2025-01-01 is 2026-01-08, so it has expired.
+    assert [(g["remote"], g["path"]) for g in generations["expired"]] == [("mov-offsite-retired-first", "bucket/mov")]
+    last_day = plugin.backup_key_generations(current, retired[1:], "bucket/mov", retention, "2027-06-08", "mov-offsite")
+    assert len(last_day["readable"]) == 2 and not last_day["expired"]
