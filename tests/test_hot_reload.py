@@ -33,7 +33,9 @@ ENV = "staging"  # every service runs there (local runs a subset)
 # Only the roles these touch are rendered again (the stack's labels of the others are not compared).
 ROLES = {"render_roles": ["telegraf", "grafana", "stack"]}
 RELOADABLE = {**ROLES, "mov_telegraf_interval_s": 10, "mov_alert_for": "2m"}
-AT_START = {**ROLES, "grafana_ini_overrides": {"log": {"level": "debug"}}}
+# Read at start: grafana.ini, and the mail relay's password (Grafana's and the worker's; a rotation sets it).
+SMTP_PASSWORD = "test-only-rotated-smtp-password"
+AT_START = {**ROLES, "grafana_ini_overrides": {"log": {"level": "debug"}}, "vault_mov_smtp_password": SMTP_PASSWORD}
 
 
 @functools.cache
@@ -74,6 +76,19 @@ def test_a_grafana_ini_change_recreates_grafana_and_reloads_nothing() -> None:
     assert after["telegraf"] == before["telegraf"]
     assert _reload_sets(changed)["grafana"] == _reload_sets(base)["grafana"]
     assert _reload_sets(changed)["telegraf"] == _reload_sets(base)["telegraf"]
+
+
+def test_a_new_mail_relay_password_reaches_grafana_and_the_worker_by_a_recreate() -> None:
+    """docs/operations/rotate-secret.md: vault_mov_smtp_password, then a deploy. The deploy writes it where Grafana
+    reads it (rendered here; the worker's copy is written by the stack's configure, which the render skips), and
+    both files are among what their service reads at start, so a new password recreates each."""
+    changed = _render("at-start")
+    grafana_file = changed / "opt/mov/grafana/secrets/smtp.password"
+    assert grafana_file.read_text().strip() == SMTP_PASSWORD
+    assert grafana_file.stat().st_mode & 0o077 == 0
+    at_start = yaml.safe_load((REPO / "roles/stack/vars/main.yml").read_text())["_stack_config_files"]
+    assert "{{ stack_grafana_dir }}/secrets/smtp.password" in at_start["grafana"]
+    assert "{{ _stack_analytics_smtp_password_file }}" in at_start["analytics"]
 
 
 def test_telegraf_sees_its_config_through_a_directory_mount() -> None:
@@ -128,18 +143,39 @@ def test_telegraf_is_signalled_after_a_config_change_only(tmp_path: Path) -> Non
 
 
 class _Grafana(BaseHTTPRequestHandler):
-    """Grafana's health endpoint and the admin provisioning reloads; records every reload and its credentials."""
+    """Grafana's health endpoint, the admin's login and password change, and the admin provisioning reloads, as
+    Grafana answers them (a wrong password is a 401; PUT /api/user/password wants the old one: grafana/grafana
+    v11.3.1 pkg/api/user.go); records every call but the health checks, with its credentials."""
 
+    password: ClassVar[str] = ""
     calls: ClassVar[list[tuple[str, str]]] = []
 
+    def _credentials(self) -> str:
+        auth = self.headers.get("Authorization", "")
+        return base64.b64decode(auth.removeprefix("Basic ")).decode() if auth.startswith("Basic ") else ""
+
+    def _signed_in(self) -> bool:
+        return self._credentials() == f"admin:{self.password}"
+
     def do_GET(self) -> None:
-        self._reply(200 if self.path == "/api/health" else 404, {"database": "ok"})
+        if self.path == "/api/health":
+            return self._reply(200, {"database": "ok"})
+        self.calls.append((f"GET {self.path}", self._credentials()))
+        if self.path == "/api/user":
+            return self._reply(200 if self._signed_in() else 401, {"login": "admin"})
+        return self._reply(404, {})
+
+    def do_PUT(self) -> None:
+        self.calls.append((f"PUT {self.path}", self._credentials()))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        if self.path != "/api/user/password" or not self._signed_in() or body.get("oldPassword") != self.password:
+            return self._reply(401, {"message": "invalid username or password"})
+        type(self).password = str(body["newPassword"])
+        return self._reply(200, {"message": "User password changed"})
 
     def do_POST(self) -> None:
-        auth = self.headers.get("Authorization", "")
-        credentials = base64.b64decode(auth.removeprefix("Basic ")).decode() if auth.startswith("Basic ") else ""
-        self.calls.append((self.path, credentials))
-        self._reply(200, {"message": "reloaded"})
+        self.calls.append((f"POST {self.path}", self._credentials()))
+        self._reply(200 if self._signed_in() else 401, {"message": "reloaded"})
 
     def _reply(self, status: int, body: dict[str, str]) -> None:
         data = json.dumps(body).encode()
@@ -156,6 +192,7 @@ class _Grafana(BaseHTTPRequestHandler):
 @pytest.fixture
 def grafana_api() -> Iterator[str]:
     _Grafana.calls = []
+    _Grafana.password = "test-only-grafana-admin-password"
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Grafana)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -184,11 +221,35 @@ def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, 
     )
     assert _Grafana.calls == []
     output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api, "grafana_alert_for": "2m"})
-    assert _Grafana.calls == [
-        (f"/api/admin/provisioning/{kind}/reload", f"admin:{password}")
+    reloads = [
+        (f"POST /api/admin/provisioning/{kind}/reload", f"admin:{password}")
         for kind in ("datasources", "dashboards", "alerting")
     ]
+    assert _Grafana.calls == [("GET /api/user", f"admin:{password}"), *reloads]
     assert password not in output
+
+    # A rotated admin password (the vault's new one, the previous kept beside it) with a reloadable change: the new
+    # one is refused, the previous one sets it, and the reloads log in with it.
+    rotated = "test-only-grafana-admin-password-rotated"
+    _Grafana.calls = []
+    output = _run_role(
+        tmp_path,
+        "grafana",
+        {
+            **base,
+            "grafana_api_url": grafana_api,
+            "grafana_alert_for": "3m",
+            "grafana_admin_password": rotated,
+            "grafana_admin_password_previous": password,
+        },
+    )
+    assert _Grafana.password == rotated
+    assert _Grafana.calls == [
+        ("GET /api/user", f"admin:{rotated}"),
+        ("PUT /api/user/password", f"admin:{password}"),
+        *[(path, f"admin:{rotated}") for path, _ in reloads],
+    ]
+    assert password not in output and rotated not in output
 
 
 def test_the_e2e_check_reads_a_reload_from_telegrafs_log() -> None:

@@ -138,12 +138,22 @@ def test_secrets_are_kept_rotated_on_request_and_added_for_a_new_device() -> Non
     assert "none added" in again.stdout
     assert _flat(ws.secret_store("staging")) == before
 
+    # Grafana asks for the old password to set a new one: the rotated value is kept as `previous`.
     ws.secrets("staging", "--rotate", "grafana_admin_password")
     rotated = _flat(ws.secret_store("staging"))
     assert rotated["grafana_admin_password"] != before["grafana_admin_password"]
-    assert {k: v for k, v in rotated.items() if k != "grafana_admin_password"} == {
+    assert ws.secret_store("staging")["previous"] == {"grafana_admin_password": before["grafana_admin_password"]}
+    assert {k: v for k, v in rotated.items() if k not in ("grafana_admin_password", "previous")} == {
         k: v for k, v in before.items() if k != "grafana_admin_password"
     }
+
+    # A token's rotation is an id (InfluxDB makes the value at the deploy), one per rotation.
+    tokens = ws.secrets("staging", "--rotate", "influxdb_token/telegraf")
+    assert "generated influxdb_token/telegraf;" in tokens.stdout
+    first_id = ws.secret_store("staging")["influxdb_token_rotations"]["telegraf"]
+    ws.secrets("staging", "--rotate", "influxdb_token/telegraf")
+    assert ws.secret_store("staging")["influxdb_token_rotations"]["telegraf"] not in ("", first_id)
+    assert {k: v for k, v in _flat(ws.secret_store("staging")).items() if k != "influxdb_token_rotations"} == rotated
 
     overrides = ws.inventory("staging") / "group_vars" / "mov" / "services.yml"
     tree = yaml.safe_load(overrides.read_text())
@@ -162,6 +172,41 @@ def test_rotating_an_unknown_secret_is_refused() -> None:
     result = new_workspace().secrets("local", "--rotate", "mqtt/nobody", check=False)
     assert result.returncode == 1
     assert "unknown secret(s) mqtt/nobody" in result.stderr
+
+
+def test_rotating_the_influxdb_admin_token_is_refused_with_the_runbook() -> None:
+    ws = new_workspace()
+    ws.secrets("local")
+    before = ws.secret_store("local")
+    result = ws.secrets("local", "--rotate", "influxdb_admin_token", check=False)
+    assert result.returncode == 1
+    assert "--rotate influxdb_admin_token: not a routine rotation" in result.stderr
+    assert "docs/operations/rotate-secret.md" in result.stderr
+    assert ws.secret_store("local") == before
+
+
+def test_the_backup_keys_rotate_together_and_the_old_pair_is_kept_with_its_date() -> None:
+    """The off-site copy's old path stays readable: its keys are kept, named by the id of the path they wrote."""
+    ws = new_workspace()
+    ws.secrets("local")
+    first = ws.secret_store("local")
+    ws.secrets("local", "--rotate", "backup_salt")
+    second = ws.secret_store("local")
+    assert second["backup_password"] != first["backup_password"] and second["backup_salt"] != first["backup_salt"]
+    key_id = second["backup_key_id"]
+    assert isinstance(key_id, str) and key_id
+    retired = second["backup_retired_keys"]
+    assert isinstance(retired, list) and len(retired) == 1
+    assert {k: retired[0][k] for k in ("id", "password", "salt")} == {
+        "id": "",
+        "password": first["backup_password"],
+        "salt": first["backup_salt"],
+    }
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", retired[0]["retired"])
+    ws.secrets("local", "--rotate", "backup_password")
+    third = ws.secret_store("local")
+    assert [k["id"] for k in third["backup_retired_keys"]] == ["", key_id]  # type: ignore[index, union-attr]
+    assert third["backup_key_id"] not in ("", key_id)
 
 
 def test_staging_without_a_vault_password_is_refused_with_the_fix() -> None:

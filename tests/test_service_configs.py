@@ -372,6 +372,34 @@ def test_influxdb_token_plan_creates_keeps_and_replaces() -> None:
     assert plugin.influxdb_duration_seconds("0") == 0
 
 
+def test_a_rotated_token_is_created_and_the_old_one_only_listed_for_deletion() -> None:
+    """A new rotation id makes a new token (mov:<name>@<id>); every other one of that name (the unrotated one, an
+    older rotation) is in `delete`, which the role runs only after the consumer has the new token. Another token
+    of a name that merely starts the same (telegraf2) is not the rotated token's."""
+    plugin = filter_plugin("influxdb", "influxdb_tokens")
+    buckets = {"mov_dados": "b1"}
+    write = [{"action": "write", "resource": {"type": "buckets", "id": "b1", "orgID": "o1"}}]
+    tokens = [{"name": "telegraf", "permissions": [{"action": "write", "bucket": "mov_dados"}]}]
+    existing = [
+        {"id": "a1", "description": "mov:telegraf", "orgID": "o1", "status": "active", "permissions": write},
+        {"id": "a2", "description": "mov:telegraf@r1", "orgID": "o1", "status": "active", "permissions": write},
+        {"id": "a3", "description": "mov:telegraf2", "orgID": "o1", "status": "active", "permissions": write},
+    ]
+    plan = plugin.influxdb_token_plan(existing, tokens, "o1", buckets, {"telegraf": "r2"})
+    assert not plan["keep"]
+    assert [c["body"]["description"] for c in plan["create"]] == ["mov:telegraf@r2"]
+    assert plan["delete"] == [{"name": "telegraf", "id": "a1"}, {"name": "telegraf", "id": "a2"}]
+    # The deploy after: the rotated token is kept, the one it replaced (still listed) goes.
+    existing.append(
+        {"id": "a4", "description": "mov:telegraf@r2", "orgID": "o1", "status": "active", "permissions": write}
+    )
+    plan = plugin.influxdb_token_plan(existing, tokens, "o1", buckets, {"telegraf": "r2"})
+    assert plan["keep"] == [{"name": "telegraf", "id": "a4"}] and not plan["create"]
+    assert [d["id"] for d in plan["delete"]] == ["a1", "a2"]
+    assert plugin.influxdb_description(tokens[0], {"telegraf": "r2"}) == "mov:telegraf@r2"
+    assert plugin.influxdb_description(tokens[0], {}) == "mov:telegraf"
+
+
 # --- Grafana ------------------------------------------------------------------------------------------------
 
 
@@ -464,3 +492,29 @@ def test_no_plaintext_secret_under_version_control() -> None:
             if path.is_file() and path.suffix in (".yml", ".j2", ".py", ".md", ".json"):
                 text = path.read_text(errors="ignore")
                 assert not any(str(v) in text for v in values), path
+
+
+# --- Backup keys ------------------------------------------------------------------------------------------------
+
+
+def test_a_retired_backup_key_stays_readable_until_the_retention_has_replaced_its_snapshots() -> None:
+    plugin = filter_plugin("backup", "backup_keys")
+    retention = {"daily": 7, "weekly": 4, "monthly": 12}
+    assert plugin.backup_retention_days(retention) == 372
+    assert plugin.backup_retention_days({"daily": 7, "weekly": 4, "monthly": 0, "last": 40}) == 40
+    current = {"id": "r2", "password": "p2", "salt": "s2"}
+    retired = [
+        {"id": "", "password": "p0", "salt": "s0", "retired": "2025-01-01"},
+        {"id": "r1", "password": "p1", "salt": "s1", "retired": "2026-06-01"},
+    ]
+    generations = plugin.backup_key_generations(current, retired, "bucket/mov", retention, "2026-12-06", "mov-offsite")
+    assert [(g["remote"], g["path"], g["password"]) for g in generations["readable"]] == [
+        ("mov-offsite", "bucket/mov/keys-r2", "p2"),
+        ("mov-offsite-retired-r1", "bucket/mov/keys-r1", "p1"),
+    ]
+    assert generations["readable"][1]["config"] == "retired-r1.json"
+    assert generations["readable"][1]["readable_until"] == "2027-06-08"
+    # The first key (no id) wrote to the path itself; 372 days after 2025-01-01 is 2026-01-08, so it has expired.
+    assert [(g["remote"], g["path"]) for g in generations["expired"]] == [("mov-offsite-retired-first", "bucket/mov")]
+    last_day = plugin.backup_key_generations(current, retired[1:], "bucket/mov", retention, "2027-06-08", "mov-offsite")
+    assert len(last_day["readable"]) == 2 and not last_day["expired"]

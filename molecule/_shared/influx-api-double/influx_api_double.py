@@ -3,7 +3,8 @@
 
 The stack scenario runs it as the compose service `influxdb` (InfluxDB's image cannot be pulled here), so the
 deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
-DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_ADMIN_TOKEN(_FILE) on the first start, then /health, orgs, buckets (list, create,
+DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_USERNAME/_PASSWORD(_FILE)/_ADMIN_TOKEN(_FILE) on the first start, then /health,
+signin, users (lookup, set password), orgs, buckets (list, create,
 PATCH retention), authorizations (list, create, delete, status), tasks (list, create, PATCH flux and status, delete:
 never run) and /api/v2/write, each with its token checked against the authorization's permissions. Its state
 survives a restart (the influxdb_data volume), written points included (the last MAX_POINTS). Every request is
@@ -15,6 +16,7 @@ does).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -64,6 +66,13 @@ def load() -> dict[str, Any]:
             }
         ],
         "points": [],
+        "users": [
+            {
+                "id": "u000000000000001",
+                "name": os.environ["DOCKER_INFLUXDB_INIT_USERNAME"],
+                "password": init_var("DOCKER_INFLUXDB_INIT_PASSWORD"),
+            }
+        ],
         "auths": [
             {
                 "id": "a000000000000001",
@@ -204,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
             state = load()
             auth = self._auth(state)
             say({"request": f"{self.command} {url.path}", "auth": (auth or {}).get("description", "")})
+            if url.path == "/api/v2/signin" and self.command == "POST":
+                return self._reply(204 if self._signed_in(state) else 401)
             if url.path in ("/health", "/ping"):
                 return self._reply(
                     200 if url.path == "/health" else 204, {"status": "pass"} if url.path == "/health" else None
@@ -220,6 +231,11 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/api/v2/orgs" and self.command == "GET":
                 orgs = [state["org"]] if auth.get("admin") and query.get("org") in (None, state["org"]["name"]) else []
                 return self._reply(200, {"orgs": orgs})
+            if url.path == "/api/v2/users" and self.command == "GET" and auth.get("admin"):
+                users = [u for u in state.get("users", []) if query.get("name") in (None, u["name"])]
+                return self._reply(200, {"users": [{"id": u["id"], "name": u["name"]} for u in users]})
+            if parts[:3] == ["api", "v2", "users"] and parts[4:] == ["password"] and self.command == "POST":
+                return self._set_password(state, auth, parts[3], raw)
             if url.path == "/api/v2/buckets" and self.command == "GET":
                 buckets = [b for b in state["buckets"] if "name" not in query or b["name"] == query["name"]]
                 return self._reply(200, {"buckets": [b for b in buckets if allowed(auth, "read", b["id"])]})
@@ -295,6 +311,29 @@ class Handler(BaseHTTPRequestHandler):
             if url.path in ("/api/v2/query", "/api/v2/delete") and self.command == "POST":
                 return self._bench_call(state, auth, url.path, query, raw)
             return self._reply(404, {"code": "not found", "message": f"the double has no {self.command} {url.path}"})
+
+    def _signed_in(self, state: dict[str, Any]) -> bool:
+        """POST /api/v2/signin's check: basic auth with a user's current password (InfluxDB then sets a session)."""
+        scheme, _, encoded = self.headers.get("Authorization", "").partition(" ")
+        if scheme != "Basic":
+            return False
+        name, _, password = base64.b64decode(encoded).decode().partition(":")
+        return any(u["name"] == name and u["password"] == password for u in state.get("users", []))
+
+    def _set_password(self, state: dict[str, Any], auth: dict[str, Any], user_id: str, raw: bytes) -> None:
+        """POST /api/v2/users/{id}/password with an operator's token: no old password asked (InfluxDB 2.7.11
+        tenant/http_server_user.go handlePostUserPassword)."""
+        users = [u for u in state.get("users", []) if u["id"] == user_id]
+        if not auth.get("admin"):
+            return self._reply(403, {"code": "forbidden"})
+        if not users:
+            return self._reply(404, {"code": "not found"})
+        password = str(json.loads(raw).get("password", ""))
+        if len(password) < 8:  # InfluxDB's minimum (tenant/service_user.go)
+            return self._reply(400, {"code": "invalid", "message": "passwords must be at least 8 characters long"})
+        users[0]["password"] = password
+        save(state)
+        return self._reply(204)
 
     def _task_call(self, state: dict[str, Any], rest: list[str], query: dict[str, str], raw: bytes) -> None:
         """The calls the influxdb role's flux_tasks.yml makes, as InfluxDB 2.7 answers them: the flux kept as sent."""

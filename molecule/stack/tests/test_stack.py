@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -323,9 +324,11 @@ def test_the_first_deploy_wrote_the_workers_token_before_the_worker_started(host
     assert not [r for r in records if r.get("auth") == "" and r.get("request", "").startswith("POST /api/v2/write")]
 
 
-def test_a_changed_token_recreates_its_consumer(host) -> None:  # type: ignore[no-untyped-def]
-    """side_effect revoked the worker's token and deployed again: a new token was made and written, and the worker
-    was recreated (not restarted: a restart keeps the bind-mounted secret it started with) and writes with it."""
+def test_a_rotated_token_recreates_its_consumer_before_the_old_one_goes(host) -> None:  # type: ignore[no-untyped-def]
+    """side_effect rotated the worker's token and deployed again: a new token (mov:analytics@<rotation>) was made and
+    written, the worker was recreated (not restarted: a restart keeps the bind-mounted secret it started with) and
+    writes with it, and the old token was deleted only after the new worker had started, so no write of the old
+    worker was refused (test_the_first_deploy_... finds no refused write in the whole log)."""
     rotation = json.loads(host.file("/tmp/stack-token-rotation.json").content_string)
     after = host.check_output("docker inspect -f '{{.Id}}' mov-analytics-1")
     assert after != rotation["before_container"], "the worker's container was not recreated"
@@ -333,16 +336,50 @@ def test_a_changed_token_recreates_its_consumer(host) -> None:  # type: ignore[n
     assert inside == host.file("/opt/mov/analytics/secrets/influxdb.token").content_string.strip()
     assert inside and inside != rotation["before_token"]
     assert wait_healthy(host, "analytics") == "healthy"
+    listing = json.loads(_admin_get(host, "/api/v2/authorizations"))["authorizations"]
+    ours = [(a["description"], a["token"] == inside) for a in listing if a["description"].startswith("mov:analytics")]
+    assert ours == [("mov:analytics@side-effect-1", True)]
+    created = rotation["after_created"]  # read by side_effect: a later test may restart the worker
+    deleted = [
+        line.split(" ", 1)[0]
+        for line in host.run(f"docker logs -t {INFLUX}").stdout.splitlines()
+        if f'"DELETE /api/v2/authorizations/{rotation["before_id"]}"' in line
+    ]
+    assert len(deleted) == 1 and _utc(deleted[0]) > _utc(created), (deleted, created)
+
+
+def test_a_rotated_influxdb_admin_password_is_set_through_the_api(host) -> None:  # type: ignore[no-untyped-def]
+    """side_effect gave the admin password a new value: the deploy found signin refused, set it with the admin
+    token (POST /api/v2/users/{id}/password) and signin takes the new one, not the old."""
+    signin = (
+        'python3 -c "import base64, sys, urllib.request as u, urllib.error as e\n'
+        "req = u.Request('http://127.0.0.1:8086/api/v2/signin', method='POST', headers={'Authorization': 'Basic '"
+        " + base64.b64encode(('admin:' + sys.argv[1]).encode()).decode()})\n"
+        'try: print(u.urlopen(req).status)\nexcept e.HTTPError as x: print(x.code)" '
+    )
+    assert host.check_output(signin + "test-only-influxdb-admin-password-rotated") == "204"
+    assert host.check_output(signin + "test-only-influxdb-admin-password") == "401"
+
+
+def _admin_get(host, path: str) -> str:  # type: ignore[no-untyped-def]
+    return str(
+        host.check_output(
+            "python3 -c \"import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:8086"
+            f"{path}', headers={{'Authorization': 'Token {ADMIN_TOKEN}'}})).read().decode())\""
+        )
+    )
+
+
+def _utc(stamp: str) -> datetime:
+    """docker's RFC 3339 time with nanoseconds, to a datetime (microseconds)."""
+    base, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{base}.{(fraction or '0')[:6].ljust(6, '0')}+00:00")
 
 
 def test_the_influxdb_role_keeps_its_flux_tasks(host) -> None:  # type: ignore[no-untyped-def]
     """side_effect edited the task's flux and left a task of the role's that the tree no longer lists; the deploy
     after it put the flux back and deleted that one: the org holds the tree's task once, as the tree writes it."""
-    listing = host.check_output(
-        "python3 -c \"import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:8086/api/v2/tasks', "
-        f"headers={{'Authorization': 'Token {ADMIN_TOKEN}'}})).read().decode())\""
-    )
-    tasks = [t for t in json.loads(listing)["tasks"] if t["description"].startswith("mov:")]
+    tasks = [t for t in json.loads(_admin_get(host, "/api/v2/tasks"))["tasks"] if t["description"].startswith("mov:")]
     assert [(t["description"], t["name"], t["status"]) for t in tasks] == [
         ("mov:mov_historico", "mov_historico", "active")
     ]

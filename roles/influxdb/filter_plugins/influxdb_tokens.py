@@ -1,10 +1,13 @@
 """Filters for InfluxDB 2's least-privilege tokens (permissions from the spec, what to create or replace), bucket
 retention and Flux tasks.
 
-A token of the spec is identified by its description "mov:<name>". An existing active authorization with that
-description and exactly the wanted permissions is kept (its value is reused), one with other permissions is
-replaced, a missing one is created. InfluxDB generates the value of a new token (the v2 API takes none). A task of
-influxdb_tasks is identified the same way, by its description "mov:<name>".
+A token of the spec is identified by its description "mov:<name>", or "mov:<name>@<rotation>" once it has been
+rotated (influxdb_token_rotations: scripts/platform_secrets.py --rotate influxdb_token/<name> writes a new rotation
+id). An existing active authorization with that description and exactly the wanted permissions is kept (its value
+is reused); one with other permissions or an older rotation is replaced: a new one is created and the old one is
+deleted only after its consumer has been given the new one. InfluxDB generates the value of a new token (the v2 API
+takes none: influxdata/influxdb v2.7.11 authorization/http_server.go, postAuthorizationRequest). A task of
+influxdb_tasks is identified by its description "mov:<name>".
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 DESCRIPTION_PREFIX = "mov:"
+# Token names match roles/influxdb's _influxdb_name_pattern, which has no "@".
+ROTATION_SEPARATOR = "@"
 _UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -28,8 +33,16 @@ def influxdb_duration_seconds(duration: str) -> int:
     return int(sum(int(n) * _UNITS[u] for n, u in parts))
 
 
-def influxdb_description(token: Mapping[str, Any]) -> str:
-    return DESCRIPTION_PREFIX + str(token["name"])
+def influxdb_description(token: Mapping[str, Any], rotations: Mapping[str, str] | None = None) -> str:
+    rotation = str((rotations or {}).get(str(token["name"])) or "")
+    return DESCRIPTION_PREFIX + str(token["name"]) + (ROTATION_SEPARATOR + rotation if rotation else "")
+
+
+def _is_of(authorization: Mapping[str, Any], name: str) -> bool:
+    """Whether an authorization is one of the token `name`'s, of any rotation."""
+    description = str(authorization.get("description", ""))
+    own = DESCRIPTION_PREFIX + name
+    return description == own or description.startswith(own + ROTATION_SEPARATOR)
 
 
 def influxdb_permissions(token: Mapping[str, Any], org_id: str, bucket_ids: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -59,20 +72,25 @@ def influxdb_token_plan(
     tokens: Sequence[Mapping[str, Any]],
     org_id: str,
     bucket_ids: Mapping[str, str],
+    rotations: Mapping[str, str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """{"keep": [...], "create": [...], "delete": [...]}: the API calls that make the tokens match the spec.
 
-    keep:   {name, id}; create: {name, body} (the POST /api/v2/authorizations body); delete: {name, id}.
+    keep:   {name, id}; create: {name, body} (the POST /api/v2/authorizations body); delete: {name, id}, every
+    other authorization of the token (an older rotation, other permissions, a duplicate), to be deleted once the
+    consumer has the kept or created one.
     """
     plan: dict[str, list[dict[str, Any]]] = {"keep": [], "create": [], "delete": []}
     for token in tokens:
-        description = influxdb_description(token)
+        description = influxdb_description(token, rotations)
         wanted = influxdb_permissions(token, org_id, bucket_ids)
-        matches = [a for a in existing if a.get("description") == description and a.get("orgID") == org_id]
+        matches = [a for a in existing if _is_of(a, str(token["name"])) and a.get("orgID") == org_id]
         good = [
             a
             for a in matches
-            if a.get("status") == "active" and _normalise(a.get("permissions", [])) == _normalise(wanted)
+            if a.get("description") == description
+            and a.get("status") == "active"
+            and _normalise(a.get("permissions", [])) == _normalise(wanted)
         ]
         if good:
             plan["keep"].append({"name": token["name"], "id": good[0]["id"]})
