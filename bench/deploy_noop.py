@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Deploy speed: site.yml on a fresh local box, then again with nothing changed, both over SSH.
+"""Deploy speed: site.yml on a fresh local box, then twice with nothing changed (plain Ansible, Mitogen), over SSH.
 
     python bench/deploy_noop.py [--json] [--keep]
 
 The box starts as a cloud VPS image would: sshd running and root reachable with the local admin key
 (installed by this script before the clock starts). The first run logs in as root (README: first run), the
-second as the admin account the first one created. Prints
-{"fresh_s", "noop_s", "tasks", "changed_on_second", "s_per_task"} where tasks counts the task results of the
-second run (ok + changed + failed + skipped) and s_per_task = noop_s / tasks. Target: changed_on_second == 0
-and s_per_task <= 0.15. Only the throwaway box is touched (it is destroyed first unless --keep).
+second and third as the admin account the first one created. The first two runs use plain Ansible, the third
+Mitogen for Ansible (scripts/executors.py), with host key checking on: the third finds the box's key where the
+first run's StrictHostKeyChecking=accept-new recorded it. Prints
+{"fresh_s", "noop_s", "tasks", "changed_on_second", "s_per_task"} for the plain no-op and the same with a
+"mitogen_" prefix for the Mitogen one, where tasks counts a run's task results (ok + changed + failed + skipped)
+and s_per_task = noop_s / tasks. Targets: changed_on_second == 0 for both, s_per_task <= 0.15 plain,
+mitogen_noop_s <= 20. Only the throwaway box is touched (it is destroyed first unless --keep).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import box  # noqa: E402
 import dev  # noqa: E402
+from executors import Executor, executor_env  # noqa: E402
 
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)")
 
@@ -68,6 +72,7 @@ def workspace(root: Path, address: str, key: Path, known_hosts: Path) -> None:
     for name in (
         "site.yml",
         "ansible.cfg",
+        "plugins",  # ansible.cfg's strategy_plugins, relative to it
         "playbooks",
         "roles",
         "scripts",
@@ -97,9 +102,9 @@ def workspace(root: Path, address: str, key: Path, known_hosts: Path) -> None:
     (local / "group_vars" / "mov" / "zz-bench.yml").write_text("---\nmov_preflight_min_disk_gb: 0\n")
 
 
-def playbook(root: Path, user: str, log: Path | None = None) -> tuple[float, dict[str, int]]:
+def playbook(root: Path, user: str, executor: Executor, log: Path | None = None) -> tuple[float, dict[str, int]]:
     """site.yml as the README runs it: the login account as an extra var (root for the first run)."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **executor_env(executor))
     started = time.monotonic()
     result = subprocess.run(
         ["ansible-playbook", "site.yml", "-i", "inventories/local", "-e", f"ansible_user={user}"],
@@ -118,8 +123,18 @@ def playbook(root: Path, user: str, log: Path | None = None) -> tuple[float, dic
                 counts[name] += int(value)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-8000:] + result.stderr[-2000:])
-        raise SystemExit(f"site.yml failed (exit {result.returncode})")
+        raise SystemExit(f"site.yml ({executor}) failed (exit {result.returncode})")
     return elapsed, counts
+
+
+def noop_figures(elapsed: float, counts: dict[str, int], prefix: str = "") -> dict[str, float | int]:
+    tasks = counts["ok"] + counts["changed"] + counts["failed"] + counts["skipped"]
+    return {
+        f"{prefix}noop_s": round(elapsed, 1),
+        f"{prefix}tasks": tasks,
+        f"{prefix}changed_on_second": counts["changed"],
+        f"{prefix}s_per_task": round(elapsed / max(tasks, 1), 3),
+    }
 
 
 def main() -> int:
@@ -133,7 +148,9 @@ def main() -> int:
         action="store_true",
         help="reuse a running box instead of a fresh one (already deployed: both runs are no-ops)",
     )
-    parser.add_argument("--log-dir", type=Path, help="write each run's output there (fresh.log, noop.log)")
+    parser.add_argument(
+        "--log-dir", type=Path, help="write each run's output there (fresh.log, noop.log, noop-mitogen.log)"
+    )
     args = parser.parse_args()
     if not args.keep:
         box.destroy()
@@ -150,21 +167,22 @@ def main() -> int:
             and subprocess.run(["docker", "exec", box.CONTAINER, "id", "mov"], capture_output=True).returncode == 0
         )
         workspace(root, address, key, known_hosts)
-        logs = {name: args.log_dir / f"{name}.log" if args.log_dir else None for name in ("fresh", "noop")}
+        logs = {
+            name: args.log_dir / f"{name}.log" if args.log_dir else None for name in ("fresh", "noop", "noop-mitogen")
+        }
         if args.log_dir:
             args.log_dir.mkdir(parents=True, exist_ok=True)
-        fresh_s, _ = playbook(root, "mov" if deployed else "root", logs["fresh"])
-        noop_s, counts = playbook(root, "mov", logs["noop"])
-    tasks = counts["ok"] + counts["changed"] + counts["failed"] + counts["skipped"]
-    figures = {
-        "fresh_s": round(fresh_s, 1),
-        "noop_s": round(noop_s, 1),
-        "tasks": tasks,
-        "changed_on_second": counts["changed"],
-        "s_per_task": round(noop_s / max(tasks, 1), 3),
-    }
+        fresh_s, _ = playbook(root, "mov" if deployed else "root", "plain", logs["fresh"])
+        plain = noop_figures(*playbook(root, "mov", "plain", logs["noop"]))
+        mitogen = noop_figures(*playbook(root, "mov", "mitogen", logs["noop-mitogen"]), prefix="mitogen_")
+    figures = {"fresh_s": round(fresh_s, 1), **plain, **mitogen}
     if not args.json:
-        print(f"fresh run {fresh_s:.0f}s; no-op run {noop_s:.0f}s for {tasks} tasks, {counts['changed']} changed")
+        print(f"fresh run {fresh_s:.0f}s")
+        for name, prefix in (("plain", ""), ("mitogen", "mitogen_")):
+            print(
+                f"no-op run ({name}) {figures[prefix + 'noop_s']}s for {figures[prefix + 'tasks']} tasks, "
+                f"{figures[prefix + 'changed_on_second']} changed"
+            )
     print(json.dumps(figures))
     return 0
 

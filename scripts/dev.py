@@ -185,7 +185,18 @@ def python_paths() -> list[str]:
         | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/library") if p.is_dir()}
         | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/action_plugins") if p.is_dir()}
     )
-    return ["scripts", "scripts/movctl", "tests", "molecule", "scenarios", "bench", "analytics", "hosttools", *roles]
+    return [
+        "scripts",
+        "scripts/movctl",
+        "tests",
+        "molecule",
+        "scenarios",
+        "bench",
+        "analytics",
+        "hosttools",
+        "plugins",
+        *roles,
+    ]
 
 
 def mypy_paths() -> list[str]:
@@ -199,6 +210,7 @@ def mypy_paths() -> list[str]:
         "scenarios/site",
         "scenarios/up",
         "bench",
+        "plugins",
         *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/files/*.py"))),
         *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/filter_plugins/*.py"))),
         *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/library/*.py"))),

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "molecule"))
 sys.path.insert(0, str(REPO / "scenarios"))
 import box  # noqa: E402
+from executors import Executor, executor_env  # noqa: E402
 from prober import Prober, docker  # noqa: E402
 
 ENV = "ci-site"
@@ -110,7 +111,7 @@ class Site:
     def inventory(self) -> Path:
         return REPO / "inventories" / ENV
 
-    def env(self) -> dict[str, str]:
+    def env(self, executor: Executor = "plain") -> dict[str, str]:
         return dict(
             os.environ,
             ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
@@ -119,6 +120,7 @@ class Site:
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.work / "cp"),
             # A fact cache of its own: the repository's (.cache/facts) may hold another box of the same name.
             ANSIBLE_CACHE_PLUGIN_CONNECTION=str(self.facts),
+            **executor_env(executor),
         )
 
     def _log(self, name: str) -> Path:
@@ -126,16 +128,21 @@ class Site:
         slug = re.sub(r"[^\w.-]+", "_", name)[:80]
         return LOGS / f"{len(self.runs) + 1:02d}-{slug}.log"
 
-    def ansible(self, tool: str, *args: str, root: bool = False, timeout: float = 1800) -> Run:
-        """ansible-playbook (or another Ansible tool) against the env, as the admin or, first, as root."""
+    def ansible(
+        self, tool: str, *args: str, root: bool = False, timeout: float = 1800, executor: Executor = "plain"
+    ) -> Run:
+        """ansible-playbook (or another Ansible tool) against the env, as the admin or, first, as root; with plain
+        Ansible or Mitogen (scripts/executors.py)."""
         # The first run: the provider's root login and key, as README's first deploy (-e ansible_user=root).
         first = ("-e", "ansible_user=root", "-e", f"ansible_ssh_private_key_file={self.provider_key}") if root else ()
         cmd = (tool, *args, "-i", str(self.inventory), "--vault-password-file", str(self.vault_password), *first)
-        proc = subprocess.run(cmd, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=REPO, env=self.env(executor), capture_output=True, text=True, timeout=timeout)
         return self._record(cmd, proc.returncode, proc.stdout + proc.stderr)
 
-    def play(self, playbook: str, *args: str, root: bool = False, timeout: float = 1800) -> Run:
-        return self.ansible("ansible-playbook", playbook, *args, root=root, timeout=timeout)
+    def play(
+        self, playbook: str, *args: str, root: bool = False, timeout: float = 1800, executor: Executor = "plain"
+    ) -> Run:
+        return self.ansible("ansible-playbook", playbook, *args, root=root, timeout=timeout, executor=executor)
 
     def play_killed(self, playbook: str, when: re.Pattern[str], after_s: float = 0, timeout: float = 1800) -> Run:
         """Start a playbook and kill it (SIGKILL, its whole process group) after_s seconds after a line of its output

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from conftest import DOMAIN, ENV, LAN, REPO, Host, Site
+from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, keygen
 from device import MOSQUITTO_IMAGE, publish_websockets, reading
 from device import publish as device_publish
 from prober import Prober, docker
@@ -159,7 +159,9 @@ def test_root_login_is_closed_and_the_admin_has_sudo(site: Site) -> None:
 
 
 def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
-    run = site.play("site.yml")
+    # Through Mitogen, the documented faster executor, with ansible.cfg's host key checking on and the env's known
+    # hosts (scanned from the boxes): its no-op must be as empty as plain Ansible's.
+    run = site.play("site.yml", executor="mitogen")
     assert run.code == 0, run.explain()
     recap = run.recap()
     assert set(recap) == {h.name for h in site.hosts}, run.explain()
@@ -184,6 +186,24 @@ def test_a_hand_edit_on_the_host_is_put_back_by_the_next_run(site: Site) -> None
     for host in site.hosts:
         state = site.sudo(host, f"grep -c 'enabled = false' {jail}; systemctl is-active fail2ban")
         assert state.stdout.split() == ["0", "active"], state
+
+
+def test_mitogen_refuses_a_box_whose_host_key_differs(site: Site) -> None:
+    # The env's known hosts file with another key for each box's address: Mitogen's SSH connection must refuse them.
+    # Its own message (mitogen/ssh.py, hostkey_failed_msg) also shows that Mitogen's connection ran, not Ansible's.
+    with tempfile.TemporaryDirectory(prefix="mov-hostkeys-") as tmp:
+        other = keygen(Path(tmp) / "other-host-key", "not the box").with_suffix(".pub").read_text().split()
+        known_hosts = Path(tmp) / "known_hosts"
+        known_hosts.write_text("".join(f"{h.address} {other[0]} {other[1]}\n" for h in site.hosts))
+        common_args = json.dumps(
+            {"ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes"}
+        )
+        run = site.ansible("ansible", "mov", "-m", "ansible.builtin.ping", "-e", common_args, executor="mitogen")
+    assert run.code == 4, run.explain()  # ansible's exit code when hosts were unreachable
+    refused = re.findall(r"^(\S+) \| UNREACHABLE!", run.output, re.M)
+    assert sorted(refused) == sorted(h.name for h in site.hosts), run.explain()
+    # The result's message is folded over lines in the YAML output.
+    assert "SSH reported an unrecognized or mismatching host key" in " ".join(run.output.split()), run.explain()
 
 
 def test_verify_playbook(site: Site) -> None:
