@@ -17,6 +17,11 @@ EXECUTORS: dict[Executor, dict[str, str]] = {
 }
 
 
+# docs/operations/deploy.md, "Fast path": a setting only the worker or Grafana reads (a threshold), deployed without
+# the other roles: `ansible-playbook site.yml ... --tags` these.
+FAST_PATH_TAGS = "grafana_configure,stack_configure,stack_run"
+
+
 def executor_env(executor: Executor) -> dict[str, str]:
     """The environment variables that select `executor`."""
     return dict(EXECUTORS[executor])

@@ -22,6 +22,7 @@ import yaml
 from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, keygen
 from device import MOSQUITTO_IMAGE, publish_websockets, reading
 from device import publish as device_publish
+from executors import FAST_PATH_TAGS
 from prober import Prober, docker
 
 PUBLIC_PORTS = [22, 80, 443, 8883]
@@ -29,8 +30,6 @@ PUBLIC_PORTS = [22, 80, 443, 8883]
 # InfluxDB, the worker's metrics, Telegraf's health and metrics, Loki, Alloy).
 INTERNAL_PORTS = [1883, 3000, 8086, 9001, 9108, 9273, 8080, 3100, 12345]
 ANALYTICS = "mov/analytics"
-# docs/operations/deploy.md, "Fast path": a setting the worker or Grafana reads, deployed without the other roles.
-FAST_PATH_TAGS = "grafana_configure,stack_configure,stack_run"
 T = TypeVar("T")
 
 
