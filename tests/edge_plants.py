@@ -19,15 +19,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from mov_render import Workspace, new_workspace
+from mov_render import REPO, Workspace, new_workspace
 
-__all__ = ["Workspace"]
+sys.path.insert(0, str(REPO / "analytics" / "tests"))
+from mosquitto_runner import free_port  # noqa: E402  (the analytics tests' broker helpers)
+
+__all__ = ["Workspace", "free_port"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 GATEWAY_PORT = 1883
@@ -87,13 +91,14 @@ def passwords(ws: Workspace) -> dict[str, str]:
     return {str(k): str(v) for k, v in store.items()}
 
 
-def make_ca_and_cert(directory: Path, ip: str) -> tuple[Path, Path]:
-    """A self-signed certificate for `ip` and 127.0.0.1 (openssl, EC), its own trust anchor: (cert, key)."""
+def make_ca_and_cert(directory: Path, ip: str, extra: Sequence[str] = ()) -> tuple[Path, Path]:
+    """A self-signed certificate for `ip`, `extra` and 127.0.0.1 (openssl, EC), its own trust anchor: (cert, key)."""
     cert, key = directory / "central.crt", directory / "central.key"
+    names = ",".join(f"IP:{a}" for a in (ip, *extra, "127.0.0.1"))
     subprocess.run(
         [
             *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
-            *("-days", "1", "-subj", f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip},IP:127.0.0.1"),
+            *("-days", "1", "-subj", f"/CN={ip}", "-addext", f"subjectAltName={names}"),
             *("-addext", "keyUsage=critical,digitalSignature,keyCertSign", "-addext", "extendedKeyUsage=serverAuth"),
             *("-keyout", str(key), "-out", str(cert)),
         ],
@@ -111,11 +116,24 @@ def _rewrite(lines: list[str], replace: dict[str, str]) -> list[str]:
     return [f"{_setting(line)} {replace[_setting(line)]}" if _setting(line) in replace else line for line in lines]
 
 
-def central_conf(host_dir: Path, workdir: Path, address: str, port: int, cert: Path, key: Path) -> Path:
-    """The central role's mosquitto.conf with its global lines verbatim and its TLS listener on `address` (the
-    gateways' side) and on 127.0.0.1 (the consumers': up while a WAN link is down)."""
-    config = host_dir / "opt/mov/mosquitto/config"
-    text = (config / "mosquitto.conf").read_text()
+def central_conf(
+    host_dir: Path,
+    workdir: Path,
+    address: str,
+    port: int,
+    tls: tuple[Path, Path],
+    overrides: dict[str, str] | None = None,
+    listen: Sequence[str] = (),
+) -> Path:
+    """The central role's mosquitto.conf with its global lines verbatim (but for `overrides`) and its TLS listener
+    on `address` and `listen` (the gateways' side) and on 127.0.0.1 (the consumers': up while a WAN link is down).
+    The password file and ACL are copied into `workdir`, which a test may change."""
+    rendered = host_dir / "opt/mov/mosquitto/config"
+    config = workdir / "config"
+    config.mkdir(exist_ok=True)
+    for name in ("passwd", "acl"):
+        shutil.copy(rendered / name, config / name)
+    text = (rendered / "mosquitto.conf").read_text()
     lines = text.split("\n# Plain MQTT", 1)[0].splitlines()
     lines = _rewrite(
         lines,
@@ -123,12 +141,14 @@ def central_conf(host_dir: Path, workdir: Path, address: str, port: int, cert: P
             "password_file": str(config / "passwd"),
             "acl_file": str(config / "acl"),
             "persistence_location": f"{workdir}/",
+            **(overrides or {}),
         },
     )
-    tls = [line for line in text.split("# MQTT over TLS", 1)[1].splitlines() if _setting(line) == "tls_version"]
+    cert, key = tls
+    tls_version = [line for line in text.split("# MQTT over TLS", 1)[1].splitlines() if _setting(line) == "tls_version"]
     lines.append("user root")
-    for where in (address, "127.0.0.1"):
-        lines += [f"listener {port} {where}", f"certfile {cert}", f"keyfile {key}", *tls]
+    for where in (address, *listen, "127.0.0.1"):
+        lines += [f"listener {port} {where}", f"certfile {cert}", f"keyfile {key}", *tls_version]
     conf = workdir / "central.conf"
     conf.write_text("\n".join(lines) + "\n")
     return conf
