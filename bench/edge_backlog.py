@@ -39,8 +39,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import edge_plants  # noqa: E402
-from edge_plants import free_port  # noqa: E402
+import edge_plants
+from edge_plants import free_port
 
 GATEWAY = edge_plants.GATEWAYS[0]
 CLIENT, DEVICE = GATEWAY.devices[0]
@@ -209,7 +209,7 @@ def measure(
         delivered=len(distinct),
         lost=acknowledged - len(distinct),
         duplicates=len(readings_arrived) - len(distinct),
-        dropped_at=[name for name, broker in (("gateway", gateway), ("central", central)) if DROPPING in broker.log_text()],
+        dropped_at=[name for name, b in (("gateway", gateway), ("central", central)) if DROPPING in b.log_text()],
     )
 
 
@@ -273,9 +273,7 @@ def run_reference(args: argparse.Namespace, work: Path) -> Run:
             work / "gateway.conf", work / "gateway.log", edge_plants.GATEWAY_PORT, plant.lan_address, netns=plant.name
         )
         consumer = ("mov/dados/#", None, None)
-        return measure(
-            "reference", plant, central, gateway, consumer, None, args.readings, args.outage_s, args.timeout
-        )
+        return measure("reference", plant, central, gateway, consumer, None, args.readings, args.outage_s, args.timeout)
     finally:
         plant.close()
 
@@ -305,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         reference = run_reference(args, work / "reference")
     version = subprocess.run([edge_plants.MOSQUITTO, "-h"], capture_output=True, text=True).stdout.splitlines()[0]
+
     def over_reference(run: Run, rate: str) -> float:
         return round(getattr(run, rate) / getattr(reference, rate), 2) if getattr(reference, rate) else 0.0
 

@@ -29,7 +29,7 @@ import yaml
 from mov_render import REPO, Workspace, new_workspace
 
 sys.path.insert(0, str(REPO / "analytics" / "tests"))
-from mosquitto_runner import free_port  # noqa: E402  (the analytics tests' broker helpers)
+from mosquitto_runner import free_port
 
 __all__ = ["Workspace", "free_port"]
 
@@ -184,8 +184,8 @@ class Plant:
     index: int
     wan_net: ipaddress.IPv4Network
     lan_net: ipaddress.IPv4Network
-    name: str = ""
-    up: bool = True
+    name: str = field(default="", init=False)
+    up: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         self.name = f"movedge{os.getpid()}n{self.index}"
@@ -207,7 +207,7 @@ class Plant:
 
     @property
     def central_address(self) -> str:
-        return str(list(self.wan_net.hosts())[0])
+        return str(next(iter(self.wan_net.hosts())))
 
     @property
     def lan_address(self) -> str:
@@ -235,7 +235,7 @@ def free_subnets(count: int) -> list[ipaddress.IPv4Network]:
     pool = ipaddress.ip_network("10.231.0.0/16")
     found: list[ipaddress.IPv4Network] = []
     for offset in range(0, 65536, 4):
-        candidate = ipaddress.ip_network(f"{pool[(base + offset) % 65536]}/30")
+        candidate = ipaddress.IPv4Network(f"{pool[(base + offset) % 65536]}/30")
         if not any(candidate.overlaps(u) for u in used):
             found.append(candidate)
             if len(found) == count:

@@ -92,7 +92,7 @@ def platform(rendered: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[
         central = Broker(conf, tmp_path / "central.log", port, "127.0.0.1")
         central.start()
         sites = {}
-        for gateway, plant in zip(GATEWAYS, plants):
+        for gateway, plant in zip(GATEWAYS, plants, strict=True):
             work = tmp_path / gateway.host
             work.mkdir()
             gconf = gateway_conf(dest / gateway.host, work, plant.central_address, port, cert)
@@ -304,14 +304,20 @@ def test_a_gateway_gone_from_the_password_file_is_disconnected_on_reload(platfor
     norte = platform.sites[NORTE.site]
     device = NORTE.devices[0]
     watcher = Watcher(platform, ["mov/plantas/+/mov/dados/#"])
-    passwd = Path(next(line.split(" ", 1)[1] for line in platform.central.conf.read_text().splitlines()
-                       if line.startswith("password_file ")))
+    passwd = Path(
+        next(
+            line.split(" ", 1)[1]
+            for line in platform.central.conf.read_text().splitlines()
+            if line.startswith("password_file ")
+        )
+    )
     original = passwd.read_text()
     try:
         assert publish(platform, norte, device, 0, 1) == 1
         assert len(watcher.wait(central_topic(norte, device), 1, 10)) == 1
-        passwd.write_text("".join(line for line in original.splitlines(keepends=True)
-                                  if not line.startswith(f"gw_{NORTE.site}:")))
+        passwd.write_text(
+            "".join(line for line in original.splitlines(keepends=True) if not line.startswith(f"gw_{NORTE.site}:"))
+        )
         assert platform.central.proc is not None
         platform.central.proc.send_signal(signal.SIGHUP)
         time.sleep(1)
