@@ -127,15 +127,19 @@ def _check_device_list(devices: object, where: str, errors: list[str]) -> None:
 
 def _check_devices(tree: Mapping[str, Any], errors: list[str]) -> None:
     _check_device_list(tree.get("mov_devices"), "mov_devices", errors)
-    every = [d for d in tree.get("mov_devices") or [] if isinstance(d, Mapping)]
-    every += [d for g in gateways(tree) for d in g.get("devices") or [] if isinstance(d, Mapping)]
-    pairs = Counter((d.get("client"), d.get("name")) for d in every)
+    # A device's username is the same on every broker: unique across the central VPS and every gateway.
+    listed = [("mov_devices", d) for d in tree.get("mov_devices") or [] if isinstance(d, Mapping)]
+    listed += [
+        (f"{g.get('host')}: mov_edge_devices", d)
+        for g in gateways(tree)
+        for d in g.get("devices") or []
+        if isinstance(d, Mapping)
+    ]
+    pairs = Counter((d.get("client"), d.get("name")) for _, d in listed)
     for (client, name), count in sorted(pairs.items(), key=str):
         if count > 1:
-            errors.append(
-                f"mov_devices / mov_edge_devices: duplicate device {name!r} of client {client!r} ({count} entries; "
-                "a device's username is the same on every broker)"
-            )
+            where = " / ".join(sorted({w for w, d in listed if (d.get("client"), d.get("name")) == (client, name)}))
+            errors.append(f"{where}: duplicate device {name!r} of client {client!r} ({count} entries)")
 
 
 def _check_gateways(tree: Mapping[str, Any], errors: list[str]) -> None:
