@@ -35,9 +35,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import edge_plants
 from edge_plants import free_port
@@ -104,32 +101,7 @@ class Consumer:
 
 def publish(address: str, readings: int, auth: tuple[str, str] | None, first: int = 0) -> int:
     """One device's QoS 1 readings to its gateway; returns how many were acknowledged."""
-    acked = 0
-    done = threading.Event()
-
-    def on_publish(*_: object) -> None:
-        nonlocal acked
-        acked += 1
-        if acked >= readings:
-            done.set()
-
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{DEVICE}-bench", clean_session=True)
-    c.max_queued_messages_set(0)
-    c.max_inflight_messages_set(100)
-    if auth:
-        c.username_pw_set(*auth)
-    c.on_publish = on_publish
-    c.connect(address, edge_plants.GATEWAY_PORT)
-    c.loop_start()
-    try:
-        topic = f"mov/dados/{CLIENT}/{DEVICE}"
-        for seq in range(first, first + readings):
-            c.publish(topic, edge_plants.reading(CLIENT, DEVICE, seq), qos=1)
-        done.wait(120)
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return acked
+    return edge_plants.publish_readings(address, (CLIENT, DEVICE), auth, range(first, first + readings))
 
 
 def wait_until(predicate: object, seconds: float) -> bool:

@@ -20,13 +20,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import yaml
 from mov_render import REPO, Workspace, new_workspace
+from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(REPO / "analytics" / "tests"))
 from mosquitto_runner import free_port
@@ -60,6 +63,44 @@ def reading(client: str, name: str, seq: int) -> bytes:
             "fields": {"temperatura_c": 20.0 + seq % 10, "seq": seq},
         }
     ).encode()
+
+
+def publish_readings(
+    address: str,
+    device: tuple[str, str],
+    auth: tuple[str, str] | None,
+    seqs: range,
+    topic: str = "",
+    seconds: float = 120,
+) -> int:
+    """A device's QoS 1 readings (`seqs`) to its gateway over the plant LAN, on its own topic unless `topic`;
+    returns how many the gateway acknowledged within `seconds`."""
+    client, name = device
+    acked = 0
+    done = threading.Event()
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked >= len(seqs):
+            done.set()
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-publisher", clean_session=True)
+    c.max_queued_messages_set(0)
+    c.max_inflight_messages_set(100)
+    if auth:
+        c.username_pw_set(*auth)
+    c.on_publish = on_publish
+    c.connect(address, GATEWAY_PORT)
+    c.loop_start()
+    try:
+        for seq in seqs:
+            c.publish(topic or f"mov/dados/{client}/{name}", reading(client, name, seq), qos=1)
+        done.wait(seconds)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return acked
 
 
 def render(gateways: Sequence[Gateway] = GATEWAYS) -> tuple[Workspace, Path]:

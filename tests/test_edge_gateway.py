@@ -34,6 +34,7 @@ from edge_plants import (
     gateway_conf,
     make_ca_and_cert,
     passwords,
+    publish_readings,
     reading,
     render,
 )
@@ -145,30 +146,9 @@ class Watcher:
 
 def publish(platform: Platform, site: Site, device: tuple[str, str], first: int, count: int, topic: str = "") -> int:
     """A device's QoS 1 readings to its gateway over the plant LAN; returns how many were acknowledged."""
-    client, name = device
-    acked = 0
-    done = threading.Event()
-
-    def on_publish(*_: object) -> None:
-        nonlocal acked
-        acked += 1
-        if acked >= count:
-            done.set()
-
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-test", clean_session=True)
-    c.username_pw_set(f"{client}/{name}", platform.passwords[f"{client}/{name}"])
-    c.max_queued_messages_set(0)
-    c.on_publish = on_publish
-    c.connect(site.plant.lan_address, GATEWAY_PORT)
-    c.loop_start()
-    try:
-        for seq in range(first, first + count):
-            c.publish(topic or f"mov/dados/{client}/{name}", reading(client, name, seq), qos=1)
-        done.wait(30)
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return acked
+    user = "/".join(device)
+    auth = (user, platform.passwords[user])
+    return publish_readings(site.plant.lan_address, device, auth, range(first, first + count), topic, seconds=30)
 
 
 def central_topic(site: Site, device: tuple[str, str]) -> str:
