@@ -122,7 +122,8 @@ def render(gateways: Sequence[Gateway] = GATEWAYS) -> tuple[Workspace, Path]:
     }
     hosts.write_text(yaml.safe_dump(inventory))
     dest = ws.root / "render" / "local"
-    ws.render("local", dest)
+    # The central host's broker is all this needs of it (render.yml's render_roles, as an extra var).
+    ws.render("local", dest, "-e", json.dumps({"render_roles": ["mosquitto"]}))
     return ws, dest
 
 
