@@ -97,8 +97,8 @@ class Workspace:
         return self.run(*args, *extra, check=check)
 
     def vault_plaintext(self, env: str) -> str:
-        from ansible.constants import DEFAULT_VAULT_ID_MATCH  # type: ignore[import-untyped]
-        from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]
+        from ansible.constants import DEFAULT_VAULT_ID_MATCH
+        from ansible.parsing.vault import VaultLib, VaultSecret
 
         vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(VAULT_PASSWORD.encode()))])
         raw = (self.inventory(env) / "group_vars" / "mov" / "vault.yml").read_bytes()
