@@ -308,6 +308,7 @@ class Broker:
             except OSError:
                 assert self.proc.poll() is None, self.log_text()[-2000:]
                 time.sleep(0.05)
+        self.stop(signal.SIGKILL)
         raise AssertionError(f"mosquitto did not listen within 10 s:\n{self.log_text()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
