@@ -47,7 +47,11 @@ TREE_KEYS = (
     "mov_telegraf_outage_tolerance_s",
     "mov_dev_override",
     "mov_dev_loop",
+    # Every gateway of the inventory's group `edge`: {host, site, devices} (group_vars/all/gateways.yml).
+    "mov_edge_gateways",
 )
+# A gateway's account on the central broker is <this><site> (group_vars/all/gateways.yml, mov_edge_account_prefix).
+EDGE_ACCOUNT_PREFIX = "gw_"
 # The environments that may turn the development override on (debug ports, services on localhost, anonymous
 # Grafana) or the developer loop (the worker runs mounted source under a debugger): the VPS in a box only, never
 # staging or prod.
@@ -85,10 +89,17 @@ def device_username(device: Mapping[str, Any]) -> str:
     return f"{device['client']}/{device['name']}"
 
 
+def gateways(tree: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [g for g in tree.get("mov_edge_gateways") or [] if isinstance(g, Mapping)]
+
+
 def mqtt_usernames(tree: Mapping[str, Any]) -> list[str]:
+    """Every MQTT account: the central broker's services and devices, each gateway's and its devices'."""
     services = [str(u["name"]) for u in tree.get("mov_mqtt_service_users") or []]
     devices = [device_username(d) for d in tree.get("mov_devices") or []]
-    return services + devices
+    edge = [EDGE_ACCOUNT_PREFIX + str(g.get("site")) for g in gateways(tree)]
+    edge_devices = [device_username(d) for g in gateways(tree) for d in g.get("devices") or []]
+    return services + devices + edge + edge_devices
 
 
 def required_secrets(tree: Mapping[str, Any]) -> list[str]:
@@ -96,27 +107,63 @@ def required_secrets(tree: Mapping[str, Any]) -> list[str]:
     return [f"mqtt/{name}" for name in mqtt_usernames(tree)] + list(FIXED_SECRETS)
 
 
-def _check_devices(tree: Mapping[str, Any], errors: list[str]) -> None:
-    devices = tree.get("mov_devices")
+def _check_device_list(devices: object, where: str, errors: list[str]) -> None:
     if not isinstance(devices, list) or not devices:
-        errors.append(f"mov_devices: must be a non-empty list of devices, got {devices!r}")
+        errors.append(f"{where}: must be a non-empty list of devices, got {devices!r}")
         return
     for index, device in enumerate(devices):
-        where = f"mov_devices[{index}]"
+        item = f"{where}[{index}]"
         if not isinstance(device, Mapping):
-            errors.append(f"{where}: must be a mapping with name, client, site, type, got {device!r}")
+            errors.append(f"{item}: must be a mapping with name, client, site, type, got {device!r}")
             continue
         for key in ("name", "client", "site", "type"):
             why = _why_bad_name(device.get(key))
             if why:
-                errors.append(f"{where}.{key}: {why}")
+                errors.append(f"{item}.{key}: {why}")
         extra = sorted(set(device) - {"name", "client", "site", "type"})
         if extra:
-            errors.append(f"{where}: unknown keys {', '.join(extra)} (allowed: name, client, site, type)")
-    pairs = Counter((d.get("client"), d.get("name")) for d in devices if isinstance(d, Mapping))
+            errors.append(f"{item}: unknown keys {', '.join(extra)} (allowed: name, client, site, type)")
+
+
+def _check_devices(tree: Mapping[str, Any], errors: list[str]) -> None:
+    _check_device_list(tree.get("mov_devices"), "mov_devices", errors)
+    # A device's username is the same on every broker: unique across the central VPS and every gateway.
+    listed = [("mov_devices", d) for d in tree.get("mov_devices") or [] if isinstance(d, Mapping)]
+    listed += [
+        (f"{g.get('host')}: mov_edge_devices", d)
+        for g in gateways(tree)
+        for d in g.get("devices") or []
+        if isinstance(d, Mapping)
+    ]
+    pairs = Counter((d.get("client"), d.get("name")) for _, d in listed)
     for (client, name), count in sorted(pairs.items(), key=str):
         if count > 1:
-            errors.append(f"mov_devices: duplicate device {name!r} of client {client!r} ({count} entries)")
+            where = " / ".join(sorted({w for w, d in listed if (d.get("client"), d.get("name")) == (client, name)}))
+            errors.append(f"{where}: duplicate device {name!r} of client {client!r} ({count} entries)")
+
+
+def _check_gateways(tree: Mapping[str, Any], errors: list[str]) -> None:
+    listed = tree.get("mov_edge_gateways") or []
+    if not isinstance(listed, list):
+        errors.append(f"mov_edge_gateways: must be a list, got {listed!r}")
+        return
+    clients = {d.get("client") for d in tree.get("mov_devices") or [] if isinstance(d, Mapping)}
+    for gateway in gateways(tree):
+        host = gateway.get("host", "?")
+        why = _why_bad_name(gateway.get("site"))
+        if why:
+            errors.append(f"{host}: mov_edge_site: {why}")
+        _check_device_list(gateway.get("devices"), f"{host}: mov_edge_devices", errors)
+        if EDGE_ACCOUNT_PREFIX + str(gateway.get("site")) in clients:
+            errors.append(
+                f"{host}: mov_edge_site: the account {EDGE_ACCOUNT_PREFIX}{gateway.get('site')} is also a device "
+                "client name; it would be allowed to publish as that client's devices"
+            )
+    sites = Counter(g.get("site") for g in gateways(tree))
+    for site, count in sorted(sites.items(), key=str):
+        if count > 1:
+            hosts = ", ".join(str(g.get("host")) for g in gateways(tree) if g.get("site") == site)
+            errors.append(f"mov_edge_site: {site!r} is the site of {count} gateways ({hosts}); each plant has one")
 
 
 def _check_service_users(tree: Mapping[str, Any], errors: list[str]) -> None:
@@ -312,6 +359,7 @@ def validate(tree: Mapping[str, Any]) -> list[str]:
     _check_scalars(tree, errors)
     _check_devices(tree, errors)
     _check_service_users(tree, errors)
+    _check_gateways(tree, errors)
     _check_thresholds(tree, errors)
     _check_smtp(tree, errors)
     _check_history(tree, errors)

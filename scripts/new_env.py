@@ -161,6 +161,25 @@ def ssh_public_keys(value: str) -> list[str]:
     return keys
 
 
+def gateways(value: str) -> list[dict[str, str]]:
+    """ "name=address/site, ...": one edge gateway per plant (docs/plants.md)."""
+    found: list[dict[str, str]] = []
+    for item in (v.strip() for v in value.split(",") if v.strip()):
+        name, _, rest = item.partition("=")
+        address, _, site = rest.rpartition("/")
+        if not (name and address and site) or not config_tree.DOMAIN_PATTERN.match(name):
+            raise InvalidAnswer(f"{item!r} is not name=address/site, e.g. gw-sul=192.0.2.20/fabrica_sul")
+        why = config_tree._why_bad_name(site)
+        if why:
+            raise InvalidAnswer(f"{item!r}: the site {why}")
+        found.append({"name": name, "address": host_address(address), "site": site})
+    for key in ("name", "site"):
+        values = [g[key] for g in found]
+        if len(set(values)) != len(values):
+            raise InvalidAnswer(f"each gateway needs its own {key}")
+    return found
+
+
 def smtp_host(value: str) -> str:
     value = value.strip().lower()
     if not config_tree.DOMAIN_PATTERN.match(value) or "." not in value:
@@ -215,6 +234,7 @@ class Answers:
     smtp_password: str
     backup_remote: str
     admin_ssh_keys: list[str]
+    gateways: list[dict[str, str]]
     vault_password_file: Path
 
 
@@ -324,6 +344,13 @@ QUESTIONS = (
         "stored in the vault",
     ),
     Question(
+        "gateways",
+        "Edge gateways, one per plant (name=address/site, comma-separated, empty for none)",
+        gateways,
+        lambda a: "",
+        "each plant's devices go under its mov_edge_devices in hosts.yml (docs/plants.md)",
+    ),
+    Question(
         "vault_password_file",
         "Vault password file (created with a random password if missing)",
         lambda v: Path(v.strip()).expanduser() if v.strip() else _raise("a path is needed"),
@@ -420,10 +447,30 @@ def inventory_files(a: Answers) -> dict[str, str]:
             }
         }
     }
+    if a.gateways:
+        hosts["edge"] = {
+            "hosts": {
+                g["name"]: {
+                    "ansible_host": g["address"],
+                    "ansible_user": "{{ mov_admin_user }}",
+                    "ansible_become": True,
+                    "mov_edge_site": g["site"],
+                    "mov_edge_devices": [],
+                }
+                for g in a.gateways
+            }
+        }
+    plants = (
+        "\nEach gateway's devices go under its mov_edge_devices (name, client, site, type): the preflight refuses a"
+        "\ngateway without any. ansible-playbook site.yml --limit <gateway> deploys one gateway alone."
+        if a.gateways
+        else ""
+    )
     return {
         "hosts.yml": _yaml(
             f"The {a.env} VPS (made by scripts/new-env). The first run on a fresh VPS uses the provider's initial\n"
-            f"user: ansible-playbook site.yml -i inventories/{a.env} -e ansible_user=root --vault-password-file FILE",
+            f"user: ansible-playbook site.yml -i inventories/{a.env} -e ansible_user=root --vault-password-file FILE"
+            + plants,
             hosts,
         ),
         "group_vars/mov/main.yml": _yaml(
@@ -532,7 +579,7 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
         flag = "--" + question.key.replace("_", "-")
         if question.secret:
             continue
-        if question.key in ("domains", "alert_emails", "admin_ssh_keys", "components"):
+        if question.key in ("domains", "alert_emails", "admin_ssh_keys", "components", "gateways"):
             parser.add_argument(flag, action="append", help=f"{question.prompt}; repeatable ({question.help})")
         else:
             parser.add_argument(flag, help=f"{question.prompt} ({question.help})")
@@ -542,6 +589,7 @@ def main(argv: Sequence[str] | None = None, read: Callable[[str], str] = input) 
         "--admin-ssh-key", "--admin-ssh-key-file", dest="admin_ssh_keys", action="append", help=argparse.SUPPRESS
     )
     parser.add_argument("--component", dest="components", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--gateway", dest="gateways", action="append", help=argparse.SUPPRESS)
     parser.add_argument(
         "--smtp-password-file",
         type=Path,

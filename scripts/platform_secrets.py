@@ -235,8 +235,19 @@ def load_tree(env: str, root: Path, password_file: Path | None) -> dict[str, Any
     hosts = inventory.get("mov", {}).get("hosts", [])
     if not hosts:
         raise SecretsError(f"inventories/{env} has no host in group mov")
-    hostvars = inventory.get("_meta", {}).get("hostvars", {}).get(hosts[0], {})
-    return {key: hostvars.get(key) for key in (*config_tree.TREE_KEYS, TOKENS_KEY)}
+    every_hostvars = inventory.get("_meta", {}).get("hostvars", {})
+    hostvars = every_hostvars.get(hosts[0], {})
+    tree = {key: hostvars.get(key) for key in (*config_tree.TREE_KEYS, TOKENS_KEY)}
+    # The gateways as group_vars/all/gateways.yml lists them (ansible-inventory leaves that template unrendered).
+    tree["mov_edge_gateways"] = [
+        {
+            "host": host,
+            "site": every_hostvars.get(host, {}).get("mov_edge_site"),
+            "devices": every_hostvars.get(host, {}).get("mov_edge_devices"),
+        }
+        for host in inventory.get("edge", {}).get("hosts", [])
+    ]
+    return tree
 
 
 def token_names(tree: Mapping[str, Any]) -> list[str]:

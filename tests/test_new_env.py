@@ -231,6 +231,9 @@ GOOD_FLAGS: dict[str, str | None] = {
         ("smtp_host", "smtp relay", "is not a mail relay's host name"),
         ("smtp_port", "99999", "is not a TCP port number"),
         ("admin_ssh_keys", "/nonexistent/id_ed25519.pub", "neither an SSH public key nor a file"),
+        ("gateways", "gw-sul=10.0.0.2", "is not name=address/site"),
+        ("gateways", "gw-sul=10.0.0.2/fabrica sul", "the site 'fabrica sul' contains a space"),
+        ("gateways", "gw-a=10.0.0.2/sul,gw-b=10.0.0.3/sul", "each gateway needs its own site"),
     ],
 )
 def test_a_bad_flag_fails_naming_it(key: str, value: str, expected: str) -> None:
@@ -239,6 +242,14 @@ def test_a_bad_flag_fails_naming_it(key: str, value: str, expected: str) -> None
     message = str(exc.value)
     assert f"--{key.replace('_', '-')}:" in message
     assert expected in message
+
+
+def test_gateways_go_into_the_edge_group_with_their_site() -> None:
+    answers = new_env.collect({**GOOD_FLAGS, "gateways": "gw-sul=10.0.0.2/fabrica_sul"}, interactive=False)
+    edge = yaml.safe_load(new_env.inventory_files(answers)["hosts.yml"])["edge"]["hosts"]
+    assert edge["gw-sul"]["ansible_host"] == "10.0.0.2"
+    assert edge["gw-sul"]["mov_edge_site"] == "fabrica_sul"
+    assert edge["gw-sul"]["mov_edge_devices"] == []
 
 
 def test_a_private_key_file_is_refused(tmp_path: Path) -> None:

@@ -249,6 +249,20 @@ def test_a_devices_tags_in_stored_points_come_from_its_topic(env: str) -> None:
     assert _stored_tags(env, "mov/dados/industria_abc", PAYLOAD) is None
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_a_gateways_reading_is_stored_with_its_site(env: str) -> None:
+    """docs/plants.md: a gateway forwards mov/dados/... as mov/plantas/<site>/mov/dados/...; the site is a tag."""
+    direct = _stored_tags(env, "mov/dados/industria_abc/sensor_001", PAYLOAD)
+    assert direct is not None and "planta" not in direct
+    forwarded = _stored_tags(env, "mov/plantas/fabrica_sul/mov/dados/industria_abc/sensor_001", PAYLOAD)
+    assert forwarded == {**direct, "planta": "fabrica_sul"}
+    forged = json.loads(json.dumps(PAYLOAD))
+    forged["tags"]["dispositivo"] = "sensor_999"
+    assert _stored_tags(env, "mov/plantas/fabrica_sul/mov/dados/industria_abc/sensor_001", forged) is None
+    config = tomllib.loads(_file(env, "opt/mov/telegraf/telegraf.conf"))
+    assert "mov/plantas/+/mov/dados/#" in config["inputs"]["mqtt_consumer"][0]["topics"]
+
+
 def test_the_documented_payload_becomes_the_expected_point() -> None:
     config = tomllib.loads(_file("prod", "opt/mov/telegraf/telegraf.conf"))
     (section,) = config["inputs"]["mqtt_consumer"][0]["json_v2"]
