@@ -25,6 +25,7 @@ def play(tmp: Path, steps: list[dict[str, object]], extra: tuple[str, ...] = ())
         "roots": [
             {"path": str(tmp / "etc"), "depth": -1, "content": True},
             {"path": str(tmp / "logs"), "depth": 1, "content": False},
+            {"path": "~mov-no-such-user/.ssh", "depth": -1, "content": True},  # an admin not created yet
         ],
         "exclude": [str(tmp / "etc" / "adjtime")],
         "volatile_suffixes": [r"\.\d+(\.gz)?$"],

@@ -82,8 +82,12 @@ def _entry(path: str, content: bool) -> str | None:
 
 def walk(root: dict[str, Any], exclude: set[str], volatile: list[re.Pattern[str]]) -> dict[str, str]:
     """Every entry under root['path'], to root['depth'] levels below it (-1: all), as path -> its digest."""
+    try:  # ~user/...: a user the deploy has not created yet has no such tree
+        expanded = Path(str(root["path"])).expanduser()
+    except RuntimeError:
+        return {str(root["path"]): "absent"}
     top, depth, content = (
-        os.path.normpath(Path(str(root["path"])).expanduser()),
+        os.path.normpath(expanded),
         int(root.get("depth", -1)),
         bool(root["content"]),
     )
