@@ -29,7 +29,7 @@ def play(tmp: Path, steps: list[dict[str, object]], extra: tuple[str, ...] = ())
         ],
         "exclude": [str(tmp / "etc" / "adjtime")],
         "volatile_suffixes": [r"\.\d+(\.gz)?$"],
-        "commands": [["cat", str(tmp / "rules")]],
+        "commands": [["cat", str(tmp / "rules")], ["mov-no-such-command"]],  # the second: not installed yet
         "ignore_lines": [r"^user@\d+\.service "],
     }
     tasks: list[dict[str, object]] = []

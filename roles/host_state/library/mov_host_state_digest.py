@@ -118,7 +118,10 @@ def host_state(module: AnsibleModule) -> dict[str, str]:
     for root in module.params["roots"]:
         state.update(walk(root, exclude, volatile))
     for argv in module.params["commands"]:
-        rc, out, err = module.run_command([str(a) for a in argv])
+        try:
+            rc, out, err = module.run_command([str(a) for a in argv], handle_exceptions=False)
+        except OSError as error:  # not installed yet (ufw before the first deploy): that is the state
+            rc, out, err = 127, "", error.strerror or str(error)
         kept = "\n".join(line for line in out.splitlines() if not any(p.search(line) for p in ignored))
         digest = hashlib.sha256(f"{rc}\n{kept}\n{err}".encode()).hexdigest()
         state["$ " + " ".join(str(a) for a in argv)] = digest
