@@ -380,6 +380,7 @@ def test_interactive_under_tmux(tmp_path: Path) -> None:
         terminal.answer("Mail relay password (not shown):", SMTP_PASSWORD)
         terminal.answer("Backup remote", "")
         terminal.answer("Admin SSH public keys", KEY)
+        terminal.answer("Edge gateways", "")
         terminal.answer("Vault password file", str(password))
         terminal.answer("Write inventories/prod-eu? [Y/n]:", "")
         screen = terminal.wait_for("EXIT=", timeout=120)

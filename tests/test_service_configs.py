@@ -138,7 +138,8 @@ def test_telegraf_buffer_arithmetic_scales_with_the_devices() -> None:
 def test_telegraf_consumes_with_qos1_persistent_session_and_reads_its_secrets_from_files(env: str) -> None:
     config = tomllib.loads(_file(env, "opt/mov/telegraf/telegraf.conf"))
     (mqtt,) = [c for c in config["inputs"]["mqtt_consumer"] if c["client_id"] == "mov-telegraf"]
-    assert mqtt["topics"] == ["mov/dados/#"]
+    # Direct devices, and the plants' readings their gateways bridge under mov/plantas/<site>/ (docs/plants.md).
+    assert mqtt["topics"] == ["mov/dados/#", "mov/plantas/+/mov/dados/#"]
     assert mqtt["qos"] == 1 and mqtt["persistent_session"] is True and mqtt["client_id"] == "mov-telegraf"
     assert mqtt["username"] == "telegraf" and mqtt["password"] == "@{docker:telegraf_mqtt_password}"
     assert config["secretstores"]["docker"] == [{"id": "docker"}]
