@@ -176,14 +176,16 @@ def pytest_counts(output: str) -> tuple[int, int]:
 # --- commands ----------------------------------------------------------------
 
 
+# The roles' own Python: filter plugins, modules and action plugins.
+ROLE_PLUGIN_DIRS = ("filter_plugins", "library", "action_plugins")
+
+
 def python_paths() -> list[str]:
     """Every Python source of the repository, for the one lint and type gate: the host tools and filter plugins in
     the roles included (analytics/ brings its own ruff and mypy settings, ruff finds them)."""
     roles = sorted(
         {str(p.parent.relative_to(REPO)) for p in REPO.glob("roles/*/files/*.py")}
-        | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/filter_plugins") if p.is_dir()}
-        | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/library") if p.is_dir()}
-        | {str(p.relative_to(REPO)) for p in REPO.glob("roles/*/action_plugins") if p.is_dir()}
+        | {str(p.relative_to(REPO)) for kind in ROLE_PLUGIN_DIRS for p in REPO.glob(f"roles/*/{kind}") if p.is_dir()}
     )
     return [
         "scripts",
@@ -212,9 +214,7 @@ def mypy_paths() -> list[str]:
         "bench",
         "plugins",
         *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/files/*.py"))),
-        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/filter_plugins/*.py"))),
-        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/library/*.py"))),
-        *(str(p.relative_to(REPO)) for p in sorted(REPO.glob("roles/*/action_plugins/*.py"))),
+        *(str(p.relative_to(REPO)) for kind in ROLE_PLUGIN_DIRS for p in sorted(REPO.glob(f"roles/*/{kind}/*.py"))),
     ]
 
 
