@@ -115,6 +115,14 @@ LOGS = REPO / ".cache" / "test-logs"
 _print_lock = threading.Lock()
 
 
+_STARTED = time.monotonic()
+
+
+def clock() -> str:
+    """Seconds since this run started, for the lanes' start and end lines (where a run's time went)."""
+    return f"[{time.monotonic() - _STARTED:5.0f}s]"
+
+
 def say(text: str) -> None:
     with _print_lock:
         print(text, flush=True)
@@ -286,6 +294,13 @@ def pytest_suites() -> list[str]:
     return ["tests"] + (["analytics/tests"] if (ANALYTICS / "tests").is_dir() else [])
 
 
+def say_slowest(name: str, out: str) -> None:
+    """The slowest steps of a pytest run (its --durations table), where a lane's time went."""
+    slowest = re.search(r"=+ slowest \d+ durations =+\n(.*?)\n(?:\n|=|\d+ (?:passed|failed))", out, re.S)
+    if slowest:
+        say(f"--- {name}: slowest tests\n{slowest.group(1)}")
+
+
 def unit(results: Results, suite: str, stream: bool = True) -> None:
     started = time.monotonic()
     code, out = run_step(
@@ -293,10 +308,8 @@ def unit(results: Results, suite: str, stream: bool = True) -> None:
         name=f"pytest {suite}",
         stream=stream,
     )
-    if not stream:  # the slowest tests, where the suite's time goes
-        slowest = re.search(r"=+ slowest \d+ durations =+\n(.*?)\n(?:\n|=|\d+ (?:passed|failed))", out, re.S)
-        if slowest:
-            say(f"--- pytest {suite}: slowest tests\n{slowest.group(1)}")
+    if not stream:
+        say_slowest(f"pytest {suite}", out)
     passed, failed = pytest_counts(out)
     if code == 5:  # pytest: no tests collected
         results.record(f"pytest {suite}", False, note="no tests collected")
@@ -317,11 +330,13 @@ def pytest_scenario(
     the ones before."""
     started = time.monotonic()
     code, out = run_step(
-        [sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", path],
+        [sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", "--durations=12", path],
         name=name,
         stream=stream,
         env=dict(os.environ, **env),
     )
+    if not stream:
+        say_slowest(name, out)
     passed, failed = pytest_counts(out)
     results.record(
         name,
@@ -356,7 +371,7 @@ SCENARIO_ACTION = re.compile(r"^INFO\s+\[?(\S+?) (?:➜|>) (\w+)\]? Executing")
 PLAYBOOK_TOOK = re.compile(r"Playbook run took (\d+) days, (\d+) hours, (\d+) minutes, (\d+) seconds")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Longest first, so parallel lanes finish together; scenarios not listed run after these.
-SCENARIO_WEIGHT = ["stack", "certbot", "firewall", "backup", "common", "cron", "nginx", "docker", "mosquitto"]
+SCENARIO_WEIGHT = ["stack", "certbot", "firewall", "backup", "common", "cron", "nginx", "mosquitto", "services"]
 
 
 def scenarios() -> list[str]:
@@ -412,7 +427,7 @@ def parallel(
 
     def job(kind: str, name: str) -> None:
         lane = lanes.get()
-        say(f"--- lane {lane}: {kind} {name} started")
+        say(f"--- {clock()} lane {lane}: {kind} {name} started")
         try:
             if kind == "lint":
                 lint(results, stream=jobs == 1)
@@ -434,7 +449,7 @@ def parallel(
         except Exception as exc:  # a crash in the runner is a failed step, not a lost run
             results.record(f"{kind} {name}", False, note=f"runner error: {exc!r}")
         finally:
-            say(f"--- lane {lane}: {kind} {name} done")
+            say(f"--- {clock()} lane {lane}: {kind} {name} done")
             lanes.put(lane)
 
     # Longest first: the site scenario (which builds the box image if needed), the repository's pytest suite and
