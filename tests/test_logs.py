@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PreflightRunner, ansible_env
+from conftest import ansible_env, role_preflights
 from mov_render import REPO, rendered, resolved, workspace
 
 ALLOY_COMPONENTS = {
@@ -42,10 +42,14 @@ def group_vars(name: str) -> dict[str, Any]:
 
 @functools.cache
 def rendered_with_logs() -> Path:
-    """staging rendered once more with the logs part switched on (its stack runs every service)."""
+    """staging rendered once more with the logs part switched on (its stack runs every service): Grafana's, the
+    logs' and the stack's files."""
     ws = workspace()
     dest = ws.root / "render" / "staging-logs"
-    ws.render("staging", dest, "-e", "mov_logs_enabled=true")
+    # The roles whose files the logs part adds to or changes (render.yml's render_roles).
+    ws.render(
+        "staging", dest, "-e", json.dumps({"mov_logs_enabled": True, "render_roles": ["grafana", "logs", "stack"]})
+    )
     (host_dir,) = [p for p in dest.iterdir() if p.is_dir()]
     return host_dir
 
@@ -269,35 +273,39 @@ def test_the_role_alone_writes_the_retention_and_can_leave_the_journal_out(tmp_p
     assert (root / "alloy/data").is_dir()
 
 
-@pytest.mark.parametrize(
-    ("variables", "expected"),
-    [
-        ({"logs_retention_days": 0}, "logs_retention_days (the tree's mov_logs_retention_days, 0)"),
-        ({"logs_journal_max_age": "a day"}, "logs_journal_max_age (mov_logs_journal_max_age, a day)"),
-        ({"logs_loki_url": "http://loki:3100/loki/api/v1/push"}, "logs_loki_url (http://loki:3100/loki/api/v1/push)"),
-        ({"logs_loki_schema_from": "2024-4-1"}, "logs_loki_schema_from (2024-4-1)"),
-    ],
-    ids=["retention", "journal-age", "url-with-path", "schema-date"],
-)
-def test_wrong_logs_settings_fail_naming_the_variable(
-    role_preflight: PreflightRunner, variables: dict[str, object], expected: str
-) -> None:
-    result = role_preflight("logs", variables)
-    assert result.returncode != 0
-    assert expected in result.stdout, result.stdout[-3000:]
+WRONG = {
+    "retention": ({"logs_retention_days": 0}, "logs_retention_days (the tree's mov_logs_retention_days, 0)"),
+    "journal-age": ({"logs_journal_max_age": "a day"}, "logs_journal_max_age (mov_logs_journal_max_age, a day)"),
+    "url-with-path": (
+        {"logs_loki_url": "http://loki:3100/loki/api/v1/push"},
+        "logs_loki_url (http://loki:3100/loki/api/v1/push)",
+    ),
+    "schema-date": ({"logs_loki_schema_from": "2024-4-1"}, "logs_loki_schema_from (2024-4-1)"),
+}
 
 
-def test_the_stack_refuses_half_of_the_logs_part(role_preflight: PreflightRunner) -> None:
+@pytest.fixture(scope="module")
+def wrong_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Each wrong setting's preflight failures, all in one run (conftest.role_preflights)."""
+    cases = {name: variables for name, (variables, _) in WRONG.items()}
+    return role_preflights("logs", cases, tmp_path_factory.mktemp("logs-preflight"), gather_facts=False)
+
+
+@pytest.mark.parametrize("case", WRONG)
+def test_wrong_logs_settings_fail_naming_the_variable(wrong_outcomes: dict[str, list[str]], case: str) -> None:
+    failures = wrong_outcomes[case]
+    assert any(WRONG[case][1] in failure for failure in failures), failures
+
+
+def test_the_stack_refuses_half_of_the_logs_part(tmp_path: Path) -> None:
     images = {"mosquitto": "eclipse-mosquitto:2.0.21", "loki": "grafana/loki:3.3.2", "alloy": "grafana/alloy:v1.5.1"}
-    whole = role_preflight("stack", {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images})
-    assert whole.returncode == 0, whole.stdout[-3000:]
-    half = role_preflight("stack", {"stack_services": ["mosquitto", "alloy"], "stack_images": images})
-    assert half.returncode != 0
-    assert "must hold both loki and alloy or neither" in half.stdout
-    clash = role_preflight(
-        "stack", {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images, "stack_loki_port": 8086}
-    )
-    assert clash.returncode != 0 and "all must be distinct port numbers" in clash.stdout
+    whole = {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images}
+    cases = {"whole": whole, "half": {**whole, "stack_services": ["mosquitto", "alloy"]}}
+    cases["clash"] = {**whole, "stack_loki_port": 8086}
+    found = role_preflights("stack", cases, tmp_path, gather_facts=False)
+    assert found["whole"] == []
+    assert any("must hold both loki and alloy or neither" in f for f in found["half"]), found["half"]
+    assert any("all must be distinct port numbers" in f for f in found["clash"]), found["clash"]
 
 
 # --- the e2e job's Loki check (tests/e2e/check_platform.py logs) ------------------------------------------------

@@ -62,7 +62,8 @@ def _render(overrides: dict[str, object] | None) -> Path:
     rendered("local")  # the local secrets exist before a second render reads them
     dest = ws.root / "render" / f"local-{abs(hash(json.dumps(overrides, sort_keys=True)))}"
     if not dest.exists():
-        ws.render("local", dest, "-e", json.dumps(overrides))
+        # The broker's config is all these tests read (render.yml's render_roles, as an extra var).
+        ws.render("local", dest, "-e", json.dumps(overrides), "-e", json.dumps({"render_roles": ["mosquitto"]}))
     return next(p for p in dest.iterdir() if p.is_dir())
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, ansible_env
+from conftest import REPO, ansible_env, host_outcomes
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxvY2FsLXRlc3Qta2V5LW5vdC1hLXJlYWwtb25lLTAwMDA operator@laptop"
 
@@ -119,19 +119,6 @@ def _cases(tmp: Path, port: int, own_name: str) -> dict[str, tuple[dict[str, Any
     }
 
 
-def _host_outcomes(report: dict[str, Any]) -> dict[str, list[str]]:
-    """host -> failure messages of the failed tasks (empty when every task passed)."""
-    outcomes: dict[str, list[str]] = {}
-    for play in report["plays"]:
-        for task in play["tasks"]:
-            for host, result in task["hosts"].items():
-                outcomes.setdefault(host, [])
-                if result.get("failed"):
-                    items = result.get("results") or [result]
-                    outcomes[host] += [" ".join(str(i.get("msg", "")).split()) for i in items if i.get("failed")]
-    return outcomes
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory, held_port: int) -> tuple[dict[str, list[str]], str]:
     tmp = tmp_path_factory.mktemp("preflight")
@@ -175,7 +162,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, held_port: int) -> tuple[
         report = json.loads(result.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"no JSON report (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return _host_outcomes(report), own_name
+    return host_outcomes(report), own_name
 
 
 def _expectations() -> list[tuple[str, str | None]]:

@@ -304,7 +304,9 @@ def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_
     rules, one Grafana alert rule per field with its critico, and the dashboard's colour steps."""
     thresholds = {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}}
     ws = workspace()
-    ws.render("staging", tmp_path / "out", "-e", json.dumps({"mov_thresholds": thresholds}))
+    # The roles that read mov_thresholds (render.yml's render_roles).
+    roles = {"render_roles": ["grafana", "stack"]}
+    ws.render("staging", tmp_path / "out", "-e", json.dumps({"mov_thresholds": thresholds, **roles}))
     [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
     assert sorted((r["field"], r["alerta"], r["critico"]) for r in worker["rules"]) == [
