@@ -8,7 +8,7 @@ import pytest
 from conftest import role_preflights
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxvY2FsLXRlc3Qta2V5LW5vdC1hLXJlYWwtb25lLTAwMDA operator@laptop"
-GOOD_COMMON = {"common_admin_ssh_keys": [KEY], "common_timezone": "America/Sao_Paulo"}
+GOOD_COMMON: dict[str, object] = {"common_admin_ssh_keys": [KEY], "common_timezone": "America/Sao_Paulo"}
 
 
 BAD: list[tuple[str, dict[str, object], str]] = [
@@ -69,7 +69,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     tmp = tmp_path_factory.mktemp("host-preflight")
     found: dict[str, list[str]] = {}
     for role in sorted({role for role, _, _ in BAD}):
-        cases = {"good": GOOD_COMMON} if role == "common" else {}
+        cases: dict[str, dict[str, object]] = {"good": GOOD_COMMON} if role == "common" else {}
         cases |= {f"bad-{n}": variables for n, (r, variables, _) in enumerate(BAD) if r == role}
         found |= role_preflights(role, cases, tmp, gather_facts=role == "docker")
     return found

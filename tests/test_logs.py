@@ -273,7 +273,7 @@ def test_the_role_alone_writes_the_retention_and_can_leave_the_journal_out(tmp_p
     assert (root / "alloy/data").is_dir()
 
 
-WRONG = {
+WRONG: dict[str, tuple[dict[str, object], str]] = {
     "retention": ({"logs_retention_days": 0}, "logs_retention_days (the tree's mov_logs_retention_days, 0)"),
     "journal-age": ({"logs_journal_max_age": "a day"}, "logs_journal_max_age (mov_logs_journal_max_age, a day)"),
     "url-with-path": (
@@ -299,7 +299,7 @@ def test_wrong_logs_settings_fail_naming_the_variable(wrong_outcomes: dict[str, 
 
 def test_the_stack_refuses_half_of_the_logs_part(tmp_path: Path) -> None:
     images = {"mosquitto": "eclipse-mosquitto:2.0.21", "loki": "grafana/loki:3.3.2", "alloy": "grafana/alloy:v1.5.1"}
-    whole = {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images}
+    whole: dict[str, object] = {"stack_services": ["mosquitto", "loki", "alloy"], "stack_images": images}
     cases = {"whole": whole, "half": {**whole, "stack_services": ["mosquitto", "alloy"]}}
     cases["clash"] = {**whole, "stack_loki_port": 8086}
     found = role_preflights("stack", cases, tmp_path, gather_facts=False)

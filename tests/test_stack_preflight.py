@@ -14,7 +14,7 @@ IMAGES = {
     "grafana": "grafana/grafana-oss:11.3.1",
     "analytics": "mov/analytics:0.1.0",
 }
-GOOD = {
+GOOD: dict[str, object] = {
     "stack_services": ["mosquitto", "analytics"],
     "stack_images": IMAGES,
     "stack_analytics_rules": [{"field": "temperatura_c", "alerta": 30, "critico": 35}],
