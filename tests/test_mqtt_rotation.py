@@ -24,7 +24,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import run_role
+from conftest import filter_plugin, run_role
 from mosquitto_broker import MOSQUITTO, Broker
 from mov_render import resolved
 from paho.mqtt.enums import CallbackAPIVersion
@@ -60,7 +60,7 @@ class Consumer:
         self._subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self._client.username_pw_set(username, password)
-        self._client.reconnect_delay_set(0.2, 0.5)
+        self._client.reconnect_delay_set(1, 1)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = lambda _c, _u, m: self.received.add(int(m.payload))
@@ -236,3 +236,19 @@ def test_the_rotated_usernames_reach_the_broker_and_every_consumer() -> None:
     broker, telegraf, worker, verify = resolved(wiring, "-e", json.dumps({"vault_mov_secrets": secrets}))
     assert broker == {**usernames, "verify": "verify"}
     assert (telegraf, worker, verify) == (usernames["telegraf"], NEW_USERNAME, "verify")
+
+
+def test_only_a_service_accounts_own_earlier_usernames_are_kept() -> None:
+    """`analytics2` or a device is not an earlier username of `analytics`; a kept line is copied as it is."""
+    plugin = filter_plugin("mosquitto", "mosquitto_passwd")
+    current = "".join(
+        f"{user}:$7$101$c2FsdA==$aGFzaA==\n"
+        for user in ("analytics", "analytics@1", "analytics2", "analytics2@1", "industria_abc/analytics")
+    )
+    usernames = {"analytics": "analytics@2", "analytics2": "analytics2@1"}
+    replaced = plugin.mosquitto_replaced(current, usernames)
+    assert replaced == {"analytics": ["analytics", "analytics@1"], "analytics2": ["analytics2"]}
+    written = plugin.mosquitto_passwd({"analytics": "new"}, current, usernames, replaced["analytics"])
+    lines = dict(line.split(":", 1) for line in written.splitlines())
+    assert set(lines) == {"analytics", "analytics@1", "analytics@2"}
+    assert lines["analytics"] == "$7$101$c2FsdA==$aGFzaA==" and plugin.verify("new", lines["analytics@2"])

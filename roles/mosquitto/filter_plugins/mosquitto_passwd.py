@@ -70,7 +70,9 @@ def mosquitto_passwd(
         if ":" in user or "\n" in user:
             raise ValueError(f"MQTT username {user!r} may not contain ':' or a newline")
         encoded = existing.get(user, "")
-        entries[user] = encoded if verify(str(password), encoded) else hash_password(str(password), os.urandom(SALT_BYTES))
+        entries[user] = (
+            encoded if verify(str(password), encoded) else hash_password(str(password), os.urandom(SALT_BYTES))
+        )
     return "".join(f"{user}:{entries[user]}\n" for user in sorted(entries))
 
 
