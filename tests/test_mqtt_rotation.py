@@ -58,7 +58,9 @@ class Consumer:
         self.drops = 0
         self.refusals = 0
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
         self._client.username_pw_set(username, password)
         self._client.reconnect_delay_set(1, 1)
         self._client.on_connect = self._on_connect
