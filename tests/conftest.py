@@ -29,6 +29,24 @@ def ansible_env() -> dict[str, str]:
     return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
 
 
+def run_role(tmp_path: Path, role: str, variables: dict[str, object], tasks_from: str = "main") -> str:
+    """Run a role's entry point (preflight, configure and its handlers for main) on the controller with these
+    variables (tests/playbooks/role_configure.yml); its output, after asserting it succeeded."""
+    extra = tmp_path / f"{role}-vars.json"
+    extra.write_text(json.dumps({"role_under_test": role, "role_tasks_from": tasks_from, **variables}))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(REPO / "tests/playbooks/role_configure.yml"), "-e", f"@{extra}"],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
 PreflightRunner = Callable[[str, dict[str, object]], subprocess.CompletedProcess[str]]
 
 

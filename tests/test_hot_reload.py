@@ -11,7 +11,6 @@ import base64
 import functools
 import json
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import ClassVar
 
 import pytest
 import yaml
-from conftest import REPO, ansible_env
+from conftest import REPO, run_role
 from mov_render import rendered, workspace
 
 sys.path.append(str(REPO / "tests" / "e2e"))
@@ -103,22 +102,6 @@ def test_telegraf_sees_its_config_through_a_directory_mount() -> None:
 # --- the handlers, run -------------------------------------------------------------------------------------------
 
 
-def _run_role(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
-    extra = tmp_path / f"{role}-vars.json"
-    extra.write_text(json.dumps({"role_under_test": role, **variables}))
-    result = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(REPO / "tests/playbooks/role_configure.yml"), "-e", f"@{extra}"],
-        cwd=REPO,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
-
-
 def _owner() -> dict[str, int]:
     return {"uid": os.getuid(), "gid": os.getgid()}
 
@@ -132,14 +115,25 @@ def test_telegraf_is_signalled_after_a_config_change_only(tmp_path: Path) -> Non
         "telegraf_mqtt_password": "test-only-telegraf-password",
         "telegraf_reload_command": f"sh -c 'echo SIGHUP >> {signals}'",
     }
-    output = _run_role(tmp_path, "telegraf", base)
+    # The first run writes the MQTT password file too: the stack creates or recreates the container, no signal.
+    run_role(tmp_path, "telegraf", base)
+    assert not signals.exists()
+    # The password file is read at start (the stack's label recreates the container): no signal.
+    run_role(tmp_path, "telegraf", {**base, "telegraf_mqtt_password": "another-test-only-password"})
+    assert not signals.exists()
+    output = run_role(
+        tmp_path,
+        "telegraf",
+        {**base, "telegraf_mqtt_password": "another-test-only-password", "telegraf_interval_s": 10},
+    )
     assert "RUNNING HANDLER [telegraf : Reload telegraf]" in output
     assert signals.read_text() == "SIGHUP\n"
-    # The env file is read at start (the stack's label recreates the container): no signal.
-    _run_role(tmp_path, "telegraf", {**base, "telegraf_mqtt_password": "another-test-only-password"})
+    # A rotation of its MQTT account: new username (telegraf.conf) and password. The recreate reads both; a reload
+    # would pair the new username with the password the container started with.
+    rotated = {**base, "telegraf_mqtt_username": "telegraf@test-rotation", "telegraf_mqtt_password": "rotated-test-pw"}
+    run_role(tmp_path, "telegraf", rotated)
     assert signals.read_text() == "SIGHUP\n"
-    _run_role(tmp_path, "telegraf", {**base, "telegraf_interval_s": 10})
-    assert signals.read_text() == "SIGHUP\nSIGHUP\n"
+    assert 'username = "telegraf@test-rotation"' in (tmp_path / "telegraf" / "telegraf.conf").read_text()
 
 
 class _Grafana(BaseHTTPRequestHandler):
@@ -210,17 +204,17 @@ def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, 
         "grafana_thresholds": {"temperatura_c": {"alerta": 30, "critico": 35}},
     }
     # Nothing answers on the discard port: a Grafana that does not run reads its new files when it starts.
-    output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": "http://127.0.0.1:9"})
+    output = run_role(tmp_path, "grafana", {**base, "grafana_api_url": "http://127.0.0.1:9"})
     assert "RUNNING HANDLER [grafana : Check that Grafana runs before reloading its provisioning]" in output
     assert _Grafana.calls == []
     # grafana.ini is read at start only (the stack's label recreates the container): no reload.
-    _run_role(
+    run_role(
         tmp_path,
         "grafana",
         {**base, "grafana_api_url": grafana_api, "grafana_ini_overrides": {"log": {"level": "debug"}}},
     )
     assert _Grafana.calls == []
-    output = _run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api, "grafana_alert_for": "2m"})
+    output = run_role(tmp_path, "grafana", {**base, "grafana_api_url": grafana_api, "grafana_alert_for": "2m"})
     reloads = [
         (f"POST /api/admin/provisioning/{kind}/reload", f"admin:{password}")
         for kind in ("datasources", "dashboards", "alerting")
@@ -232,7 +226,7 @@ def test_grafana_reloads_its_provisioning_through_the_admin_api(tmp_path: Path, 
     # one is refused, the previous one sets it, and the reloads log in with it.
     rotated = "test-only-grafana-admin-password-rotated"
     _Grafana.calls = []
-    output = _run_role(
+    output = run_role(
         tmp_path,
         "grafana",
         {

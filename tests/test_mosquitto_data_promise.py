@@ -10,13 +10,7 @@ in-flight and $SYS settings are the rendered lines, verbatim. Clients are paho w
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +18,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from mosquitto_broker import MOSQUITTO, Broker
 from mov_render import rendered, workspace
 from paho.mqtt.enums import CallbackAPIVersion
 
-MOSQUITTO = shlex.split(os.environ.get("MOSQUITTO", "mosquitto"))
-CONF = "opt/mov/mosquitto/config"
 DEVICE = "industria_abc/sensor_001"
 TOPIC = f"mov/dados/{DEVICE}"
 READING = json.dumps(
@@ -65,56 +58,6 @@ def _render(overrides: dict[str, object] | None) -> Path:
         # The broker's config is all these tests read (render.yml's render_roles, as an extra var).
         ws.render("local", dest, "-e", json.dumps(overrides), "-e", json.dumps({"render_roles": ["mosquitto"]}))
     return next(p for p in dest.iterdir() if p.is_dir())
-
-
-def _settings(conf: str) -> dict[str, str]:
-    return dict(line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#") and " " in line)
-
-
-class Broker:
-    """The rendered config on one loopback listener; start, SIGKILL and start again on the same database."""
-
-    def __init__(self, host_dir: Path, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        config_dir = host_dir / CONF
-        text = (config_dir / "mosquitto.conf").read_text()
-        self.settings = _settings(text)
-        lines = text.split("\n# Plain MQTT", 1)[0].splitlines()  # every global line; the listeners follow
-        paths = {
-            "password_file": config_dir / "passwd",
-            "acl_file": config_dir / "acl",
-            "persistence_location": f"{tmp}/",
-        }
-        lines = [
-            f"{line.split(' ', 1)[0]} {paths[line.split(' ', 1)[0]]}" if line.split(" ", 1)[0] in paths else line
-            for line in lines
-        ]
-        # Started as root, mosquitto switches to the user "mosquitto", which could not read the test's files.
-        lines += [f"user {pwd.getpwuid(os.getuid()).pw_name}", f"listener {self.port} 127.0.0.1", "protocol mqtt"]
-        self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.log = tmp / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([*MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None, self.log.read_text()[-2000:]
-                time.sleep(0.05)
-        raise AssertionError(f"mosquitto did not listen within 10 s:\n{self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 def _passwords() -> dict[str, str]:

@@ -337,3 +337,21 @@ def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_
     }
     assert steps["temperatura_c"] == [None, 31.5, 41.0] and steps["umidade"] == [None, 70.0, 85.0]
     assert steps["pressao"] == [None]
+
+
+def test_a_service_accounts_rotation_gives_it_a_new_username_and_a_devices_keeps_its_own() -> None:
+    """The new username lets the deploy keep the old account until its consumer switched (roles/mosquitto)."""
+    ws = new_workspace()
+    ws.secrets("local")
+    before = ws.secret_store("local")
+    assert "mqtt_usernames" not in before
+    ws.secrets("local", "--rotate", "mqtt/analytics", "--rotate", "mqtt/industria_abc/sensor_001")
+    first = ws.secret_store("local")
+    assert first["mqtt"]["analytics"] != before["mqtt"]["analytics"]  # type: ignore[index]
+    assert first["mqtt"]["industria_abc/sensor_001"] != before["mqtt"]["industria_abc/sensor_001"]  # type: ignore[index]
+    usernames = first["mqtt_usernames"]
+    assert isinstance(usernames, dict) and set(usernames) == {"analytics"}
+    assert re.fullmatch(r"analytics@\d{8}T\d{6}Z-[0-9a-f]{4}", usernames["analytics"])
+    ws.secrets("local", "--rotate", "mqtt/analytics")
+    second = ws.secret_store("local")["mqtt_usernames"]
+    assert isinstance(second, dict) and second["analytics"] not in ("analytics", usernames["analytics"])

@@ -486,6 +486,10 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
             0
         ]
         publish_ok(site, host, device, [reading(device, 22.5)])
+        # The verify account's new username logged in (the run's verify), so the one it replaced is gone.
+        passwd = site.sudo(host, "cat /opt/mov/mosquitto/config/passwd").stdout
+        users = [line.split(":", 1)[0] for line in passwd.splitlines()]
+        assert new["mqtt_usernames"]["verify"] in users and "verify" not in users, users
 
 
 def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> None:

@@ -8,6 +8,11 @@
     check_rotation.py publish --until deployed --out published.json &     # one reading a second, QoS 1
     ansible-playbook site.yml ...; touch deployed
     check_rotation.py after --before rotation.json --published published.json
+    # then an MQTT service account alone (Telegraf's recreate would upset the reload check of the deploy above):
+    python3 scripts/platform_secrets.py --env local --rotate mqtt/telegraf
+    check_rotation.py publish --until deployed-mqtt --out published-mqtt.json &
+    ansible-playbook site.yml ...; touch deployed-mqtt
+    check_rotation.py mqtt --account telegraf --published published-mqtt.json
 
 What decides each behaviour upstream: Grafana's PUT /api/user/password (grafana/grafana v11.3.1 pkg/api/user.go),
 InfluxDB's POST /api/v2/users/{id}/password and /api/v2/signin (influxdata/influxdb v2.7.11
@@ -42,6 +47,7 @@ from check_platform import (
 
 WORKER = "analytics"
 WORKER_TOKEN_FILE = "/opt/mov/analytics/secrets/influxdb.token"
+PASSWD = "/opt/mov/mosquitto/config/passwd"
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -149,6 +155,14 @@ def after(args: argparse.Namespace) -> int:
         return state == "healthy", f"analytics is {state}"
 
     report.check("the worker is healthy (connected to the broker with its new password)", *wait_until(healthy, 120))
+    only_new_username(report, box, secrets, WORKER)
+    every_reading_stored(report, influx, args)
+    return report.summary()
+
+
+def every_reading_stored(report: Report, influx: Influx, args: argparse.Namespace) -> None:
+    """Once the publisher has stopped: every reading the broker acknowledged during the deploy is in InfluxDB
+    (Telegraf's path: a reading lost on the broker, or by Telegraf, is missing there)."""
 
     def published() -> tuple[bool, str]:
         return args.published.exists(), f"{args.published} written"
@@ -179,6 +193,28 @@ def after(args: argparse.Namespace) -> int:
             len(acked) > 0 and wait_until(landed, args.timeout)[0],
             landed()[1] if acked else "none acknowledged",
         )
+
+
+def only_new_username(report: Report, box: Box, secrets: dict[str, Any], account: str) -> None:
+    """The broker holds the rotated service account under the vault's new username only: the deploy removed the one
+    it replaced once the verify's reading had reached the consumers (roles/mosquitto tasks/retire_accounts.yml)."""
+    username = str((secrets.get("mqtt_usernames") or {}).get(account, ""))
+    names = [line.split(":", 1)[0] for line in box.run("cat", PASSWD).stdout.splitlines()]
+    kept = sorted(n for n in names if n == account or n.startswith(f"{account}@"))
+    report.check(
+        f"the broker knows {account} only as the vault's new username, {account}@<rotation id>",
+        username.startswith(f"{account}@") and kept == [username],
+        f"vault: {username!r}, broker: {kept}",
+    )
+
+
+def mqtt_account(args: argparse.Namespace) -> int:
+    """After --rotate mqtt/<account> and a deploy: the new username only, and no acknowledged reading lost."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    only_new_username(report, box, secrets, args.account)
+    every_reading_stored(report, Influx(box, secrets["influxdb_admin_token"], args.org), args)
     return report.summary()
 
 
@@ -205,8 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_after.add_argument("--grafana", default="http://127.0.0.1:3000")
     p_after.add_argument("--influxdb", default="http://127.0.0.1:8086")
     p_after.add_argument("--timeout", type=float, default=120)
+    p_mqtt = sub.add_parser("mqtt", help="a rotated MQTT service account: new username only; no reading lost")
+    p_mqtt.add_argument("--account", required=True, help="the service account rotated, e.g. telegraf")
+    p_mqtt.add_argument("--published", type=Path, required=True)
+    p_mqtt.add_argument("--bucket", default="mov_dados")
+    p_mqtt.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
-    commands = {"before": before, "publish": publish_until, "after": after}
+    commands = {"before": before, "publish": publish_until, "after": after, "mqtt": mqtt_account}
     return int(commands[args.command](args))
 
 
