@@ -3,11 +3,13 @@ and the MQTT accounts (hence the generated secrets) follow the gateways of the i
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from typing import Any
 
 import pytest
-from mov_render import REPO
+from mov_render import REPO, resolved
 from test_config_tree_preflight import DEVICE, _with
 
 sys.path.append(str(REPO / "scripts"))
@@ -56,3 +58,17 @@ def test_a_gateway_account_may_not_be_a_central_client() -> None:
     assert any(
         "gw-sul: mov_edge_site: the account gw_x is also a device client" in e for e in config_tree.validate(tree)
     )
+
+
+def test_the_central_brokers_queue_holds_the_readings_of_the_devices_behind_the_gateways() -> None:
+    """Each consumer's queue on the central broker (docs/data-promise.md) is sized from every device that publishes
+    there: 60 devices behind one gateway raise it above the floor, as 60 direct devices would."""
+    devices = [{**PLANT_DEVICE, "name": f"forno_{n:02}"} for n in range(60)]
+    extra = json.dumps({"mov_edge_gateways": [_gateway(devices=devices)]})
+    names = (
+        "[mov_mqtt_max_queued_messages,mov_devices,mov_device_publish_interval_s,mov_telegraf_outage_tolerance_s,"
+        "mov_mqtt_queue_headroom,mov_mqtt_queue_min_messages]"
+    )
+    queued, direct, interval, tolerance, headroom, floor = resolved(names, "-e", extra)
+    readings_per_s = (len(direct) + len(devices)) / interval
+    assert int(queued) == math.ceil(readings_per_s * tolerance * headroom) > floor
