@@ -6,6 +6,7 @@ documentation addresses), local generating its secrets on first run, staging/pro
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import stat
@@ -299,15 +300,41 @@ def test_the_worker_writes_to_influxdb_only_where_it_is_deployed(env: str) -> No
     assert ("influxdb" in services) is (env != "local")
 
 
-def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_the_dashboard(tmp_path: Path) -> None:
+# Settings written once in the tree, each changed in one render (a render costs ~40 s) that the tests below share.
+CHANGED_TREE = {
+    "mov_thresholds": {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}},
+    "mov_mqtt_topic_plants": "mov/fabricas",
+}
+
+
+@functools.cache
+def rendered_with_changed_tree() -> Path:
+    ws = workspace()
+    dest = ws.root / "render" / "staging-changed-tree"
+    # The roles that read these settings (render.yml's render_roles).
+    roles = {"render_roles": ["mosquitto", "telegraf", "grafana", "stack"]}
+    ws.render("staging", dest, "-e", json.dumps({**CHANGED_TREE, **roles}))
+    [host_dir] = [p for p in dest.iterdir() if p.is_dir()]
+    return host_dir
+
+
+def test_the_plants_topic_changed_in_the_tree_reaches_the_worker_the_acl_and_telegraf() -> None:
+    """mov_mqtt_topic_plants is the one place the gateways' prefix is written (group_vars/all/gateways.yml)."""
+    host_dir = rendered_with_changed_tree()
+    worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
+    assert worker["mqtt"]["plants_topic"] == "mov/fabricas"
+    acl = (host_dir / "opt/mov/mosquitto/config/acl").read_text().split("\nuser ")
+    (analytics,) = [block for block in acl if block.startswith("analytics\n")]
+    assert "topic read mov/fabricas/+/mov/dados/#" in analytics.splitlines()
+    assert "mov/plantas" not in "\n".join(acl)
+    telegraf = (host_dir / "opt/mov/telegraf/telegraf.conf").read_text()
+    assert "mov/fabricas/+/mov/dados/#" in telegraf and "mov/plantas" not in telegraf
+
+
+def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_the_dashboard() -> None:
     """mov_thresholds is the one place the numbers are written: a changed critico and a new field reach the worker's
     rules, one Grafana alert rule per field with its critico, and the dashboard's colour steps."""
-    thresholds = {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}}
-    ws = workspace()
-    # The roles that read mov_thresholds (render.yml's render_roles).
-    roles = {"render_roles": ["grafana", "stack"]}
-    ws.render("staging", tmp_path / "out", "-e", json.dumps({"mov_thresholds": thresholds, **roles}))
-    [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    host_dir = rendered_with_changed_tree()
     worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
     assert sorted((r["field"], r["alerta"], r["critico"]) for r in worker["rules"]) == [
         ("temperatura_c", 31.5, 41),

@@ -105,7 +105,14 @@ def test_mosquitto_accounts_and_acl_follow_the_tree(env: str) -> None:
         "topic deny mov/dados/telegraf/#",
         "topic read mov/dados/#",
     ]
-    assert "topic write mov/status/#" in rules[rules.index("user analytics") :]
+    analytics = rules[rules.index("user analytics") :]
+    assert "topic write mov/status/#" in analytics
+    # The worker reads what the gateways forward too (docs/plants.md), under the tree's prefix, and reads it in the
+    # prefix its own config names (analytics/tests: the worker subscribes there and tags the plant).
+    plants = tree(env)["mov_mqtt_topic_plants"]
+    assert f"topic read {plants}/+/mov/dados/#" in analytics[: analytics.index("topic write mov/status/#")]
+    worker = yaml.safe_load(_file(env, "opt/mov/analytics/config.yaml"))
+    assert worker["mqtt"]["plants_topic"] == plants
 
 
 # --- Telegraf -----------------------------------------------------------------------------------------------
