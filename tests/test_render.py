@@ -6,7 +6,6 @@ documentation addresses), local generating its secrets on first run, staging/pro
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import stat
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mov_render import ENVS, REPO, new_workspace, rendered, resolved, workspace
+from mov_render import ENVS, REPO, new_workspace, rendered, rendered_with_changed_tree, resolved, workspace
 
 EXPECTED = [
     "opt/mov/mosquitto/config/mosquitto.conf",
@@ -298,24 +297,6 @@ def test_the_worker_writes_to_influxdb_only_where_it_is_deployed(env: str) -> No
     worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
     assert worker["influxdb"]["enabled"] is ("influxdb" in services)
     assert ("influxdb" in services) is (env != "local")
-
-
-# Settings written once in the tree, each changed in one render (a render costs ~40 s) that the tests below share.
-CHANGED_TREE = {
-    "mov_thresholds": {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}},
-    "mov_mqtt_topic_plants": "mov/fabricas",
-}
-
-
-@functools.cache
-def rendered_with_changed_tree() -> Path:
-    ws = workspace()
-    dest = ws.root / "render" / "staging-changed-tree"
-    # The roles that read these settings (render.yml's render_roles).
-    roles = {"render_roles": ["mosquitto", "telegraf", "grafana", "stack"]}
-    ws.render("staging", dest, "-e", json.dumps({**CHANGED_TREE, **roles}))
-    [host_dir] = [p for p in dest.iterdir() if p.is_dir()]
-    return host_dir
 
 
 def test_the_plants_topic_changed_in_the_tree_reaches_the_worker_the_acl_and_telegraf() -> None:

@@ -464,7 +464,7 @@ def test_grafana_dashboard_is_pinned_and_uses_the_datasource(env: str) -> None:
     titles = [p["title"] for p in dashboard["panels"]]
     assert titles == ["Temperatura (°C)", "Umidade (%)", "Pressão (hPa)", "Estado da análise", "Últimas leituras"]
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"mov-influxdb"}
-    assert [v["name"] for v in dashboard["templating"]["list"]] == ["cliente", "localizacao", "dispositivo"]
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["planta", "cliente", "localizacao", "dispositivo"]
     steps = dashboard["panels"][0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     levels = tree(env)["mov_thresholds"]["temperatura_c"]
     assert [s["value"] for s in steps] == [None, float(levels["alerta"]), float(levels["critico"])]
