@@ -109,3 +109,22 @@ def test_a_window_under_a_minute_fails_at_preflight_naming_the_tree_s_variable(t
     assert found["default"] == []
     wanted = "grafana_gateway_offline_for (mov_edge_offline_for, 30s) must be a duration of at least 1m"
     assert any(wanted in " ".join(failure.split()) for failure in found["short"]), found["short"]
+
+
+def test_the_infrastructure_dashboard_shows_the_gateways_where_there_are_some() -> None:
+    def panels(host_dir: Path) -> dict[str, str]:
+        doc = json.loads((host_dir / "opt/mov/grafana/dashboards/mov-infrastructure.json").read_text())
+        return {p["title"]: p["targets"][0]["query"] for p in doc["panels"] if p["title"].startswith("Gateways")}
+
+    shown = panels(rendered_with_changed_tree())
+    assert list(shown) == [
+        "Gateways: último sinal",
+        "Gateways: ponte conectada (1) ou perdida (0)",
+        "Gateways: leituras retidas (fila)",
+    ]
+    assert all('from(bucket: "mov_infra")' in q and 'r._measurement == "mov_gateway"' in q for q in shown.values())
+    assert 'r._field == "uptime"' in shown["Gateways: último sinal"]
+    assert 'r.metrica == "estado"' in shown["Gateways: ponte conectada (1) ou perdida (0)"]
+    assert 'r.metrica == "fila"' in shown["Gateways: leituras retidas (fila)"]
+    host_dir, _ = rendered("staging")
+    assert panels(host_dir) == {}
