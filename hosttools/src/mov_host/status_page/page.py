@@ -135,23 +135,12 @@ def public_page(page: Page) -> Page:
             "ok" if services and services["ok"] == services["total"] else "warn",
         )
     ]
-    if sites is not None:
-        rows.append(
-            Row(
-                "sites reporting",
-                f"{sites['reporting']} of {sites['reporting'] + sites['silent']}",
-                "ok" if sites["silent"] == 0 else "warn",
+    for label, reporting in (("sites reporting", sites), ("edge gateways reporting", counts.get("gateways"))):
+        if reporting is not None:
+            total = reporting["reporting"] + reporting["silent"]
+            rows.append(
+                Row(label, f"{reporting['reporting']} of {total}", "ok" if reporting["silent"] == 0 else "warn")
             )
-        )
-    gateways = counts.get("gateways")
-    if gateways is not None:
-        rows.append(
-            Row(
-                "edge gateways reporting",
-                f"{gateways['reporting']} of {gateways['reporting'] + gateways['silent']}",
-                "ok" if gateways["silent"] == 0 else "warn",
-            )
-        )
     # A count, never a name: the public may see that readings were lost.
     if dropped is None:
         rows.append(Row("readings dropped by the broker", "not collected", "unknown"))
