@@ -153,3 +153,27 @@ def rendered(env: str) -> tuple[Path, str]:
     hosts = sorted(p for p in dest.iterdir() if p.is_dir())
     assert len(hosts) == 1, hosts
     return hosts[0], result.stdout + result.stderr
+
+
+# Settings written once in the tree, each changed in one render (a render costs ~40 s) that several tests share:
+# each reaches its consumers (tests/test_render.py, tests/test_edge_consumers.py). grafana_gateways stands for
+# gateways in the inventory (their accounts would need passwords in the vault; tests/test_edge_consumers.py checks
+# the tree derives it from mov_edge_gateways).
+CHANGED_TREE = {
+    "mov_thresholds": {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}},
+    "mov_mqtt_topic_plants": "mov/fabricas",
+    "mov_edge_offline_for": "7m",
+    "grafana_gateways": ["fabrica_sul", "fabrica_norte"],
+}
+
+
+@functools.cache
+def rendered_with_changed_tree() -> Path:
+    """DIR/<host> of staging rendered with CHANGED_TREE."""
+    ws = workspace()
+    dest = ws.root / "render" / "staging-changed-tree"
+    # The roles that read these settings (render.yml's render_roles).
+    roles = {"render_roles": ["mosquitto", "telegraf", "grafana", "stack"]}
+    ws.render("staging", dest, "-e", json.dumps({**CHANGED_TREE, **roles}))
+    [host_dir] = [p for p in dest.iterdir() if p.is_dir()]
+    return host_dir

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import filter_plugin
-from mov_render import ENVS, REPO, rendered
+from mov_render import ENVS, REPO, rendered, rendered_with_changed_tree
 
 # The envs whose stack has all five services (local runs Mosquitto and the worker only, without a registry).
 FULL_ENVS = [env for env in ENVS if env != "local"]
@@ -73,12 +73,13 @@ def _columns(listing: str) -> list[str]:
 
 
 def _alert_rules(env: str) -> list[dict[str, Any]]:
-    host_dir, _ = rendered(env)
+    host_dir = rendered_with_changed_tree() if env == "changed" else rendered(env)[0]
     doc = yaml.safe_load((host_dir / "opt/mov/grafana/provisioning/alerting/mov-rules.yml").read_text())
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-@pytest.mark.parametrize("env", ENVS)
+# "changed": staging with gateways (mov_render.CHANGED_TREE), whose offline rule the envs do not have.
+@pytest.mark.parametrize("env", [*ENVS, "changed"])
 def test_every_alert_query_ends_in_time_value_and_its_labels(env: str) -> None:
     """Grafana's Flux frame builder makes a time series (what reduce takes) of a table with _time, _value and its
     group key as labels; any other column makes a long frame (the rule errors), no _time no series (NoData)."""

@@ -436,3 +436,11 @@ def test_the_mail_relay_takes_mail_only_over_starttls_with_its_login_and_check_m
     assert not cp.check_mail(report, out, "no attachment asked", ["weekly"], recipients, 0)
     assert not cp.check_mail(report, out, "not sent", ["[FIRING:"], recipients, 0)
     assert (report.passed, report.failed) == (1, 3)
+
+
+def test_all_value_is_the_variables_custom_all_or_nothing() -> None:
+    variables = [{"name": "planta", "allValue": ".*"}, {"name": "cliente", "includeAll": True}]
+    dashboard = {"templating": {"list": variables}}
+    assert cp.all_value(dashboard, "planta") == ".*"
+    assert cp.all_value(dashboard, "cliente") == ""
+    assert cp.all_value(dashboard, "dispositivo") == ""

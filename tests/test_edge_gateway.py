@@ -3,9 +3,10 @@ gateway in a network namespace whose WAN link the test sets down (tests/edge_pla
 
 Asserted: every acknowledged reading reaches the central broker under its site after an outage (duplicates
 counted), also across a restart of the gateway's broker during the outage; the other plant's readings flow
-throughout; the bridge's state shows the outage; a wrong gateway password is refused; a gateway publishes nowhere
-but its own devices' topics under its own site and reads nothing; a device on a gateway cannot write as another;
-a gateway whose account leaves the password file is disconnected on the broker's reload.
+throughout; the bridge's state shows the outage and its heartbeat stops during it; a wrong gateway password is
+refused; a gateway publishes nowhere but its own devices' topics under its own site and reads nothing; a device on a
+gateway cannot write as another; a gateway whose account leaves the password file is disconnected on the broker's
+reload.
 """
 
 from __future__ import annotations
@@ -165,11 +166,16 @@ def test_outage_loses_nothing_and_leaves_the_other_plant_alone(platform: Platfor
     sul, norte = platform.sites[SUL.site], platform.sites[NORTE.site]
     sul_device, norte_device = SUL.devices[0], NORTE.devices[0]
     state = f"mov/plantas/{SUL.site}/gateway/estado"
-    watcher = Watcher(platform, ["mov/plantas/+/mov/dados/#", "mov/plantas/+/gateway/estado"])
+    heartbeat = f"mov/plantas/{SUL.site}/gateway/uptime"
+    watcher = Watcher(platform, ["mov/plantas/+/mov/dados/#", "mov/plantas/+/gateway/estado", heartbeat])
     try:
         assert watcher.wait(state, 1, 10)[-1:] == [b"1"], "the bridge's state is not published"
+        # The heartbeat the offline alert watches: the gateway broker's uptime, every sys_interval (10 s).
+        beats = watcher.wait(heartbeat, 1, 15)
+        assert beats and all(b.endswith(b" seconds") for b in beats), beats
         sul.plant.cut()
         cut_at = time.monotonic()
+        silent = len(watcher.on(heartbeat))
         acked = publish(platform, sul, sul_device, 0, 1000)
         assert acked == 1000, "the gateway acknowledges every reading while its WAN is down"
         # The other plant is untouched: its readings arrive during the outage.
@@ -178,11 +184,13 @@ def test_outage_loses_nothing_and_leaves_the_other_plant_alone(platform: Platfor
         assert watcher.wait(state, 2, OUTAGE_S + 15)[-1:] == [b"0"], "the central side never saw the gateway go"
         assert watcher.on(central_topic(sul, sul_device)) == [], "readings got through a link that is down"
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
+        assert len(watcher.on(heartbeat)) == silent, "a heartbeat arrived through a link that is down"
         sul.plant.restore()
         arrived = seqs(watcher.wait(central_topic(sul, sul_device), 1000, 60))
         assert set(arrived) == set(range(1000)), f"lost: {sorted(set(range(1000)) - set(arrived))[:20]}"
         print(f"outage {time.monotonic() - cut_at:.0f} s: 1000 acknowledged, 0 lost, {len(arrived) - 1000} duplicates")
         assert watcher.wait(state, 3, 30)[-1:] == [b"1"]
+        assert len(watcher.wait(heartbeat, silent + 1, 30)) > silent, "the heartbeat did not come back"
     finally:
         watcher.close()
 

@@ -196,10 +196,31 @@ def test_the_history_dashboard_reads_min_mean_and_max_beyond_the_readings_retent
             assert f'aggregateWindow(every: v.windowPeriod, fn: {agg}, timeSrc: "_start"' in query
             assert query.endswith('keep(columns: ["_time", "_value", "cliente", "localizacao", "dispositivo", "agg"])')
     variables = {v["name"]: v["query"] for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["cliente", "localizacao", "dispositivo"]
+    assert list(variables) == ["planta", "cliente", "localizacao", "dispositivo"]
     assert all('bucket: "mov_historico"' in q and "start: -730d" in q for q in variables.values())
     overview = json.loads((host_dir / "opt/mov/grafana/dashboards/mov-overview.json").read_text())
     assert [link["url"] for link in overview["links"]] == ["/d/mov-history"]
+
+
+PLANT_MATCH = '(if exists r.planta then r.planta else "") =~ /^${planta:regex}$/'
+
+
+@pytest.mark.parametrize("uid", ["mov-overview", "mov-history"])
+def test_the_dashboards_filter_on_the_plant_and_all_keeps_the_direct_devices(uid: str) -> None:
+    """docs/plants.md: a gateway's readings carry the tag planta, a direct device's none. The variable's "All" is the
+    custom value .*, which the filter matches against "" for a reading without the tag (the e2e job's
+    dashboard-plants runs the query in InfluxDB both ways)."""
+    host_dir, _ = rendered("prod")
+    dashboard = json.loads((host_dir / f"opt/mov/grafana/dashboards/{uid}.json").read_text())
+    (plant,) = [v for v in dashboard["templating"]["list"] if v["name"] == "planta"]
+    assert plant["includeAll"] is True and plant["multi"] is True and plant["allValue"] == ".*"
+    assert 'tag: "planta"' in plant["query"] and plant["current"] == {"text": "All", "value": "$__all"}
+    queries = [t["query"] for p in dashboard["panels"] for t in p["targets"]]
+    filtered = [q for q in queries if "${cliente:regex}" in q]
+    assert filtered and all(PLANT_MATCH in q for q in filtered)
+    # Every query of a readings' bucket filters on the plant (the status table reads the worker's own bucket).
+    readings = [q for q in queries if '"mov_dados"' in q.split("\n", 1)[0] or '"mov_historico"' in q.split("\n", 1)[0]]
+    assert readings == filtered
 
 
 # --- The restore drill ------------------------------------------------------------------------------------------------

@@ -101,8 +101,10 @@ def test_telegraf_reads_the_host_and_docker_into_the_infra_bucket(env: str) -> N
     assert "overlay" in disk["ignore_fs"] and "tmpfs" in disk["ignore_fs"]
     assert config["inputs"]["net"][0]["ignore_protocol_stats"] is True
     assert config["inputs"]["cpu"][0]["report_active"] is True
-    # The readings' input is untouched and untagged; the broker's drop counter goes to the infrastructure bucket.
-    readings, broker = config["inputs"]["mqtt_consumer"]
+    # The readings' input is untouched and untagged; the broker's drop counter goes to the infrastructure bucket (the
+    # gateways' state and heartbeat too: tests/test_edge_consumers.py).
+    readings, broker, *gateways = config["inputs"]["mqtt_consumer"]
+    assert [g["name_override"] for g in gateways] == ["mov_gateway", "mov_gateway"]
     assert readings["client_id"] == "mov-telegraf" and "tags" not in readings and "interval" not in readings
     assert broker["topics"] == ["$SYS/broker/publish/messages/dropped"] and broker["tags"] == {"mov_route": "infra"}
     assert broker["client_id"] != readings["client_id"] and broker["persistent_session"] is False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mov_render import ENVS, REPO, new_workspace, rendered, resolved, workspace
+from mov_render import ENVS, REPO, new_workspace, rendered, rendered_with_changed_tree, resolved, workspace
 
 EXPECTED = [
     "opt/mov/mosquitto/config/mosquitto.conf",
@@ -299,15 +299,23 @@ def test_the_worker_writes_to_influxdb_only_where_it_is_deployed(env: str) -> No
     assert ("influxdb" in services) is (env != "local")
 
 
-def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_the_dashboard(tmp_path: Path) -> None:
+def test_the_plants_topic_changed_in_the_tree_reaches_the_worker_the_acl_and_telegraf() -> None:
+    """mov_mqtt_topic_plants is the one place the gateways' prefix is written (group_vars/all/gateways.yml)."""
+    host_dir = rendered_with_changed_tree()
+    worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
+    assert worker["mqtt"]["plants_topic"] == "mov/fabricas"
+    acl = (host_dir / "opt/mov/mosquitto/config/acl").read_text().split("\nuser ")
+    (analytics,) = [block for block in acl if block.startswith("analytics\n")]
+    assert "topic read mov/fabricas/+/mov/dados/#" in analytics.splitlines()
+    assert "mov/plantas" not in "\n".join(acl)
+    telegraf = (host_dir / "opt/mov/telegraf/telegraf.conf").read_text()
+    assert "mov/fabricas/+/mov/dados/#" in telegraf and "mov/plantas" not in telegraf
+
+
+def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_the_dashboard() -> None:
     """mov_thresholds is the one place the numbers are written: a changed critico and a new field reach the worker's
     rules, one Grafana alert rule per field with its critico, and the dashboard's colour steps."""
-    thresholds = {"temperatura_c": {"alerta": 31.5, "critico": 41}, "umidade": {"alerta": 70, "critico": 85}}
-    ws = workspace()
-    # The roles that read mov_thresholds (render.yml's render_roles).
-    roles = {"render_roles": ["grafana", "stack"]}
-    ws.render("staging", tmp_path / "out", "-e", json.dumps({"mov_thresholds": thresholds, **roles}))
-    [host_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    host_dir = rendered_with_changed_tree()
     worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
     assert sorted((r["field"], r["alerta"], r["critico"]) for r in worker["rules"]) == [
         ("temperatura_c", 31.5, 41),

@@ -105,7 +105,14 @@ def test_mosquitto_accounts_and_acl_follow_the_tree(env: str) -> None:
         "topic deny mov/dados/telegraf/#",
         "topic read mov/dados/#",
     ]
-    assert "topic write mov/status/#" in rules[rules.index("user analytics") :]
+    analytics = rules[rules.index("user analytics") :]
+    assert "topic write mov/status/#" in analytics
+    # The worker reads what the gateways forward too (docs/plants.md), under the tree's prefix, and reads it in the
+    # prefix its own config names (analytics/tests: the worker subscribes there and tags the plant).
+    plants = tree(env)["mov_mqtt_topic_plants"]
+    assert f"topic read {plants}/+/mov/dados/#" in analytics[: analytics.index("topic write mov/status/#")]
+    worker = yaml.safe_load(_file(env, "opt/mov/analytics/config.yaml"))
+    assert worker["mqtt"]["plants_topic"] == plants
 
 
 # --- Telegraf -----------------------------------------------------------------------------------------------
@@ -457,7 +464,7 @@ def test_grafana_dashboard_is_pinned_and_uses_the_datasource(env: str) -> None:
     titles = [p["title"] for p in dashboard["panels"]]
     assert titles == ["Temperatura (°C)", "Umidade (%)", "Pressão (hPa)", "Estado da análise", "Últimas leituras"]
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"mov-influxdb"}
-    assert [v["name"] for v in dashboard["templating"]["list"]] == ["cliente", "localizacao", "dispositivo"]
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["planta", "cliente", "localizacao", "dispositivo"]
     steps = dashboard["panels"][0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     levels = tree(env)["mov_thresholds"]["temperatura_c"]
     assert [s["value"] for s in steps] == [None, float(levels["alerta"]), float(levels["critico"])]

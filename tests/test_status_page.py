@@ -651,3 +651,64 @@ def test_the_drop_count_reads_the_infra_bucket_only_when_it_exists() -> None:
     assert grants() == {("read", "mov_dados"), ("read", "mov_infra")}
     assert resolved("status_page_influxdb_infra_bucket", *off) == ""
     assert grants(*off) == {("read", "mov_dados")}
+
+
+# --- the edge gateways' heartbeats (Grafana's offline rule's data, on the page) ------------------------------------
+
+
+def gateways_cfg(tmp_path: Path, url: str) -> Any:
+    return sp_config.Config(
+        **{
+            **dropped_cfg(tmp_path, url).__dict__,
+            "gateways": ["fabrica_sul", "fabrica_norte", "fabrica_leste"],
+            "gateway_offline_minutes": 5.0,
+        }
+    )
+
+
+def test_each_gateway_of_the_inventory_shows_its_last_heartbeat_and_a_silent_one_degrades(tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+    # A plant no longer in the inventory (fabrica_antiga) is not listed; one never heard from (fabrica_leste) is.
+    answer = (
+        ",result,table,planta,_time\r\n,_result,0,fabrica_sul,2026-11-26T11:59:50Z\r\n"
+        ",_result,1,fabrica_norte,2026-11-26T11:50:00Z\r\n,_result,2,fabrica_antiga,2026-11-26T11:59:50Z\r\n\r\n"
+    )
+    with fake_influxdb(answer, seen) as url:
+        cfg = gateways_cfg(tmp_path, url)
+        gateways = influx.read_gateways(cfg)
+    assert gateways["collected"] is True and gateways["error"] == ""
+    assert seen["body"] == influx.flux_last_heartbeat(cfg)
+    assert 'from(bucket: "mov_infra")' in seen["body"] and 'r._measurement == "mov_gateway"' in seen["body"]
+    assert 'r._field == "uptime"' in seen["body"]
+    page = sp_page.build_page(cfg, {**all_ok(), "gateways": gateways})
+    text = render.render_html(page)
+    shown = rows(page, "Edge gateways: last heartbeat")
+    assert shown == {
+        "fabrica_sul": ("10s ago (11:59:50 UTC)", "ok"),
+        "fabrica_norte": ("10m 0s ago (11:50:00 UTC)", "warn"),  # older than 5 minutes, as the rule fires
+        "fabrica_leste": ("no heartbeat in the last days", "warn"),
+    }
+    assert page.state == "degraded" and "fabrica_antiga" not in text and TOKEN not in text
+    public = json.loads(render.render_public_json(sp_page.public_page(page)))
+    assert public["gateways"] == {"reporting": 1, "silent": 2}
+    assert "fabrica" not in json.dumps(public)
+
+
+def test_without_gateways_there_is_no_section_and_no_query(tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+    with fake_influxdb("\r\n", seen) as url:
+        gateways = influx.read_gateways(dropped_cfg(tmp_path, url))
+    assert gateways == {"collected": False, "heartbeats": [], "error": ""} and seen == {}
+    page, _ = build({**all_ok(), "gateways": gateways})
+    assert page.state == "ok" and "gateways" not in page.counts
+    assert not [s for s in page.sections if s.title.startswith("Edge gateways")]
+
+
+def test_gateway_heartbeats_unreadable_need_attention_without_the_error_text(tmp_path: Path) -> None:
+    with fake_influxdb("secret body " + TOKEN, {}, status=500) as url:
+        cfg = gateways_cfg(tmp_path, url)
+        gateways = influx.read_gateways(cfg)
+    assert gateways["error"] == "InfluxDB answered HTTP 500"
+    page = sp_page.build_page(cfg, {**all_ok(), "gateways": gateways})
+    assert rows(page, "Edge gateways: last heartbeat") == {"gateways": ("unavailable", "warn")}
+    assert page.counts["gateways"] is None and TOKEN not in render.render_html(page)

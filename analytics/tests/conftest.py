@@ -23,17 +23,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 WORKER_USER, WORKER_PASSWORD = "mov_analytics", "worker-pw"
 SENSOR_USER, SENSOR_PASSWORD = "sensor", "sensor-pw"
+# An edge gateway's bridge account: it publishes its plant's readings under mov/plantas/<site>/ (docs/plants.md).
+GATEWAY_USER, GATEWAY_PASSWORD, GATEWAY_SITE = "gw_fabrica_sul", "gateway-pw", "fabrica_sul"
 ACL = f"""user {WORKER_USER}
 topic read mov/dados/#
+topic read mov/plantas/+/mov/dados/#
 
 user {SENSOR_USER}
 topic write mov/dados/#
+
+user {GATEWAY_USER}
+topic write mov/plantas/{GATEWAY_SITE}/mov/dados/#
 """
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto", users={WORKER_USER: WORKER_PASSWORD, SENSOR_USER: SENSOR_PASSWORD}, acl=ACL)
+    users = {WORKER_USER: WORKER_PASSWORD, SENSOR_USER: SENSOR_PASSWORD, GATEWAY_USER: GATEWAY_PASSWORD}
+    m = Mosquitto(tmp_path / "mosquitto", users=users, acl=ACL)
     m.start()
     yield m
     m.stop()
@@ -47,9 +54,9 @@ def double() -> Iterator[InfluxWriteDouble]:
 
 
 class Publisher:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, user: str = SENSOR_USER, password: str = SENSOR_PASSWORD) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{os.getpid()}-{time.time_ns()}")
-        self.client.username_pw_set(SENSOR_USER, SENSOR_PASSWORD)
+        self.client.username_pw_set(user, password)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 

@@ -52,6 +52,10 @@ def test_secret_from_file(tmp_path: Path) -> None:
         ({"mqtt": {"qos": 0}}, "mqtt.qos"),
         ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.pem"}}}, "mqtt.tls.ca_file"),
         ({"mqtt": {"prot": 1883}}, "mqtt.prot"),
+        ({"mqtt": {"plants_topic": "mov/dados/plantas"}}, "mqtt.plants_topic"),  # a direct device's topic
+        ({"mqtt": {"plants_topic": "mov"}}, "mqtt.plants_topic"),  # every direct topic would read as a plant's
+        ({"mqtt": {"plants_topic": "mov/+"}}, "mqtt.plants_topic"),
+        ({"mqtt": {"plants_topic": "mov/plantas/"}}, "mqtt.plants_topic"),
         ({"influxdb": {"url": "localhost:8086"}}, "influxdb.url"),
         ({"influxdb": {"batch_size": 0}}, "influxdb.batch_size"),
         ({"influxdb": {"batch_size": 100, "buffer_max_points": 50}}, "influxdb.buffer_max_points"),

@@ -214,6 +214,55 @@ def test_topic_layout(topic: str, reason: str) -> None:
     assert reason_of(encode(PLATFORM_PAYLOAD), topic=topic) == reason
 
 
+PLANTS = "mov/plantas"  # as group_vars/all/gateways.yml's mov_mqtt_topic_plants reaches the worker's config
+
+
+def plant_reason(topic: str, doc: object = PLATFORM_PAYLOAD) -> str:
+    with pytest.raises(Rejected) as caught:
+        Validator(ValidationConfig(), clock=lambda: NOW, plants_topic=PLANTS).parse(topic, encode(doc))
+    return caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        PLATFORM_PAYLOAD,  # the full path (an ISO timestamp)
+        payload(timestamp=NOW),  # the fast path (an epoch number)
+        payload(timestamp=int(NOW) * 10**9),  # the fast path's nanoseconds
+        payload(extra="x"),  # the full path again (an unknown key)
+    ],
+)
+def test_a_plants_reading_carries_its_plant_and_a_direct_one_none(doc: dict[str, Any]) -> None:
+    v = Validator(ValidationConfig(), clock=lambda: NOW, plants_topic=PLANTS)
+    through_gateway = v.parse(f"{PLANTS}/fabrica_sul/{TOPIC}", encode(doc))
+    assert through_gateway.planta == "fabrica_sul"
+    assert (through_gateway.cliente, through_gateway.dispositivo) == ("industria_abc", "sensor_001")
+    assert v.parse(TOPIC, encode(doc)).planta == ""
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        (f"{PLANTS}//{TOPIC}", "bad_topic"),  # no plant
+        (f"{PLANTS}/fabrica_sul", "bad_topic"),
+        (f"{PLANTS}/fabrica_sul/gateway/estado", "bad_topic"),  # the gateway's state is not a reading
+        (f"{PLANTS}/fabrica_sul/mov/dados/industria_abc", "bad_topic"),
+        (f"{PLANTS}/fabrica\x07sul/{TOPIC}", "bad_topic"),  # a control character in the plant
+        (f"{PLANTS}/{'p' * 257}/{TOPIC}", "bad_topic"),  # longer than a tag may be
+        (f"{PLANTS}/fabrica_sul/mov/dados/outra_industria/sensor_001", "topic_mismatch"),
+        (f"{PLANTS}/fabrica_sul/mov/dados/industria_abc/sensor_999", "topic_mismatch"),
+        (f"outras/fabrica_sul/{TOPIC}", "bad_topic"),  # another prefix
+    ],
+)
+def test_a_malformed_plant_topic_is_rejected(topic: str, reason: str) -> None:
+    assert plant_reason(topic) == reason
+    assert plant_reason(topic, payload(timestamp=NOW)) == reason  # via the fast path
+
+
+def test_without_plants_topic_a_plants_reading_is_a_bad_topic() -> None:
+    assert reason_of(encode(PLATFORM_PAYLOAD), topic=f"{PLANTS}/fabrica_sul/{TOPIC}") == "bad_topic"
+
+
 NS_NOW = int(NOW) * 10**9
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Publisher, WorkerProcess, reading
+from conftest import GATEWAY_PASSWORD, GATEWAY_SITE, GATEWAY_USER, Publisher, WorkerProcess, reading
 from influx_write_double import InfluxWriteDouble
 from mosquitto_runner import Mosquitto, free_port
 
@@ -65,6 +65,33 @@ def test_readings_in_status_points_out(worker: WorkerProcess, publisher: Publish
     assert worker.metric("mov_analytics_readings_rejected_total", 'reason="malformed_json"') == 1
     assert worker.metric("mov_analytics_readings_rejected_total", 'reason="wrong_type"') == 1
     assert worker.metric("mov_analytics_status_changes_total", 'status="critico"') == 1
+
+
+def test_a_gateways_readings_carry_their_plant_and_direct_ones_do_not(
+    tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, publisher: Publisher
+) -> None:
+    w = WorkerProcess(tmp_path, broker, double, mqtt={"plants_topic": "mov/plantas"})
+    w.start()
+    gateway = Publisher(broker.port, GATEWAY_USER, GATEWAY_PASSWORD)
+    try:
+        t0 = time.time() - 30
+        plant_topic = f"mov/plantas/{GATEWAY_SITE}/mov/dados/industria_abc/caldeira_01"
+        gateway.publish(reading(36.0, t0, device="caldeira_01"), topic=plant_topic)
+        gateway.publish(reading(25.0, t0 + 1, device="caldeira_01"), topic=plant_topic)
+        gateway.publish(reading(25.0, t0 + 1, device="caldeira_02"), topic=plant_topic)  # not its own device
+        gateway.publish(reading(25.0, t0 + 2, device="caldeira_01"), topic=f"mov/plantas/{GATEWAY_SITE}/mov/dados/x")
+        publisher.publish(reading(36.0, t0 + 3))
+        assert wait_until(lambda: len(double.snapshot("mov_status")) == 3, 10), double.snapshot("mov_status")
+        by_device = {dict(p.tags)["dispositivo"]: dict(p.tags) for p in double.snapshot("mov_status")}
+        assert by_device["caldeira_01"]["planta"] == GATEWAY_SITE
+        assert "planta" not in by_device["sensor_001"]
+        assert {dict(p.tags).get("planta") for p in double.snapshot("mov_leituras")} == {GATEWAY_SITE, None}
+        assert w.metric("mov_analytics_readings_rejected_total", 'reason="topic_mismatch"') == 1
+        assert w.metric("mov_analytics_readings_rejected_total", 'reason="bad_topic"') == 1
+        assert w.metric("mov_analytics_readings_processed_total") == 3
+    finally:
+        gateway.close()
+        w.stop()
 
 
 def test_readings_published_while_the_worker_is_down_are_processed(

@@ -10,7 +10,7 @@ import pytest
 from influx_write_double import parse_line
 
 from mov_analytics.alerts import Alert
-from mov_analytics.app import Worker
+from mov_analytics.app import Worker, subscriptions
 from mov_analytics.config import ConfigError, from_mapping
 from mov_analytics.influx import line
 from mov_analytics.rules import DeviceState
@@ -41,6 +41,7 @@ class RecordingSender:
 def worker() -> Iterator[tuple[Worker, MemoryTransport, RecordingSender]]:
     cfg = from_mapping(
         {
+            "mqtt": {"plants_topic": "mov/plantas"},
             "influxdb": {"write_readings": True, "batch_size": 10, "flush_interval_ms": 10},
             "http": {"host": "127.0.0.1", "port": 0},
             "alerts": {"dedup_s": 3600},
@@ -57,7 +58,8 @@ def worker() -> Iterator[tuple[Worker, MemoryTransport, RecordingSender]]:
     w.health.stop()
 
 
-def publish(w: Worker, value: float, t: int, device: str = "sensor_001") -> None:
+def publish(w: Worker, value: float, t: int, device: str = "sensor_001", via: str = "") -> None:
+    """A reading of `device` on its own topic, under `via` (a gateway's prefix: plants topic and plant) if given."""
     doc = {
         "timestamp": t,
         "tags": {
@@ -68,7 +70,7 @@ def publish(w: Worker, value: float, t: int, device: str = "sensor_001") -> None
         },
         "fields": {"temperatura_c": value},
     }
-    w.handle(f"mov/dados/industria_abc/{device}/x", json.dumps(doc).encode())
+    w.handle(f"{via}mov/dados/industria_abc/{device}/x", json.dumps(doc).encode())
 
 
 def lines(transport: MemoryTransport) -> list[str]:
@@ -112,20 +114,54 @@ def test_health_needs_broker_and_good_writes(worker: tuple[Worker, MemoryTranspo
     assert w.healthy()[0] is False
 
 
+def test_a_plants_reading_tags_its_points_and_names_its_plant_in_the_alert(
+    worker: tuple[Worker, MemoryTransport, RecordingSender],
+) -> None:
+    w, transport, sender = worker
+    t0 = int(time.time()) - 100
+    publish(w, 25.0, t0, device="caldeira_01", via="mov/plantas/fabrica_sul/")
+    publish(w, 36.0, t0 + 1, device="caldeira_01", via="mov/plantas/fabrica_sul/")
+    publish(w, 36.0, t0 + 2, device="direto_01")
+    publish(w, 20.0, t0 + 3, device="caldeira_01", via="mov/plantas//")  # no plant: a rejection, no crash
+    w.heartbeat()
+    wait(lambda: w.writer.pending() == 0 and len(sender.alerts) >= 2)
+    points = [parse_line(x) for x in lines(transport)]
+    tags = [(p.measurement, dict(p.tags)) for p in points]
+    plant = {m for m, t in tags if t["dispositivo"] == "caldeira_01" and t.get("planta") == "fabrica_sul"}
+    assert plant == {"mov_leituras", "mov_status"}
+    assert len([m for m, t in tags if t["dispositivo"] == "caldeira_01"]) == 5  # 2 readings, 2 changes, 1 beat
+    assert [t for _, t in tags if t["dispositivo"] == "direto_01" and "planta" in t] == []
+    assert [(a.subject, a.details["planta"]) for a in sender.alerts] == [
+        ("industria_abc/caldeira_01", "fabrica_sul"),
+        ("industria_abc/direto_01", ""),
+    ]
+    assert "planta fabrica_sul" in sender.alerts[0].message and "planta" not in sender.alerts[1].message
+    assert w.metrics.rejected.labels("bad_topic")._value.get() == 1
+
+
+def test_the_worker_subscribes_to_the_plants_topics_only_when_given() -> None:
+    assert subscriptions(from_mapping({}).mqtt) == ["mov/dados/#"]
+    with_plants = from_mapping({"mqtt": {"plants_topic": "mov/plantas"}}).mqtt
+    assert subscriptions(with_plants) == ["mov/dados/#", "mov/plantas/+/mov/dados/#"]
+
+
 @pytest.mark.parametrize(
     "tags",
     [
-        ("industria_abc", "sensor_001", "sala_servidores", "temperatura"),
-        ("a,b", "c d", "e=f", "g\\h"),  # every character line protocol escapes in a tag
+        ("industria_abc", "sensor_001", "sala_servidores", "fabrica_sul", "temperatura"),
+        ("industria_abc", "sensor_001", "sala_servidores", "", "temperatura"),  # a direct device: no planta tag
+        ("a,b", "c d", "e=f", "p q", "g\\h"),  # every character line protocol escapes in a tag
     ],
 )
 def test_status_line_is_line_protocol_as_influx_line_writes_it(
-    worker: tuple[Worker, MemoryTransport, RecordingSender], tags: tuple[str, str, str, str]
+    worker: tuple[Worker, MemoryTransport, RecordingSender], tags: tuple[str, str, str, str, str]
 ) -> None:
     # _status_line builds the text itself (cached series); it must stay what influx.line() makes of the point.
     w, _, _ = worker
-    device = DeviceState(*tags)
-    tag_map = dict(zip(("cliente", "dispositivo", "localizacao", "tipo"), tags, strict=True))
+    names = ("cliente", "dispositivo", "localizacao", "planta", "tipo")
+    cliente, dispositivo, localizacao, planta, tipo = tags
+    device = DeviceState(cliente, dispositivo, localizacao, tipo, planta=planta)
+    tag_map = {name: value for name, value in zip(names, tags, strict=True) if value}
     for status, change, previous, field, value in [
         ("alerta", True, "normal", "temperatura_c", 30.5),
         ("normal", False, None, 'we"ird\\', 7),

@@ -1153,10 +1153,44 @@ def history(args: argparse.Namespace) -> int:
     # variables as the frontend fills them for this device.
     grafana = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-history", grafana)
-    panels = json.loads(body).get("dashboard", {}).get("panels", []) if status == 200 else []
+    dashboard = json.loads(body).get("dashboard", {}) if status == 200 else {}
+    panels = dashboard.get("panels", [])
     if not report.check("Grafana's history dashboard is provisioned", bool(panels), f"{status} {body[:200]}"):
         return report.summary()
-    fill = {"${cliente:regex}": "mov_verify", "${localizacao:regex}": ".*", "${dispositivo:regex}": args.history_device}
+    fill = {
+        "${planta:regex}": all_value(dashboard, "planta"),
+        "${cliente:regex}": "mov_verify",
+        "${localizacao:regex}": ".*",
+        "${dispositivo:regex}": args.history_device,
+    }
+    status, body = panel_query(box, args.grafana, grafana, panels[0]["targets"], fill, hour, hour + timedelta(hours=1))
+    got = grafana_numbers(json.loads(body)) if status == 200 else {}
+    everything = [*values, 17.0]
+    want = {"A": [min(everything)], "B": [sum(everything) / len(everything)], "C": [max(everything)]}
+    report.check(
+        "Grafana's history panel reads the hour's min, mean and max", got == want, f"{status}: {got or body[:400]}"
+    )
+    return report.summary()
+
+
+def all_value(dashboard: dict[str, Any], name: str) -> str:
+    """The custom value "All" of a dashboard's variable stands for ("" when it has none)."""
+    variables = dashboard.get("templating", {}).get("list", [])
+    return next((str(v.get("allValue") or "") for v in variables if v.get("name") == name), "")
+
+
+def panel_query(
+    box: Box,
+    grafana: str,
+    auth: dict[str, str],
+    targets: Sequence[dict[str, Any]],
+    fill: dict[str, str],
+    start: datetime,
+    stop: datetime,
+) -> tuple[int, str]:
+    """A panel's queries as Grafana's backend runs them (its datasource's token, v.* filled in from the range:
+    grafana/grafana v11.3.1 pkg/tsdb/influxdb/flux/macros.go), the dashboard's variables as its frontend fills them
+    (`fill`: each ${name:regex} and its text)."""
     queries = [
         {
             "refId": target["refId"],
@@ -1165,21 +1199,101 @@ def history(args: argparse.Namespace) -> int:
             "intervalMs": 60000,
             "maxDataPoints": 100,
         }
-        for target in panels[0]["targets"]
+        for target in targets
     ]
-    span = {"from": str(int(hour.timestamp() * 1000)), "to": str(int((hour + timedelta(hours=1)).timestamp() * 1000))}
-    status, body = box.http(
+    span = {"from": str(int(start.timestamp() * 1000)), "to": str(int(stop.timestamp() * 1000))}
+    return box.http(
         "POST",
-        f"{args.grafana}/api/ds/query",
-        {**grafana, "Content-Type": "application/json"},
+        f"{grafana}/api/ds/query",
+        {**auth, "Content-Type": "application/json"},
         json.dumps({**span, "queries": queries}),
     )
-    got = grafana_numbers(json.loads(body)) if status == 200 else {}
-    everything = [*values, 17.0]
-    want = {"A": [min(everything)], "B": [sum(everything) / len(everything)], "C": [max(everything)]}
-    report.check(
-        "Grafana's history panel reads the hour's min, mean and max", got == want, f"{status}: {got or body[:400]}"
+
+
+def dashboard_plants(args: argparse.Namespace) -> int:
+    """Issue 17 (docs/plants.md): a reading forwarded by an edge gateway carries the tag planta, a direct device's
+    none. One of each is written to the readings' bucket; the overview's temperature panel, run by Grafana, finds
+    both with its variable planta on "All" (the variable's custom all value) and only the gateway's with the plant
+    chosen. The two points are deleted after."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    admin = {"Authorization": f"Token {secrets['influxdb_admin_token']}"}
+    grafana = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
+    status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-overview", grafana)
+    dashboard = json.loads(body).get("dashboard", {}) if status == 200 else {}
+    targets = [
+        target
+        for panel in dashboard.get("panels", [])
+        for target in panel.get("targets", [])
+        if 'r._field == "temperatura_c"' in target.get("query", "") and panel.get("type") == "timeseries"
+    ]
+    everything = all_value(dashboard, "planta")
+    if not report.check(
+        "the overview's temperature panel filters on the variable planta, whose All is a custom value",
+        len(targets) == 1 and "${planta:regex}" in targets[0]["query"] and bool(everything),
+        f"{status} {len(targets)} panel(s), allValue {everything!r}",
+    ):
+        return report.summary()
+    # The verify client's devices, whose silence Grafana ignores.
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    series = "mov_leituras,cliente=mov_verify,localizacao=e2e_plantas,tipo=temperatura"
+    lines = (
+        f"{series},dispositivo=e2e_gateway,planta={args.plant} temperatura_c=21.25 {int(at.timestamp())}\n"
+        f"{series},dispositivo=e2e_direto temperatura_c=23.75 {int(at.timestamp())}"
     )
+    url = f"{args.influxdb}/api/v2/write?org={args.org}&bucket={args.bucket}&precision=s"
+    status, body = box.http("POST", url, {**admin, "Content-Type": "text/plain; charset=utf-8"}, lines)
+    report.check(
+        f"a gateway's reading (planta={args.plant}) and a direct one written to {args.bucket}", status == 204, body
+    )
+    try:
+        fill = {
+            "${cliente:regex}": "mov_verify",
+            "${localizacao:regex}": "e2e_plantas",
+            "${dispositivo:regex}": "(e2e_gateway|e2e_direto)",
+        }
+        for choice, want in ((everything, [21.25, 23.75]), (args.plant, [21.25])):
+            status, body = panel_query(
+                box,
+                args.grafana,
+                grafana,
+                targets,
+                {"${planta:regex}": choice, **fill},
+                at - timedelta(minutes=9),
+                at + timedelta(minutes=1),
+            )
+            got = sorted(grafana_numbers(json.loads(body)).get("A", [])) if status == 200 else []
+            report.check(
+                f"the panel with planta {choice!r} finds {want}", got == want, f"{status}: {got or body[:400]}"
+            )
+    finally:
+        status, body = box.http(
+            "POST",
+            f"{args.influxdb}/api/v2/delete?org={args.org}&bucket={args.bucket}",
+            {**admin, "Content-Type": "application/json"},
+            json.dumps(
+                {
+                    "start": f"{at - timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}",
+                    "stop": f"{at + timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}",
+                    "predicate": '_measurement="mov_leituras" AND localizacao="e2e_plantas"',
+                }
+            ),
+        )
+        report.check("the two points are deleted", status == 204, body[:300])
+    return report.summary()
+
+
+def gateway_heartbeat(args: argparse.Namespace) -> int:
+    """One heartbeat of a gateway as Telegraf stores it (roles/telegraf: measurement mov_gateway, tag planta, the
+    gateway broker's uptime as the string field uptime), written now to the infrastructure bucket."""
+    report = Report()
+    box = Box(args.box)
+    admin = {"Authorization": f"Token {load_secrets(args.secrets)['influxdb_admin_token']}"}
+    line = f'mov_gateway,planta={args.plant} uptime="60 seconds" {int(time.time())}'
+    url = f"{args.influxdb}/api/v2/write?org={args.org}&bucket={args.infra_bucket}&precision=s"
+    status, body = box.http("POST", url, {**admin, "Content-Type": "text/plain; charset=utf-8"}, line)
+    report.check(f"a heartbeat of the gateway of {args.plant} written to {args.infra_bucket}", status == 204, body)
     return report.summary()
 
 
@@ -1500,6 +1614,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_state.add_argument("--state", choices=["firing", "normal"], required=True)
     p_state.add_argument("--label", action="append", default=[], help="key=value an alert of the rule must carry")
     sub.add_parser("infra-panels", parents=[common, device], help="every infrastructure panel's query runs in InfluxDB")
+    p_plants = sub.add_parser(
+        "dashboard-plants", parents=[common, device], help="the overview's panel filters on planta; All keeps the rest"
+    )
+    p_plants.add_argument("--plant", default="fabrica_e2e", help="the plant of the gateway's reading")
+    p_heartbeat = sub.add_parser(
+        "gateway-heartbeat", parents=[common, device], help="one heartbeat of a gateway, as Telegraf stores it"
+    )
+    p_heartbeat.add_argument("--plant", required=True, help="the gateway's plant (tag planta)")
     p_stopped = sub.add_parser(
         "worker-stopped", parents=[common, device], help="the worker stopped: its stall and stopped-container rules"
     )
@@ -1574,6 +1696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "grafana-rules": grafana_rules,
         "rule-state": rule_state,
         "infra-panels": infra_panels,
+        "dashboard-plants": dashboard_plants,
+        "gateway-heartbeat": gateway_heartbeat,
         "worker-stopped": worker_stopped,
         "identity": identity,
         "telegraf-health": telegraf_health,

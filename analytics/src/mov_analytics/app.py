@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from . import logs
 from .alerts import Alert, Alerter, Sender, senders_from_config
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, MqttConfig, load
 from .influx import (
     DiscardTransport,
     InfluxClientTransport,
@@ -50,7 +50,7 @@ class Worker:
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
-        self.validator = Validator(cfg.validation)
+        self.validator = Validator(cfg.validation, plants_topic=cfg.mqtt.plants_topic)
         self.rules = RulesEngine(cfg.rules, late_window_s=cfg.late_window_s)
         senders = senders_from_config(cfg.alerts) if senders is None else senders
         self.alerter = Alerter(cfg.alerts, self.metrics, senders)
@@ -67,8 +67,8 @@ class Worker:
         self._readings_prefix = escape_measurement(cfg.influxdb.readings_measurement)
         self._status_prefix = escape_measurement(cfg.influxdb.status_measurement)
         self._write_readings = cfg.influxdb.write_readings
-        self._series_cache: dict[tuple[str, str, str, str], str] = {}
-        self._status_series_cache: dict[tuple[str, str, str, str], str] = {}
+        self._series_cache: dict[_Series, str] = {}
+        self._status_series_cache: dict[_Series, str] = {}
         self._field_key_cache: dict[str, str] = {}
         self.client = self._make_client()
 
@@ -105,7 +105,7 @@ class Worker:
         if reason_code.is_failure:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})
             return
-        client.subscribe(self.cfg.mqtt.topic, qos=self.cfg.mqtt.qos)
+        client.subscribe([(topic, self.cfg.mqtt.qos) for topic in subscriptions(self.cfg.mqtt)])
         self.connected = True
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -172,7 +172,7 @@ class Worker:
 
     def _reading_line(self, r: Reading) -> str:
         # Hot path (one call per reading): the escaped series prefix and field keys are cached, bounded.
-        series = (r.cliente, r.dispositivo, r.localizacao, r.tipo)
+        series = (r.cliente, r.dispositivo, r.localizacao, r.planta, r.tipo)
         prefix = self._series_cache.get(series)
         if prefix is None:
             prefix = _series_prefix(self._readings_prefix, series, self._series_cache)
@@ -201,7 +201,7 @@ class Worker:
     ) -> str:
         # The same text as influx.line() with these tags and fields (a test holds the two together), with the
         # escaped series cached: a heartbeat writes one per known device at once, in the main thread.
-        series = (device.cliente, device.dispositivo, device.localizacao, device.tipo)
+        series = (device.cliente, device.dispositivo, device.localizacao, device.planta, device.tipo)
         prefix = self._status_series_cache.get(series)
         if prefix is None:
             prefix = _series_prefix(self._status_prefix, series, self._status_series_cache)
@@ -234,6 +234,7 @@ class Worker:
             "dispositivo": d.dispositivo,
             "localizacao": d.localizacao,
             "tipo": d.tipo,
+            "planta": d.planta,
             "status": change.status,
             "previous": change.previous,
             "field": change.driver_field,
@@ -247,12 +248,12 @@ class Worker:
                 Alert(
                     "critico",
                     subject,
-                    f"{subject} ({d.localizacao}) is critico: {change.driver_field}={change.driver_value}",
+                    f"{subject} ({_where(d)}) is critico: {change.driver_field}={change.driver_value}",
                     details,
                 )
             )
         elif change.recovered:
-            self.alerter.submit(Alert("recovery", subject, f"{subject} ({d.localizacao}) is back to normal", details))
+            self.alerter.submit(Alert("recovery", subject, f"{subject} ({_where(d)}) is back to normal", details))
 
     def _late_excursion(self, change: StatusChange) -> None:
         """A late reading worse than the status its device had at its time (rules.py): two points, maybe an alert.
@@ -293,6 +294,7 @@ class Worker:
             "dispositivo": d.dispositivo,
             "localizacao": d.localizacao,
             "tipo": d.tipo,
+            "planta": d.planta,
             "status": change.status,
             "previous": change.previous,
             "field": change.driver_field,
@@ -308,7 +310,7 @@ class Worker:
                 Alert(
                     "critico",
                     subject,
-                    f"{subject} ({d.localizacao}) was critico at {when} (reading arrived late): "
+                    f"{subject} ({_where(d)}) was critico at {when} (reading arrived late): "
                     f"{change.driver_field}={change.driver_value}; now {current}",
                     details,
                 )
@@ -374,7 +376,7 @@ class Worker:
         self._mqtt_thread.start()
         log.info(
             "worker started",
-            extra={"metrics_port": self.health.port, "topic": m.topic, "bucket": self.cfg.influxdb.bucket},
+            extra={"metrics_port": self.health.port, "topics": subscriptions(m), "bucket": self.cfg.influxdb.bucket},
         )
         if not self.cfg.influxdb.enabled:
             log.warning(
@@ -415,11 +417,23 @@ class Worker:
         return lost
 
 
-def _series_prefix(
-    measurement: str, series: tuple[str, str, str, str], cache: dict[tuple[str, str, str, str], str]
-) -> str:
-    """``measurement,cliente=..,dispositivo=..,localizacao=..,tipo=.. `` as influx.line() writes it (tags in
-    sorted order, empty ones left out), remembered in ``cache`` (bounded)."""
+_SERIES_TAGS = ("cliente", "dispositivo", "localizacao", "planta", "tipo")  # sorted, as influx.line() orders tags
+_Series = tuple[str, str, str, str, str]  # the values of _SERIES_TAGS
+
+
+def _where(d: DeviceState) -> str:
+    """Where a device is, for an alert's text: its localizacao, and its plant when a gateway forwards it."""
+    return f"{d.localizacao}, planta {d.planta}" if d.planta else d.localizacao
+
+
+def subscriptions(m: MqttConfig) -> list[str]:
+    """The topic filters the worker reads: its devices' and, with gateways, the same under every plant."""
+    return [m.topic, f"{m.plants_topic}/+/{m.topic}"] if m.plants_topic else [m.topic]
+
+
+def _series_prefix(measurement: str, series: _Series, cache: dict[_Series, str]) -> str:
+    """``measurement,cliente=..,dispositivo=..,localizacao=..,planta=..,tipo=.. `` as influx.line() writes it (tags
+    in sorted order, empty ones left out: a direct device has no planta), remembered in ``cache`` (bounded)."""
     tags = "".join(
         f",{name}={escape_key(value)}" for name, value in zip(_SERIES_TAGS, series, strict=True) if value != ""
     )
@@ -427,9 +441,6 @@ def _series_prefix(
         cache.clear()
     cache[series] = prefix = f"{measurement}{tags} "
     return prefix
-
-
-_SERIES_TAGS = ("cliente", "dispositivo", "localizacao", "tipo")  # sorted, as influx.line() orders tags
 
 
 def main(argv: list[str] | None = None) -> int:

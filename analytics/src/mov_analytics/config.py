@@ -48,6 +48,8 @@ class MqttConfig:
     port: int = 1883
     client_id: str = "mov-analytics"
     topic: str = "mov/dados/#"
+    # Where edge gateways forward their plants' readings: <plants_topic>/<planta>/<topic>; "" for none.
+    plants_topic: str = ""
     qos: int = 1
     username: str = ""
     password: str = ""
@@ -313,12 +315,17 @@ def _read_mqtt(s: _Section) -> MqttConfig:
     topic = s.str_("topic", "mov/dados/#")
     if not topic.startswith("mov/dados/"):
         raise ConfigError(s.key("topic"), "a topic filter under mov/dados/", topic)
+    plants_topic = s.str_("plants_topic", "")
+    if plants_topic and not _disjoint_topics(plants_topic, "mov/dados"):
+        wanted = "a topic name of its own, neither under mov/dados nor above it"
+        raise ConfigError(s.key("plants_topic"), wanted, plants_topic)
     low_delay = s.int_("reconnect_min_delay_s", 1, 1, 3600)
     cfg = MqttConfig(
         host=s.str_("host", "localhost"),
         port=s.int_("port", 1883, 1, 65535),
         client_id=s.str_("client_id", "mov-analytics"),
         topic=topic,
+        plants_topic=plants_topic,
         qos=s.int_("qos", 1, 0, 2),
         username=s.str_("username", ""),
         password=s.secret("password"),
@@ -333,6 +340,17 @@ def _read_mqtt(s: _Section) -> MqttConfig:
         raise ConfigError(s.key("qos"), "1 or 2 (QoS 0 readings are not kept while the worker is down)", 0)
     s.finish()
     return cfg
+
+
+def _disjoint_topics(name: str, other: str) -> bool:
+    """True when ``name`` is a topic name (levels non-empty, no wildcard) and neither it nor ``other`` lies under
+    the other: a direct device's topic must never read as a plant's, nor the reverse."""
+    levels = name.split("/")
+    if any(not level or "+" in level or "#" in level for level in levels):
+        return False
+    others = other.split("/")
+    shorter = min(len(levels), len(others))
+    return levels[:shorter] != others[:shorter]
 
 
 def _read_influx(s: _Section) -> InfluxConfig:

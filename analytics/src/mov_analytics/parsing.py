@@ -3,6 +3,10 @@
 Rules (documented in the README too):
 
 * Topic: ``mov/dados/<cliente>/<dispositivo>[/...]``; the topic's cliente and dispositivo must equal the tags.
+  Through an edge gateway (docs/plants.md): ``<plants_topic>/<planta>/mov/dados/<cliente>/<dispositivo>[/...]``,
+  where ``plants_topic`` is the worker's ``mqtt.plants_topic`` (empty: no gateways); the prefix is taken off, the
+  same check applies to the rest, and ``planta`` (a non-empty printable level) joins the reading. A topic under
+  the prefix that is not of that shape is ``bad_topic``.
 * Payload: a UTF-8 JSON object of at most ``validation.max_payload_bytes`` bytes and nesting depth
   ``validation.max_depth``, with ``timestamp``, ``tags`` (dispositivo, localizacao, tipo, cliente: non-empty
   strings) and ``fields`` (a non-empty object of finite numbers, |value| <= ``max_abs_value`` and within
@@ -81,6 +85,7 @@ class Reading:
     tipo: str
     fields: Mapping[str, float]
     had_unknown_keys: bool = False
+    planta: str = ""  # the plant whose gateway forwarded it; "" for a device publishing to the central broker
 
     @property
     def device_key(self) -> tuple[str, str]:
@@ -141,8 +146,11 @@ def _shape_decoder(max_abs_value: float) -> msgspec.json.Decoder[Any]:
 
 
 class Validator:
-    def __init__(self, cfg: ValidationConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cfg: ValidationConfig, clock: Callable[[], float] = time.time, *, plants_topic: str = ""
+    ) -> None:
         self._cfg = cfg
+        self._plants = plants_topic + "/" if plants_topic else ""
         self._clock = clock
         self._max_payload_bytes = cfg.max_payload_bytes
         self._max_future_s = cfg.max_future_s
@@ -185,7 +193,9 @@ class Validator:
         tags = shape.tags
         cliente = tags.cliente
         dispositivo = tags.dispositivo
-        parts = topic.split("/", 4)
+        # A malformed plant topic splits to an empty device topic: the full path names the reason.
+        planta, device_topic = self._split_plant(topic) or ("", "")
+        parts = device_topic.split("/", 4)
         if (
             cliente.isprintable()
             and dispositivo.isprintable()
@@ -207,10 +217,20 @@ class Validator:
                     and seconds <= now + self._max_future_s
                     and seconds >= now - self._max_past_s
                 ):
-                    return Reading(stamp, cliente, dispositivo, tags.localizacao, tags.tipo, shape.fields)
+                    return Reading(
+                        stamp, cliente, dispositivo, tags.localizacao, tags.tipo, shape.fields, planta=planta
+                    )
             else:
                 # Its rejections are the full path's too: everything it checks before the time passed.
-                return Reading(self._timestamp(stamp), cliente, dispositivo, tags.localizacao, tags.tipo, shape.fields)
+                return Reading(
+                    self._timestamp(stamp),
+                    cliente,
+                    dispositivo,
+                    tags.localizacao,
+                    tags.tipo,
+                    shape.fields,
+                    planta=planta,
+                )
         return self._parse_doc(topic, self._load(payload))
 
     def _load(self, payload: bytes) -> object:
@@ -258,7 +278,7 @@ class Validator:
             tag_values["localizacao"],
             tag_values["tipo"],
         )
-        self._check_topic(topic, cliente, dispositivo)
+        planta = self._check_topic(topic, cliente, dispositivo)
         fields = self._fields(doc, values)
         time_ns = self._timestamp(doc["timestamp"])
         return Reading(
@@ -269,6 +289,7 @@ class Validator:
             tipo=tipo,
             fields=fields,
             had_unknown_keys=bool(unknown) or extra_tags,
+            planta=planta,
         )
 
     def _tags(self, doc: object, tags: dict[str, Any]) -> dict[str, str]:
@@ -288,13 +309,30 @@ class Validator:
                     raise self._too_deep_or_wrong(doc, f"tags.{name} is not a string")
         return out
 
-    @staticmethod
-    def _check_topic(topic: str, cliente: str, dispositivo: str) -> None:
-        parts = topic.split("/")
+    def _split_plant(self, topic: str) -> tuple[str, str] | None:
+        """(planta, the device's topic) of a gateway's topic, ("", topic) of a direct one, None for a topic under
+        the plants' prefix whose plant level is empty, too long or unprintable."""
+        plants = self._plants
+        if not plants or not topic.startswith(plants):
+            return "", topic
+        planta, _, device_topic = topic[len(plants) :].partition("/")
+        if not planta or len(planta) > MAX_TAG_LENGTH or not planta.isprintable():
+            return None
+        return planta, device_topic
+
+    def _check_topic(self, topic: str, cliente: str, dispositivo: str) -> str:
+        """The topic's identity against the tags; returns the plant of a gateway's topic ("" for a direct one)."""
+        split = self._split_plant(topic)
+        if split is None:
+            raise Rejected("bad_topic", f"{topic!r} is not {self._plants}<planta>/mov/dados/...")
+        planta, device_topic = split
+        parts = device_topic.split("/")
         if len(parts) < 4 or parts[0] != "mov" or parts[1] != "dados" or not parts[2] or not parts[3]:
-            raise Rejected("bad_topic", f"{topic!r} is not mov/dados/<cliente>/<dispositivo>/...")
+            shape = f"{self._plants}<planta>/" if planta else ""
+            raise Rejected("bad_topic", f"{topic!r} is not {shape}mov/dados/<cliente>/<dispositivo>/...")
         if parts[2] != cliente or parts[3] != dispositivo:
             raise Rejected("topic_mismatch", f"topic {topic!r} vs tags {cliente}/{dispositivo}")
+        return planta
 
     def _fields(self, doc: object, values: dict[str, Any]) -> dict[str, float]:
         if not values:

@@ -53,6 +53,7 @@ class DeviceState:
     dispositivo: str
     localizacao: str
     tipo: str
+    planta: str = ""  # the plant of its newest reading's gateway ("" when it publishes to the central broker)
     level: int = NORMAL
     last_time_ns: int = -1
     field_levels: dict[str, int] = field(default_factory=dict)
@@ -169,11 +170,12 @@ class RulesEngine:
         first = state is None
         time_ns = reading.time_ns
         if state is None:
-            state = DeviceState(reading.cliente, reading.dispositivo, reading.localizacao, reading.tipo)
+            state = DeviceState(reading.cliente, reading.dispositivo, reading.localizacao, reading.tipo, reading.planta)
             self._devices[key] = state
         elif time_ns <= state.last_time_ns:
             return self._out_of_order(state, reading)
         state.last_time_ns = time_ns
+        state.planta = reading.planta
         recent = state.recent
         recent[time_ns] = reading.fields
         cutoff = time_ns - self._window_ns

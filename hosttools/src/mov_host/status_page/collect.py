@@ -14,7 +14,7 @@ from mov_host.movctl import status as movctl_status
 from mov_host.movctl.config import EXIT_FAILED, EXIT_NOT_INSTALLED, MovctlError, default_config_path, load_config
 from mov_host.movctl.records import StatusDocument
 from mov_host.status_page.config import Config
-from mov_host.status_page.influx import Dropped, Readings, read_dropped, read_readings
+from mov_host.status_page.influx import Dropped, Gateways, Readings, read_dropped, read_gateways, read_readings
 
 
 class MovctlUnavailable(TypedDict):
@@ -40,6 +40,7 @@ class Inputs(TypedDict):
     backup_last_ok: str | None
     readings: Readings
     dropped: Dropped
+    gateways: Gateways
 
 
 def movctl_failed(code: int) -> MovctlUnavailable:
@@ -101,4 +102,5 @@ def gather(cfg: Config) -> Inputs:
         "backup_last_ok": last_successful_backup(cfg.backup_history_file),
         "readings": read_readings(cfg),
         "dropped": read_dropped(cfg),
+        "gateways": read_gateways(cfg),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mov_host import paths
@@ -36,6 +36,12 @@ class Config:
     # The infrastructure bucket, where Telegraf writes the broker's drop counter; empty: not collected here.
     influxdb_infra_bucket: str = ""
     dropped_window_hours: int = 24
+    # The edge gateways' plants (docs/plants.md), from the inventory: each one's last heartbeat (Telegraf's
+    # gateway_measurement in the infrastructure bucket, field uptime, tag planta), older than gateway_offline_minutes
+    # or none in influxdb_lookback_hours is a warning. None: no such section.
+    gateways: list[str] = field(default_factory=list)
+    gateway_offline_minutes: float = 5.0
+    gateway_measurement: str = "mov_gateway"
     public_page: bool = False  # also write public.html and public.json (counts only)
 
 

@@ -29,6 +29,15 @@ class Readings(TypedDict):
     error: str
 
 
+class Gateways(TypedDict):
+    """Each gateway's last heartbeat ("site" is its plant); collected is false without gateways, InfluxDB or the
+    infrastructure metrics on this host (error then says which)."""
+
+    collected: bool
+    heartbeats: list[SiteReading]
+    error: str
+
+
 class Dropped(TypedDict):
     """The readings the broker dropped in the window; count is None when it could not be read or is not collected."""
 
@@ -53,6 +62,19 @@ def flux_last_per_site(cfg: Config) -> str:
         f"from(bucket: {bucket}) |> range(start: -{int(cfg.influxdb_lookback_hours)}h)"
         f" |> filter(fn: (r) => exists r[{tag}]) |> last()"
         f' |> keep(columns: ["_time", {tag}]) |> group(columns: [{tag}]) |> max(column: "_time")'
+    )
+
+
+def flux_last_heartbeat(cfg: Config) -> str:
+    """The last heartbeat's time per gateway's plant: Grafana's offline rule reads the same points
+    (roles/grafana/vars/main.yml, `_grafana_gateway_query`), with the page's lookback; `last()` is pushed down as
+    above."""
+    bucket = flux_string(cfg.influxdb_infra_bucket)
+    measurement = flux_string(cfg.gateway_measurement)
+    return (
+        f"from(bucket: {bucket}) |> range(start: -{int(cfg.influxdb_lookback_hours)}h)"
+        f' |> filter(fn: (r) => r._measurement == {measurement} and r._field == "uptime") |> last()'
+        ' |> keep(columns: ["_time", "planta"]) |> group(columns: ["planta"]) |> max(column: "_time")'
     )
 
 
@@ -151,3 +173,17 @@ def read_dropped(cfg: Config) -> Dropped:
     except ValueError:
         return {"collected": True, "count": None, "error": "InfluxDB query failed"}
     return {"collected": True, "count": count, "error": ""}
+
+
+def read_gateways(cfg: Config) -> Gateways:
+    """{"collected": bool, "heartbeats": [...], "error": str}: each gateway's last heartbeat, from InfluxDB."""
+    if not cfg.gateways:
+        return {"collected": False, "heartbeats": [], "error": ""}
+    if not cfg.influxdb_url:
+        return {"collected": False, "heartbeats": [], "error": "not available on this host"}
+    if not cfg.influxdb_infra_bucket:
+        return {"collected": False, "heartbeats": [], "error": NOT_COLLECTED}
+    text, error = query_influxdb(cfg, flux_last_heartbeat(cfg))
+    if error:
+        return {"collected": True, "heartbeats": [], "error": error}
+    return {"collected": True, "heartbeats": parse_flux_csv(text, "planta"), "error": ""}

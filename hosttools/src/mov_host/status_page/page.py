@@ -15,6 +15,7 @@ from mov_host.status_page.sections import (
     disk_section,
     dropped_count,
     dropped_section,
+    gateways_section,
     last_success_row,
     parse_time,
     readings_section,
@@ -34,8 +35,8 @@ class Page:
     state: str  # ok, degraded, down
     sections: list[Section]
     # Counts for the public page: services {ok, total}, sites {reporting, silent}, dropped {window_hours, count},
-    # checks {ok, attention}; services or sites None when unknown; dropped None when not collected, without count
-    # when unreadable.
+    # checks {ok, attention}, gateways {reporting, silent} (where there are gateways); services, sites or gateways
+    # None when unknown; dropped None when not collected, without count when unreadable.
     counts: dict[str, dict[str, int] | None] = field(default_factory=dict)
 
 
@@ -80,9 +81,17 @@ def build_page(cfg: Config, inputs: Mapping[str, Any]) -> Page:
     disk = disk_section(movctl)
     if disk is not None:
         checks_sections.append(disk)
+    raw_gateways = inputs.get("gateways")
+    gateways = gateways_section(
+        raw_gateways if isinstance(raw_gateways, dict) else {},
+        list(cfg.gateways),
+        now,
+        cfg.gateway_offline_minutes * 60,
+    )
     sections = [
         services,
         readings_section(inputs.get("readings") or {}, now, cfg.readings_max_age_minutes * 60),
+        *([] if gateways is None else [gateways]),
         dropped_section(dropped, window_hours),
         *checks_sections,
     ]
@@ -106,6 +115,11 @@ def build_page(cfg: Config, inputs: Mapping[str, Any]) -> Page:
         else {"window_hours": window_hours} | ({} if count is None else {"count": count}),
         "checks": {"ok": checks.count("ok"), "attention": len(checks) - checks.count("ok")},
     }
+    if gateways is not None:  # only where the inventory has gateways
+        heard = [row.level for row in gateways.rows]
+        counts["gateways"] = (
+            None if gateways.note else {"reporting": heard.count("ok"), "silent": len(heard) - heard.count("ok")}
+        )
     return Page(cfg.title, env, now, state, sections, counts)
 
 
@@ -121,14 +135,12 @@ def public_page(page: Page) -> Page:
             "ok" if services and services["ok"] == services["total"] else "warn",
         )
     ]
-    if sites is not None:
-        rows.append(
-            Row(
-                "sites reporting",
-                f"{sites['reporting']} of {sites['reporting'] + sites['silent']}",
-                "ok" if sites["silent"] == 0 else "warn",
+    for label, reporting in (("sites reporting", sites), ("edge gateways reporting", counts.get("gateways"))):
+        if reporting is not None:
+            total = reporting["reporting"] + reporting["silent"]
+            rows.append(
+                Row(label, f"{reporting['reporting']} of {total}", "ok" if reporting["silent"] == 0 else "warn")
             )
-        )
     # A count, never a name: the public may see that readings were lost.
     if dropped is None:
         rows.append(Row("readings dropped by the broker", "not collected", "unknown"))

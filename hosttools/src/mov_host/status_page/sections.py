@@ -183,6 +183,37 @@ def readings_section(readings: dict[str, Any], now: datetime, max_age_s: float) 
     return section
 
 
+def gateways_section(gateways: dict[str, Any], sites: list[str], now: datetime, max_age_s: float) -> Section | None:
+    """Each gateway of the inventory (`sites`, its plant; the labels come from there, not from InfluxDB) with its last
+    heartbeat's age; older than max_age_s or none is a warning, as Grafana's offline rule fires. None: no gateway."""
+    if not sites:
+        return None
+    section = Section("Edge gateways: last heartbeat")
+    if not gateways.get("collected"):
+        section.note = word(gateways.get("error"), ("not available on this host",), NOT_COLLECTED)
+        return section
+    if gateways.get("error"):
+        section.note = "heartbeats unavailable: " + query_error(gateways["error"])
+        section.rows.append(Row("gateways", "unavailable", "warn"))
+        return section
+    heard = {
+        str(beat.get("site")): when
+        for beat in gateways.get("heartbeats") or []
+        if isinstance(beat, dict)
+        for when in [parse_time(beat.get("time"))]
+        if when is not None
+    }
+    for site in sites:
+        when = heard.get(site)
+        if when is None:
+            section.rows.append(Row(site, "no heartbeat in the last days", "warn"))
+            continue
+        age = (now - when).total_seconds()
+        value = f"{age_text(age)} ago ({when.strftime('%H:%M:%S')} UTC)"
+        section.rows.append(Row(site, value, "ok" if age <= max_age_s else "warn"))
+    return section
+
+
 def dropped_count(dropped: dict[str, Any]) -> int | None:
     count = dropped.get("count")
     if not dropped.get("collected") or dropped.get("error") or isinstance(count, bool) or not isinstance(count, int):
