@@ -252,6 +252,24 @@ def test_gateways_go_into_the_edge_group_with_their_site() -> None:
     assert edge["gw-sul"]["mov_edge_devices"] == []
 
 
+def test_an_env_with_gateways_is_written_and_their_accounts_follow_their_devices() -> None:
+    """A new gateway has no devices yet: new-env still writes the env; once the user lists its devices,
+    platform_secrets.py generates the gateway's account and its devices' passwords (hosts.yml's comment)."""
+    ws = new_workspace()
+    out = _run(_flags(ws, "plants", "--gateway", "gw-sul=192.168.50.20/fabrica_sul"), ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    inventory = ws.root / "inventories" / "plants"
+    hosts = _load(inventory / "hosts.yml")
+    hosts["edge"]["hosts"]["gw-sul"]["mov_edge_devices"] = [
+        {"name": "caldeira_01", "client": "industria_abc", "site": "caldeira", "type": "temperatura"}
+    ]
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    secrets = [sys.executable, str(REPO / "scripts" / "platform_secrets.py"), "--root", str(ws.root)]
+    out = _run([*secrets, "--env", "plants", "--vault-password-file", str(ws.password_file)], ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "gw_fabrica_sul" in out.stdout and "industria_abc/caldeira_01" in out.stdout, out.stdout
+
+
 def test_a_private_key_file_is_refused(tmp_path: Path) -> None:
     private = tmp_path / "id_ed25519"
     private.write_text(
