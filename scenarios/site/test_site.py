@@ -23,6 +23,7 @@ from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, keygen
 from device import MOSQUITTO_IMAGE, publish_websockets, reading
 from device import publish as device_publish
 from executors import FAST_PATH_TAGS
+from platform_secrets import MQTT_USERNAMES
 from prober import Prober, docker
 
 PUBLIC_PORTS = [22, 80, 443, 8883]
@@ -521,7 +522,13 @@ def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) ->
     shows Telegraf), the command lines seen during an update (backup and deploy included), and the output of every
     ansible-playbook run of this scenario."""
     vault = site.vault()
-    secrets = set(flatten(vault["vault_mov_secrets"]))
+    store = vault["vault_mov_secrets"]
+    assert isinstance(store, dict)
+    store = dict(store)
+    # Names, not secrets: the broker logs a client's username on every connection, and a rotated service account's
+    # is "<name>@<rotation id>" (scripts/platform_secrets.py keeps it beside the passwords it goes with).
+    store.pop(MQTT_USERNAMES, None)
+    secrets = set(flatten(store))
     for host in site.hosts:
         tokens = site.sudo(host, "cat /opt/mov/analytics/secrets/influxdb.token")
         secrets.add(tokens.stdout.strip())
