@@ -16,6 +16,13 @@ def test_cron_daemon_runs(host) -> None:  # type: ignore[no-untyped-def]
     assert cron.is_enabled
 
 
+def test_no_mail_daemon_came_with_cron(host) -> None:  # type: ignore[no-untyped-def]
+    """cron's recommended MTA (exim4 on Debian) is left out: no package on the box provides one."""
+    provides = host.check_output("dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Provides}\\n'").splitlines()
+    mtas = [line for line in provides if line.startswith("ii") and "mail-transport-agent" in line]
+    assert mtas == []
+
+
 def test_jobs_are_installed_with_their_schedules(host) -> None:  # type: ignore[no-untyped-def]
     root = host.check_output("crontab -l -u root")
     assert "#Ansible: mov: nightly-example\n30 2 * * * " + RUNNER in root
