@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from mov_render import ansible_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,10 +23,6 @@ def filter_plugin(role: str, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def ansible_env() -> dict[str, str]:
-    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
 
 
 def run_role(tmp_path: Path, role: str, variables: dict[str, object], tasks_from: str = "main") -> str:
@@ -116,7 +112,7 @@ def role_preflights(
         ],
         cwd=REPO,
         env=dict(
-            ansible_env(),
+            ansible_env(executor="plain"),
             ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
             ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",
             ANSIBLE_CACHE_PLUGIN="memory",

@@ -137,7 +137,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, held_port: int) -> tuple[
     inventory.mkdir()
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"mov": {"hosts": hosts}}))
     env = dict(
-        ansible_env(),
+        ansible_env(executor="plain"),
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json",
         ANSIBLE_FORKS="8",
