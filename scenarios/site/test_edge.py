@@ -39,6 +39,14 @@ def password(site: Site, account: str) -> str:
     return str(secrets["mqtt"][account])
 
 
+def username(site: Site, account: str) -> str:
+    """A service account's username on the central broker: its name until its password is first rotated
+    (group_vars/all/services.yml, mov_mqtt_usernames)."""
+    secrets = site.vault()["vault_mov_secrets"]
+    assert isinstance(secrets, dict)
+    return str((secrets.get("mqtt_usernames") or {}).get(account, account))
+
+
 def options_dir(tmp: str, tool: str, username: str, secret: str, ca_pem: str = "") -> list[str]:
     """A mosquitto client's options file ($XDG_CONFIG_HOME/<tool>) holding the account, so no password is on a
     command line; the docker flags that mount it."""
@@ -80,7 +88,9 @@ def central(site: Site) -> Iterator[Host]:
     host = site.hosts[0]
     subprocess.run(["docker", "rm", "-f", SUBSCRIBER], capture_output=True)
     with tempfile.TemporaryDirectory(prefix="mov-edge-telegraf-") as tmp:
-        mount = options_dir(tmp, "mosquitto_sub", "telegraf", password(site, "telegraf"), central_ca(site))
+        mount = options_dir(
+            tmp, "mosquitto_sub", username(site, "telegraf"), password(site, "telegraf"), central_ca(site)
+        )
         box = ["--name", SUBSCRIBER, "--network", LAN, "--add-host", f"{DOMAIN}:{host.address}", *mount]
         client = [
             "--entrypoint",
