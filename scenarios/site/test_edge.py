@@ -24,7 +24,7 @@ import yaml
 from conftest import DOMAIN, LAN, NAME, Host, Site
 from device import MOSQUITTO_IMAGE, reading
 from device import publish as publish_tls
-from test_site import wait_for
+from test_site import points_of, wait_for
 
 PLANTS = "mov/plantas"
 SUBSCRIBER = f"mov-{NAME}-edge-telegraf"
@@ -157,6 +157,30 @@ def test_a_reading_through_each_gateway_reaches_the_central_broker_under_its_sit
             lambda t=topic: [p for tt, p in received() if tt == t],
         )
         assert json.loads(arrived[-1]) == payload[0]
+        # The central analytics worker took it from the plants' topic: its status point carries the plant.
+        [point] = wait_for(
+            f"the worker's status point of {device} with its plant",
+            points_of,
+            site,
+            central,
+            f"planta={gateway.plant}",
+        )
+        assert f"dispositivo={device.split('/')[1]}" in point and 'status="normal"' in point, point
+
+
+def test_the_gateways_broker_saves_every_few_seconds_without_a_journal_line_each_time(site: Site) -> None:
+    """The backlog is saved every mov_edge_autosave_s (5 s; the database file's time moves), and journald drops the
+    line Mosquitto logs at each save (roles/edge_gateway, LogFilterPatterns) while the broker's other lines stay."""
+    for gateway in site.gateways:
+        db = "/var/lib/mosquitto/mosquitto.db"
+        check = site.sudo(
+            gateway,
+            f"a=$(stat -c %Y {db}); sleep 12; b=$(stat -c %Y {db}); echo $((b - a));"
+            " journalctl -u mosquitto --since '-60s' -o cat | grep -c 'Saving in-memory database' || :;"
+            " journalctl -u mosquitto -o cat | grep -c 'mosquitto version .* running' || :",
+        )
+        moved, saves, starts = (int(n) for n in check.stdout.split())
+        assert moved >= 5 and saves == 0 and starts >= 1, (gateway.name, check.stdout, check.stderr)
 
 
 def test_a_gateway_cut_from_the_wan_keeps_every_reading_it_acknowledged(site: Site, central: Host) -> None:
