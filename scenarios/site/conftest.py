@@ -161,12 +161,15 @@ class Site:
     ) -> Run:
         return self.ansible("ansible-playbook", playbook, *args, root=root, timeout=timeout, executor=executor)
 
-    def play_killed(self, playbook: str, when: re.Pattern[str], after_s: float = 0, timeout: float = 1800) -> Run:
+    def play_killed(
+        self, playbook: str, *args: str, when: re.Pattern[str], after_s: float = 0, timeout: float = 1800
+    ) -> Run:
         """Start a playbook and kill it (SIGKILL, its whole process group) after_s seconds after a line of its output
         matches: a controller that dies, or an operator's ^C^C, while the task runs."""
         cmd = (
             "ansible-playbook",
             playbook,
+            *args,
             "-i",
             str(self.inventory),
             "--vault-password-file",
@@ -299,6 +302,10 @@ def start_box(host: Host, provider_pub: Path, extra: Sequence[str] = ()) -> None
         "--hostname",
         host.name,
         *box.RUN_FLAGS,
+        # Four times a container's default CPU weight: in CI this scenario is the longest chain of steps, and the
+        # Molecule boxes beside it have time to spare (scripts/dev.py runs their controllers at a lower priority too).
+        "--cpu-shares",
+        "4096",
         # The Molecule scenarios' shared cache of downloaded .debs: the same packages, fetched once per lane.
         "-v",
         f"{apt_cache}:/var/cache/apt/archives",
