@@ -20,16 +20,23 @@ is a JSON summary.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LABEL = "org.mov.source-sha256"
+# One build of a reference at a time on this controller (deploys of two envs at once, CI's parallel lanes): a second
+# build of the same sources would give the reference another image id, and the first deploy's next run would find
+# its bundle changed.
+LOCK_DIR = REPO / ".cache" / "image-builds"
 DEFAULT_BASE = os.environ.get("MOV_IMAGE_BASE", "mov/box:trixie")
 # What each locally buildable service is made from; changes under these paths rebuild the image.
 SOURCES: dict[str, tuple[Path, tuple[str, ...]]] = {
@@ -104,8 +111,22 @@ def source_hash(service: str, base_id: str, build_args: Sequence[str] = ()) -> s
     return digest.hexdigest()
 
 
+@contextmanager
+def build_lock(ref: str) -> Iterator[None]:
+    """Held while a reference is checked and built; another process building it waits, then finds it up to date."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_DIR / (re.sub(r"[^\w.-]+", "_", ref) + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build(service: str, ref: str, base_image: str, dev: bool = False) -> bool:
     """Build one image (its development variant when dev) unless its sources are unchanged; True when it was built."""
+    with build_lock(ref):
+        return _build(service, ref, base_image, dev)
+
+
+def _build(service: str, ref: str, base_image: str, dev: bool) -> bool:
     if service not in SOURCES:
         raise ImageError(f"no local build for {service!r} (buildable: {', '.join(sorted(SOURCES))})")
     if dev and service not in DEV_TARGETS:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,36 @@ def test_the_dev_variant_is_built_from_the_dev_target_under_its_own_hash(monkeyp
     release, dev = commands
     assert release[release.index("--target") + 1] == "release" and dev[dev.index("--target") + 1] == "dev"
     assert release[release.index("--label") + 1] != dev[dev.index("--label") + 1]
+
+
+def test_two_builds_of_one_reference_at_once_build_it_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """CI's lanes (and two deploys from one controller) may ask for the same image at once: the second waits for the
+    first and finds it up to date, so the reference keeps one image id."""
+    labels: dict[str, str] = {}
+    builds: list[list[str]] = []
+
+    def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        time.sleep(0.5)  # a build takes a while: the other caller checks the label meanwhile
+        builds.append(command)
+        labels[command[command.index("-t") + 1]] = command[command.index("--label") + 1].split("=", 1)[1]
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(images, "LOCK_DIR", tmp_path)
+    monkeypatch.setattr(images, "image_id", lambda ref: "sha256:base")
+    monkeypatch.setattr(images, "image_label", lambda ref, label: labels.get(ref, ""))
+    monkeypatch.setattr(images.subprocess, "run", run)
+    results: list[bool] = []
+    callers = [
+        threading.Thread(
+            target=lambda: results.append(images.build("mosquitto", "mov/mosquitto:2.0.21", "mov/box:trixie"))
+        )
+        for _ in range(2)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert sorted(results) == [False, True] and len(builds) == 1, builds
 
 
 def test_the_release_target_comes_before_the_loop_and_is_the_default() -> None:
