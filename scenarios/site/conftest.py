@@ -302,10 +302,6 @@ def start_box(host: Host, provider_pub: Path, extra: Sequence[str] = ()) -> None
         "--hostname",
         host.name,
         *box.RUN_FLAGS,
-        # Four times a container's default CPU weight: in CI this scenario is the longest chain of steps, and the
-        # Molecule boxes beside it have time to spare (scripts/dev.py runs their controllers at a lower priority too).
-        "--cpu-shares",
-        "4096",
         # The Molecule scenarios' shared cache of downloaded .debs: the same packages, fetched once per lane.
         "-v",
         f"{apt_cache}:/var/cache/apt/archives",
