@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO
-from mov_render import Workspace, new_workspace
+from mov_render import Workspace, ansible_env, new_workspace
 
 sys.path.append(str(REPO / "scripts"))
 import new_env
@@ -75,8 +75,15 @@ def _smtp_password_file(ws: Workspace) -> Path:
 
 
 def _run(args: list[str], ws: Workspace) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ws.root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(args, cwd=ws.root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        args,
+        cwd=ws.root,
+        env=ansible_env(ws.root / "ansible.cfg"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _load(path: Path) -> Any:
