@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -72,8 +72,22 @@ def _client(user: str, client_id: str, clean: bool) -> mqtt.Client:
     return c
 
 
+def _wait_while_progressing(done: threading.Event, count: Callable[[], int], stall: float, cap: float = 300) -> None:
+    """Wait for `done` while `count()` keeps growing; give up after `stall` seconds without growth (or `cap` in all).
+    The bound is on a stall, so a loaded machine that is slow but still delivering is not a lost reading."""
+    last, since = count(), time.monotonic()
+    end = since + cap
+    while not done.wait(0.5) and time.monotonic() < end:
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stall:
+            return
+
+
 def _consume(port: int, expected: int, seconds: float) -> int:
-    """Telegraf's session (fixed id, persistent, QoS 1): count readings until `expected` or `seconds`, leave."""
+    """Telegraf's session (fixed id, persistent, QoS 1): count readings until `expected`, or until none came for
+    `seconds`, then leave."""
     got = 0
     enough = threading.Event()
     subscribed = threading.Event()
@@ -93,7 +107,7 @@ def _consume(port: int, expected: int, seconds: float) -> int:
     try:
         assert subscribed.wait(5), "the consumer could not subscribe"
         if expected:
-            enough.wait(seconds)
+            _wait_while_progressing(enough, lambda: got, seconds)
         time.sleep(0.3)  # anything past `expected` would show up here
     finally:
         c.disconnect()
@@ -102,7 +116,8 @@ def _consume(port: int, expected: int, seconds: float) -> int:
 
 
 def _publish(port: int, count: int, payload: bytes = READING, seconds: float = 20) -> int:
-    """One device's QoS 1 readings; returns how many the broker acknowledged (PUBACK) within `seconds`."""
+    """One device's QoS 1 readings; returns how many the broker acknowledged (PUBACK) before `seconds` passed
+    without a new acknowledgement."""
     acked = 0
     done = threading.Event()
 
@@ -119,7 +134,7 @@ def _publish(port: int, count: int, payload: bytes = READING, seconds: float = 2
     try:
         for _ in range(count):
             c.publish(TOPIC, payload, qos=1)
-        done.wait(seconds)
+        _wait_while_progressing(done, lambda: acked, seconds)
     finally:
         c.disconnect()
         c.loop_stop()
