@@ -7,9 +7,12 @@ import json
 from packaging.version import Version
 
 
-def test_compose_v2_is_recent_enough(host) -> None:  # type: ignore[no-untyped-def]
+def test_compose_and_the_engine_are_recent_enough_for_the_stacks_healthchecks(host) -> None:  # type: ignore[no-untyped-def]
+    """start_interval: Compose 2.24.1 and Engine 25 (roles/docker's minimums), here Debian 13's own packages."""
     version = host.check_output("docker compose version --short").lstrip("v")
-    assert Version(version) >= Version("2.18.0")
+    assert Version(version.split("-")[0]) >= Version("2.24.1")
+    engine = host.check_output("docker version --format '{{.Server.Version}}'")
+    assert Version(engine.split("+")[0]) >= Version("25.0")
 
 
 def test_daemon_json_is_what_dockerd_runs_with(host) -> None:  # type: ignore[no-untyped-def]
