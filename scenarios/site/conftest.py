@@ -9,6 +9,11 @@ of InfluxDB's API as `influxdb`), a self-signed certificate (no public name), a 
 MOV_SITE_RELEASES (comma-separated, default trixie) picks the Debian releases; each gets a box, and every step
 runs against all of them at once, as one inventory. Debian 12 needs Docker's own apt repository
 (download.docker.com), which is not reachable where CI runs this; the GitHub workflow's site job runs bookworm.
+Two edge gateways (the inventory's group `edge`, docs/plants.md) join the same network, each with a device of its
+plant, so that the same first `site.yml` configures the central VPS and its gateways (test_edge.py's steps).
+
+MOV_SITE_NAME (default site) names the scenario's containers and network, MOV_SITE_LAN_PREFIX (default 10.231.7)
+and MOV_SITE_PUBLIC_PREFIX (default 198.18) their addresses: two runs on one machine need their own.
 MOV_SITE_KEEP=1 keeps the boxes, the env and the work directory after the run (it prints the directory);
 MOV_SITE_REUSE=<that directory> runs the steps again against them, without making new ones.
 """
@@ -43,11 +48,13 @@ from prober import Prober, docker  # noqa: E402
 ENV = "ci-site"
 ADMIN = "movadmin"
 DOMAIN = "mov.site.test"
-LAN = "mov-site-lan"
-LAN_PREFIX = "10.231.7"
+NAME = os.environ.get("MOV_SITE_NAME", "site")
+LAN = f"mov-{NAME}-lan"
+LAN_PREFIX = os.environ.get("MOV_SITE_LAN_PREFIX", "10.231.7")
+PUBLIC_PREFIX = os.environ.get("MOV_SITE_PUBLIC_PREFIX", "198.18")
 DOUBLE_IMAGE = "mov/influxdb-api-double:test"
 # The alerts' receiver: a webhook on the LAN that prints each POST's body as one JSON line (`docker logs`).
-HOOKS = "mov-site-hooks"
+HOOKS = f"mov-{NAME}-hooks"
 HOOKS_URL = f"http://{LAN_PREFIX}.5:8080/alert"
 HOOKS_SCRIPT = """
 import json, sys
@@ -75,6 +82,15 @@ class Host:
     container: str
     address: str
     suite: str
+    plant: str = ""  # a gateway's mov_edge_site
+    devices: tuple[str, ...] = ()  # a gateway's devices, "<client>/<name>"
+
+
+# The plants: each gateway's name, site and device (one each: what the edge steps publish as).
+GATEWAYS = (
+    ("gw-sul", "fabrica_sul", "industria_abc/caldeira_01"),
+    ("gw-norte", "fabrica_norte", "industria_abc/forno_01"),
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,8 @@ class Run:
 
 @dataclass
 class Site:
-    hosts: list[Host]
+    hosts: list[Host]  # the central VPSes (group mov)
+    gateways: list[Host]  # group edge
     work: Path
     vault_password: Path
     provider_key: Path
@@ -269,9 +286,13 @@ def keygen(path: Path, comment: str) -> Path:
     return path
 
 
-def start_box(host: Host, provider_pub: Path) -> None:
+def start_box(host: Host, provider_pub: Path, extra: Sequence[str] = ()) -> None:
     docker("rm", "-f", "-v", host.container, check=False)
     apt_cache = Path(os.environ.get("MOV_APT_CACHE", "/var/cache/mov-ci/apt"))
+    if host.plant:
+        # A gateway's own: apt on two boxes at once cannot share one archives directory (its lock is held by the
+        # other box's apt, and apt waits for no lock there).
+        apt_cache = apt_cache.with_name(f"{apt_cache.name}-{host.name}")
     apt_cache.mkdir(parents=True, exist_ok=True)
     docker(
         "run",
@@ -288,6 +309,7 @@ def start_box(host: Host, provider_pub: Path) -> None:
         LAN,
         "--ip",
         host.address,
+        *extra,
         box.image_for(host.suite),
         "/lib/systemd/systemd",
     )
@@ -324,65 +346,70 @@ def scan_host_keys(hosts: Sequence[Host], known_hosts: Path) -> None:
     known_hosts.write_text("\n".join(lines) + "\n")
 
 
-def make_env(hosts: Sequence[Host], admin_key: Path, known_hosts: Path, vault_password: Path) -> None:
-    """`scripts/new-env --non-interactive`, then this CI environment's edits."""
-    subprocess.run(
-        [
-            sys.executable,
-            "scripts/new_env.py",
-            "--non-interactive",
-            "--force",
-            "--env",
-            ENV,
-            "--host",
-            hosts[0].address,
-            "--ssh-user",
-            ADMIN,
-            "--domains",
-            DOMAIN,
-            "--acme-email",
-            "ops@example.net",
-            "--acme-ca",
-            "staging",
-            "--timezone",
-            "UTC",
-            "--components",
-            "analytics",
-            "--alert-webhook",
-            HOOKS_URL,
-            "--alert-emails",
-            "",
-            "--smtp-host",
-            "",
-            "--smtp-port",
-            "587",
-            "--smtp-user",
-            "",
-            "--backup-remote",
-            "",
-            "--admin-ssh-keys",
-            str(admin_key.with_suffix(".pub")),
-            "--vault-password-file",
-            str(vault_password),
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
+def run_script(name: str, *args: str) -> None:
+    """One of the repository's scripts/, as the user runs it."""
+    subprocess.run([sys.executable, f"scripts/{name}", *args], cwd=REPO, check=True, capture_output=True, text=True)
+
+
+def make_env(
+    hosts: Sequence[Host], gateways: Sequence[Host], admin_key: Path, known_hosts: Path, vault_password: Path
+) -> None:
+    """`scripts/new-env --non-interactive` with the gateways, then this CI environment's edits and the gateways'
+    devices (with their passwords generated by scripts/platform_secrets.py, as hosts.yml's comment says)."""
+    run_script(
+        "new_env.py",
+        "--non-interactive",
+        "--force",
+        "--env",
+        ENV,
+        "--host",
+        hosts[0].address,
+        "--ssh-user",
+        ADMIN,
+        "--domains",
+        DOMAIN,
+        "--acme-email",
+        "ops@example.net",
+        "--acme-ca",
+        "staging",
+        "--timezone",
+        "UTC",
+        "--components",
+        "analytics",
+        "--alert-webhook",
+        HOOKS_URL,
+        "--alert-emails",
+        "",
+        "--smtp-host",
+        "",
+        "--smtp-port",
+        "587",
+        "--smtp-user",
+        "",
+        "--backup-remote",
+        "",
+        "--admin-ssh-keys",
+        str(admin_key.with_suffix(".pub")),
+        "--vault-password-file",
+        str(vault_password),
+        *(f"--gateway={g.name}={g.address}/{g.plant}" for g in gateways),
     )
     inventory = REPO / "inventories" / ENV
     hosts_yml = yaml.safe_load((inventory / "hosts.yml").read_text())
     template = next(iter(hosts_yml["mov"]["hosts"].values()))
     # The admin's key and this run's known hosts, as a user's ~/.ssh would hold them (scripts/movctl reads them too).
-    hosts_yml["mov"]["hosts"] = {
-        h.name: dict(
-            template,
-            ansible_host=h.address,
-            ansible_ssh_private_key_file=str(admin_key),
-            ansible_ssh_common_args=f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes",
-        )
-        for h in hosts
+    ssh = {
+        "ansible_ssh_private_key_file": str(admin_key),
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes",
     }
+    hosts_yml["mov"]["hosts"] = {h.name: dict(template, ansible_host=h.address, **ssh) for h in hosts}
+    for gateway in gateways:
+        entry = hosts_yml["edge"]["hosts"][gateway.name]
+        entry.update(ssh)
+        entry["mov_edge_devices"] = [
+            {"name": d.split("/")[1], "client": d.split("/")[0], "site": gateway.plant, "type": "temperatura"}
+            for d in gateway.devices
+        ]
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yml, sort_keys=False))
     group_vars = inventory / "group_vars" / "mov"
     (group_vars / "stack.yml").write_text(
@@ -412,6 +439,7 @@ def make_env(hosts: Sequence[Host], admin_key: Path, known_hosts: Path, vault_pa
             sort_keys=False,
         )
     )
+    run_script("platform_secrets.py", "--env", ENV, "--vault-password-file", str(vault_password))
 
 
 def build_images(suites: Sequence[str]) -> None:
@@ -429,6 +457,16 @@ def build_images(suites: Sequence[str]) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "audit: a check of every step before it, run after the last step")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The steps in order: test_site.py's, then test_edge.py's (on the same boxes), then the audits."""
+    modules = ("test_site.py", "test_edge.py")
+    items.sort(key=lambda i: len(modules) if i.get_closest_marker("audit") else modules.index(i.path.name))
+
+
 @pytest.fixture(scope="session")
 def site() -> Iterator[Site]:
     suites = [s for s in os.environ.get("MOV_SITE_RELEASES", "trixie").split(",") if s]
@@ -436,14 +474,19 @@ def site() -> Iterator[Site]:
     assert not unknown, f"MOV_SITE_RELEASES: unknown releases {sorted(unknown)} (known: {box.SUITES})"
     build_images(suites)
     hosts = [
-        Host(f"mov-{ENV}-{suite}", f"mov-{ENV}-{suite}", f"{LAN_PREFIX}.{10 + i}", suite)
+        Host(f"mov-{ENV}-{suite}", f"mov-{NAME}-{suite}", f"{LAN_PREFIX}.{10 + i}", suite)
         for i, suite in enumerate(suites)
+    ]
+    gateways = [
+        Host(name, f"mov-{NAME}-{name}", f"{LAN_PREFIX}.{20 + i}", suites[0], plant, (device,))
+        for i, (name, plant, device) in enumerate(GATEWAYS)
     ]
     if reuse := os.environ.get("MOV_SITE_REUSE"):
         # A developer's shortcut: the boxes and env an earlier run kept (MOV_SITE_KEEP=1 printed the directory).
         work = Path(reuse)
         yield Site(
             hosts,
+            gateways,
             work,
             work / "vault-password",
             work / "provider",
@@ -477,13 +520,18 @@ def site() -> Iterator[Site]:
         )
         for host in hosts:
             start_box(host, provider.with_suffix(".pub"))
-        site = Site(hosts, work, work / "vault-password", provider, admin, work / "known_hosts", work / "facts")
-        scan_host_keys(hosts, site.known_hosts)
-        make_env(hosts, admin, site.known_hosts, site.vault_password)
+        # The plant's DNS names the central VPS (its certificate's name) at its address.
+        for gateway in gateways:
+            start_box(gateway, provider.with_suffix(".pub"), ("--add-host", f"{DOMAIN}:{hosts[0].address}"))
+        site = Site(
+            hosts, gateways, work, work / "vault-password", provider, admin, work / "known_hosts", work / "facts"
+        )
+        scan_host_keys([*hosts, *gateways], site.known_hosts)
+        make_env(hosts, gateways, admin, site.known_hosts, site.vault_password)
         yield site
     finally:
         if os.environ.get("MOV_SITE_KEEP") != "1":
-            for name in [HOOKS, *(h.container for h in hosts)]:
+            for name in [HOOKS, *(h.container for h in [*hosts, *gateways])]:
                 docker("rm", "-f", "-v", name, check=False)
             docker("network", "rm", LAN, check=False)
             shutil.rmtree(REPO / "inventories" / ENV, ignore_errors=True)
@@ -494,7 +542,7 @@ def site() -> Iterator[Site]:
 def prober(site: Site) -> Iterator[list[Prober]]:
     """A non-private network with each box on it: what the internet sees."""
     probers = [
-        Prober(f"mov-site-public-{i}", f"198.18.{10 + i}.0/24", f"198.18.{10 + i}.10", h.container)
+        Prober(f"mov-{NAME}-public-{i}", f"{PUBLIC_PREFIX}.{10 + i}.0/24", f"{PUBLIC_PREFIX}.{10 + i}.10", h.container)
         for i, h in enumerate(site.hosts)
     ]
     with ExitStack() as stack:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import yaml
 from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, keygen
 from device import MOSQUITTO_IMAGE, publish_websockets, reading
@@ -169,14 +170,15 @@ def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
     run = site.play("site.yml", executor="mitogen")
     assert run.code == 0, run.explain()
     recap = run.recap()
-    assert set(recap) == {h.name for h in site.hosts}, run.explain()
+    assert set(recap) == {h.name for h in [*site.hosts, *site.gateways]}, run.explain()
     changed = [line for line in run.output.splitlines() if line.startswith("changed:")]
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap.values()), f"{recap}\n" + "\n".join(changed)
     # The first run's -e ansible_user=root is a connection setting, not an input: the host roles are not applied
-    # again on a host that is as that run left it (roles/host_state).
+    # again on a host, central VPS or gateway, that is as that run left it (roles/host_state).
     folded = " ".join(run.output.split())  # the message is folded over lines in the YAML output
     said = re.findall(r"Host roles .{0,400}", folded)
-    assert folded.count("Host roles skipped: the host is as the last full deploy left it") == len(site.hosts), said
+    skipped = folded.count("Host roles skipped: the host is as the last full deploy left it")
+    assert skipped == len(site.hosts) + len(site.gateways), said
 
 
 def test_a_hand_edit_on_the_host_is_put_back_by_the_next_run(site: Site) -> None:
@@ -515,7 +517,7 @@ def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> Non
     override.write_text("---\nmov_thresholds:\n  temperatura_c:\n    alerta: 33\n    critico: 38\n")
     run = site.play("site.yml", "--tags", FAST_PATH_TAGS, executor="mitogen")
     assert run.code == 0, run.explain()
-    assert all(c["changed"] > 0 for c in run.recap().values()), run.explain()
+    assert all(run.recap()[h.name]["changed"] > 0 for h in site.hosts), run.explain()
     for host in site.hosts:
         config = site.sudo(host, "cat /opt/mov/analytics/config.yaml")
         assert "alerta: 33" in config.stdout, config.stdout
@@ -531,11 +533,12 @@ def test_the_world_sees_only_ssh_http_https_and_mqtts(site: Site, prober: list[P
         assert [port for port, is_open in seen.items() if is_open] == PUBLIC_PORTS, seen
 
 
+@pytest.mark.audit
 def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) -> None:
     """Every secret of the vault, and the InfluxDB tokens the deploy made, searched for where they would leak: the
-    boxes' journal, /var/log, each container's log and `docker inspect` (its environment: what the Docker API proxy
-    shows Telegraf), the command lines seen during an update (backup and deploy included), and the output of every
-    ansible-playbook run of this scenario."""
+    boxes' journal (the gateways' too), /var/log, each container's log and `docker inspect` (its environment: what
+    the Docker API proxy shows Telegraf), the command lines seen during an update (backup and deploy included), and
+    the output of every ansible-playbook run of this scenario."""
     vault = site.vault()
     store = vault["vault_mov_secrets"]
     assert isinstance(store, dict)
@@ -551,7 +554,7 @@ def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) ->
     assert len(secrets) >= 8, "the vault lost its secrets?"
     leaks: list[str] = []
     patterns = "\n".join(sorted(secrets)) + "\n"
-    for host in site.hosts:
+    for host in [*site.hosts, *site.gateways]:
         search = (
             "f=$(mktemp) && cat > $f && { journalctl --no-pager -o cat | grep -F -c -f $f; "
             "grep -r -F -l -f $f /var/log; "
