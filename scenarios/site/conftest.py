@@ -4,7 +4,8 @@ Fresh Debian boxes (scripts/box.py's image: systemd, sshd with host keys of thei
 "provider's" key) on a private network, reached over SSH the way a VPS is; an environment made by
 `scripts/new-env --non-interactive` with its vault; then the edits this CI environment needs, as a user would make
 them in inventories/<env>/group_vars/mov/ (box.yml, stack.yml): no registry here (the offline bundle, a TEST DOUBLE
-of InfluxDB's API as `influxdb`), a self-signed certificate (no public name), a smaller disk and no NTP daemon.
+of InfluxDB's API as `influxdb`, the Docker API proxy without Telegraf), a self-signed certificate (no public name), a
+smaller disk and no NTP daemon.
 
 MOV_SITE_RELEASES (comma-separated, default trixie) picks the Debian releases; each gets a box, and every step
 runs against all of them at once, as one inventory. Debian 12 needs Docker's own apt repository
@@ -33,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -53,6 +55,10 @@ LAN = f"mov-{NAME}-lan"
 LAN_PREFIX = os.environ.get("MOV_SITE_LAN_PREFIX", "10.231.7")
 PUBLIC_PREFIX = os.environ.get("MOV_SITE_PUBLIC_PREFIX", "198.18")
 DOUBLE_IMAGE = "mov/influxdb-api-double:test"
+# What the env's stack.yml gives the bundle (make_env): the images built on the controller, and the references that
+# replace mov_images' (no registry here). The analytics worker's reference is mov_images' until a step bumps it.
+IMAGE_BUILDS = ["mosquitto", "analytics", "dockerproxy"]
+IMAGE_OVERRIDES = {"mosquitto": "mov/mosquitto:2.0.21", "influxdb": DOUBLE_IMAGE, "dockerproxy": "mov/haproxy:debian"}
 # The alerts' receiver: a webhook on the LAN that prints each POST's body as one JSON line (`docker logs`).
 HOOKS = f"mov-{NAME}-hooks"
 HOOKS_URL = f"http://{LAN_PREFIX}.5:8080/alert"
@@ -258,6 +264,28 @@ class Site:
         out = docker("logs", HOOKS).stdout
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
+    def tree(self, host: Host, *names: str) -> dict[str, Any]:
+        """Variables of the env's config tree for one host, as Ansible resolves them (nothing runs on the host): what
+        the steps expect of the host. Ask it for no secret: its output is not kept, so the audit cannot search it."""
+        message = "{{ {" + ", ".join(f"'{name}': {name}" for name in names) + "} }}"
+        env = dict(self.env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+        out = subprocess.run(
+            [
+                *("ansible", host.name, "-i", str(self.inventory), "--vault-password-file", str(self.vault_password)),
+                *("-m", "ansible.builtin.debug", "-a", json.dumps({"msg": message})),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        # One JSON document among the other callbacks' lines (profile_tasks prints around it).
+        document = json.JSONDecoder().raw_decode(out.stdout[out.stdout.index("{\n") :])[0]
+        values: dict[str, Any] = document["plays"][0]["tasks"][0]["hosts"][host.name]["msg"]
+        return values
+
     def vault(self) -> dict[str, object]:
         out = subprocess.run(
             [
@@ -414,13 +442,16 @@ def make_env(
     group_vars = inventory / "group_vars" / "mov"
     (group_vars / "stack.yml").write_text(
         "---\n# No registry here: the offline bundle of images built on the controller, and a TEST DOUBLE of\n"
-        "# InfluxDB's v2 API and CLI (molecule/_shared/influx-api-double) as the `influxdb` service.\n"
+        "# InfluxDB's v2 API and CLI (molecule/_shared/influx-api-double) as the `influxdb` service. The Docker API\n"
+        "# proxy, which comes with Telegraf (its image cannot be had here), runs without it: its filter is proven on\n"
+        "# the box (test_platform.py).\n"
         + yaml.safe_dump(
             {
                 "mov_stack_services": ["mosquitto", "influxdb", "analytics"],
+                "mov_compose_services": "{{ mov_stack_services + ['dockerproxy'] + mov_logs_services }}",
                 "mov_image_source": "bundle",
-                "mov_image_builds": ["mosquitto", "analytics"],
-                "mov_image_overrides": {"mosquitto": "mov/mosquitto:2.0.21", "influxdb": DOUBLE_IMAGE},
+                "mov_image_builds": IMAGE_BUILDS,
+                "mov_image_overrides": IMAGE_OVERRIDES,
             },
             sort_keys=False,
         )
@@ -462,8 +493,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The steps in order: test_site.py's, then test_edge.py's (on the same boxes), then the audits."""
-    modules = ("test_site.py", "test_edge.py")
+    """The steps in order: test_site.py's, then test_edge.py's and test_platform.py's (on the same boxes), then the
+    audits."""
+    modules = ("test_site.py", "test_edge.py", "test_platform.py")
     items.sort(key=lambda i: len(modules) if i.get_closest_marker("audit") else modules.index(i.path.name))
 
 

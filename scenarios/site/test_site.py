@@ -10,6 +10,7 @@ path), which spend less of CI's time in Ansible's per-task cost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -20,22 +21,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import yaml
-from conftest import DOMAIN, ENV, LAN, REPO, Host, Site, keygen
-from device import MOSQUITTO_IMAGE, publish_websockets, reading
+from conftest import DOMAIN, ENV, IMAGE_BUILDS, IMAGE_OVERRIDES, LAN, REPO, Host, Site, keygen
 from device import publish as device_publish
+from device import publish_websockets, reading
 from executors import FAST_PATH_TAGS
-from platform_secrets import MQTT_USERNAMES
+from platform_secrets import MQTT_USERNAMES, ROTATIONS
 from prober import Prober, docker
 
 PUBLIC_PORTS = [22, 80, 443, 8883]
 # Every other port a part of the platform listens on somewhere (broker's plain and websockets listeners, Grafana,
-# InfluxDB, the worker's metrics, Telegraf's health and metrics, Loki, Alloy).
-INTERNAL_PORTS = [1883, 3000, 8086, 9001, 9108, 9273, 8080, 3100, 12345]
+# InfluxDB, the worker's metrics, Telegraf's health and metrics, Loki, Alloy, the Docker API proxy).
+INTERNAL_PORTS = [1883, 3000, 8086, 9001, 9108, 9273, 8080, 3100, 12345, 2375]
 ANALYTICS = "mov/analytics"
 T = TypeVar("T")
 
@@ -68,6 +70,72 @@ def double_state(site: Site, host: Host) -> dict[str, object]:
     assert out.returncode == 0, out.stderr
     state: dict[str, object] = json.loads(out.stdout)
     return state
+
+
+# One call to the InfluxDB double's API from inside its container, described on stdin: with the admin token (its
+# compose secret, named by the image's *_FILE variable, never leaves the container) or, given "basic", a signin with
+# that user:password. Prints the status and the JSON answer.
+INFLUX_API_CALL = """
+import base64, json, os, sys, urllib.error, urllib.request
+call = json.load(sys.stdin)
+if "basic" in call:
+    auth = "Basic " + base64.b64encode(call["basic"].encode()).decode()
+else:
+    auth = "Token " + open(os.environ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE"]).read().strip()
+data = json.dumps(call["body"]).encode() if "body" in call else None
+request = urllib.request.Request("http://127.0.0.1:8086" + call["path"], data=data, method=call["method"],
+                                 headers={"Authorization": auth, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        status, raw = answer.status, answer.read()
+except urllib.error.HTTPError as error:
+    status, raw = error.code, error.read()
+print(json.dumps({"status": status, "body": json.loads(raw) if raw.strip() else None}))
+"""
+
+
+def influx_api(site: Site, host: Host, method: str, path: str, body: object = None, basic: str = "") -> tuple[int, Any]:
+    """The InfluxDB double's answer to one API call (INFLUX_API_CALL): its status and JSON body. A password goes on
+    stdin, never on a command line (sudo logs those to the journal)."""
+    call: dict[str, object] = {"method": method, "path": path}
+    if body is not None:
+        call["body"] = body
+    if basic:
+        call["basic"] = basic
+    command = f"docker exec -i mov-influxdb-1 python3 -c {shlex.quote(INFLUX_API_CALL)}"
+    out = site.sudo(host, command, stdin=json.dumps(call))
+    assert out.returncode == 0, f"{method} {path}: {out.stderr}"
+    answer = json.loads(out.stdout)
+    return int(answer["status"]), answer["body"]
+
+
+def double_requests(site: Site, host: Host, since: str = "") -> list[tuple[datetime, dict[str, Any]]]:
+    """Every request and point the InfluxDB double logged (since an RFC 3339 time of the box, or since its container
+    was created), with docker's time of each."""
+    out = site.sudo(host, f"docker logs -t {f'--since {since} ' if since else ''}mov-influxdb-1")
+    assert out.returncode == 0, out.stderr
+    records = []
+    for line in out.stdout.splitlines():
+        stamp, _, text = line.partition(" ")
+        if text.startswith("{"):
+            records.append((docker_time(stamp), json.loads(text)))
+    return records
+
+
+def refused_writes(records: list[tuple[datetime, dict[str, Any]]]) -> list[str]:
+    """Writes the double refused for want of a valid token (the request's line names no authorization)."""
+    return [f"{t} {r['request']}" for t, r in records if r.get("request") == "POST /api/v2/write" and not r["auth"]]
+
+
+def docker_time(stamp: str) -> datetime:
+    """docker's RFC 3339 time with nanoseconds, to a datetime (microseconds)."""
+    base, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{base}.{(fraction or '0')[:6].ljust(6, '0')}+00:00")
+
+
+def digest(secret: str) -> str:
+    """A secret's fingerprint: what the steps compare and may show."""
+    return hashlib.sha256(secret.strip().encode()).hexdigest()[:16]
 
 
 def publish_as_device(
@@ -122,7 +190,7 @@ def set_stack_vars(**changes: object) -> None:
 
 
 def analytics_overrides(tag: str) -> dict[str, str]:
-    return {"mosquitto": MOSQUITTO_IMAGE, "influxdb": "mov/influxdb-api-double:test", "analytics": f"{ANALYTICS}:{tag}"}
+    return {**IMAGE_OVERRIDES, "analytics": f"{ANALYTICS}:{tag}"}
 
 
 @contextmanager
@@ -154,6 +222,10 @@ def process_snapshots(site: Site) -> Iterator[set[str]]:
 def test_first_deploy_as_root(site: Site) -> None:
     run = site.play("site.yml", root=True)
     assert run.code == 0, run.explain()
+    # The worker's token is a compose secret that must exist when its container is created, and none existed before:
+    # the deploy started InfluxDB alone and wrote the token first (roles/stack, run.yml), so no write went unsigned.
+    for host in site.hosts:
+        assert not refused_writes(double_requests(site, host)), host.name
 
 
 def test_root_login_is_closed_and_the_admin_has_sudo(site: Site) -> None:
@@ -358,7 +430,8 @@ def test_update_to_a_broken_image_rolls_back_by_itself(site: Site) -> None:
     with tempfile.TemporaryDirectory() as ctx:
         (Path(ctx) / "Dockerfile").write_text(f"FROM {ANALYTICS}:0.1.1\nENV MOV_ANALYTICS_HTTP__PORT=9109\n")
         docker("build", "-q", "-t", f"{ANALYTICS}:0.1.2-broken", ctx, timeout=600)
-    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.2-broken"), mov_image_builds=["mosquitto"])
+    builds = [b for b in IMAGE_BUILDS if b != "analytics"]  # the broken image is this step's, not built from source
+    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.2-broken"), mov_image_builds=builds)
     run = site.play("playbooks/update.yml", executor="mitogen")
     assert run.code != 0, run.explain()
     assert "rolled back" in run.output.lower(), run.explain()
@@ -370,7 +443,7 @@ def test_update_to_a_broken_image_rolls_back_by_itself(site: Site) -> None:
         assert "0.1.2-broken" not in site.sudo(host, "cat /opt/mov/compose.yaml").stdout
         assert all("0.1.2-broken" not in release_image(site, host, r, "analytics") for r in releases(site, host))
     # The user puts the version back.
-    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.1"), mov_image_builds=["mosquitto", "analytics"])
+    set_stack_vars(mov_image_overrides=analytics_overrides("0.1.1"), mov_image_builds=IMAGE_BUILDS)
 
 
 def test_rollback_to_a_named_release(site: Site) -> None:
@@ -454,13 +527,58 @@ def test_movctl_bench_measures_the_platform_and_leaves_nothing_behind(site: Site
     assert site.sudo(host, "cat /opt/mov/mosquitto/config/passwd").stdout == passwd_before
 
 
-def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_run_converges(site: Site) -> None:
-    """docs/operations/rotate-secret.md's runbook for a device's and the verify account's passwords, deployed by a
-    run that dies while compose recreates the worker (the config says 0.1.1; the rollback above left 0.1.0): the
-    next normal run converges, the new passwords work and the old one is refused."""
+# The influxdb role's Flux task (influxdb_tasks, group_vars/all/services.yml) and one of the role's that the tree no
+# longer lists, as an operator's edit and an older deploy leave them.
+FLUX_TASK = "mov:mov_historico"
+STALE_TASK = {"description": "mov:mov_retirada", "flux": 'option task = {name: "mov_retirada", every: 1h}'}
+
+
+@pytest.fixture(scope="module")
+def before_rotation() -> dict[str, Any]:
+    """What the rotation step read before it rotated, for the step after it: per host, and the old secrets."""
+    return {}
+
+
+def edit_influxdb_before_the_rotation(site: Site, host: Host) -> dict[str, str]:
+    """The worker's container and token (its digest) before the rotation; then an operator's edit of the role's
+    Flux task and a task of the role's that the tree no longer lists (the double keeps tasks as InfluxDB does and
+    never runs one). Returns them with the box's time after the edits."""
+    status, listing = influx_api(site, host, "GET", "/api/v2/authorizations")
+    assert status == 200, status
+    [worker] = [a for a in listing["authorizations"] if a["description"].split("@")[0] == "mov:analytics"]
+    status, tasks = influx_api(site, host, "GET", "/api/v2/tasks")
+    assert status == 200, status
+    [task] = [t for t in tasks["tasks"] if t["description"] == FLUX_TASK]
+    edit = {"flux": 'option task = {name: "mov_historico", every: 2h}'}
+    assert influx_api(site, host, "PATCH", f"/api/v2/tasks/{task['id']}", edit)[0] == 200
+    status, stale = influx_api(site, host, "POST", "/api/v2/tasks", {"orgID": task["orgID"], **STALE_TASK})
+    assert status == 201, status
+    out = site.sudo(host, "docker inspect -f '{{.Id}}' mov-analytics-1 && date -u +%Y-%m-%dT%H:%M:%S.%NZ")
+    assert out.returncode == 0, out.stderr
+    container, now = out.stdout.split()
+    return {
+        "container": container,
+        "token_id": worker["id"],
+        "token": digest(worker["token"]),
+        "task_id": task["id"],
+        "flux": task["flux"],
+        "stale_id": stale["id"],
+        "since": now,
+    }
+
+
+def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_run_converges(
+    site: Site, before_rotation: dict[str, Any]
+) -> None:
+    """docs/operations/rotate-secret.md's runbook for a device's and the verify account's passwords, the worker's
+    InfluxDB token and InfluxDB's admin password, with an operator's edit of a Flux task of the influxdb role's and a
+    task it no longer lists (the next step checks what the deploy did with those), deployed by a run that dies while
+    compose recreates the worker (the config says 0.1.1; the rollback above left 0.1.0): the next normal run
+    converges, the new passwords work and the old one is refused."""
     device = "industria_abc/sensor_001"
     old = site.vault()["vault_mov_secrets"]
     assert isinstance(old, dict)
+    before_rotation.update({h.name: edit_influxdb_before_the_rotation(site, h) for h in site.hosts}, secrets=old)
     rotate = subprocess.run(
         [
             sys.executable,
@@ -473,6 +591,10 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
             f"mqtt/{device}",
             "--rotate",
             "mqtt/verify",
+            "--rotate",
+            "influxdb_token/analytics",
+            "--rotate",
+            "influxdb_admin_password",
         ],
         cwd=REPO,
         env=site.env(),
@@ -484,6 +606,8 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
     new = site.vault()["vault_mov_secrets"]
     assert isinstance(new, dict)
     assert new["mqtt"][device] != old["mqtt"][device] and new["mqtt"]["verify"] != old["mqtt"]["verify"]
+    assert new["influxdb_admin_password"] != old["influxdb_admin_password"]
+    assert new["influxdb_token_rotations"]["analytics"] != (old.get("influxdb_token_rotations") or {}).get("analytics")
     # Killed in a fast-path run (the stack's configure and run steps): what a kill leaves behind is the stack role's,
     # and the full run after it applies the rotation everywhere.
     killed = site.play_killed(
@@ -508,6 +632,61 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
         passwd = site.sudo(host, "cat /opt/mov/mosquitto/config/passwd").stdout
         users = [line.split(":", 1)[0] for line in passwd.splitlines()]
         assert new["mqtt_usernames"]["verify"] in users and "verify" not in users, users
+
+
+def test_the_influxdb_rotations_are_applied_and_the_flux_tasks_put_back(
+    site: Site, before_rotation: dict[str, Any]
+) -> None:
+    """What the step above's full run did with the InfluxDB rotations and edits (read before the next step recreates
+    the worker again). The worker's token: a new one (mov:analytics@<rotation>) was made and written, the worker was
+    recreated with it (a restart keeps the bind-mounted secret it started with, and the killed run's recreate came
+    before the token step), it writes with it, and the old token was deleted only once that worker had started, so
+    no write was refused. The admin password: signin refused it, the deploy set it with the admin token (POST
+    /api/v2/users/{id}/password), and signin takes the new one, not the old. The Flux tasks: the deploy put the
+    task's flux back and deleted the one the tree does not list, and created none."""
+    new = site.vault()["vault_mov_secrets"]
+    assert isinstance(new, dict)
+    old = before_rotation["secrets"]
+    description = f"mov:analytics@{new['influxdb_token_rotations']['analytics']}"
+    for host in site.hosts:
+        before = before_rotation[host.name]
+        worker = site.sudo(host, "docker inspect -f '{{.Id}} {{.Created}}' mov-analytics-1")
+        assert worker.returncode == 0, worker.stderr
+        container, created = worker.stdout.split()
+        assert container != before["container"], "the worker's container was not recreated"
+        # Digests only: a failed assertion shows its values.
+        inside = digest(site.sudo(host, "docker exec mov-analytics-1 cat /run/secrets/analytics_influxdb_token").stdout)
+        on_host = digest(site.sudo(host, "cat /opt/mov/analytics/secrets/influxdb.token").stdout)
+        assert inside == on_host != before["token"] and inside != digest("")
+        listing = influx_api(site, host, "GET", "/api/v2/authorizations")[1]["authorizations"]
+        ours = [(a["description"], digest(a["token"])) for a in listing if a["description"].startswith("mov:analytics")]
+        assert ours == [(description, inside)], ours
+        # The rotation step's last reading changed sensor_001's status: the worker stored it with its new token.
+        wait_for("a point the worker wrote with its new token", points_written_with, site, host, before, description)
+        requests = double_requests(site, host, before["since"])
+        deleted = [t for t, r in requests if r.get("request") == f"DELETE /api/v2/authorizations/{before['token_id']}"]
+        assert len(deleted) == 1 and deleted[0] > docker_time(created), (deleted, created)
+        assert not refused_writes(requests)
+
+        [admin] = influx_api(site, host, "GET", "/api/v2/users")[1]["users"]
+        for which, expected in (("new", 204), ("old", 401)):
+            password = (new if which == "new" else old)["influxdb_admin_password"]
+            status = influx_api(site, host, "POST", "/api/v2/signin", basic=f"{admin['name']}:{password}")[0]
+            assert status == expected, f"signin with the {which} admin password"
+        set_password = [r["request"] for _, r in requests if r.get("request", "").startswith("POST /api/v2/users/")]
+        assert set_password == [f"POST /api/v2/users/{admin['id']}/password"], set_password
+
+        tasks = influx_api(site, host, "GET", "/api/v2/tasks")[1]["tasks"]
+        kept = [(t["description"], t["status"], t["flux"] == before["flux"]) for t in tasks]
+        assert [t for t in kept if t[0].startswith("mov:")] == [(FLUX_TASK, "active", True)], kept
+        changes = [
+            r["request"] for _, r in requests if re.match(r"(POST|PATCH|DELETE) /api/v2/tasks", r.get("request", ""))
+        ]
+        assert changes == [f"DELETE /api/v2/tasks/{before['stale_id']}", f"PATCH /api/v2/tasks/{before['task_id']}"]
+
+
+def points_written_with(site: Site, host: Host, before: dict[str, str], auth: str) -> list[dict[str, Any]]:
+    return [r for _, r in double_requests(site, host, before["since"]) if "point" in r and r["auth"] == auth]
 
 
 def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> None:
@@ -539,18 +718,7 @@ def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) ->
     boxes' journal (the gateways' too), /var/log, each container's log and `docker inspect` (its environment: what
     the Docker API proxy shows Telegraf), the command lines seen during an update (backup and deploy included), and
     the output of every ansible-playbook run of this scenario."""
-    vault = site.vault()
-    store = vault["vault_mov_secrets"]
-    assert isinstance(store, dict)
-    store = dict(store)
-    # Names, not secrets: the broker logs a client's username on every connection, and a rotated service account's
-    # is "<name>@<rotation id>" (scripts/platform_secrets.py keeps it beside the passwords it goes with).
-    store.pop(MQTT_USERNAMES, None)
-    secrets = set(flatten(store))
-    for host in site.hosts:
-        tokens = site.sudo(host, "cat /opt/mov/analytics/secrets/influxdb.token")
-        secrets.add(tokens.stdout.strip())
-    secrets = {s for s in secrets if len(s) >= 12}
+    secrets = set(secrets_of(site))
     assert len(secrets) >= 8, "the vault lost its secrets?"
     leaks: list[str] = []
     patterns = "\n".join(sorted(secrets)) + "\n"
@@ -571,6 +739,22 @@ def test_no_secret_in_the_journal_logs_processes_or_deploy_output(site: Site) ->
     for run in site.runs:
         leaks += [f"{run.log.name}: {secret[:4]}..." for secret in secrets if secret in run.output]
     assert not leaks, leaks
+
+
+def secrets_of(site: Site) -> list[str]:
+    """Every secret of the vault, and the InfluxDB tokens the deploy wrote on the central VPSes (the worker's, the
+    status page's): what no log, file, command line or output may hold."""
+    store = site.vault()["vault_mov_secrets"]
+    assert isinstance(store, dict)
+    # Names, not secrets (scripts/platform_secrets.py keeps them beside the secrets they go with): the broker logs a
+    # client's username on every connection, and a rotated service account's is "<name>@<rotation id>"; a rotated
+    # InfluxDB token's description is "mov:<name>@<rotation id>", which InfluxDB's requests name.
+    secrets = set(flatten({k: v for k, v in store.items() if k not in (MQTT_USERNAMES, ROTATIONS)}))
+    for host in site.hosts:
+        tokens = site.sudo(host, "cat /opt/mov/analytics/secrets/influxdb.token /etc/mov/status-page/influxdb.token")
+        assert tokens.returncode == 0, tokens.stderr
+        secrets.update(tokens.stdout.split())
+    return sorted(s for s in secrets if len(s) >= 12)
 
 
 def flatten(value: object) -> Iterator[str]:
