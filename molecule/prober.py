@@ -2,7 +2,7 @@
 
 The network has a non-private subnet (198.18.0.0/15, the benchmarking range): a prober on 172.x would be let in by
 the private-source whitelists some firewall fixes use, and would lie. Every port is tried at once, so a run costs
-one connect timeout however many ports are closed. Shared by the firewall and stack scenarios' verifiers.
+one connect timeout however many ports are closed. Shared by the firewall scenario's verifier and the site scenario.
 """
 
 from __future__ import annotations

@@ -381,7 +381,7 @@ SCENARIO_ACTION = re.compile(r"^INFO\s+\[?(\S+?) (?:➜|>) (\w+)\]? Executing")
 PLAYBOOK_TOOK = re.compile(r"Playbook run took (\d+) days, (\d+) hours, (\d+) minutes, (\d+) seconds")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Longest first, so parallel lanes finish together; scenarios not listed run after these.
-SCENARIO_WEIGHT = ["stack", "certbot", "firewall", "backup", "common", "cron", "nginx", "mosquitto", "services"]
+SCENARIO_WEIGHT = ["certbot", "firewall", "backup", "common", "cron", "nginx", "mosquitto", "services"]
 
 
 def scenarios() -> list[str]:

@@ -1,6 +1,6 @@
 """mov-cleanup (mov_host.cleanup) on the controller: its configuration, which files age out, and the whole run with a
 stand-in for movctl's cleanup (called in-process, it returns movctl's document). The real run, movctl and Docker
-included, is in molecule/stack."""
+included, is in the site scenario (scenarios/site/test_platform.py)."""
 
 from __future__ import annotations
 

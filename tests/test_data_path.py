@@ -57,9 +57,9 @@ def test_grafana_environment_sets_the_paths_the_image_would_otherwise_impose(env
 
 
 # --- Tokens before their consumers --------------------------------------------------------------------------------
-# Proven on the box by the stack scenario (molecule/stack/tests/test_stack.py): its InfluxDB double makes the
-# first deploy fail unless the worker's token is written before the worker starts, and a revoked token must come
-# back with the worker recreated.
+# Proven on the boxes by the site scenario (scenarios/site/test_site.py): against its InfluxDB double, the first
+# deploy's worker never writes without its token (written before the worker starts), and a rotated token comes
+# back with the worker recreated before the old one is deleted.
 
 
 # --- Grafana's alert queries ----------------------------------------------------------------------------------------

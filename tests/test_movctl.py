@@ -1,5 +1,6 @@
 """movctl's logic on the controller, without Docker: arguments, exit codes, rendering, cleanup's choice, and the
-controller wrapper's host resolution. The commands themselves run against the box in molecule/stack."""
+controller wrapper's host resolution. The commands themselves run on the site scenario's central VPS
+(scenarios/site/test_platform.py)."""
 
 from __future__ import annotations
 

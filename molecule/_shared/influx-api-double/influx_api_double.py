@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A TEST DOUBLE of the InfluxDB v2 API subset the deploy and the worker use -- not InfluxDB.
 
-The stack scenario runs it as the compose service `influxdb` (InfluxDB's image cannot be pulled here), so the
-deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
+The site scenario (scenarios/site) runs it as the compose service `influxdb` (InfluxDB's image cannot be pulled
+here), so the deploy's token step and the analytics worker talk to it as they would to InfluxDB 2.7: setup from
 DOCKER_INFLUXDB_INIT_ORG/_BUCKET/_USERNAME/_PASSWORD(_FILE)/_ADMIN_TOKEN(_FILE) on the first start, then /health,
 signin, users (lookup, set password), orgs, buckets (list, create,
 PATCH retention), authorizations (list, create, delete, status), tasks (list, create, PATCH flux and status, delete:
