@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from conftest import DOMAIN, ENV, IMAGE_BUILDS, IMAGE_OVERRIDES, LAN, REPO, Host, Site, keygen
+from conftest import DOMAIN, ENV, GATEWAYS, IMAGE_BUILDS, IMAGE_OVERRIDES, LAN, REPO, Host, Site, keygen
 from device import publish as device_publish
 from device import publish_websockets, reading
 from executors import FAST_PATH_TAGS
@@ -574,8 +574,12 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
     InfluxDB token and InfluxDB's admin password, with an operator's edit of a Flux task of the influxdb role's and a
     task it no longer lists (the next step checks what the deploy did with those), deployed by a run that dies while
     compose recreates the worker (the config says 0.1.1; the rollback above left 0.1.0): the next normal run
-    converges, the new passwords work and the old one is refused."""
+    converges, the new passwords work and the old one is refused. A gateway's account too (it keeps its username):
+    the central broker refuses its old password, and test_edge.py's first step, a reading through that gateway,
+    proves its bridge took the new one."""
     device = "industria_abc/sensor_001"
+    _, plant, plant_device = GATEWAYS[0]
+    gateway = f"gw_{plant}"
     old = site.vault()["vault_mov_secrets"]
     assert isinstance(old, dict)
     before_rotation.update({h.name: edit_influxdb_before_the_rotation(site, h) for h in site.hosts}, secrets=old)
@@ -592,6 +596,8 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
             "--rotate",
             "mqtt/verify",
             "--rotate",
+            f"mqtt/{gateway}",
+            "--rotate",
             "influxdb_token/analytics",
             "--rotate",
             "influxdb_admin_password",
@@ -605,7 +611,7 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
     assert rotate.returncode == 0, rotate.stdout + rotate.stderr
     new = site.vault()["vault_mov_secrets"]
     assert isinstance(new, dict)
-    assert new["mqtt"][device] != old["mqtt"][device] and new["mqtt"]["verify"] != old["mqtt"]["verify"]
+    assert all(new["mqtt"][a] != old["mqtt"][a] for a in (device, "verify", gateway))
     assert new["influxdb_admin_password"] != old["influxdb_admin_password"]
     assert new["influxdb_token_rotations"]["analytics"] != (old.get("influxdb_token_rotations") or {}).get("analytics")
     # Killed in a fast-path run (the stack's configure and run steps): what a kill leaves behind is the stack role's,
@@ -632,6 +638,16 @@ def test_rotated_passwords_and_a_deploy_killed_in_the_stack_role_then_a_normal_r
         passwd = site.sudo(host, "cat /opt/mov/mosquitto/config/passwd").stdout
         users = [line.split(":", 1)[0] for line in passwd.splitlines()]
         assert new["mqtt_usernames"]["verify"] in users and "verify" not in users, users
+        assert gateway in users and gateway not in new.get("mqtt_usernames", {}), users
+        stale = publish_as_device(
+            site,
+            host,
+            gateway,
+            [reading(plant_device, 22.0)],
+            topic=f"mov/plantas/{plant}/mov/dados/{plant_device}",
+            password=str(old["mqtt"][gateway]),
+        )
+        assert stale[0].returncode != 0 and "not authori" in (stale[0].stdout + stale[0].stderr).lower(), stale[0]
 
 
 def test_the_influxdb_rotations_are_applied_and_the_flux_tasks_put_back(
@@ -697,6 +713,10 @@ def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> Non
     run = site.play("site.yml", "--tags", FAST_PATH_TAGS, executor="mitogen")
     assert run.code == 0, run.explain()
     assert all(run.recap()[h.name]["changed"] > 0 for h in site.hosts), run.explain()
+    # The run before this one retired the rotated MQTT accounts, rewriting the broker's password file after its
+    # configure step: it recorded the reload sets again, so this run has none to record.
+    recorded = task_results(run.output, "stack : Record the reload sets' checksums")
+    assert recorded and not [r for r in recorded if r.startswith("changed")], recorded
     for host in site.hosts:
         config = site.sudo(host, "cat /opt/mov/analytics/config.yaml")
         assert "alerta: 33" in config.stdout, config.stdout
@@ -704,6 +724,18 @@ def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> Non
         publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 32.4)])
         [point] = wait_for("the status of the 32.4 reading", points_of, site, host, "value=32.4")
         assert "dispositivo=sensor_001" in point and 'status="normal"' in point, point
+
+
+def task_results(output: str, task: str) -> list[str]:
+    """The result lines ("ok: [host]", "changed: [host]", ...) of every run of one task in a playbook's output."""
+    results: list[str] = []
+    current = ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            current = line[len("TASK [") :].split("]")[0]
+        elif current == task and re.match(r"^(ok|changed|failed|skipping|fatal): \[", line):
+            results.append(line)
+    return results
 
 
 def test_the_world_sees_only_ssh_http_https_and_mqtts(site: Site, prober: list[Prober]) -> None:
