@@ -109,6 +109,34 @@ def test_unattended_upgrades_enabled(host) -> None:  # type: ignore[no-untyped-d
     assert "security" in dry_run.stdout + dry_run.stderr
 
 
+# Debian's own periodic jobs that download or install packages: what they do is unattended-upgrades' (above).
+NETWORK_JOBS = {"apt-daily.timer", "apt-daily-upgrade.timer"}
+
+
+def unit_lists(host) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """The active and enabled units, as roles/host_state digests them."""
+    return (
+        host.check_output("systemctl list-units --type=service,timer,socket --state=active --no-legend --plain"),
+        host.check_output("systemctl list-unit-files --state=enabled --no-legend --plain"),
+    )
+
+
+def test_every_periodic_job_leaves_the_units_as_they_were(host) -> None:  # type: ignore[no-untyped-def]
+    """A job that changes the host's units when its timer first fires makes the next run after that hour find the
+    host changed (roles/host_state) and apply the host roles again: apt-listchanges' hourly timer disabled itself
+    after its first run, which the site scenario met when a CI run crossed midnight. Each timer's service is run now,
+    as its first firing would."""
+    timers = host.check_output("systemctl list-units --type=timer --state=active --no-legend --plain").splitlines()
+    names = sorted({line.split()[0] for line in timers} - NETWORK_JOBS)
+    assert names, timers
+    before = unit_lists(host)
+    for timer in names:
+        service = host.check_output(f"systemctl show -p Unit --value {timer}")
+        started = host.run(f"timeout 300 systemctl start {service}")
+        assert started.rc == 0, (timer, started.stderr)
+    assert unit_lists(host) == before, names
+
+
 def test_time_zone_and_time_sync(host) -> None:  # type: ignore[no-untyped-def]
     assert host.file("/etc/localtime").linked_to.endswith("America/Sao_Paulo")
     assert host.check_output("date +%Z") in ("-03", "BRT")
