@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 ADMIN = "mov"
 KEY_ON_BOX = "/root/.verify_admin_key"
@@ -113,12 +115,19 @@ def test_unattended_upgrades_enabled(host) -> None:  # type: ignore[no-untyped-d
 NETWORK_JOBS = {"apt-daily.timer", "apt-daily-upgrade.timer"}
 
 
-def unit_lists(host) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    """The active and enabled units, as roles/host_state digests them."""
-    return (
-        host.check_output("systemctl list-units --type=service,timer,socket --state=active --no-legend --plain"),
-        host.check_output("systemctl list-unit-files --state=enabled --no-legend --plain"),
-    )
+# The active and enabled units, as roles/host_state digests them: its own systemctl commands.
+UNIT_COMMANDS = [
+    shlex.join(argv)
+    for argv in yaml.safe_load((Path(__file__).parents[3] / "roles/host_state/defaults/main.yml").read_text())[
+        "host_state_commands"
+    ]
+    if argv[0] == "systemctl"
+]
+
+
+def unit_lists(host) -> list[str]:  # type: ignore[no-untyped-def]
+    assert UNIT_COMMANDS, "roles/host_state lists no systemctl command"
+    return [host.check_output(command) for command in UNIT_COMMANDS]
 
 
 def test_every_periodic_job_leaves_the_units_as_they_were(host) -> None:  # type: ignore[no-untyped-def]
