@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,35 @@ def test_the_alert_backoff_is_capped_at_retry_max_s() -> None:
     assert from_mapping({}).alerts.retry_max_s == 60.0
     assert from_mapping({"alerts": {"retry_initial_s": 90}}).alerts.retry_max_s == 90.0
     assert from_mapping({"alerts": {"retry_max_s": 5}}).alerts.retry_max_s == 5.0
+
+
+def test_rules_come_from_the_rules_file_with_the_digest_of_its_bytes(tmp_path: Path) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_bytes(b"rules:\n- {field: umidade, alerta: 80, critico: 95}\n")
+    cfg = from_mapping({"rules_file": str(rules_file)})
+    assert [(r.field, r.alerta, r.critico) for r in cfg.rules] == [("umidade", 80.0, 95.0)]
+    assert cfg.rules_sha256 == hashlib.sha256(rules_file.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("rules: []\nthresholds: 1\n", "thresholds"),  # a typo beside the rules
+        ("{}\n", "rules"),  # no rules at all
+        ("rules: [{field: t, alerta: 2, critico: 1}]\n", "rules[0].critico"),
+        ("rules: [\n", "rules_file"),  # not YAML
+    ],
+)
+def test_a_bad_rules_file_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"rules_file": str(rules_file)})
+    assert err.value.key == key
+
+
+def test_rules_in_the_config_and_a_rules_file_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text("rules: []\n")
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"rules_file": str(tmp_path / "rules.yaml"), "rules": [{"field": "t", "alerta": 1, "critico": 2}]})
+    assert err.value.key == "rules"

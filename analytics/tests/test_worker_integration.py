@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import GATEWAY_PASSWORD, GATEWAY_SITE, GATEWAY_USER, Publisher, WorkerProcess, reading
 from influx_write_double import InfluxWriteDouble
 from mosquitto_runner import Mosquitto, free_port
@@ -208,3 +211,53 @@ def test_without_influxdb_the_worker_logs_status_changes_and_stays_healthy(
         assert double.snapshot() == []
     finally:
         w.stop()
+
+
+def test_sighup_reloads_the_rules_file_in_the_same_process_and_a_bad_file_keeps_the_running_rules(
+    tmp_path: Path, broker: Mosquitto, double: InfluxWriteDouble, publisher: Publisher
+) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"rules": [{"field": "temperatura_c", "alerta": 30, "critico": 35}]}))
+    w = WorkerProcess(tmp_path, broker, double, rules_file=str(rules_file))
+    w.start()
+    try:
+        assert w.proc is not None
+        pid, t0 = w.proc.pid, int(time.time()) - 60
+
+        def statuses() -> list[str]:
+            points = sorted(double.snapshot("mov_status"), key=lambda p: p.time_ns)
+            return [str(p.field("status")) for p in points]
+
+        def loaded(body: bytes) -> bool:
+            return f'mov_analytics_rules_info{{sha256="{hashlib.sha256(body).hexdigest()}"}} 1.0' in w.metrics()
+
+        assert loaded(rules_file.read_bytes())
+        publisher.publish(reading(32.0, t0))  # above 30: alerta under the first rules
+        assert wait_until(lambda: statuses() == ['"alerta"'], 10), statuses()
+
+        rules_file.write_text(yaml.safe_dump({"rules": [{"field": "temperatura_c", "alerta": 40, "critico": 45}]}))
+        w.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: loaded(rules_file.read_bytes()), 5), w.log.read_text()[-2000:]
+        # The same device, its state kept: 33 is normal under the new rules (more than the hysteresis below 40).
+        publisher.publish(reading(33.0, t0 + 1))
+        assert wait_until(lambda: statuses() == ['"alerta"', '"normal"'], 10), statuses()
+
+        good = rules_file.read_bytes()
+        rules_file.write_text(yaml.safe_dump({"rules": [{"field": "temperatura_c", "alerta": 50, "critico": 45}]}))
+        w.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: w.metric("mov_analytics_rules_reloads_total", 'result="invalid"') == 1, 5)
+        assert loaded(good)  # the rules that run are still the last good file's
+        publisher.publish(reading(41.0, t0 + 2))  # alerta under the running rules (40/45), normal under the bad one
+        assert wait_until(lambda: statuses() == ['"alerta"', '"normal"', '"alerta"'], 10), statuses()
+        assert w.metric("mov_analytics_rules_reloads_total", 'result="applied"') == 1
+        assert w.proc.poll() is None and w.proc.pid == pid
+        assert "rules[0].critico" in w.log.read_text()  # the refused file's error names the setting
+    finally:
+        w.stop()
+
+
+def test_sighup_without_a_rules_file_is_counted_and_does_not_stop_the_worker(worker: WorkerProcess) -> None:
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: worker.metric("mov_analytics_rules_reloads_total", 'result="no_rules_file"') == 1, 5)
+    assert worker.proc.poll() is None and worker.health() == 200

@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from . import logs
 from .alerts import Alert, Alerter, Sender, senders_from_config
-from .config import Config, ConfigError, MqttConfig, load
+from .config import Config, ConfigError, MqttConfig, load, rules_digest
 from .influx import (
     DiscardTransport,
     InfluxClientTransport,
@@ -71,6 +71,9 @@ class Worker:
         self._status_series_cache: dict[_Series, str] = {}
         self._field_key_cache: dict[str, str] = {}
         self.client = self._make_client()
+        self.rules_sha256 = cfg.rules_sha256
+        if cfg.rules_file:
+            self.metrics.rules_loaded(cfg.rules_sha256)
 
     # -- MQTT -------------------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -394,6 +397,30 @@ class Worker:
             else:
                 return
 
+    def reload_rules(self) -> bool:
+        """Read the rules file again and evaluate with its rules from now on; devices keep their state. A file that
+        does not load is logged and counted, and the running rules stay."""
+        path = self.cfg.rules_file
+        if not path:
+            self.metrics.rules_reloads.labels("no_rules_file").inc()
+            log.warning("reload asked, but the rules are in the config (no rules_file): restart to change them")
+            return False
+        try:
+            rules, sha256 = rules_digest(path)
+        except ConfigError as exc:
+            self.metrics.rules_reloads.labels("invalid").inc()
+            log.error(
+                "rules not reloaded: the running rules stay",
+                extra={"error": str(exc), "file": path, "running": self.rules_sha256},
+            )
+            return False
+        self.rules.replace_rules(rules)
+        self.rules_sha256 = sha256
+        self.metrics.rules_loaded(sha256)
+        self.metrics.rules_reloads.labels("applied").inc()
+        log.info("rules reloaded", extra={"rules": len(rules), "sha256": sha256})
+        return True
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -461,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print("config ok", file=sys.stderr)
         return 0
+    # SIGHUP reloads the rules. It is blocked here, before any thread starts, so every thread inherits the mask and
+    # only the reloader takes it, through sigwait: the reload runs on a thread of its own, not in a signal handler.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
         worker = Worker(cfg)
     except OSError as exc:
@@ -470,8 +500,14 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         worker.request_stop()
 
+    def reloader() -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})
+            worker.reload_rules()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=reloader, name="reloader", daemon=True).start()
     worker.start()
     worker.run_until_stopped()
     worker.shutdown()

@@ -10,6 +10,7 @@ named by the matching ``*_file`` key; giving both is an error.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -174,6 +175,10 @@ class Config:
     influxdb: InfluxConfig = field(default_factory=InfluxConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     rules: tuple[RuleConfig, ...] = DEFAULT_RULES
+    # Where the rules live when not in this file: the worker reads them again on SIGHUP (app.py), so a threshold
+    # changes without a restart. "" keeps them under ``rules`` here, read at start only.
+    rules_file: str = ""
+    rules_sha256: str = ""  # of the rules file's bytes as read at start; "" without a rules file
     heartbeat_interval_s: float = 60.0
     # Clients whose devices come and go (movctl bench's): their readings take the full path, status points
     # included, but the heartbeat leaves them out, so nothing of theirs is written once they stop publishing.
@@ -442,6 +447,24 @@ def _read_rules(raw: object) -> tuple[RuleConfig, ...]:
     return tuple(rules)
 
 
+def rules_digest(path: str) -> tuple[tuple[RuleConfig, ...], str]:
+    """The rules of a rules file (a mapping holding ``rules``) and the sha256 of the bytes they were read from."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError("rules_file", "a readable YAML file", f"{path} ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(data) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("rules_file", "valid YAML", f"{path}: {str(exc).splitlines()[0]}") from None
+    root = _Section(raw, "")
+    if not root.has("rules"):
+        raise ConfigError("rules", f"a list of rules in {path}")
+    rules = _read_rules(root.get("rules"))
+    root.finish()
+    return rules, hashlib.sha256(data).hexdigest()
+
+
 def _name_list(s: _Section, name: str) -> tuple[str, ...]:
     value = s.get(name) or []
     if isinstance(value, str):
@@ -534,7 +557,10 @@ def from_mapping(raw: object) -> Config:
     mqtt = _read_mqtt(root.section("mqtt"))
     influx = _read_influx(root.section("influxdb"))
     validation = _read_validation(root.section("validation"))
-    rules = _read_rules(root.get("rules"))
+    rules_file = root.str_("rules_file", "")
+    if rules_file and root.has("rules"):
+        raise ConfigError("rules", "absent when rules_file is set (the rules are read from that file)")
+    rules, rules_sha256 = rules_digest(rules_file) if rules_file else (_read_rules(root.get("rules")), "")
     heartbeat = root.float_("heartbeat_interval_s", 60.0, 0.0)
     transient = _name_list(root, "transient_clients")
     late_window = root.float_("late_window_s", 300.0, 0.0)
@@ -553,6 +579,8 @@ def from_mapping(raw: object) -> Config:
         influxdb=influx,
         validation=validation,
         rules=rules,
+        rules_file=rules_file,
+        rules_sha256=rules_sha256,
         heartbeat_interval_s=heartbeat,
         transient_clients=transient,
         late_window_s=late_window,

@@ -78,7 +78,25 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.rules_reloads = Counter(
+            f"{PREFIX}_rules_reloads",
+            "Rules reloads on SIGHUP, by result (applied, invalid: the old rules kept, no_rules_file)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("applied", "invalid", "no_rules_file"):
+            self.rules_reloads.labels(result)
+        self.rules_info = Gauge(
+            f"{PREFIX}_rules_info",
+            "1 for the sha256 of the rules file the worker evaluates with",
+            ["sha256"],
+            registry=r,
+        )
         self.write_ok.set(1)
+
+    def rules_loaded(self, sha256: str) -> None:
+        self.rules_info.clear()
+        self.rules_info.labels(sha256).set(1)
 
 
 class HotCounters(Collector):

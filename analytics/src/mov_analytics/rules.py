@@ -60,8 +60,10 @@ class DeviceState:
     driver_field: str | None = None
     driver_value: float | None = None
     critical_since_normal: bool = False
-    # Compiled rule (or None: no rule) by field for this device's current localizacao and tipo.
+    # Compiled rule (or None: no rule) by field for this device's current localizacao and tipo, looked up under
+    # the engine's rules of generation ``rules_generation`` (RulesEngine.replace_rules).
     rules: dict[str, _Compiled | None] = field(default_factory=dict)
+    rules_generation: int = 0
     # Readings of the late window by time (insertion order, roughly oldest first), to tell a duplicate.
     recent: dict[int, Mapping[str, float]] = field(default_factory=dict)
     # Status changes of the late window: (time_ns, level before, level after), oldest first.
@@ -121,12 +123,22 @@ def next_level(rule: RuleConfig, current: int, value: float) -> int:
 
 class RulesEngine:
     def __init__(self, rules: Sequence[RuleConfig], late_window_s: float = DEFAULT_LATE_WINDOW_S) -> None:
-        self._rules = tuple(rules)
         self._window_ns = int(late_window_s * 1e9)
-        self._fields = frozenset(r.field for r in self._rules)
         self._devices: dict[tuple[str, str], DeviceState] = {}
+        self._generation = 0
+        self.replace_rules(rules)
+
+    def replace_rules(self, rules: Sequence[RuleConfig]) -> None:
+        """Evaluate with ``rules`` from now on, keeping every device's state (its levels, the late window).
+
+        May run on another thread than evaluate(): the lookups are replaced whole, then the generation moves on, and
+        each device drops its own lookups at its next reading. A reading evaluated while this runs sees the old
+        rules or the new ones."""
+        self._rules = tuple(rules)
         self._lookup: dict[tuple[str, str, str], RuleConfig | None] = {}
         self._compiled: dict[tuple[str, str, str], _Compiled | None] = {}
+        self._fields = frozenset(r.field for r in self._rules)
+        self._generation += 1
 
     def rule_for(self, field_name: str, localizacao: str, tipo: str) -> RuleConfig | None:
         key = (field_name, localizacao, tipo)
@@ -186,8 +198,12 @@ class RulesEngine:
             del recent[oldest]
         localizacao, tipo = reading.localizacao, reading.tipo
         rules = state.rules
+        generation = self._generation
         if localizacao != state.localizacao or tipo != state.tipo:  # the device moved: other rules may apply
             state.localizacao, state.tipo = localizacao, tipo
+            rules.clear()
+        if state.rules_generation != generation:  # the rules were replaced since this device's lookups
+            state.rules_generation = generation
             rules.clear()
         previous_level = state.level
         levels = state.field_levels
