@@ -317,7 +317,13 @@ def test_a_threshold_changed_in_the_tree_reaches_the_worker_grafana_s_rules_and_
     rules, one Grafana alert rule per field with its critico, and the dashboard's colour steps."""
     host_dir = rendered_with_changed_tree()
     worker = yaml.safe_load((host_dir / "opt/mov/analytics/config.yaml").read_text())
-    assert sorted((r["field"], r["alerta"], r["critico"]) for r in worker["rules"]) == [
+    # The worker's rules live in their own file (reloaded by SIGHUP), where the compose file mounts their directory.
+    volumes = yaml.safe_load((host_dir / "opt/mov/compose.yaml").read_text())["services"]["analytics"]["volumes"]
+    mounts = dict(v.split(":")[:2][::-1] for v in volumes if isinstance(v, str))
+    rules_file = Path(worker["rules_file"])
+    assert "rules" not in worker and mounts[str(rules_file.parent)] == "/opt/mov/analytics/rules"
+    rules = yaml.safe_load((host_dir / "opt/mov/analytics/rules" / rules_file.name).read_text())["rules"]
+    assert sorted((r["field"], r["alerta"], r["critico"]) for r in rules) == [
         ("temperatura_c", 31.5, 41),
         ("umidade", 70, 85),
     ]
