@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,18 +245,36 @@ def test_sighup_reloads_the_rules_file_in_the_same_process_and_a_bad_file_keeps_
         publisher.publish(reading(33.0, t0 + 1))
         assert wait_until(lambda: statuses() == ['"alerta"', '"normal"'], 10), statuses()
 
-        good = rules_file.read_bytes()
+        # The deploy's way (roles/stack): POST /-/reload answers once the reload is done, with its result.
+        good = hashlib.sha256(rules_file.read_bytes()).hexdigest()
         rules_file.write_text(yaml.safe_dump({"rules": [{"field": "temperatura_c", "alerta": 50, "critico": 45}]}))
-        w.proc.send_signal(signal.SIGHUP)
-        assert wait_until(lambda: w.metric("mov_analytics_rules_reloads_total", 'result="invalid"') == 1, 5)
-        assert loaded(good)  # the rules that run are still the last good file's
+        status, answer = post_reload(w)
+        assert (status, answer["result"], answer["sha256"]) == (409, "invalid", good), answer
+        assert "rules[0].critico" in answer["error"] and "rules[0].critico" in w.log.read_text()
+        assert w.metric("mov_analytics_rules_reloads_total", 'result="invalid"') == 1
         publisher.publish(reading(41.0, t0 + 2))  # alerta under the running rules (40/45), normal under the bad one
         assert wait_until(lambda: statuses() == ['"alerta"', '"normal"', '"alerta"'], 10), statuses()
-        assert w.metric("mov_analytics_rules_reloads_total", 'result="applied"') == 1
+
+        rules_file.write_text(yaml.safe_dump({"rules": [{"field": "temperatura_c", "alerta": 45, "critico": 50}]}))
+        status, answer = post_reload(w)
+        assert (status, answer) == (
+            200,
+            {"result": "applied", "sha256": hashlib.sha256(rules_file.read_bytes()).hexdigest()},
+        )
+        assert loaded(rules_file.read_bytes())
+        assert w.metric("mov_analytics_rules_reloads_total", 'result="applied"') == 2
         assert w.proc.poll() is None and w.proc.pid == pid
-        assert "rules[0].critico" in w.log.read_text()  # the refused file's error names the setting
     finally:
         w.stop()
+
+
+def post_reload(w: WorkerProcess) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{w.metrics_port}/-/reload", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
 
 
 def test_sighup_without_a_rules_file_is_counted_and_does_not_stop_the_worker(worker: WorkerProcess) -> None:

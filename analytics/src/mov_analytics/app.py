@@ -59,7 +59,7 @@ class Worker:
         self.writer = InfluxWriter(
             cfg.influxdb, self.metrics, transport, on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure
         )
-        self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy)
+        self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy, self.reload_rules)
         self.connected = False
         self._stop = threading.Event()
         self._mqtt_thread: threading.Thread | None = None
@@ -72,6 +72,7 @@ class Worker:
         self._field_key_cache: dict[str, str] = {}
         self.client = self._make_client()
         self.rules_sha256 = cfg.rules_sha256
+        self._reload_lock = threading.Lock()
         if cfg.rules_file:
             self.metrics.rules_loaded(cfg.rules_sha256)
 
@@ -397,29 +398,31 @@ class Worker:
             else:
                 return
 
-    def reload_rules(self) -> bool:
+    def reload_rules(self) -> tuple[bool, dict[str, str]]:
         """Read the rules file again and evaluate with its rules from now on; devices keep their state. A file that
-        does not load is logged and counted, and the running rules stay."""
-        path = self.cfg.rules_file
-        if not path:
-            self.metrics.rules_reloads.labels("no_rules_file").inc()
-            log.warning("reload asked, but the rules are in the config (no rules_file): restart to change them")
-            return False
-        try:
-            rules, sha256 = rules_digest(path)
-        except ConfigError as exc:
-            self.metrics.rules_reloads.labels("invalid").inc()
-            log.error(
-                "rules not reloaded: the running rules stay",
-                extra={"error": str(exc), "file": path, "running": self.rules_sha256},
-            )
-            return False
-        self.rules.replace_rules(rules)
-        self.rules_sha256 = sha256
-        self.metrics.rules_loaded(sha256)
-        self.metrics.rules_reloads.labels("applied").inc()
-        log.info("rules reloaded", extra={"rules": len(rules), "sha256": sha256})
-        return True
+        does not load is logged and counted, and the running rules stay. Returns whether the file's rules now run,
+        and the result: what happened and the sha256 of the rules file that runs."""
+        with self._reload_lock:  # SIGHUP (the reloader thread) and POST /-/reload (an HTTP thread)
+            path = self.cfg.rules_file
+            if not path:
+                self.metrics.rules_reloads.labels("no_rules_file").inc()
+                log.warning("reload asked, but the rules are in the config (no rules_file): restart to change them")
+                return False, {"result": "no_rules_file", "sha256": ""}
+            try:
+                rules, sha256 = rules_digest(path)
+            except ConfigError as exc:
+                self.metrics.rules_reloads.labels("invalid").inc()
+                log.error(
+                    "rules not reloaded: the running rules stay",
+                    extra={"error": str(exc), "file": path, "running": self.rules_sha256},
+                )
+                return False, {"result": "invalid", "sha256": self.rules_sha256, "error": str(exc)}
+            self.rules.replace_rules(rules)
+            self.rules_sha256 = sha256
+            self.metrics.rules_loaded(sha256)
+            self.metrics.rules_reloads.labels("applied").inc()
+            log.info("rules reloaded", extra={"rules": len(rules), "sha256": sha256})
+            return True, {"result": "applied", "sha256": sha256}
 
     def request_stop(self) -> None:
         self._stop.set()

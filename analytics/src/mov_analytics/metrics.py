@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -139,12 +140,27 @@ class HotCounters(Collector):
 
 
 class HealthServer:
-    """Serves /metrics and /healthz; /healthz is 200 only while ``is_healthy()`` says so, else 503."""
+    """Serves /metrics and /healthz; /healthz is 200 only while ``is_healthy()`` says so, else 503. ``POST /-/reload``
+    (as Prometheus names it) calls ``reload()`` and answers its result as JSON: 200 when it applied, else 409."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, is_healthy: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        is_healthy: Callable[[], tuple[bool, str]],
+        reload: Callable[[], tuple[bool, dict[str, str]]] | None = None,
+    ) -> None:
         registry = metrics.registry
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if self.path.split("?")[0] == "/-/reload" and reload is not None:
+                    applied, result = reload()
+                    self._send(200 if applied else 409, "application/json", json.dumps(result).encode() + b"\n")
+                else:
+                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
