@@ -200,7 +200,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         cwd=d,
     )
     _sh("mosquitto_passwd", "-c", "-b", "passwd", "industria_abc/sensor_001", "device-password", cwd=d)
-    (d / "acl").write_text("pattern write mov/dados/%u/#\n")
+    (d / "acl").write_text("pattern write mov/dados/%u/#\npattern read mov/dados/%u/#\n")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -230,10 +230,40 @@ def test_publish_as_a_device_over_tls(tls_broker: tuple[int, Path, Path]) -> Non
     )
 
 
+def test_publish_sends_a_mapping_as_json_and_a_string_as_it_is(tls_broker: tuple[int, Path, Path]) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    port, ca, _ = tls_broker
+    topic = "mov/dados/industria_abc/sensor_001/estado"
+    received: list[bytes] = []
+    subscribed = threading.Event()
+    listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="listener", protocol=mqtt.MQTTv5)
+    listener.username_pw_set("industria_abc/sensor_001", "device-password")
+    listener.tls_set_context(ssl.create_default_context(cafile=str(ca)))
+    listener.on_subscribe = lambda *_: subscribed.set()
+    listener.on_message = lambda _c, _u, message: received.append(bytes(message.payload))
+    listener.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+    listener.connect("localhost", port)
+    listener.loop_start()
+    try:
+        assert subscribed.wait(10)
+        cp.publish(
+            "localhost", port, ca, "industria_abc/sensor_001", "device-password", topic, ["36000 seconds", {"v": 1}]
+        )
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    assert received == [b"36000 seconds", b'{"v": 1}']
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"topic": "mov/dados/industria_abc/sensor_002"}, "the broker refused a reading"),
+        ({"topic": "mov/dados/industria_abc/sensor_002"}, "the broker refused a message"),
         ({"password": "wrong"}, "the broker did not accept industria_abc/sensor_001"),
         ({"ca": "other"}, "CERTIFICATE_VERIFY_FAILED"),
     ],
@@ -243,7 +273,8 @@ def test_publish_fails_when_the_broker_refuses(
     tls_broker: tuple[int, Path, Path], change: dict[str, str], expected: str
 ) -> None:
     port, ca, other_ca = tls_broker
-    with pytest.raises(Exception, match=expected):
+    # The ACL's refusal has its own type: the gateway check expects it for another plant's topic.
+    with pytest.raises(cp.PublishRefused if "topic" in change else Exception, match=expected):
         cp.publish(
             "localhost",
             port,
@@ -444,3 +475,124 @@ def test_all_value_is_the_variables_custom_all_or_nothing() -> None:
     assert cp.all_value(dashboard, "planta") == ".*"
     assert cp.all_value(dashboard, "cliente") == ""
     assert cp.all_value(dashboard, "dispositivo") == ""
+
+
+# --- an edge gateway's path (check_platform.py gateway, dashboard-plants) ---------------------------------------------
+
+READING_COLUMNS = ("_time", "_value", "_field", "_measurement", "cliente", "dispositivo", "localizacao", "tipo")
+
+
+def _flux_csv(*tables: list[dict[str, str]]) -> str:
+    """/api/v2/query's annotated CSV for these tables, each with its own columns (a tag its series lacks is no column),
+    separated as InfluxDB separates tables of different schemas."""
+    parts = []
+    for index, rows in enumerate(tables):
+        columns = list(rows[0])
+        parts.append(
+            "#datatype,string,long," + ",".join("string" for _ in columns) + "\r\n"
+            "#default,_result,," + "," * (len(columns) - 1) + "\r\n"
+            ",result,table,"
+            + ",".join(columns)
+            + "\r\n"
+            + "".join(f",,{index}," + ",".join(row[c] for c in columns) + "\r\n" for row in rows)
+        )
+    return "\r\n".join(parts) + "\r\n"
+
+
+def _stored(reading: dict[str, object], **tags: str) -> dict[str, str]:
+    """A reading as InfluxDB returns its temperatura_c point, with `tags` over the payload's."""
+    payload_tags = reading["tags"]
+    fields = reading["fields"]
+    assert isinstance(payload_tags, dict) and isinstance(fields, dict)
+    row = {
+        "_time": str(reading["timestamp"]),
+        "_value": str(fields["temperatura_c"]),
+        "_field": "temperatura_c",
+        "_measurement": "mov_leituras",
+        **payload_tags,
+        **tags,
+    }
+    return {key: value for key, value in row.items() if value != ""}
+
+
+GATEWAY_DEVICE = {"client": "mov_verify", "name": "e2e_planta", "site": "e2e_gateway", "type": "temperatura"}
+
+
+def test_flux_rows_keep_each_tables_own_columns() -> None:
+    sent = cp.readings(GATEWAY_DEVICE, datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC), 2, critical_at=())
+    text = _flux_csv([_stored(sent[0], planta="fabrica_e2e")], [_stored(sent[1])])
+    rows = cp.flux_rows(text)
+    assert [row.get("planta") for row in rows] == ["fabrica_e2e", None]
+    assert [row["_value"] for row in rows] == ["22.0", "22.1"]
+    assert cp.flux_column(text, "planta") == ["fabrica_e2e"]
+
+
+def test_a_gateways_readings_count_only_when_stored_with_its_plant_and_the_payloads_tags() -> None:
+    sent = cp.readings(GATEWAY_DEVICE, datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC), 3, critical_at=())
+    as_telegraf_stores_them = [_stored(reading, planta="fabrica_e2e") for reading in sent]
+    ok, detail = cp.plant_readings_stored(cp.flux_rows(_flux_csv(as_telegraf_stores_them)), sent, "fabrica_e2e")
+    assert ok, detail
+    # A point of another instant (an earlier test's reading) changes nothing.
+    earlier = cp.readings(GATEWAY_DEVICE, datetime(2026, 12, 7, 9, 0, 0, tzinfo=UTC), 1, critical_at=())
+    rows = cp.flux_rows(_flux_csv([*as_telegraf_stores_them, _stored(earlier[0], planta="fabrica_e2e")]))
+    assert cp.plant_readings_stored(rows, sent, "fabrica_e2e")[0]
+    # What fails: one not stored yet; stored without the plant (the topic not parsed); under another plant or device.
+    partial = cp.flux_rows(_flux_csv(as_telegraf_stores_them[:2]))
+    assert cp.plant_readings_stored(partial, sent, "fabrica_e2e") == (
+        False,
+        "2 of 3 stored; missing at ['2026-12-07 10:00:02+00:00']",
+    )
+    unparsed = cp.flux_rows(_flux_csv([_stored(reading) for reading in sent]))
+    ok, detail = cp.plant_readings_stored(unparsed, sent, "fabrica_e2e")
+    assert not ok and "'planta': ''" in detail
+    for wrong in ({"planta": "other_site"}, {"planta": "fabrica_e2e", "dispositivo": "e2e_outro"}):
+        rows = cp.flux_rows(_flux_csv(as_telegraf_stores_them, [_stored(sent[1], **wrong)]))
+        assert not cp.plant_readings_stored(rows, sent, "fabrica_e2e")[0], wrong
+
+
+def _gateway_row(field: str, value: str, plant: str = "fabrica_e2e", metrica: str = "") -> dict[str, str]:
+    row = {"_time": "2026-12-07T10:00:00Z", "_value": value, "_field": field, "_measurement": "mov_gateway"}
+    return {**row, "planta": plant, **({"metrica": metrica} if metrica else {})}
+
+
+def test_a_gateways_heartbeat_and_state_count_when_both_are_stored_for_its_plant() -> None:
+    heartbeat = [_gateway_row("uptime", "36000 seconds")]
+    state = [_gateway_row("value", "1", metrica="estado")]
+    ok, detail = cp.gateway_state_stored(cp.flux_rows(_flux_csv(heartbeat, state)), "fabrica_e2e", "36000 seconds")
+    assert ok, detail
+    # Either alone, another heartbeat (an earlier run's, or the payload's last word only), or another plant: not yet.
+    for tables in (
+        [heartbeat],
+        [state],
+        [[_gateway_row("uptime", "35990 seconds")], state],
+        [[_gateway_row("uptime", "seconds")], state],
+        [[_gateway_row("uptime", "36000 seconds", plant="other_site")], state],
+        [heartbeat, [_gateway_row("value", "0", metrica="estado")]],
+    ):
+        assert not cp.gateway_state_stored(cp.flux_rows(_flux_csv(*tables)), "fabrica_e2e", "36000 seconds")[0]
+
+
+def test_the_plant_scheme_is_read_from_the_gateways_vars(tmp_path: Path) -> None:
+    path = tmp_path / "gateways.yml"
+    path.write_text(
+        "mov_mqtt_topic_plants: mov/fabricas\nmov_edge_account_prefix: edge_\nmov_edge_state_topic: ponte\n"
+        "mov_edge_state_measurement: mov_ponte\nmov_edge_sites: \"{{ mov_edge_gateways | map(attribute='site') }}\"\n"
+    )
+    scheme = cp.PlantScheme.load(path)
+    assert scheme.account("sul") == "edge_sul"
+    assert scheme.central("sul", "mov/dados/c/d") == "mov/fabricas/sul/mov/dados/c/d"
+    assert scheme.state("sul", "uptime") == "mov/fabricas/sul/ponte/uptime"
+    assert scheme.measurement == "mov_ponte"
+    path.write_text(path.read_text().replace("mov/fabricas", '"{{ mov_plants }}"'))
+    with pytest.raises(ValueError, match="mov_mqtt_topic_plants"):
+        cp.PlantScheme.load(path)
+
+
+def test_an_accounts_login_follows_its_rotated_username() -> None:
+    secrets = {
+        "mqtt": {"verify": "pw-1", "gw_sul": "pw-2"},
+        "mqtt_usernames": {"verify": "verify@20261207T100000Z-ab12"},
+    }
+    assert cp.mqtt_login(secrets, "verify") == ("verify@20261207T100000Z-ab12", "pw-1")
+    assert cp.mqtt_login(secrets, "gw_sul") == ("gw_sul", "pw-2")
+    assert cp.mqtt_login({"mqtt": {"gw_sul": "pw-2"}}, "gw_sul") == ("gw_sul", "pw-2")

@@ -47,6 +47,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = REPO / "inventories" / "local" / "group_vars" / "mov" / "secrets.yml"
+# The gateways' topic scheme, written once (PlantScheme).
+GATEWAYS_VARS = REPO / "group_vars" / "all" / "gateways.yml"
 COMPOSE = "/opt/mov/compose.yaml"
 CA_FILE = "/opt/mov/tls/ca.pem"
 # The infrastructure rules roles/grafana provisions when mov_infra_metrics_enabled (the default) is on.
@@ -78,9 +80,10 @@ except urllib.error.HTTPError as exc:
 # --- pure helpers (unit-tested in tests/test_e2e_checks.py) ----------------------------------------------------
 
 
-def flux_column(csv_text: str, column: str = "_value") -> list[str]:
-    """The values of one column of InfluxDB's annotated CSV (every table; annotations and blank lines skipped)."""
-    values: list[str] = []
+def flux_rows(csv_text: str) -> list[dict[str, str]]:
+    """The rows of InfluxDB's annotated CSV, each by its table's header (every table; annotations and blank lines
+    skipped). A table without a column (a tag its series lacks) has no such key."""
+    rows: list[dict[str, str]] = []
     header: list[str] | None = None
     for row in csv.reader(io.StringIO(csv_text)):
         if not row or all(cell == "" for cell in row):
@@ -91,9 +94,18 @@ def flux_column(csv_text: str, column: str = "_value") -> list[str]:
         if header is None:
             header = row
             continue
-        if column in header:
-            values.append(row[header.index(column)])
-    return values
+        rows.append(dict(zip(header, row, strict=False)))
+    return rows
+
+
+def column_of(rows: Iterable[dict[str, str]], column: str = "_value") -> list[str]:
+    """The values of one column, over the rows that have it."""
+    return [row[column] for row in rows if column in row]
+
+
+def flux_column(csv_text: str, column: str = "_value") -> list[str]:
+    """The values of one column of InfluxDB's annotated CSV, over every table that has it."""
+    return column_of(flux_rows(csv_text), column)
 
 
 def grafana_numbers(answer: dict[str, Any]) -> dict[str, list[float]]:
@@ -224,8 +236,11 @@ def loki_lines(body: str) -> list[str]:
     ]
 
 
-def readings(device: dict[str, str], start: datetime, count: int, critical_at: Sequence[int]) -> list[dict[str, Any]]:
-    """`count` readings one second apart from `start`: 22 °C, except at the indexes in `critical_at` (36.5 °C)."""
+def readings(
+    device: dict[str, str], start: datetime, count: int, critical_at: Sequence[int], base: float = 22.0
+) -> list[dict[str, Any]]:
+    """`count` readings one second apart from `start`: `base` °C plus a tenth a second, except at the indexes in
+    `critical_at` (36.5 °C)."""
     tags = {
         "dispositivo": device["name"],
         "cliente": device["client"],
@@ -236,10 +251,107 @@ def readings(device: dict[str, str], start: datetime, count: int, critical_at: S
         {
             "timestamp": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "tags": tags,
-            "fields": {"temperatura_c": 36.5 if i in critical_at else 22.0 + i / 10},
+            "fields": {"temperatura_c": 36.5 if i in critical_at else base + i / 10},
         }
         for i in range(count)
     ]
+
+
+# What an edge gateway's bridge forwards besides readings (roles/edge_gateway, mosquitto.conf.j2): the bridge's state
+# (1 connected, 0 lost) and the gateway broker's uptime, "<n> seconds", its heartbeat.
+GATEWAY_STATE = "estado"
+GATEWAY_HEARTBEAT = "uptime"
+
+
+@dataclass(frozen=True)
+class PlantScheme:
+    """The gateways' topic scheme, as group_vars/all/gateways.yml writes it once (docs/plants.md)."""
+
+    plants: str  # mov_mqtt_topic_plants
+    account_prefix: str  # mov_edge_account_prefix
+    state_topic: str  # mov_edge_state_topic
+    measurement: str  # mov_edge_state_measurement
+
+    @classmethod
+    def load(cls, path: Path) -> PlantScheme:
+        tree = yaml.safe_load(path.read_text())
+        keys = (
+            "mov_mqtt_topic_plants",
+            "mov_edge_account_prefix",
+            "mov_edge_state_topic",
+            "mov_edge_state_measurement",
+        )
+        values = [str(tree[key]) for key in keys]
+        templated = [key for key, value in zip(keys, values, strict=True) if "{" in value]
+        if templated:
+            raise ValueError(f"{path}: {', '.join(templated)} must be plain values for the e2e checks to read")
+        return cls(*values)
+
+    def account(self, plant: str) -> str:
+        """The gateway's account on the central broker."""
+        return self.account_prefix + plant
+
+    def central(self, plant: str, topic: str) -> str:
+        """A gateway's local topic as its bridge forwards it to the central broker."""
+        return f"{self.plants}/{plant}/{topic}"
+
+    def state(self, plant: str, name: str) -> str:
+        """One of the gateway's own topics (its bridge's state, its heartbeat) on the central broker."""
+        return self.central(plant, f"{self.state_topic}/{name}")
+
+
+def _instant(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def plant_readings_stored(
+    rows: Sequence[dict[str, str]], sent: Sequence[dict[str, Any]], plant: str
+) -> tuple[bool, str]:
+    """Whether every reading of `sent` (payloads as a gateway forwarded them) is among `rows` (temperatura_c points of
+    the readings' measurement) as Telegraf must store it: at the payload's timestamp, with its value and its tags, and
+    the tag planta=`plant`. A stored point of one of those instants with other tags (no planta, another plant, another
+    device) is a failure too."""
+    want = {
+        (_instant(r["timestamp"]), float(r["fields"]["temperatura_c"])): {**r["tags"], "planta": plant} for r in sent
+    }
+    found: dict[tuple[datetime | None, float], list[dict[str, str]]] = {}
+    for row in rows:
+        try:
+            key = (_instant(row.get("_time", "")), float(row.get("_value", "")))
+        except ValueError:
+            continue
+        found.setdefault(key, []).append(row)
+    missing = [str(key[0]) for key in want if key not in found]
+    wrong = [
+        {tag: row.get(tag, "") for tag in tags}
+        for key, tags in want.items()
+        for row in found.get(key, [])
+        if any(row.get(tag, "") != value for tag, value in tags.items())
+    ]
+    detail = f"{len(want) - len(missing)} of {len(want)} stored"
+    detail += f"; missing at {missing}" if missing else ""
+    detail += f"; with wrong tags: {wrong}" if wrong else ""
+    return not missing and not wrong, detail
+
+
+def gateway_state_stored(rows: Sequence[dict[str, str]], plant: str, heartbeat: str) -> tuple[bool, str]:
+    """Whether `rows` (the gateways' measurement) hold, for `plant`, the heartbeat `heartbeat` as the string field
+    uptime and the bridge's state 1 as the field value with tag metrica=estado, as Telegraf's two gateway inputs store
+    them (roles/telegraf)."""
+    ours = [row for row in rows if row.get("planta") == plant]
+    beat = any(row.get("_field") == GATEWAY_HEARTBEAT and row.get("_value") == heartbeat for row in ours)
+    state = any(
+        row.get("_field") == "value" and row.get("metrica") == GATEWAY_STATE and row.get("_value") == "1"
+        for row in ours
+    )
+    seen = sorted({(row.get("_field", ""), row.get("metrica", ""), row.get("_value", "")) for row in ours})
+    return (
+        beat and state,
+        f"heartbeat {'stored' if beat else 'missing'}, state {'stored' if state else 'missing'}; {seen}",
+    )
 
 
 @dataclass
@@ -323,11 +435,14 @@ class Influx:
             flux,
         )
 
-    def values(self, flux: str) -> list[str]:
+    def rows(self, flux: str) -> list[dict[str, str]]:
         status, body = self.query(flux)
         if status != 200:
             raise RuntimeError(f"InfluxDB answered {status}: {body[:300]}")
-        return flux_column(body)
+        return flux_rows(body)
+
+    def values(self, flux: str) -> list[str]:
+        return column_of(self.rows(flux))
 
     def count(self, bucket: str, measurement: str) -> int:
         values = self.values(
@@ -338,19 +453,26 @@ class Influx:
         return sum(int(v) for v in values)
 
 
+def rows_probe(
+    influx: Influx, flux: str, judge: Callable[[list[dict[str, str]]], tuple[bool, str]]
+) -> Callable[[], tuple[bool, str]]:
+    """A wait_until probe: the query's rows judged, or the query's failure."""
+
+    def probe() -> tuple[bool, str]:
+        try:
+            rows = influx.rows(flux)
+        except RuntimeError as exc:
+            return False, str(exc)
+        return judge(rows)
+
+    return probe
+
+
 def flux_probe(
     influx: Influx, flux: str, judge: Callable[[list[str]], tuple[bool, str]]
 ) -> Callable[[], tuple[bool, str]]:
     """A wait_until probe: the query's _value column judged, or the query's failure."""
-
-    def probe() -> tuple[bool, str]:
-        try:
-            values = influx.values(flux)
-        except RuntimeError as exc:
-            return False, str(exc)
-        return judge(values)
-
-    return probe
+    return rows_probe(influx, flux, lambda rows: judge(column_of(rows)))
 
 
 def load_secrets(path: Path) -> dict[str, Any]:
@@ -358,6 +480,13 @@ def load_secrets(path: Path) -> dict[str, Any]:
     if not isinstance(store, dict):
         raise SystemExit(f"{path}: vault_mov_secrets is not a mapping")
     return store
+
+
+def mqtt_login(secrets: dict[str, Any], account: str) -> tuple[str, str]:
+    """An MQTT account's username and password from the secret store: a service account's username is its name until
+    its password is first rotated, then the one mqtt_usernames holds (scripts/platform_secrets.py)."""
+    username = (secrets.get("mqtt_usernames") or {}).get(account) or account
+    return str(username), str(secrets["mqtt"][account])
 
 
 def flat_secrets(value: object) -> list[str]:
@@ -370,10 +499,21 @@ def flat_secrets(value: object) -> list[str]:
 # --- MQTT --------------------------------------------------------------------------------------------------------
 
 
+class PublishRefused(RuntimeError):
+    """The broker acknowledged a publish with a failure reason code (MQTT 5): its ACL denied the topic."""
+
+
 def publish(
-    host: str, port: int, ca_file: Path, username: str, password: str, topic: str, payloads: Sequence[dict[str, Any]]
+    host: str,
+    port: int,
+    ca_file: Path,
+    username: str,
+    password: str,
+    topic: str,
+    payloads: Sequence[dict[str, Any] | str],
 ) -> None:
-    """Publish each payload with QoS 1 over TLS (the broker's certificate checked against `host`), as a device.
+    """Publish each payload with QoS 1 over TLS (the broker's certificate checked against `host`), as a device: a
+    mapping as JSON, a string as it is (a gateway's state and heartbeat are plain text).
 
     MQTT 5, so a refusal (bad password, or the ACL denying the topic) comes back as a reason code and fails here.
     """
@@ -405,12 +545,12 @@ def publish(
         if not connected.wait(15) or connect_result != ["Success"]:
             raise RuntimeError(f"the broker did not accept {username}: {connect_result or 'no CONNACK'}")
         for payload in payloads:
-            info = client.publish(topic, json.dumps(payload), qos=1)
+            info = client.publish(topic, payload if isinstance(payload, str) else json.dumps(payload), qos=1)
             info.wait_for_publish(timeout=10)
             if not info.is_published():
                 raise RuntimeError(f"no PUBACK for a reading on {topic}")
             if info.mid in refused:
-                raise RuntimeError(f"the broker refused a reading on {topic}: {refused[info.mid]}")
+                raise PublishRefused(f"the broker refused a message on {topic}: {refused[info.mid]}")
     finally:
         client.disconnect()
         client.loop_stop()
@@ -1210,14 +1350,99 @@ def panel_query(
     )
 
 
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gateway(args: argparse.Namespace) -> int:
+    """Issue 17 (docs/plants.md), the central side of an edge gateway end to end. What its bridge forwards (readings
+    under <plants>/<plant>/mov/dados/<cliente>/<dispositivo>; the bridge's state and the gateway broker's heartbeat
+    under <plants>/<plant>/<state topic>/) is published to the central broker over MQTT/TLS with the gateway's own
+    account, which the deploy made from its list of gateways. Telegraf stores the readings with planta and the topic's
+    cliente and dispositivo, and the state and heartbeat as the gateways' measurement with planta (what Grafana's
+    offline rule reads). The same account publishing under another plant is refused and nothing of it is stored."""
+    report = Report()
+    box = Box(args.box)
+    secrets = load_secrets(args.secrets)
+    influx = Influx(box, secrets["influxdb_admin_token"], args.org)
+    scheme = PlantScheme.load(GATEWAYS_VARS)
+    account = scheme.account(args.plant)
+    if not report.check(
+        f"the deploy generated the account {account} of the gateway of {args.plant}",
+        account in (secrets.get("mqtt") or {}),
+    ):
+        return report.summary()
+    client, name = args.gateway_device.split("/", 1)
+    device = {"client": client, "name": name, "site": args.gateway_site, "type": "temperatura"}
+    local_topic = f"mov/dados/{args.gateway_device}"
+    start = datetime.now(UTC).replace(microsecond=0)
+    since = _stamp(start - timedelta(seconds=1))
+    elsewhere = readings(device, start, 2, critical_at=())
+    sent = readings(device, start + timedelta(seconds=2), 3, critical_at=())
+    heartbeat = f"{int(time.time()) % 86400} seconds"
+    ca = _ca_file(box)
+
+    def send(topic: str, payloads: Sequence[dict[str, Any] | str]) -> None:
+        publish(args.mqtt_host, args.mqtt_port, ca, *mqtt_login(secrets, account), topic, payloads)
+
+    try:
+        # Another plant's topic first: once the gateway's own readings are stored, those would have been through
+        # Telegraf too had the broker let them pass (one consumer, in order).
+        other = scheme.central(args.other_plant, local_topic)
+        try:
+            send(other, elsewhere)
+            report.check(f"the broker refuses {account} a reading under {args.other_plant}", False, "acknowledged")
+        except PublishRefused as exc:
+            report.check(f"the broker refuses {account} a reading under {args.other_plant}", True, str(exc))
+        send(scheme.central(args.plant, local_topic), sent)
+        send(scheme.state(args.plant, GATEWAY_STATE), ["1"])
+        send(scheme.state(args.plant, GATEWAY_HEARTBEAT), [heartbeat])
+        report.check(f"3 readings, the bridge's state and a heartbeat published as {account} under {args.plant}", True)
+    except Exception as exc:  # any failure to publish is the finding
+        report.check(f"readings, state and heartbeat published as {account}", False, repr(exc))
+    finally:
+        ca.unlink(missing_ok=True)
+
+    stored = (
+        f'from(bucket: "{args.bucket}") |> range(start: {since}) '
+        f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.dispositivo == "{name}" '
+        'and r._field == "temperatura_c")'
+    )
+    report.check(
+        f"Telegraf stored the readings with planta={args.plant}, cliente and dispositivo from the topic (Flux query)",
+        *wait_until(
+            rows_probe(influx, stored, lambda rows: plant_readings_stored(rows, sent, args.plant)), args.timeout
+        ),
+    )
+    leaked = influx.rows(
+        f'from(bucket: "{args.bucket}") |> range(start: {since}) '
+        f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.planta == "{args.other_plant}")'
+    )
+    report.check(f"nothing stored under planta={args.other_plant}", not leaked, f"{len(leaked)} point(s)")
+    state = (
+        f'from(bucket: "{args.infra_bucket}") |> range(start: {since}) '
+        f'|> filter(fn: (r) => r._measurement == "{scheme.measurement}" and r.planta == "{args.plant}")'
+    )
+    report.check(
+        f"Telegraf stored the bridge's state and the heartbeat in {scheme.measurement} with planta={args.plant} "
+        "(Flux query)",
+        *wait_until(
+            rows_probe(influx, state, lambda rows: gateway_state_stored(rows, args.plant, heartbeat)), args.timeout
+        ),
+    )
+    return report.summary()
+
+
 def dashboard_plants(args: argparse.Namespace) -> int:
     """Issue 17 (docs/plants.md): a reading forwarded by an edge gateway carries the tag planta, a direct device's
-    none. One of each is written to the readings' bucket; the overview's temperature panel, run by Grafana, finds
-    both with its variable planta on "All" (the variable's custom all value) and only the gateway's with the plant
+    none. One of each goes through MQTT and Telegraf (the gateway's as its bridge forwards it, with its account; the
+    direct one with the verify playbook's account); the overview's temperature panel, run by Grafana, finds both
+    with its variable planta on "All" (the variable's custom all value) and only the gateway's with the plant
     chosen. The two points are deleted after."""
     report = Report()
     box = Box(args.box)
     secrets = load_secrets(args.secrets)
+    influx = Influx(box, secrets["influxdb_admin_token"], args.org)
     admin = {"Authorization": f"Token {secrets['influxdb_admin_token']}"}
     grafana = {"Authorization": "Basic " + _basic("admin", secrets["grafana_admin_password"])}
     status, body = box.http("GET", f"{args.grafana}/api/dashboards/uid/mov-overview", grafana)
@@ -1235,25 +1460,49 @@ def dashboard_plants(args: argparse.Namespace) -> int:
         f"{status} {len(targets)} panel(s), allValue {everything!r}",
     ):
         return report.summary()
-    # The verify client's devices, whose silence Grafana ignores.
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-    series = "mov_leituras,cliente=mov_verify,localizacao=e2e_plantas,tipo=temperatura"
-    lines = (
-        f"{series},dispositivo=e2e_gateway,planta={args.plant} temperatura_c=21.25 {int(at.timestamp())}\n"
-        f"{series},dispositivo=e2e_direto temperatura_c=23.75 {int(at.timestamp())}"
+    # The verify client's devices, whose silence Grafana ignores; a location of their own, which the panel filters on.
+    at = datetime.now(UTC).replace(microsecond=0)
+    location = "e2e_plantas"
+    scheme = PlantScheme.load(GATEWAYS_VARS)
+    gateway_account = scheme.account(args.plant)
+    # (client/name, the account publishing, its topic, the reading's value)
+    sources = (
+        (args.gateway_device, gateway_account, scheme.central(args.plant, f"mov/dados/{args.gateway_device}"), 21.25),
+        (args.direct_device, args.direct_account, f"mov/dados/{args.direct_device}", 23.75),
     )
-    url = f"{args.influxdb}/api/v2/write?org={args.org}&bucket={args.bucket}&precision=s"
-    status, body = box.http("POST", url, {**admin, "Content-Type": "text/plain; charset=utf-8"}, lines)
-    report.check(
-        f"a gateway's reading (planta={args.plant}) and a direct one written to {args.bucket}", status == 204, body
-    )
+    devices = [dict(zip(("client", "name"), source[0].split("/", 1), strict=True)) for source in sources]
+    ca = _ca_file(box)
     try:
+        for device, (_, account, topic, value) in zip(devices, sources, strict=True):
+            reading = readings({**device, "site": location, "type": "temperatura"}, at, 1, (), base=value)
+            publish(args.mqtt_host, args.mqtt_port, ca, *mqtt_login(secrets, account), topic, reading)
+        report.check(f"a gateway's reading (as {gateway_account}) and a direct one published over MQTT/TLS", True)
+    except Exception as exc:  # any failure to publish is the finding
+        report.check("a gateway's reading and a direct one published over MQTT/TLS", False, repr(exc))
+    finally:
+        ca.unlink(missing_ok=True)
+    try:
+        want = sorted([(args.plant, 21.25), ("", 23.75)])
+
+        def both(rows: list[dict[str, str]]) -> tuple[bool, str]:
+            got = sorted((row.get("planta", ""), float(row["_value"])) for row in rows)
+            return got == want, f"stored (planta, value): {got}"
+
+        stored = (
+            f'from(bucket: "{args.bucket}") |> range(start: {_stamp(at)}, stop: {_stamp(at + timedelta(seconds=1))}) '
+            f'|> filter(fn: (r) => r._measurement == "mov_leituras" and r.localizacao == "{location}" '
+            'and r._field == "temperatura_c")'
+        )
+        report.check(
+            f"Telegraf stored both, the gateway's alone with planta={args.plant} (Flux query)",
+            *wait_until(rows_probe(influx, stored, both), args.timeout),
+        )
         fill = {
-            "${cliente:regex}": "mov_verify",
-            "${localizacao:regex}": "e2e_plantas",
-            "${dispositivo:regex}": "(e2e_gateway|e2e_direto)",
+            "${cliente:regex}": "|".join(sorted({device["client"] for device in devices})),
+            "${localizacao:regex}": location,
+            "${dispositivo:regex}": f"({'|'.join(device['name'] for device in devices)})",
         }
-        for choice, want in ((everything, [21.25, 23.75]), (args.plant, [21.25])):
+        for choice, values in ((everything, [21.25, 23.75]), (args.plant, [21.25])):
             status, body = panel_query(
                 box,
                 args.grafana,
@@ -1265,7 +1514,7 @@ def dashboard_plants(args: argparse.Namespace) -> int:
             )
             got = sorted(grafana_numbers(json.loads(body)).get("A", [])) if status == 200 else []
             report.check(
-                f"the panel with planta {choice!r} finds {want}", got == want, f"{status}: {got or body[:400]}"
+                f"the panel with planta {choice!r} finds {values}", got == values, f"{status}: {got or body[:400]}"
             )
     finally:
         status, body = box.http(
@@ -1274,26 +1523,13 @@ def dashboard_plants(args: argparse.Namespace) -> int:
             {**admin, "Content-Type": "application/json"},
             json.dumps(
                 {
-                    "start": f"{at - timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}",
-                    "stop": f"{at + timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}",
-                    "predicate": '_measurement="mov_leituras" AND localizacao="e2e_plantas"',
+                    "start": _stamp(at - timedelta(minutes=1)),
+                    "stop": _stamp(at + timedelta(minutes=1)),
+                    "predicate": f'_measurement="mov_leituras" AND localizacao="{location}"',
                 }
             ),
         )
         report.check("the two points are deleted", status == 204, body[:300])
-    return report.summary()
-
-
-def gateway_heartbeat(args: argparse.Namespace) -> int:
-    """One heartbeat of a gateway as Telegraf stores it (roles/telegraf: measurement mov_gateway, tag planta, the
-    gateway broker's uptime as the string field uptime), written now to the infrastructure bucket."""
-    report = Report()
-    box = Box(args.box)
-    admin = {"Authorization": f"Token {load_secrets(args.secrets)['influxdb_admin_token']}"}
-    line = f'mov_gateway,planta={args.plant} uptime="60 seconds" {int(time.time())}'
-    url = f"{args.influxdb}/api/v2/write?org={args.org}&bucket={args.infra_bucket}&precision=s"
-    status, body = box.http("POST", url, {**admin, "Content-Type": "text/plain; charset=utf-8"}, line)
-    report.check(f"a heartbeat of the gateway of {args.plant} written to {args.infra_bucket}", status == 204, body)
     return report.summary()
 
 
@@ -1614,14 +1850,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_state.add_argument("--state", choices=["firing", "normal"], required=True)
     p_state.add_argument("--label", action="append", default=[], help="key=value an alert of the rule must carry")
     sub.add_parser("infra-panels", parents=[common, device], help="every infrastructure panel's query runs in InfluxDB")
+    # The e2e deploy's gateway (its mov_edge_gateways): its plant and a device of its list.
+    plant = argparse.ArgumentParser(add_help=False)
+    plant.add_argument("--plant", default="fabrica_e2e", help="the gateway's plant (tag planta)")
+    plant.add_argument("--gateway-device", default="mov_verify/e2e_planta", help="client/name of one of its devices")
+    p_gateway = sub.add_parser(
+        "gateway",
+        parents=[common, device, plant],
+        help="a gateway's readings and heartbeat through the central broker and Telegraf; another plant refused",
+    )
+    p_gateway.add_argument("--gateway-site", default="e2e_gateway", help="its device's localizacao")
+    p_gateway.add_argument("--other-plant", default="other_site", help="a plant the gateway's account may not write")
     p_plants = sub.add_parser(
-        "dashboard-plants", parents=[common, device], help="the overview's panel filters on planta; All keeps the rest"
+        "dashboard-plants",
+        parents=[common, device, plant],
+        help="the overview's panel filters on planta; All keeps the rest",
     )
-    p_plants.add_argument("--plant", default="fabrica_e2e", help="the plant of the gateway's reading")
-    p_heartbeat = sub.add_parser(
-        "gateway-heartbeat", parents=[common, device], help="one heartbeat of a gateway, as Telegraf stores it"
-    )
-    p_heartbeat.add_argument("--plant", required=True, help="the gateway's plant (tag planta)")
+    p_plants.add_argument("--direct-device", default="mov_verify/e2e_direto", help="client/name of a direct reading")
+    p_plants.add_argument("--direct-account", default="verify", help="an MQTT account that may write for it")
     p_stopped = sub.add_parser(
         "worker-stopped", parents=[common, device], help="the worker stopped: its stall and stopped-container rules"
     )
@@ -1697,7 +1943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rule-state": rule_state,
         "infra-panels": infra_panels,
         "dashboard-plants": dashboard_plants,
-        "gateway-heartbeat": gateway_heartbeat,
+        "gateway": gateway,
         "worker-stopped": worker_stopped,
         "identity": identity,
         "telegraf-health": telegraf_health,
