@@ -8,14 +8,20 @@ against it. The GitHub Actions e2e job (tests/e2e/check_platform.py) proves the 
 from __future__ import annotations
 
 import configparser
+import importlib.util
+import json
 import re
+import threading
 import tomllib
-from types import SimpleNamespace
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from conftest import filter_plugin
+from conftest import filter_plugin, run_role
 from mov_render import ENVS, REPO, rendered, rendered_with_changed_tree
 
 # The envs whose stack has all five services (local runs Mosquitto and the worker only, without a registry).
@@ -134,12 +140,93 @@ def test_a_changed_retention_is_patched_onto_the_existing_bucket() -> None:
     assert updates(existing, [{"name": "mov_dados", "retention": "30d"}]) == []
 
 
-def test_the_token_step_applies_retention_to_every_bucket_of_the_tree() -> None:
-    tasks = yaml.safe_load((REPO / "roles/influxdb/tasks/tokens.yml").read_text())
-    (patch,) = [t for t in tasks if t.get("ansible.builtin.uri", {}).get("method") == "PATCH"]
-    assert "influxdb_retention_updates" in patch["loop"]
-    assert "influxdb_bucket" in patch["loop"] and "influxdb_extra_buckets" in patch["loop"]
-    assert patch["no_log"] is True
+@pytest.fixture
+def influx_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, ModuleType, list[str]]]:
+    """The InfluxDB API double of the site scenario (molecule/_shared/influx-api-double), on loopback in this process,
+    set up as the image's setup leaves InfluxDB: the org, the setup bucket with no expiry, the admin. Its URL, the
+    module (its state) and the requests it logged ("PATCH /api/v2/buckets/<id>")."""
+    path = REPO / "molecule/_shared/influx-api-double/influx_api_double.py"
+    spec = importlib.util.spec_from_file_location("influx_api_double", path)
+    assert spec is not None and spec.loader is not None
+    double = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(double)
+    requests: list[str] = []
+    monkeypatch.setattr(double, "STATE", tmp_path / "double-state.json")
+    monkeypatch.setattr(double, "CONFIGS", tmp_path / "influx-configs")
+    monkeypatch.setattr(double, "say", lambda record: requests.append(str(record.get("request", ""))))
+    for name, value in {
+        "DOCKER_INFLUXDB_INIT_ORG": "mov_industria",
+        "DOCKER_INFLUXDB_INIT_BUCKET": "mov_dados",
+        "DOCKER_INFLUXDB_INIT_USERNAME": "admin",
+        "DOCKER_INFLUXDB_INIT_PASSWORD": INFLUX_PASSWORD,
+        "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN": INFLUX_TOKEN,
+    }.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), double.Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", double, requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+INFLUX_PASSWORD = "test-only-influx-password"
+INFLUX_TOKEN = "test-only-influx-admin-token"
+
+
+def test_the_token_step_applies_a_changed_retention_to_every_existing_bucket_of_the_tree(
+    tmp_path: Path, influx_api: tuple[str, ModuleType, list[str]]
+) -> None:
+    """The influxdb role's token step, run by Ansible against the API double with the tree's buckets: the first
+    deploy gives the setup bucket its retention and creates the others with theirs; a deploy with every retention
+    changed sends one PATCH per bucket, whose rule InfluxDB keeps; a deploy with nothing changed sends none."""
+    url, double, requests = influx_api
+    buckets = json.loads((rendered("prod")[0] / "opt/mov/influxdb/tokens.json").read_text())["buckets"]
+    assert {b["name"] for b in buckets} == {"mov_dados", "mov_status", "mov_historico", "mov_infra"}
+
+    def deploy(tree: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+        requests.clear()
+        run_role(
+            tmp_path,
+            "influxdb",
+            {
+                "influxdb_api_url": url,
+                "influxdb_org": "mov_industria",
+                "influxdb_admin_user": "admin",
+                "influxdb_admin_password": INFLUX_PASSWORD,
+                "influxdb_admin_token": INFLUX_TOKEN,
+                "influxdb_bucket": tree[0]["name"],
+                "influxdb_retention": tree[0]["retention"],
+                "influxdb_extra_buckets": tree[1:],
+            },
+            tasks_from="tokens",
+        )
+        return {b["name"]: b["retentionRules"] for b in double.load()["buckets"]}
+
+    seconds = filter_plugin("influxdb", "influxdb_tokens").influxdb_duration_seconds
+
+    def rule(retention: str) -> dict[str, Any]:
+        return {"type": "expire", "everySeconds": seconds(retention), "shardGroupDurationSeconds": 0}
+
+    # The setup bucket by a PATCH, the others by their creation (POST, with no shard group duration).
+    first = deploy(buckets)
+    assert first == {
+        b["name"]: [rule(b["retention"]) if i == 0 else {"type": "expire", "everySeconds": seconds(b["retention"])}]
+        for i, b in enumerate(buckets)
+    }
+    ids = {b["name"]: b["id"] for b in double.load()["buckets"]}
+
+    changed = [{**b, "retention": f"{seconds(b['retention']) // 86400 + 7}d"} for b in buckets]
+    after = deploy(changed)
+    assert sorted(r for r in requests if r.startswith("PATCH ")) == sorted(
+        f"PATCH /api/v2/buckets/{ids[b['name']]}" for b in buckets
+    )
+    assert after == {b["name"]: [rule(b["retention"])] for b in changed}
+
+    assert deploy(changed) == after
+    assert not [r for r in requests if r.startswith(("PATCH ", "POST /api/v2/buckets"))], requests
 
 
 # --- Telegraf's health: delivery, not the process -------------------------------------------------------------------

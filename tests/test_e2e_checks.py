@@ -97,6 +97,15 @@ def test_wait_until_gives_the_last_answer_when_time_is_up() -> None:
     assert cp.wait_until(lambda: (False, "never"), timeout=0, interval=0) == (False, "never")
 
 
+def test_the_history_counted_ends_before_the_window_the_task_completed_last() -> None:
+    """The history task, run at 14:00:00, writes the window 13:00-14:00 with the time 13:00: counts taken at 14:20
+    stop before 13:00, so that run (late or not) and the one at 15:00 change nothing in what they compare."""
+    hour = cp.timedelta(hours=1)
+    assert cp.history_stop(datetime(2026, 12, 7, 14, 20, 5, tzinfo=UTC), hour) == "2026-12-07T13:00:00Z"
+    assert cp.history_stop(datetime(2026, 12, 7, 14, 0, 0, tzinfo=UTC), hour) == "2026-12-07T13:00:00Z"
+    assert cp.history_stop(datetime(2026, 12, 7, 0, 59, 59, tzinfo=UTC), hour) == "2026-12-06T23:00:00Z"
+
+
 def test_receiver_records_each_post(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -68,14 +68,6 @@ def rendered_without_infra() -> Path:
     return host_dir
 
 
-def test_the_tree_switches_it_on_with_its_own_bucket_retention_and_interval() -> None:
-    values = tree()
-    assert values["mov_infra_metrics_enabled"] is True
-    assert values["mov_infra_metrics_bucket"] == "mov_infra" != values["mov_influxdb_bucket"]
-    assert values["mov_infra_metrics_retention"] and values["mov_infra_metrics_interval_s"] > 0
-    assert values["mov_infra_disk_alert_percent"] == 85 and values["mov_device_silence_for"] == "5m"
-
-
 # --- Telegraf -----------------------------------------------------------------------------------------------
 
 

@@ -1603,18 +1603,33 @@ def _basic(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+def history_stop(now: datetime, every: timedelta) -> str:
+    """The end of the history the counts compare: before the window the task completed last, so no run of the task
+    between the two counts (one at each `every`, writing the window that just ended) adds a point to it."""
+    step = int(every.total_seconds())
+    start_of_window = datetime.fromtimestamp(int(now.timestamp()) // step * step, UTC)
+    return (start_of_window - every).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def counts(args: argparse.Namespace) -> int:
     secrets = load_secrets(args.secrets)
     influx = Influx(Box(args.box), secrets["influxdb_admin_token"], args.org)
+    before = json.loads(args.compare.read_text()) if args.compare else {}
+    every = timedelta(seconds=duration_seconds(args.history_every))
+    stop = before.get("history_stop") or history_stop(datetime.now(UTC), every)
+    history = influx.values(
+        f'from(bucket: "{args.history_bucket}") |> range(start: 0, stop: {stop}) '
+        '|> filter(fn: (r) => r._measurement == "mov_leituras") |> group() |> count()'
+    )
     now = {
         "readings": influx.count(args.bucket, "mov_leituras"),
         "statuses": influx.count(args.status_bucket, "mov_status"),
+        "history": sum(int(v) for v in history),
     }
     if args.out:
-        args.out.write_text(json.dumps(now))
-        print(f"counts: {now}")
-        return 0 if now["readings"] > 0 else 1
-    before = json.loads(args.compare.read_text())
+        args.out.write_text(json.dumps({**now, "history_stop": stop}))
+        print(f"counts: {now} (history before {stop})")
+        return 0 if now["readings"] > 0 and now["history"] > 0 else 1
     report = Report()
     for key, value in now.items():
         report.check(
@@ -1824,6 +1839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check.add_argument("--grafana", default="http://127.0.0.1:3000")
     p_check.add_argument("--timeout", type=float, default=120, help="seconds to wait for each outcome")
     p_counts = sub.add_parser("counts", parents=[common], help="points per bucket: save, or compare with saved")
+    p_counts.add_argument("--history-bucket", default="mov_historico")
+    p_counts.add_argument("--history-every", default="1h", help="the tree's mov_influxdb_history_every")
     target = p_counts.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path)
     target.add_argument("--compare", type=Path)
