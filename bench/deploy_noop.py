@@ -13,7 +13,8 @@ first run's StrictHostKeyChecking=accept-new recorded it. Prints
 and s_per_task = noop_s / tasks; then "fastpath_s" and "fastpath_changed": a threshold raised by one, deployed
 through docs/operations/deploy.md's fast path (--tags FAST_PATH_TAGS), checked in the worker's rules on the box;
 then the same with Mitogen ("mitogen_fastpath_s", raised by two). Targets (issue 19): fresh_s <= 120, noop_s <= 45,
-changed_on_second == 0 for both, mitogen_noop_s <= 20, fastpath_s <= 20. Only the throwaway box is touched (it is destroyed first unless --keep).
+changed_on_second == 0 for both, mitogen_noop_s <= 20, fastpath_s <= 20. Only the throwaway box is touched (it is
+destroyed first unless --keep).
 """
 
 from __future__ import annotations

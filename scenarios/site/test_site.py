@@ -705,7 +705,9 @@ def points_written_with(site: Site, host: Host, before: dict[str, str], auth: st
     return [r for _, r in double_requests(site, host, before["since"]) if "point" in r and r["auth"] == auth]
 
 
-RELOAD_RULES = "stack : Reload the analytics worker's rules when they changed (the same process; devices keep their state)"
+RELOAD_RULES = (
+    "stack : Reload the analytics worker's rules when they changed (the same process; devices keep their state)"
+)
 
 
 def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> None:
