@@ -559,6 +559,21 @@ def publish(
 # --- the checks --------------------------------------------------------------------------------------------------
 
 
+def publish_as_device(
+    args: argparse.Namespace, secrets: dict[str, Any], ca_file: Path, payloads: Sequence[dict[str, Any] | str]
+) -> None:
+    """publish() as ``args.device`` (client/name) on its own topic, mov/dados/<client>/<name>, with its password."""
+    publish(
+        args.mqtt_host,
+        args.mqtt_port,
+        ca_file,
+        args.device,
+        secrets["mqtt"][args.device],
+        f"mov/dados/{args.device}",
+        payloads,
+    )
+
+
 def check(args: argparse.Namespace) -> int:
     report = Report()
     box = Box(args.box)
@@ -575,15 +590,7 @@ def check(args: argparse.Namespace) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
         handle.write(ca.stdout)
     try:
-        publish(
-            args.mqtt_host,
-            args.mqtt_port,
-            Path(handle.name),
-            args.device,
-            secrets["mqtt"][args.device],
-            f"mov/dados/{args.device}",
-            readings(device, start, args.readings, critical_at=(5, 6)),
-        )
+        publish_as_device(args, secrets, Path(handle.name), readings(device, start, args.readings, critical_at=(5, 6)))
         report.check(f"{args.readings} readings published over MQTT/TLS as {args.device}", True)
     except Exception as exc:  # any failure to publish is the finding
         report.check(f"readings published over MQTT/TLS as {args.device}", False, repr(exc))

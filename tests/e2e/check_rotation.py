@@ -53,7 +53,7 @@ from check_platform import (
     check_mail,
     flux_column,
     load_secrets,
-    publish,
+    publish_as_device,
     readings,
     wait_until,
 )
@@ -154,15 +154,7 @@ def publish_until(args: argparse.Namespace) -> int:
             payload = readings(device, at, 1, critical_at=())
             payload[0]["fields"]["temperatura_c"] = alternating_value(i, args.normal, args.above)
             try:
-                publish(
-                    args.mqtt_host,
-                    args.mqtt_port,
-                    Path(handle.name),
-                    args.device,
-                    secrets["mqtt"][args.device],
-                    f"mov/dados/{args.device}",
-                    payload,
-                )
+                publish_as_device(args, secrets, Path(handle.name), payload)
                 acked.append(at.strftime(STAMP))
             except Exception as exc:  # a device retries later; the check counts what the broker took
                 failed.append(f"{at.strftime(STAMP)} {exc!r}")
@@ -346,15 +338,7 @@ def worker_email(args: argparse.Namespace) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
         handle.write(box.run("cat", CA_FILE).stdout)
     try:
-        publish(
-            args.mqtt_host,
-            args.mqtt_port,
-            Path(handle.name),
-            args.device,
-            secrets["mqtt"][args.device],
-            f"mov/dados/{args.device}",
-            values,
-        )
+        publish_as_device(args, secrets, Path(handle.name), values)
         report.check(f"a normal, a critical ({args.critical}) and a normal reading published as {args.device}", True)
     except Exception as exc:  # any failure to publish is the finding
         report.check(f"readings published as {args.device}", False, repr(exc))
