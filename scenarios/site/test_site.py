@@ -713,7 +713,7 @@ RELOAD_RULES = (
 def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> None:
     """docs/operations/deploy.md's fast path for a setting of the worker or Grafana: only the roles that render
     them and the stack's configure and run steps (deploy, verify, release). A threshold reaches the running worker by
-    SIGHUP: the same container goes on, with its devices' state."""
+    its reload (POST /-/reload): the same container goes on, with its devices' state."""
     worker_id = "docker compose -f /opt/mov/compose.yaml ps -q analytics"
     before = {h.name: (site.sudo(h, worker_id).stdout, reload_sets(site, h)) for h in site.hosts}
     override = site.inventory / "group_vars" / "mov" / "zz-thresholds.yml"

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from check_platform import (
-    CA_FILE,
     SECRETS,
     Box,
     Influx,
     Report,
     _basic,
+    _ca_file,
     check_mail,
     flux_column,
     load_secrets,
@@ -140,8 +139,7 @@ def publish_until(args: argparse.Namespace) -> int:
     secrets = load_secrets(args.secrets)
     client, name = args.device.split("/", 1)
     device = {"client": client, "name": name, "site": args.site, "type": "temperatura"}
-    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-        handle.write(box.run("cat", CA_FILE).stdout)
+    ca = _ca_file(box)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     acked: list[str] = []
     failed: list[str] = []
@@ -154,12 +152,12 @@ def publish_until(args: argparse.Namespace) -> int:
             payload = readings(device, at, 1, critical_at=())
             payload[0]["fields"]["temperatura_c"] = alternating_value(i, args.normal, args.above)
             try:
-                publish_as_device(args, secrets, Path(handle.name), payload)
+                publish_as_device(args, secrets, ca, payload)
                 acked.append(at.strftime(STAMP))
             except Exception as exc:  # a device retries later; the check counts what the broker took
                 failed.append(f"{at.strftime(STAMP)} {exc!r}")
     finally:
-        Path(handle.name).unlink(missing_ok=True)
+        ca.unlink(missing_ok=True)
     args.out.write_text(json.dumps({"acked": acked, "failed": failed}))
     print(f"published: {len(acked)} acknowledged, {len(failed)} not")
     return 0
@@ -335,16 +333,15 @@ def worker_email(args: argparse.Namespace) -> int:
     values = readings(device, datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2), 3, critical_at=())
     for value, reading in zip((args.normal, args.critical, args.normal), values, strict=True):
         reading["fields"]["temperatura_c"] = value
-    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-        handle.write(box.run("cat", CA_FILE).stdout)
+    ca = _ca_file(box)
     try:
-        publish_as_device(args, secrets, Path(handle.name), values)
+        publish_as_device(args, secrets, ca, values)
         report.check(f"a normal, a critical ({args.critical}) and a normal reading published as {args.device}", True)
     except Exception as exc:  # any failure to publish is the finding
         report.check(f"readings published as {args.device}", False, repr(exc))
         return report.summary()
     finally:
-        Path(handle.name).unlink(missing_ok=True)
+        ca.unlink(missing_ok=True)
     check_mail(
         report,
         args.mails,
