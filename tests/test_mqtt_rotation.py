@@ -89,12 +89,16 @@ class Consumer:
 
 
 class Device(threading.Thread):
-    """Numbered QoS 1 readings every PUBLISH_EVERY_S until stopped; `acked` holds those the broker acknowledged."""
+    """Numbered QoS 1 readings every PUBLISH_EVERY_S until stopped; `acked` holds those the broker acknowledged.
+
+    No lock of ours is held across a paho call: paho runs on_publish holding its own lock, so a publish made under
+    ours while a PUBACK comes in would deadlock the two threads. The acknowledged message ids are kept as they come
+    (a PUBACK may come before publish() returns its id) and matched to their numbers when read."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
-        self.acked: set[int] = set()
         self._numbers: dict[int, int] = {}
+        self._acked_mids: set[int] = set()
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mov-test-device")
@@ -103,16 +107,22 @@ class Device(threading.Thread):
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
 
+    @property
+    def acked(self) -> set[int]:
+        with self._lock:
+            return {number for mid, number in self._numbers.items() if mid in self._acked_mids}
+
     def _on_publish(self, _c: object, _u: object, mid: int, *_: object) -> None:
         with self._lock:
-            self.acked.add(self._numbers[mid])
+            self._acked_mids.add(mid)
 
     def run(self) -> None:
-        for number in range(int(300 / PUBLISH_EVERY_S)):  # bounded: 5 minutes at most
+        for number in range(int(300 / PUBLISH_EVERY_S)):  # bounded: 5 minutes at most (fewer ids than paho's 65,535)
             if self._done.is_set():
                 break
+            mid = self._client.publish(TOPIC, str(number), qos=1).mid
             with self._lock:
-                self._numbers[self._client.publish(TOPIC, str(number), qos=1).mid] = number
+                self._numbers[mid] = number
             time.sleep(PUBLISH_EVERY_S)
 
     def finish(self) -> None:
