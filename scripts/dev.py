@@ -340,7 +340,19 @@ def pytest_scenario(
     the ones before."""
     started = time.monotonic()
     code, out = run_step(
-        [sys.executable, "-m", "pytest", "-x", "-v", "-p", "no:cacheprovider", "--durations=12", path],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-x",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "--durations=12",
+            "-o",
+            "timeout=2700",
+            path,
+        ],
         name=name,
         stream=stream,
         env=dict(os.environ, **env),
