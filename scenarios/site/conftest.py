@@ -144,6 +144,9 @@ class Site:
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.work / "cp"),
             # A fact cache of its own: the repository's (.cache/facts) may hold another box of the same name.
             ANSIBLE_CACHE_PLUGIN_CONNECTION=str(self.facts),
+            # Every task a run started, with its time, in the TASKS RECAP (ansible.cfg lists the 10 longest): what a
+            # step asserts ran or not, and where a slow run's time went.
+            PROFILE_TASKS_TASK_OUTPUT_LIMIT="all",
             **executor_env(executor),
         )
 

@@ -251,6 +251,20 @@ def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
     said = re.findall(r"Host roles .{0,400}", folded)
     skipped = folded.count("Host roles skipped: the host is as the last full deploy left it")
     assert skipped == len(site.hosts) + len(site.gateways), said
+    # Their plays ended for every host (meta: end_host) rather than skipping each of their tasks one by one: no task
+    # of a role that only those plays run was started (the timer lists every task started, skipped ones too).
+    started = [t for t in started_tasks(run.output) if t.split(" : ")[0] in PLAY_ENDED_ROLES]
+    assert started == [], started
+
+
+# The roles that only playbooks/host.yml, services.yml and edge.yml run (the others are included elsewhere too).
+PLAY_ENDED_ROLES = ("common", "docker", "firewall", "report", "telegraf", "logs", "nginx", "certbot")
+
+
+def started_tasks(output: str) -> list[str]:
+    """The tasks a run started, skipped ones included, from the timer's TASKS RECAP ("role : name ---- 0.12s")."""
+    recap = output.split("TASKS RECAP", 1)[-1] if "TASKS RECAP" in output else ""
+    return [m.group(1) for m in re.finditer(r"^(.+?) -+ [\d.]+s$", recap, re.MULTILINE)]
 
 
 def test_a_hand_edit_on_the_host_is_put_back_by_the_next_run(site: Site) -> None:
