@@ -739,7 +739,7 @@ def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> Non
     assert len(reloaded) == len(site.hosts) and all(r.startswith("changed") for r in reloaded), reloaded
     # compose.yaml is unchanged and a --tags run applies no host role: the exposure is what the last run verified.
     # (ansible.cfg shows no skipped task; a probe that ran prints a result per host.)
-    assert task_results(run.output, "stack : These ports stay closed (started at once)") == [], run.explain()
+    assert task_results(run.output, "stack : These ports stay closed") == [], run.explain()
     for host in site.hosts:
         worker, recorded = before[host.name]
         assert site.sudo(host, worker_id).stdout == worker, "the fast path recreated the worker"

@@ -1,0 +1,86 @@
+"""roles/stack's exposure check (library/mov_port_probe.py, tasks/verify.yml): run through ansible-playbook on this
+machine against loopback ports it opens; a port that must answer and does not, or must not and does, fails the task
+and is named, and the ports are probed at once."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, ansible_env
+
+LIBRARY = REPO / "roles" / "stack" / "library"
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (it refuses at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def probes(tmp: Path, cases: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Each case a mov_port_probe task on 127.0.0.1 (errors kept); their results in order."""
+    tasks: list[dict[str, object]] = []
+    for i, case in enumerate(cases):
+        task = {"host": "127.0.0.1", "open_hint": "look at ufw.", "closed_hint": "look at compose.", **case}
+        tasks.append({"mov_port_probe": task, "register": f"r{i}", "ignore_errors": True})
+    results = "[" + ", ".join(f"r{i}" for i in range(len(cases))) + "]"
+    tasks.append(
+        {"ansible.builtin.copy": {"content": "{{ " + results + " | to_json }}", "dest": str(tmp / "out.json")}}
+    )
+    playbook = tmp / "play.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    done = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(playbook),
+        ],
+        env=dict(ansible_env(), ANSIBLE_LIBRARY=str(LIBRARY)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    out: list[dict[str, object]] = json.loads((tmp / "out.json").read_text())
+    return out
+
+
+def test_answering_and_closed_ports_pass_and_each_wrong_one_is_named(tmp_path: Path, listening: int) -> None:
+    closed, other = free_port(), free_port()
+    ok, silent, answering = probes(
+        tmp_path,
+        [
+            {"open": [listening], "closed": [closed]},
+            {"open": [listening, closed, other], "timeout": 1.5, "connect_timeout": 0.5},
+            {"closed": [closed, listening]},
+        ],
+    )
+    assert not ok.get("failed") and (ok["silent"], ok["answering"], ok["changed"]) == ([], [], False), ok
+    assert silent["failed"] and silent["silent"] == sorted([closed, other]), silent
+    assert f"127.0.0.1:{min(closed, other)} does not answer from the controller; look at ufw." in str(silent["msg"])
+    assert str(listening) not in str(silent["msg"])
+    # Two ports, each retried for 1.5 s: probed at once, the call takes one wait, not two.
+    assert 1.5 <= float(str(silent["elapsed"])) < 2.5, silent
+    assert answering["failed"] and answering["answering"] == [listening], answering
+    assert str(answering["msg"]) == f"127.0.0.1:{listening} answers from the controller but must not; look at compose."
