@@ -61,6 +61,7 @@ class Worker:
         )
         self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy, self.reload_rules)
         self.connected = False
+        self._subscribe_mid: int | None = None
         self._stop = threading.Event()
         self._mqtt_thread: threading.Thread | None = None
         self._log_limit = logs.RateLimiter(10.0)
@@ -99,6 +100,7 @@ class Worker:
             client.tls_insecure_set(m.tls.insecure)
         client.reconnect_delay_set(m.reconnect_min_delay_s, m.reconnect_max_delay_s)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -109,13 +111,28 @@ class Worker:
         if reason_code.is_failure:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})
             return
-        client.subscribe([(topic, self.cfg.mqtt.qos) for topic in subscriptions(self.cfg.mqtt)])
-        self.connected = True
+        # Healthy once the broker acknowledged the subscription (_on_subscribe), not at CONNACK: a reading published
+        # between the two would reach no session of ours on a first start.
+        _, self._subscribe_mid = client.subscribe(
+            [(topic, self.cfg.mqtt.qos) for topic in subscriptions(self.cfg.mqtt)]
+        )
         self.metrics.mqtt_connected.set(1)
         log.info(
             "mqtt connected",
             extra={"session_present": flags.session_present, "host": self.cfg.mqtt.host, "port": self.cfg.mqtt.port},
         )
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode], properties: Any
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            # The broker's ACL refused a topic: no reading would come, so the worker stays unhealthy.
+            log.error("broker refused the subscription", extra={"reasons": refused})
+            return
+        self.connected = True
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode, properties: Any
@@ -360,7 +377,7 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
         if not self.connected:
-            return False, "mqtt: not connected"
+            return False, "mqtt: not connected, or the subscription not acknowledged yet"
         if self.writer.auth_failed:
             return False, "influxdb: token refused (401/403)"
         if not self.writer.last_write_ok:
