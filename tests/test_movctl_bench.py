@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,15 @@ def test_it_refuses_while_the_backup_lock_is_held_or_a_deploy_marker_is_fresh(tm
     assert bench.refusal(cfg) == ""
     lock.touch()
     assert bench.refusal(cfg) == ""  # the file alone is no backup: only a held lock is
-    holder = subprocess.Popen(["flock", "-o", str(lock), "sleep", "30"])  # -o: flock alone holds it
+    # One process that takes the lock and holds it, with no child: flock(1) forks its command, and a child forked
+    # before flock closed the lock's descriptor kept the lock a moment after flock itself was killed.
+    hold = (
+        "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); "
+        "time.sleep(30)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdout=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while bench.refusal(cfg) == "" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert holder.stdout is not None and holder.stdout.readline() == b"\n"  # the lock is held from here
         assert "a backup, restore or drill runs" in bench.refusal(cfg)
     finally:
         holder.kill()
