@@ -36,6 +36,38 @@ def ansible_env(config: Path = REPO / "ansible.cfg", executor: Executor = "mitog
     return {**os.environ, "ANSIBLE_CONFIG": str(config), "ANSIBLE_NOCOLOR": "1", **executor_env(executor)}
 
 
+def local_play(
+    tmp: Path, tasks: list[dict[str, object]], role: Path, play_vars: dict[str, object] | None = None, *extra: str
+) -> list[dict[str, object]]:
+    """Run `tasks` in one play on this machine with `role`'s modules and action plugins, the last task writing its
+    results to tmp/out.json (a role's own Python run as Ansible runs it); returns what that file holds."""
+    playbook = tmp / "play.yml"
+    play = {"hosts": "localhost", "gather_facts": False, "vars": play_vars or {}, "tasks": tasks}
+    playbook.write_text(json.dumps([play]))
+    done = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(playbook),
+            *extra,
+        ],
+        env=dict(
+            ansible_env(), ANSIBLE_ACTION_PLUGINS=str(role / "action_plugins"), ANSIBLE_LIBRARY=str(role / "library")
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    results: list[dict[str, object]] = json.loads((tmp / "out.json").read_text())
+    return results
+
+
 def resolved(variable: str, *extra: str) -> Any:
     """The local env's value of a variable as Ansible resolves the config tree (nothing runs on a host); extra are
     ansible's own arguments, e.g. "-e", '{"mov_logs_enabled": true}'."""

@@ -4,13 +4,11 @@ ansible-playbook on this machine, against a temporary tree standing for the host
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ansible_env
+from conftest import REPO
+from mov_render import local_play
 
 ROLE = REPO / "roles" / "host_state"
 
@@ -40,33 +38,7 @@ def play(tmp: Path, steps: list[dict[str, object]], extra: tuple[str, ...] = ())
         else:
             tasks.append(step)
     tasks.append({"ansible.builtin.copy": {"content": "{{ results | to_json }}", "dest": str(tmp / "out.json")}})
-    playbook = tmp / "play.yml"
-    playbook.write_text(
-        json.dumps([{"hosts": "localhost", "gather_facts": False, "vars": {"results": []}, "tasks": tasks}])
-    )
-    env = dict(
-        ansible_env(), ANSIBLE_ACTION_PLUGINS=str(ROLE / "action_plugins"), ANSIBLE_LIBRARY=str(ROLE / "library")
-    )
-    done = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            str(playbook),
-            *extra,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    results: list[dict[str, object]] = json.loads((tmp / "out.json").read_text())
-    return results
+    return local_play(tmp, tasks, ROLE, {"results": []}, *extra)
 
 
 def write(path: Path, text: str) -> dict[str, object]:

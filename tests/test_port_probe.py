@@ -4,17 +4,13 @@ and is named, and the ports are probed at once."""
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ansible_env
-
-LIBRARY = REPO / "roles" / "stack" / "library"
+from conftest import REPO
+from mov_render import local_play
 
 
 @pytest.fixture
@@ -43,27 +39,7 @@ def probes(tmp: Path, cases: list[dict[str, object]]) -> list[dict[str, object]]
     tasks.append(
         {"ansible.builtin.copy": {"content": "{{ " + results + " | to_json }}", "dest": str(tmp / "out.json")}}
     )
-    playbook = tmp / "play.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
-    done = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            str(playbook),
-        ],
-        env=dict(ansible_env(), ANSIBLE_LIBRARY=str(LIBRARY)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    out: list[dict[str, object]] = json.loads((tmp / "out.json").read_text())
-    return out
+    return local_play(tmp, tasks, REPO / "roles" / "stack")
 
 
 def test_answering_and_closed_ports_pass_and_each_wrong_one_is_named(tmp_path: Path, listening: int) -> None:
