@@ -37,12 +37,19 @@ def ansible_env(config: Path = REPO / "ansible.cfg", executor: Executor = "mitog
 
 
 def local_play(
-    tmp: Path, tasks: list[dict[str, object]], role: Path, play_vars: dict[str, object] | None = None, *extra: str
+    tmp: Path,
+    tasks: list[dict[str, object]],
+    role: Path,
+    results: str,
+    play_vars: dict[str, object] | None = None,
+    *extra: str,
 ) -> list[dict[str, object]]:
-    """Run `tasks` in one play on this machine with `role`'s modules and action plugins, the last task writing its
-    results to tmp/out.json (a role's own Python run as Ansible runs it); returns what that file holds."""
+    """Run `tasks` in one play on this machine with `role`'s modules and action plugins (a role's own Python run as
+    Ansible runs it); returns the value of the Jinja expression `results` at the end of the play."""
+    out = tmp / "out.json"
+    write = {"ansible.builtin.copy": {"content": "{{ " + results + " | to_json }}", "dest": str(out)}}
     playbook = tmp / "play.yml"
-    play = {"hosts": "localhost", "gather_facts": False, "vars": play_vars or {}, "tasks": tasks}
+    play = {"hosts": "localhost", "gather_facts": False, "vars": play_vars or {}, "tasks": [*tasks, write]}
     playbook.write_text(json.dumps([play]))
     done = subprocess.run(
         [
@@ -64,8 +71,8 @@ def local_play(
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    results: list[dict[str, object]] = json.loads((tmp / "out.json").read_text())
-    return results
+    values: list[dict[str, object]] = json.loads(out.read_text())
+    return values
 
 
 def resolved(variable: str, *extra: str) -> Any:

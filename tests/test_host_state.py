@@ -37,8 +37,7 @@ def play(tmp: Path, steps: list[dict[str, object]], extra: tuple[str, ...] = ())
             tasks.append({"ansible.builtin.set_fact": {"results": "{{ results + [out] }}"}})
         else:
             tasks.append(step)
-    tasks.append({"ansible.builtin.copy": {"content": "{{ results | to_json }}", "dest": str(tmp / "out.json")}})
-    return local_play(tmp, tasks, ROLE, {"results": []}, *extra)
+    return local_play(tmp, tasks, ROLE, "results", {"results": []}, *extra)
 
 
 def write(path: Path, text: str) -> dict[str, object]:

@@ -36,10 +36,7 @@ def probes(tmp: Path, cases: list[dict[str, object]]) -> list[dict[str, object]]
         task = {"host": "127.0.0.1", "open_hint": "look at ufw.", "closed_hint": "look at compose.", **case}
         tasks.append({"mov_port_probe": task, "register": f"r{i}", "ignore_errors": True})
     results = "[" + ", ".join(f"r{i}" for i in range(len(cases))) + "]"
-    tasks.append(
-        {"ansible.builtin.copy": {"content": "{{ " + results + " | to_json }}", "dest": str(tmp / "out.json")}}
-    )
-    return local_play(tmp, tasks, REPO / "roles" / "stack")
+    return local_play(tmp, tasks, REPO / "roles" / "stack", results)
 
 
 def test_answering_and_closed_ports_pass_and_each_wrong_one_is_named(tmp_path: Path, listening: int) -> None:
