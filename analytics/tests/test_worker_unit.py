@@ -108,7 +108,7 @@ def test_points_heartbeat_and_alerts(worker: tuple[Worker, MemoryTransport, Reco
 def test_health_needs_broker_and_good_writes(worker: tuple[Worker, MemoryTransport, RecordingSender]) -> None:
     w, _, _ = worker
     assert w.healthy()[0] is False  # never connected
-    w.connected = True
+    w.subscribed = True
     assert w.healthy() == (True, "ok")
     w.writer.last_write_ok = False
     assert w.healthy()[0] is False

@@ -60,7 +60,8 @@ class Worker:
             cfg.influxdb, self.metrics, transport, on_overflow=self._on_overflow, on_auth_failure=self._on_auth_failure
         )
         self.health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.healthy, self.reload_rules)
-        self.connected = False
+        # True from the broker's SUBACK to the next disconnect: readings reach the worker (/healthz).
+        self.subscribed = False
         self._subscribe_mid: int | None = None
         self._stop = threading.Event()
         self._mqtt_thread: threading.Thread | None = None
@@ -132,12 +133,12 @@ class Worker:
             # The broker's ACL refused a topic: no reading would come, so the worker stays unhealthy.
             log.error("broker refused the subscription", extra={"reasons": refused})
             return
-        self.connected = True
+        self.subscribed = True
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode, properties: Any
     ) -> None:
-        self.connected = False
+        self.subscribed = False
         self.metrics.mqtt_connected.set(0)
         if not self._stop.is_set():
             log.warning("mqtt disconnected, reconnecting", extra={"reason": str(reason_code)})
@@ -376,7 +377,7 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
-        if not self.connected:
+        if not self.subscribed:
             return False, "mqtt: not connected, or the subscription not acknowledged yet"
         if self.writer.auth_failed:
             return False, "influxdb: token refused (401/403)"
