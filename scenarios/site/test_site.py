@@ -750,10 +750,12 @@ def test_a_threshold_changed_through_the_fast_path_is_applied(site: Site) -> Non
         assert now["mosquitto"] == recorded["mosquitto"] and now["analytics"] != recorded["analytics"], (recorded, now)
         rules = site.sudo(host, "cat /opt/mov/analytics/rules/rules.yaml")
         assert "alerta: 33" in rules.stdout, rules.stdout
-        # 32.4 was "alerta" under the old thresholds (30): the reloaded worker's status of it is "normal".
-        publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 32.4)])
-        [point] = wait_for("the status of the 32.4 reading", points_of, site, host, "value=32.4")
-        assert "dispositivo=sensor_001" in point and 'status="normal"' in point, point
+        # 36.4 is "critico" under the old thresholds (35) and "alerta" under the new ones (33, 38): from "normal"
+        # (the step before ended on 22.5), a change either way, so the worker writes its status point at once (an
+        # unchanged status waits for the minute's heartbeat). "alerta" is the reloaded worker's.
+        publish_ok(site, host, "industria_abc/sensor_001", [reading("industria_abc/sensor_001", 36.4)])
+        [point] = wait_for("the status of the 36.4 reading", points_of, site, host, "value=36.4")
+        assert "dispositivo=sensor_001" in point and 'status="alerta"' in point, point
 
 
 def reload_sets(site: Site, host: Host) -> dict[str, str]:
