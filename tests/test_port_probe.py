@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO
 from mov_render import local_play
 
@@ -57,3 +58,39 @@ def test_answering_and_closed_ports_pass_and_each_wrong_one_is_named(tmp_path: P
     assert 1.5 <= float(str(silent["elapsed"])) < 2.5, silent
     assert answering["failed"] and answering["answering"] == [listening], answering
     assert str(answering["msg"]) == f"127.0.0.1:{listening} answers from the controller but must not; look at compose."
+
+
+def verify_task(name: str) -> dict[str, object]:
+    """A task of roles/stack/tasks/verify.yml by its name, at the top or in a block, as the role has it."""
+    tasks = yaml.safe_load((REPO / "roles" / "stack" / "tasks" / "verify.yml").read_text())
+    found = [t for top in tasks for t in top.get("block", [top]) if t.get("name") == name]
+    assert len(found) == 1, name
+    return dict(found[0])
+
+
+def test_the_deploys_closed_port_check_runs_in_the_background_and_still_fails_naming_the_port(
+    tmp_path: Path, listening: int
+) -> None:
+    # The verify step's own two tasks: the probe started (async, poll 0) before the other checks, and its result
+    # waited for at the end; a port that answers fails the second one, named, and a closed one passes.
+    start = verify_task("Start probing, from the controller, the ports that must stay closed")
+    collect = {**verify_task("These ports stay closed"), "ignore_errors": True}
+    results = []
+    for case, ports in (("closed", [free_port()]), ("answering", [free_port(), listening])):
+        (tmp_path / case).mkdir()
+        play_vars = {
+            "stack_verify_address": "127.0.0.1",
+            "stack_verify_closed_ports": ports,
+            "stack_mqtt_tls_port": 8883,
+        }
+        expr = f"[{start['register']}, {collect['register']}]"
+        job, result = local_play(tmp_path / case, [start, collect], REPO / "roles" / "stack", expr, play_vars)
+        # It returned at once and the probe went on; a probe changes nothing, started or not.
+        assert job["started"] == 1 and job["finished"] == 0 and not job["changed"], job
+        results.append(result)
+    passed, failed = results
+    assert not passed.get("failed") and passed["answering"] == [] and passed["finished"], passed
+    assert failed["failed"] and failed["answering"] == [listening], failed
+    assert f"127.0.0.1:{listening} answers from the controller but must not; look at the compose file's" in str(
+        failed["msg"]
+    ), failed
