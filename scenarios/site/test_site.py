@@ -261,6 +261,10 @@ def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
     # is the one the run compared with. (A record replaces the file: a new inode.)
     assert {h.name: site.sudo(h, stamp).stdout for h in [*site.hosts, *site.gateways]} == stamps, stamps
     assert all(stamps.values()), stamps
+    # The status page's generator, unchanged with its configuration, is left to its minute job (roles/status_page).
+    assert (
+        task_results(run.output, "status_page : Write the page now (then every minute, the cron job status-page)") == []
+    )
 
 
 # The roles that only playbooks/host.yml, services.yml and edge.yml run (the others are included elsewhere too).
