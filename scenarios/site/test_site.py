@@ -240,7 +240,8 @@ def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
     # Through Mitogen, the documented faster executor, with ansible.cfg's host key checking on and the env's known
     # hosts (scanned from the boxes): its no-op must be as empty as plain Ansible's.
     stamp = "stat -c '%i %Y' /var/lib/mov/host-state.json"  # roles/host_state's host_state_file
-    stamps = {h.name: site.sudo(h, stamp).stdout for h in [*site.hosts, *site.gateways]}
+    boxes = [*site.hosts, *site.gateways]
+    stamps = {h.name: site.sudo(h, stamp).stdout for h in boxes}
     run = site.play("site.yml", executor="mitogen")
     assert run.code == 0, run.explain()
     recap = run.recap()
@@ -257,9 +258,9 @@ def test_second_run_changes_nothing_across_the_site(site: Site) -> None:
     # of a role that only those plays run was started (the timer lists every task started, skipped ones too).
     started = [t for t in started_tasks(run.output) if t.split(" : ")[0] in PLAY_ENDED_ROLES]
     assert started == [], started
-    # Nor was a host digested again at the end to write its stamp anew (playbooks/host_state.yml, gateways.yml): it
-    # is the one the run compared with. (A record replaces the file: a new inode.)
-    assert {h.name: site.sudo(h, stamp).stdout for h in [*site.hosts, *site.gateways]} == stamps, stamps
+    # Nor was a host digested again at the end to write its stamp anew (roles/host_state, tasks/record.yml): it is
+    # the one the run compared with. (A record replaces the file: a new inode.)
+    assert {h.name: site.sudo(h, stamp).stdout for h in boxes} == stamps, stamps
     assert all(stamps.values()), stamps
     # The status page's generator, unchanged with its configuration, is left to its minute job (roles/status_page).
     assert (
