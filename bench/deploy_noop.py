@@ -12,9 +12,9 @@ first run's StrictHostKeyChecking=accept-new recorded it. Prints
 "mitogen_" prefix for the Mitogen one, where tasks counts a run's task results (ok + changed + failed + skipped)
 and s_per_task = noop_s / tasks; then "fastpath_s" and "fastpath_changed": a threshold raised by one, deployed
 through docs/operations/deploy.md's fast path (--tags FAST_PATH_TAGS), checked in the worker's rules on the box;
-then the same with Mitogen ("mitogen_fastpath_s", raised by two); last, unless --keep, "mitogen_fresh_s": the fresh
-run through Mitogen on a new box. Targets (issue 19): fresh_s <= 120, noop_s <= 45, changed_on_second == 0 for both,
-mitogen_noop_s <= 20, fastpath_s <= 20. Only the throwaway box is touched (it is destroyed first unless --keep).
+then the same with Mitogen ("mitogen_fastpath_s", raised by two). Targets (issue 19): fresh_s <= 120, noop_s <= 45,
+changed_on_second == 0 for both, mitogen_noop_s <= 20, fastpath_s <= 20. Only the throwaway box is touched (it is
+destroyed first unless --keep).
 """
 
 from __future__ import annotations
@@ -161,20 +161,6 @@ def fast_path(root: Path, log: Path | None, executor: Executor, raise_by: int) -
     return {f"{prefix}fastpath_s": round(elapsed, 1), f"{prefix}fastpath_changed": counts["changed"]}
 
 
-def mitogen_fresh(root: Path, key: Path, known_hosts: Path, log: Path | None) -> float:
-    """The fresh run again, through Mitogen, on a new box (a new host key, likely the same address): Mitogen's SSH
-    takes no accept-new, so the box's key is scanned into the known hosts first, as an operator does before a first
-    run with host key checking on. The env's secrets and settings are the plain run's; the fast path's override goes."""
-    (root / "inventories" / "local" / "group_vars" / "mov" / "zz-bench-threshold.yml").unlink(missing_ok=True)
-    box.destroy()
-    box.create()
-    address = prepare_ssh(key)
-    known_hosts.write_text(box.host_key(address) + "\n")
-    workspace(root, address, key, known_hosts)
-    elapsed, _ = playbook(root, "root", "mitogen", log)
-    return elapsed
-
-
 def main() -> int:
     # Runs from the repository's .venv (made or updated from the locks, as scripts/dev.py does), where
     # ansible-playbook is: bench/results.md's command works on a fresh clone whatever python3 starts it.
@@ -187,7 +173,7 @@ def main() -> int:
         help="reuse a running box instead of a fresh one (already deployed: both runs are no-ops)",
     )
     parser.add_argument(
-        "--log-dir", type=Path, help="write each run's output there (fresh.log, noop.log, noop-mitogen.log, ...)"
+        "--log-dir", type=Path, help="write each run's output there (fresh.log, noop.log, noop-mitogen.log)"
     )
     args = parser.parse_args()
     if not args.keep:
@@ -207,7 +193,7 @@ def main() -> int:
         workspace(root, address, key, known_hosts)
         logs = {
             name: args.log_dir / f"{name}.log" if args.log_dir else None
-            for name in ("fresh", "noop", "noop-mitogen", "fast-path", "fast-path-mitogen", "fresh-mitogen")
+            for name in ("fresh", "noop", "noop-mitogen", "fast-path", "fast-path-mitogen")
         }
         if args.log_dir:
             args.log_dir.mkdir(parents=True, exist_ok=True)
@@ -216,9 +202,7 @@ def main() -> int:
         mitogen = noop_figures(*playbook(root, "mov", "mitogen", logs["noop-mitogen"]), prefix="mitogen_")
         fast = fast_path(root, logs["fast-path"], "plain", 1)
         mitogen_fast = fast_path(root, logs["fast-path-mitogen"], "mitogen", 2)
-        figures = {"fresh_s": round(fresh_s, 1), **plain, **mitogen, **fast, **mitogen_fast}
-        if not args.keep:
-            figures["mitogen_fresh_s"] = round(mitogen_fresh(root, key, known_hosts, logs["fresh-mitogen"]), 1)
+    figures = {"fresh_s": round(fresh_s, 1), **plain, **mitogen, **fast, **mitogen_fast}
     if not args.json:
         print(f"fresh run {fresh_s:.0f}s")
         for name, prefix in (("plain", ""), ("mitogen", "mitogen_")):

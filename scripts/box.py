@@ -235,19 +235,6 @@ def create(publish: Sequence[str] = ()) -> None:
     wait_for_systemd(CONTAINER)
 
 
-def host_key(address: str, timeout: float = 60.0) -> str:
-    """The ed25519 host key line of the sshd at address, for a known_hosts file (what an operator scans before a
-    first run with host key checking on); waits up to timeout for sshd to answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True, text=True)
-        if out.stdout.strip():
-            return out.stdout.strip()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"sshd did not answer on {address}:22 within {timeout:.0f}s")
-        time.sleep(1)
-
-
 def wait_for_systemd(name: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     state = ""

@@ -366,12 +366,19 @@ def start_box(host: Host, provider_pub: Path, extra: Sequence[str] = ()) -> None
 
 
 def scan_host_keys(hosts: Sequence[Host], known_hosts: Path) -> None:
+    deadline = time.monotonic() + 60
     lines: list[str] = []
     for host in hosts:
-        try:
-            lines.append(box.host_key(host.address))
-        except RuntimeError as exc:
-            raise RuntimeError(f"{host.container}: {exc}") from exc
+        while True:
+            out = subprocess.run(
+                ["ssh-keyscan", "-T", "5", "-t", "ed25519", host.address], capture_output=True, text=True
+            )
+            if out.stdout.strip():
+                lines.append(out.stdout.strip())
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{host.container}: sshd did not answer on {host.address}:22")
+            time.sleep(1)
     known_hosts.write_text("\n".join(lines) + "\n")
 
 
