@@ -76,10 +76,10 @@ def ensure_venv() -> None:
             subprocess.run([*install, "-r", str(ANALYTICS / "requirements-dev.lock")], check=True, env=uv_env)
         if (ANALYTICS / "pyproject.toml").exists():
             subprocess.run([*install, "--no-deps", "-e", str(ANALYTICS)], check=True, env=uv_env)
-        # Bytecode now, once: uv writes none, and where PYTHONDONTWRITEBYTECODE is set (container images often set it) every
-        # ansible, ansible-playbook, molecule or ansible-lint start would compile its imports again (0.3-0.5 s
-        # each). Not the collections: ansible's collection loader compiles their source itself and reads no .pyc
-        # (ansible/utils/collection_loader/_collection_finder.py, get_code).
+        # Bytecode now, once: uv writes none, and where PYTHONDONTWRITEBYTECODE is set (container images often set
+        # it) every ansible, ansible-playbook, molecule or ansible-lint start would compile its imports again
+        # (0.3-0.5 s each). Not the collections: ansible's collection loader compiles their source itself and reads
+        # no .pyc (ansible/utils/collection_loader/_collection_finder.py, get_code).
         subprocess.run(
             [
                 str(python),
